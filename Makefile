@@ -1,0 +1,83 @@
+# SPDX-License-Identifier: GPL-2.0
+# cma: entry points. `make help` lists them.
+#
+# The module is built against KDIR: by default our own Rust-enabled test
+# kernel (built once by scripts/kernel.sh and cached under ~/.cache/cma);
+# pass KDIR=/path/to/your/kernel/build to use your own.
+
+SHELL := /bin/bash
+TOP := $(CURDIR)
+FLAVOUR ?= normal
+CACHE := $(shell . scripts/env.sh; echo $$CMA_CACHE)
+BINDGEN ?= $(CACHE)/tools/bin/bindgen
+KRUSTC ?= /usr/bin/rustc
+ifeq ($(origin KDIR),undefined)
+OWN_KERNEL := 1
+# Recursively expanded: evaluated in recipes, after `deps` has installed what
+# the cache key depends on.
+KDIR = $(shell scripts/kernel.sh --flavour $(FLAVOUR) --print-dir)
+endif
+KMAKE = $(MAKE) -C $(KDIR) M=$(TOP) LLVM=-19 RUSTC=$(KRUSTC) BINDGEN=$(BINDGEN)
+CARGO_TARGET := $(TOP)/userspace/target/release
+C_TESTS := tests/c/cma_abi_test
+
+.PHONY: all module deps kernel userspace ctests test run clean help fmt lint
+
+all: module
+
+help:
+	@echo "cma make targets:"
+	@echo "  make            build cma.ko (builds the cached test kernel first if needed)"
+	@echo "  make test       everything from scratch: deps, kernel, module, userspace, VM suite"
+	@echo "  make run        boot the test VM, load the module, run the cma CLI"
+	@echo "  make deps       install missing dependencies (scripts/deps.sh)"
+	@echo "  make kernel     build or reuse the cached test kernel (scripts/kernel.sh)"
+	@echo "  make userspace  build the Rust userspace workspace (library, CLI, suite)"
+	@echo "  make ctests     build the C tests that include the UAPI header"
+	@echo "  make fmt        rustfmt the module and the userspace workspace"
+	@echo "  make lint       check formatting and run clippy on the userspace workspace"
+	@echo "  make clean      remove build products (not the kernel cache)"
+	@echo "variables: KDIR=<kernel build dir> (your own Rust-enabled kernel), FLAVOUR=normal|debug"
+	@echo "kernel cache: $(CACHE)"
+
+deps:
+	scripts/deps.sh
+
+kernel: deps
+ifdef OWN_KERNEL
+	scripts/kernel.sh --flavour $(FLAVOUR) >/dev/null
+else
+	@echo "using KDIR=$(KDIR)"
+endif
+
+module: kernel
+	$(KMAKE) modules
+
+userspace: deps
+	cd userspace && cargo build --release --workspace
+
+ctests: $(C_TESTS)
+
+tests/c/cma_abi_test: tests/c/cma_abi_test.c include/uapi/cma.h kernel
+	$(CC) -O2 -Wall -Werror -I$(KDIR)/source/tools/testing/selftests -Iinclude/uapi \
+		-o $@ $<
+
+test: module userspace ctests
+	scripts/vm.sh --flavour $(FLAVOUR) test
+
+run: module userspace
+	scripts/vm.sh --flavour $(FLAVOUR) run
+
+fmt:
+	rustfmt --edition 2021 rust/*.rs
+	cd userspace && cargo fmt --all
+
+lint:
+	rustfmt --edition 2021 --check rust/*.rs
+	cd userspace && cargo fmt --all -- --check
+	cd userspace && cargo clippy --release --workspace --all-targets -- -D warnings
+
+clean:
+	-$(KMAKE) clean
+	rm -f rust/cma_uapi_generated.rs $(C_TESTS)
+	cd userspace && cargo clean

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Boot the test kernel with virtme-ng and run something inside it.
+#
+#   scripts/vm.sh [--flavour normal|debug] test   load cma.ko, run the suites, unload,
+#                                                 check the kernel log; ends "N passed, N failed"
+#   scripts/vm.sh [--flavour normal|debug] run    load cma.ko and run the CLI
+#   scripts/vm.sh [--flavour normal|debug] shell -- CMD...   run CMD in the guest
+#
+# KVM is used when it works on this machine (probed with a real boot) and TCG
+# (software emulation) otherwise; CMA_ACCEL=kvm|tcg forces one.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+. "$here/env.sh"
+
+flavour=normal
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --flavour) flavour=$2; shift 2 ;;
+        *) break ;;
+    esac
+done
+mode=${1:-}
+[ $# -gt 0 ] && shift
+[ "${1:-}" = "--" ] && shift
+
+say() { printf '[vm] %s\n' "$*" >&2; }
+die() { printf '[vm] ERROR: %s\n' "$*" >&2; exit 1; }
+
+kdir=${KDIR:-$("$here/kernel.sh" --flavour "$flavour" --print-dir)}
+bzimage=$kdir/arch/x86/boot/bzImage
+[ -r "$bzimage" ] || die "no kernel at $bzimage: run 'make kernel' (or set KDIR)"
+vng=$CMA_VENV/bin/vng
+export PATH=$CMA_VENV/bin:$PATH
+[ -x "$vng" ] || die "virtme-ng not installed: run scripts/deps.sh"
+[ -r "$top/cma.ko" ] || die "cma.ko not built: run 'make'"
+
+# Does KVM work here? /dev/kvm can exist and still fail (nested virtualisation
+# that aborts on MSR writes, or crawls): boot the kernel with no root and see
+# whether it gets as far as looking for one, quickly.
+probe_kvm() {
+    [ -w /dev/kvm ] || { echo "no writable /dev/kvm"; return 1; }
+    local out
+    out=$(timeout 30 qemu-system-x86_64 -accel kvm -cpu host -m 256 -smp 1 \
+        -nographic -no-reboot -kernel "$bzimage" \
+        -append "console=ttyS0 panic=-1 root=/dev/nonexistent" 2>&1 || true)
+    if grep -q "Kernel panic\|VFS: Unable to mount root\|Waiting for root" <<<"$out"; then
+        return 0
+    fi
+    echo "$(grep -m1 -i 'error\|failed' <<<"$out" || echo 'did not boot within 30 s')"
+    return 1
+}
+
+accel=${CMA_ACCEL:-}
+if [ -z "$accel" ]; then
+    if why=$(probe_kvm); then accel=kvm; else accel=tcg; say "KVM unusable here ($why): using TCG"; fi
+fi
+vng_args=(--run "$bzimage" --force-9p --user root --cpus 2 -m 2G --append "root=/dev/root")
+case "$accel" in
+    kvm) say "accelerator: KVM" ;;
+    tcg) say "accelerator: TCG (software emulation)"; vng_args+=(--disable-kvm) ;;
+    *) die "CMA_ACCEL must be kvm or tcg" ;;
+esac
+
+guest() {
+    # The guest sees the host's root filesystem; the working directory is the repo.
+    (cd "$top" && timeout "${CMA_VM_TIMEOUT:-1800}" "$vng" "${vng_args[@]}" -- "$*")
+}
+
+case "$mode" in
+    test)
+        mkdir -p "$top/out"
+        log=$top/out/vm-test-$flavour.log
+        say "running the suites in the guest (log: $log)"
+        set +e
+        guest "CMA_ACCEL=$accel tests/guest.sh" 2>&1 | tee "$log"
+        status=${PIPESTATUS[0]}
+        set -e
+        exec "$top/tests/summarise.sh" "$log" "$status"
+        ;;
+    run)
+        guest "insmod cma.ko && userspace/target/release/cma info; s=\$?; rmmod cma; exit \$s"
+        ;;
+    shell)
+        [ $# -gt 0 ] || die "usage: $0 shell -- CMD..."
+        guest "$*"
+        ;;
+    *)
+        die "usage: $0 [--flavour normal|debug] test|run|shell -- CMD"
+        ;;
+esac

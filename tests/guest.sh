@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs inside the test VM, as root, from the repository root (scripts/vm.sh
+# starts it): loads cma.ko, runs every KTAP suite, unloads the module, and
+# prints the kernel log for the host to check (tests/summarise.sh).
+# The runner's own checks are a KTAP block of their own.
+set -u
+ko=$PWD/cma.ko
+suites=(
+    "userspace/target/release/cma-selftest"
+    "tests/c/cma_abi_test"
+)
+tmp=$(mktemp -d)
+pass=0 fail=0 n=0
+check() { # name, then a command: a runner-level test
+    local name=$1; shift
+    n=$((n + 1))
+    if "$@" >"$tmp/out" 2>&1; then
+        pass=$((pass + 1)); echo "ok $n runner.$name"
+    else
+        fail=$((fail + 1)); sed 's/^/# /' "$tmp/out"; echo "not ok $n runner.$name"
+    fi
+}
+# Pages pinned and not yet unpinned, system-wide, from one read of /proc/vmstat.
+outstanding_pins() {
+    awk '$1 == "nr_foll_pin_acquired" { a = $2 } $1 == "nr_foll_pin_released" { r = $2 }
+         END { print a - r }' /proc/vmstat
+}
+
+echo "# guest: Linux $(uname -r), $(nproc) CPUs, accelerator ${CMA_ACCEL:-unknown}"
+pins0=$(outstanding_pins)
+
+echo "TAP version 13"
+check insmod insmod "$ko"
+for s in "${suites[@]}"; do
+    echo "# ===== suite $s"
+    CMA_KO=$ko "$s" 2>&1 | tee "$tmp/suite"
+    status=${PIPESTATUS[0]}
+    echo "# ===== suite $s exited with $status"
+    # A suite that died before its totals would hide its failures.
+    check "$(basename "$s").completed" grep -q '^# Totals:' "$tmp/suite"
+done
+check rmmod rmmod cma
+# Every page the suites pinned must be unpinned. The guest's own I/O (9p)
+# pins pages briefly too, so let in-flight I/O finish before concluding.
+pins_balanced() {
+    local now i
+    for i in $(seq 20); do
+        now=$(outstanding_pins)
+        [ "$now" = "$pins0" ] && { echo "outstanding pins: $now, as before the suites"; return 0; }
+        sleep 0.5
+    done
+    echo "outstanding pins: $now, before the suites: $pins0"
+    grep foll_pin /proc/vmstat
+    return 1
+}
+check pins_balanced pins_balanced
+echo "1..$n"
+echo "# Totals: pass:$pass fail:$fail xfail:0 xpass:0 skip:0 error:0"
+
+echo "===== dmesg begin"
+dmesg
+echo "===== dmesg end"
+rm -rf "$tmp"

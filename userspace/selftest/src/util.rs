@@ -1,0 +1,161 @@
+//! Helpers shared by the tests: raw ioctls, mappings, child processes.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::AsFd;
+
+use crate::ktap::{Failure, TestResult};
+
+/// `ioctl(dev, cmd, arg)` with an arbitrary command and argument.
+pub fn raw_ioctl(dev: &cma::Device, cmd: u32, arg: usize) -> io::Result<i32> {
+    // SAFETY: every argument the tests pass is either a pointer to a buffer
+    // large enough for any command (see `Page`), or an address the test
+    // expects the kernel to reject; the kernel never trusts it.
+    unsafe { cma::sys::ioctl(dev.as_fd(), cmd, arg) }
+}
+
+/// An anonymous private mapping, unmapped on drop.
+pub struct Mapping {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapping {
+    /// Maps `len` bytes with protection `prot` (zero-filled).
+    pub fn new(len: usize, prot: i32) -> io::Result<Mapping> {
+        // SAFETY: a fresh anonymous mapping at an address the kernel chooses
+        // touches no existing memory.
+        let addr = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping { addr, len })
+    }
+
+    /// The start address.
+    pub fn addr(&self) -> usize {
+        self.addr as usize
+    }
+
+    /// The mapping's bytes (only for readable mappings).
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is live for `self`'s lifetime and `len` long;
+        // callers only use this on readable mappings.
+        unsafe { std::slice::from_raw_parts(self.addr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `addr`/`len` is a mapping this value owns.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+/// An address that is certainly not mapped: a page mapped and then unmapped.
+pub fn unmapped_address() -> io::Result<usize> {
+    let m = Mapping::new(page_size(), libc::PROT_NONE)?;
+    Ok(m.addr())
+}
+
+/// The system page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// A kernel address that is mapped in the kernel (the start of the direct map).
+pub const KERNEL_ADDRESS: usize = 0xffff_8880_0000_0000;
+
+/// Runs `f` in a forked child and returns its result. The child reports
+/// failure through its exit status (0 pass, 4 skip, otherwise fail), with the
+/// message on stderr, which the KTAP output shows.
+pub fn in_child(f: impl FnOnce() -> TestResult) -> TestResult {
+    // SAFETY: the suite is single-threaded, so the child may run Rust code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    if pid == 0 {
+        let code = match f() {
+            Ok(()) => 0,
+            Err(Failure::Skip(why)) => {
+                println!("# child skipped: {why}");
+                4
+            }
+            Err(Failure::Fail(why)) => {
+                println!("# child: {why}");
+                1
+            }
+        };
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        // SAFETY: _exit ends the child without running the parent's atexit
+        // handlers or flushing its inherited buffers twice.
+        unsafe { libc::_exit(code) };
+    }
+    let status = wait_child(pid)?;
+    match status {
+        0 => Ok(()),
+        4 => Err(Failure::Skip("skipped in child".into())),
+        s => Err(Failure::Fail(format!("child failed (status {s:#x})"))),
+    }
+}
+
+/// Waits for `pid` and returns its exit code (or 128 + signal number).
+pub fn wait_child(pid: libc::pid_t) -> io::Result<i32> {
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if libc::WIFEXITED(status) {
+        Ok(libc::WEXITSTATUS(status))
+    } else {
+        Ok(128 + libc::WTERMSIG(status))
+    }
+}
+
+/// Drops to an unprivileged uid/gid (nobody) in the current process.
+pub fn become_nobody() -> io::Result<()> {
+    // SAFETY: plain syscalls with integer arguments.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setresgid(65534, 65534, 65534) != 0
+            || libc::setresuid(65534, 65534, 65534) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Whether the suite runs as root (some tests need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `delete_module(name, flags)`.
+pub fn delete_module(name: &str, flags: i32) -> io::Result<()> {
+    let name = CString::new(name).unwrap();
+    // SAFETY: `name` is a valid NUL-terminated string.
+    if unsafe { libc::syscall(libc::SYS_delete_module, name.as_ptr(), flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `finit_module(fd of path, "", 0)`.
+pub fn load_module(path: &str) -> io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    let params = CString::new("").unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: valid fd and NUL-terminated parameter string.
+    if unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
