@@ -9,10 +9,19 @@
 
 use kernel::prelude::*;
 
+mod access;
+mod consent;
+mod copy;
 mod device;
 mod dispatch;
+mod engine;
+mod glue;
 mod info;
+mod mm;
+mod target;
+mod task;
 mod uapi;
+mod user;
 
 module! {
     type: CmaModule,
@@ -22,18 +31,40 @@ module! {
     license: "GPL",
 }
 
-/// The loaded module: holds `/dev/cma` registered for as long as it lives.
+/// The loaded module: holds `/dev/cma` registered for as long as it lives,
+/// and the consent registry its requests use.
 struct CmaModule {
+    // Fields drop in order: the device goes away before the registry.
     _device: device::MiscDevice,
+    _consents: Pin<KBox<kernel::sync::Mutex<consent::Registry>>>,
 }
 
 impl kernel::Module for CmaModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let device = device::MiscDevice::register()?;
+        let consents = consent::new_registry()?;
+        consent::install(&consents);
+        let device = match device::MiscDevice::register() {
+            Ok(device) => device,
+            Err(e) => {
+                consent::uninstall();
+                return Err(e);
+            }
+        };
         pr_info!(
             "/dev/cma registered (ABI version {})\n",
             uapi::CMA_ABI_VERSION
         );
-        Ok(CmaModule { _device: device })
+        Ok(CmaModule {
+            _device: device,
+            _consents: consents,
+        })
+    }
+}
+
+impl Drop for CmaModule {
+    fn drop(&mut self) {
+        // Runs before the fields drop; no file is open (each holds a module
+        // reference), so nothing can reach the registry any more.
+        consent::uninstall();
     }
 }

@@ -6,14 +6,10 @@
 //! because 6.12's Rust bindings cannot express them; this type makes sure the
 //! registration is undone exactly once.
 
+use crate::glue::*;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::error::to_result;
 use kernel::prelude::*;
-
-extern "C" {
-    fn cma_glue_register() -> core::ffi::c_int;
-    fn cma_glue_unregister();
-}
 
 /// Whether the glue's single `struct miscdevice` is currently registered.
 static REGISTERED: AtomicBool = AtomicBool::new(false);

@@ -2,27 +2,43 @@
 /*
  * The C side of cma: only what the 6.12 Rust bindings cannot express.
  *
- * 6.12 has no miscdevice or file_operations abstraction in Rust, and no
- * MODULE_VERSION in module!, so this file registers the misc device and
- * forwards each file operation to the Rust side (rust/cma_rs.rs), which owns
- * all the logic.
+ * 6.12 has no miscdevice or file_operations abstraction in Rust, no
+ * MODULE_VERSION or module parameters in module!, and several static inline
+ * helpers have no Rust helper. This file registers the misc device, forwards
+ * each file operation to the Rust side, and wraps those inlines one function
+ * each, with no logic of its own. Everything is called from rust/.
  */
+#include <linux/cred.h>
+#include <linux/fault-inject-usercopy.h>
+#include <linux/file.h>
+#include <linux/instrumented.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <linux/miscdevice.h>
+#include <linux/mm.h>
+#include <linux/mmap_lock.h>
 #include <linux/module.h>
+#include <linux/pid.h>
+#include <linux/sched/coredump.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
+#include <linux/uaccess.h>
 
 /* Implemented in Rust (rust/dispatch.rs). */
 long cma_rs_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
+int cma_rs_release(struct inode *inode, struct file *file);
 
-/* Called from Rust (rust/device.rs). */
-int cma_glue_register(void);
-void cma_glue_unregister(void);
+static bool require_consent = true;
+module_param(require_consent, bool, 0644);
+MODULE_PARM_DESC(require_consent,
+		 "Targets must consent (CMA_IOC_GRANT) unless the caller has CAP_SYS_PTRACE (default: Y)");
 
 static const struct file_operations cma_fops = {
 	/* Pins the module while a file is open: rmmod is refused until close. */
 	.owner = THIS_MODULE,
 	.unlocked_ioctl = cma_rs_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
+	.release = cma_rs_release,
 	.llseek = noop_llseek,
 };
 
@@ -34,16 +50,161 @@ static struct miscdevice cma_miscdev = {
 	.fops = &cma_fops,
 };
 
-/* Called from the Rust module's init; returns 0 or a negative errno. */
+/* Prototypes for the functions below, all called from Rust. */
+int cma_glue_register(void);
+void cma_glue_unregister(void);
+bool cma_glue_require_consent(void);
+int cma_glue_mmap_read_lock_killable(struct mm_struct *mm);
+void cma_glue_mmap_read_unlock(struct mm_struct *mm);
+int cma_glue_get_dumpable(struct mm_struct *mm);
+struct user_namespace *cma_glue_mm_user_ns(struct mm_struct *mm);
+struct mm_struct *cma_glue_current_mm(void);
+const struct cred *cma_glue_current_cred(void);
+void cma_glue_put_cred(const struct cred *cred);
+bool cma_glue_fatal_signal_pending(void);
+void cma_glue_cond_resched(void);
+bool cma_glue_same_thread_group(struct task_struct *task);
+int cma_glue_exec_update_lock_killable(struct task_struct *task);
+void cma_glue_exec_update_unlock(struct task_struct *task);
+u64 cma_glue_self_exec_id(struct task_struct *task);
+struct pid *cma_glue_task_tgid(struct task_struct *task);
+struct pid *cma_glue_get_task_tgid(struct task_struct *task);
+struct pid *cma_glue_task_pid(struct task_struct *task);
+struct pid *cma_glue_pidfd_get_pid(int fd);
+unsigned long cma_glue_copy_from_user_nozero(void *to, const void __user *from, unsigned long n);
+
 int cma_glue_register(void)
 {
 	return misc_register(&cma_miscdev);
 }
 
-/* Called from the Rust module's drop, after a successful register. */
 void cma_glue_unregister(void)
 {
 	misc_deregister(&cma_miscdev);
 }
 
-MODULE_VERSION("0.1.0");
+bool cma_glue_require_consent(void)
+{
+	return READ_ONCE(require_consent);
+}
+
+int cma_glue_mmap_read_lock_killable(struct mm_struct *mm)
+{
+	return mmap_read_lock_killable(mm);
+}
+
+void cma_glue_mmap_read_unlock(struct mm_struct *mm)
+{
+	mmap_read_unlock(mm);
+}
+
+int cma_glue_get_dumpable(struct mm_struct *mm)
+{
+	return get_dumpable(mm);
+}
+
+struct user_namespace *cma_glue_mm_user_ns(struct mm_struct *mm)
+{
+	return mm->user_ns;
+}
+
+struct mm_struct *cma_glue_current_mm(void)
+{
+	return current->mm;
+}
+
+const struct cred *cma_glue_current_cred(void)
+{
+	return current_cred();
+}
+
+void cma_glue_put_cred(const struct cred *cred)
+{
+	put_cred(cred);
+}
+
+bool cma_glue_fatal_signal_pending(void)
+{
+	return fatal_signal_pending(current);
+}
+
+void cma_glue_cond_resched(void)
+{
+	cond_resched();
+}
+
+bool cma_glue_same_thread_group(struct task_struct *task)
+{
+	return same_thread_group(task, current);
+}
+
+int cma_glue_exec_update_lock_killable(struct task_struct *task)
+{
+	return down_read_killable(&task->signal->exec_update_lock);
+}
+
+void cma_glue_exec_update_unlock(struct task_struct *task)
+{
+	up_read(&task->signal->exec_update_lock);
+}
+
+u64 cma_glue_self_exec_id(struct task_struct *task)
+{
+	return READ_ONCE(task->self_exec_id);
+}
+
+struct pid *cma_glue_task_tgid(struct task_struct *task)
+{
+	return task_tgid(task);
+}
+
+struct pid *cma_glue_get_task_tgid(struct task_struct *task)
+{
+	return get_pid(task_tgid(task));
+}
+
+struct pid *cma_glue_task_pid(struct task_struct *task)
+{
+	return task_pid(task);
+}
+
+/*
+ * The struct pid a pidfd refers to, with a reference, or ERR_PTR(-EBADF) if
+ * @fd is not an open pidfd. pidfd_pid() is not exported; a pidfd is a file
+ * of pidfs, whose inode keeps the pid in i_private.
+ */
+struct pid *cma_glue_pidfd_get_pid(int fd)
+{
+	struct fd f = fdget(fd);
+	struct pid *pid = ERR_PTR(-EBADF);
+	struct inode *inode;
+
+	if (!fd_file(f))
+		return pid;
+	inode = file_inode(fd_file(f));
+	if (inode->i_sb->s_magic == PID_FS_MAGIC && inode->i_private)
+		pid = get_pid(inode->i_private);
+	fdput(f);
+	return pid;
+}
+
+/*
+ * copy_from_user() without its zeroing of the bytes it could not copy:
+ * when the destination is a pinned page of another process, zeroing would
+ * write outside what the caller asked for. Like copy_from_user_iter() in
+ * lib/iov_iter.c. Returns the number of bytes not copied.
+ */
+unsigned long cma_glue_copy_from_user_nozero(void *to, const void __user *from, unsigned long n)
+{
+	unsigned long left;
+
+	might_fault();
+	if (should_fail_usercopy() || !access_ok(from, n))
+		return n;
+	instrument_copy_from_user_before(to, from, n);
+	left = raw_copy_from_user(to, from, n);
+	instrument_copy_from_user_after(to, from, n, left);
+	return left;
+}
+
+MODULE_VERSION("0.2.0");

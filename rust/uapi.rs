@@ -17,8 +17,18 @@
 include!("cma_uapi_generated.rs");
 
 kernel::static_assert!(core::mem::size_of::<cma_info>() == 64);
+kernel::static_assert!(core::mem::size_of::<cma_iovec>() == 16);
+kernel::static_assert!(core::mem::size_of::<cma_copy>() == 96);
+kernel::static_assert!(core::mem::size_of::<cma_grant>() == 32);
 
-// SAFETY: `cma_info` is `repr(C)`, made only of integers, and has no padding
-// (its size is the sum of its fields' sizes, asserted above), so every byte
-// of it is initialised and any byte pattern is a valid value.
+// SAFETY: each of these structs is `repr(C)`, made only of integers, and has
+// no implicit padding (the header pads explicitly; bindgen's generated layout
+// checks confirm every offset), so every byte is initialised and any byte
+// pattern is a valid value.
 unsafe impl kernel::types::AsBytes for cma_info {}
+// SAFETY: as above.
+unsafe impl kernel::types::AsBytes for cma_copy {}
+// SAFETY: as above.
+unsafe impl kernel::types::FromBytes for cma_copy {}
+// SAFETY: as above.
+unsafe impl kernel::types::FromBytes for cma_grant {}

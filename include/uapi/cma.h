@@ -23,7 +23,7 @@
 #define CMA_DEVICE_PATH "/dev/cma"
 
 /** ABI version reported by %CMA_IOC_INFO; bumped on every ABI change. */
-#define CMA_ABI_VERSION 1
+#define CMA_ABI_VERSION 2
 
 /** ioctl type ("magic") byte; numbers 0x40-0x4f (free in ioctl-number.rst). */
 #define CMA_IOC_MAGIC 0xCA
@@ -42,9 +42,120 @@ struct cma_info {
 	__u64 reserved[6];
 };
 
-/* Feature bits reported in cma_info.features. None exist in ABI version 1. */
+/* Feature bits reported in cma_info.features. */
+/** %CMA_IOC_READ and %CMA_IOC_WRITE exist (struct cma_copy). */
+#define CMA_FEAT_COPY		(1ULL << 0)
+/** %CMA_COPY_PIDFD: the target may be named by a pidfd. */
+#define CMA_FEAT_PIDFD		(1ULL << 1)
+/** %CMA_IOC_GRANT and %CMA_IOC_REVOKE exist (struct cma_grant). */
+#define CMA_FEAT_GRANT		(1ULL << 2)
+/** A request with no iovecs on either side probes access to the target. */
+#define CMA_FEAT_PROBE		(1ULL << 3)
+
+/**
+ * struct cma_iovec - one contiguous range, laid out like struct iovec on 64-bit.
+ * @base: start address in the owning process.
+ * @len: length in bytes (at most SSIZE_MAX).
+ */
+struct cma_iovec {
+	__u64 base;
+	__u64 len;
+};
+
+/* Flags for cma_copy.flags. Any other bit is rejected with -EINVAL. */
+/** cma_copy.pid is a pidfd (pidfd_open(2)) rather than a pid. */
+#define CMA_COPY_PIDFD		(1ULL << 0)
+#define CMA_COPY_FLAGS_ALL	(CMA_COPY_PIDFD)
+
+/**
+ * struct cma_copy - a vectored copy between the caller and a target process.
+ * @local_iov: in: address of @local_cnt struct cma_iovec in the caller.
+ * @remote_iov: in: address (in the caller) of @remote_cnt struct cma_iovec
+ *	describing ranges in the target.
+ * @local_cnt: in: number of local iovecs, at most cma_info.max_iov (1024).
+ * @remote_cnt: in: number of remote iovecs, at most cma_info.max_iov.
+ * @pid: in: the target: a pid in the caller's pid namespace, or a pidfd
+ *	with %CMA_COPY_PIDFD.
+ * @pad: in: zero.
+ * @flags: in: %CMA_COPY_* flags.
+ * @bytes: out: bytes transferred (no 2 GiB cap).
+ * @error: out: 0 if every byte was transferred; otherwise the positive errno
+ *	that stopped the copy (%EFAULT, %EINTR, %ENOMEM...).
+ * @remote_index: out: the remote iovec holding the first byte not
+ *	transferred (@remote_cnt if none).
+ * @remote_offset: out: that byte's offset within its remote iovec.
+ * @local_index: out: likewise for the local side.
+ * @local_offset: out: likewise for the local side.
+ * @reserved: in: zero.
+ *
+ * Bytes are copied in order: the local iovecs, concatenated, are paired with
+ * the remote iovecs, concatenated, until either side is exhausted. If nothing
+ * was transferred and something went wrong, the ioctl fails with that errno;
+ * if some bytes were, it returns 0 and reports the partial count, as
+ * process_vm_readv(2) does. A request with @local_cnt and @remote_cnt both
+ * zero is a probe: it returns 0 if the target could be copied from (or to),
+ * and fails with -ESRCH or -EPERM if not. Any other request whose local or
+ * remote total is zero returns 0 without looking at the target.
+ *
+ * When the target is the caller's own address space (itself, or another
+ * thread of it), the copy runs through a kernel buffer of %CMA_DIRECT_CHUNK
+ * bytes: each chunk is read completely before it is written, so overlapping
+ * ranges behave like memmove(3) when the destination is below the source,
+ * and like a forward copy in %CMA_DIRECT_CHUNK steps otherwise.
+ */
+struct cma_copy {
+	__u64 local_iov;
+	__u64 remote_iov;
+	__u32 local_cnt;
+	__u32 remote_cnt;
+	__s32 pid;
+	__u32 pad;
+	__u64 flags;
+	__u64 bytes;
+	__s32 error;
+	__u32 remote_index;
+	__u64 remote_offset;
+	__u32 local_index;
+	__u32 pad2;
+	__u64 local_offset;
+	__u64 reserved[2];
+};
+
+/** Size of the staging steps of a copy within one address space. */
+#define CMA_DIRECT_CHUNK	(64 * 1024)
+
+/* Flags for cma_grant.flags: none yet; must be zero. */
+
+/**
+ * struct cma_grant - consent to be copied from and to (%CMA_IOC_GRANT).
+ * @pid: in: the peer allowed, as a pid in the caller's pid namespace (a
+ *	process or one of its threads), or 0 for any peer that passes the
+ *	credential rule.
+ * @flags: in: zero.
+ * @reserved: in: zero.
+ *
+ * Unless the caller of a copy has CAP_SYS_PTRACE over the target (or the
+ * module was loaded with require_consent=0), a target must have consented.
+ * Grants accumulate; %CMA_IOC_REVOKE withdraws all of the calling process's
+ * grants. A grant dies with the process, with its exec(), and when the file
+ * it was made on is closed. Consent never widens the credential rule: the
+ * peer must still be allowed by ptrace's rules.
+ */
+struct cma_grant {
+	__s32 pid;
+	__u32 flags;
+	__u64 reserved[3];
+};
 
 /** Query the module's ABI version and features. */
-#define CMA_IOC_INFO _IOR(CMA_IOC_MAGIC, 0x40, struct cma_info)
+#define CMA_IOC_INFO	_IOR(CMA_IOC_MAGIC, 0x40, struct cma_info)
+/** Copy from the target's remote iovecs to the caller's local iovecs. */
+#define CMA_IOC_READ	_IOWR(CMA_IOC_MAGIC, 0x41, struct cma_copy)
+/** Copy from the caller's local iovecs to the target's remote iovecs. */
+#define CMA_IOC_WRITE	_IOWR(CMA_IOC_MAGIC, 0x42, struct cma_copy)
+/** Consent to copies by a peer (or by any permitted peer). */
+#define CMA_IOC_GRANT	_IOW(CMA_IOC_MAGIC, 0x43, struct cma_grant)
+/** Withdraw every consent the calling process has given. */
+#define CMA_IOC_REVOKE	_IO(CMA_IOC_MAGIC, 0x44)
 
 #endif /* _UAPI_CMA_H */

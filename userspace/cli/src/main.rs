@@ -4,7 +4,10 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(version, about = "Single-copy cross-process memory transfer through /dev/cma")]
+#[command(
+    version,
+    about = "Single-copy cross-process memory transfer through /dev/cma"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,14 +1,30 @@
 //! Userspace access to `/dev/cma`, the cma kernel module's device.
 //!
 //! cma copies memory between processes in one copy (Cross Memory Attach).
-//! [`Device::open`] opens the device and [`Device::info`] reports what the
-//! loaded module supports. The raw ABI, generated from the C header
+//! [`Device::open`] opens the device, [`Device::info`] reports what the
+//! loaded module supports, and the copy calls are shaped like the `nix`
+//! crate's `process_vm_readv`/`process_vm_writev`:
+//!
+//! ```no_run
+//! use std::io::IoSliceMut;
+//! use cma::{Device, RemoteIoVec, Target};
+//! # fn main() -> std::io::Result<()> {
+//! # let (pid, addr) = (1234, 0x7f00_0000_0000);
+//! let dev = Device::open()?;
+//! let mut buf = [0u8; 64];
+//! let n = dev.process_vm_readv(Target::Pid(pid), &mut [IoSliceMut::new(&mut buf)],
+//!                              &[RemoteIoVec { base: addr, len: 64 }])?;
+//! # Ok(()) }
+//! ```
+//!
+//! A target must consent ([`Device::grant`]) unless the caller has
+//! `CAP_SYS_PTRACE` over it. The raw ABI, generated from the C header
 //! `include/uapi/cma.h`, is in [`sys`].
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 
 pub mod sys;
@@ -67,6 +83,69 @@ pub struct Info {
     pub features: u64,
 }
 
+/// A range in the target's address space (the same shape as `nix`'s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteIoVec {
+    /// Start address in the target.
+    pub base: usize,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+/// How to name the target process.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// A pid (or thread id) in the caller's pid namespace.
+    Pid(i32),
+    /// A pidfd (`pidfd_open(2)`).
+    PidFd(BorrowedFd<'a>),
+}
+
+impl Target<'_> {
+    fn raw(&self) -> (i32, u64) {
+        match self {
+            Target::Pid(pid) => (*pid, 0),
+            Target::PidFd(fd) => (fd.as_raw_fd(), sys::CMA_COPY_PIDFD as u64),
+        }
+    }
+}
+
+/// Which way a copy goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// From the target to the caller (`CMA_IOC_READ`).
+    Read,
+    /// From the caller to the target (`CMA_IOC_WRITE`).
+    Write,
+}
+
+impl Op {
+    fn cmd(self) -> u32 {
+        match self {
+            Op::Read => sys::CMA_IOC_READ,
+            Op::Write => sys::CMA_IOC_WRITE,
+        }
+    }
+}
+
+/// The full result of a copy that moved at least one byte (or none, for an
+/// empty request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transfer {
+    /// Bytes transferred.
+    pub bytes: u64,
+    /// The errno that stopped a partial copy, or 0 if everything was copied.
+    pub error: i32,
+    /// The remote iovec holding the first byte not transferred.
+    pub remote_index: u32,
+    /// That byte's offset within its remote iovec.
+    pub remote_offset: u64,
+    /// The local iovec holding the first byte not transferred.
+    pub local_index: u32,
+    /// That byte's offset within its local iovec.
+    pub local_offset: u64,
+}
+
 /// An open `/dev/cma`.
 #[derive(Debug)]
 pub struct Device {
@@ -100,6 +179,159 @@ impl Device {
             features: raw.features,
         })
     }
+}
+
+impl Device {
+    /// Reads from `remote` ranges of `target` into `local`, like
+    /// `process_vm_readv(2)`: returns the bytes read, fewer than asked only
+    /// if the copy stopped on an error after moving some bytes.
+    pub fn process_vm_readv(
+        &self,
+        target: Target<'_>,
+        local: &mut [IoSliceMut<'_>],
+        remote: &[RemoteIoVec],
+    ) -> io::Result<usize> {
+        let local: Vec<sys::cma_iovec> = local
+            .iter_mut()
+            .map(|s| sys::cma_iovec {
+                base: s.as_mut_ptr() as u64,
+                len: s.len() as u64,
+            })
+            .collect();
+        // SAFETY: every local iovec is a live, exclusively borrowed buffer.
+        let t = unsafe { self.copy_raw(Op::Read, target, &local, &remote_iovecs(remote)) }?;
+        Ok(t.bytes as usize)
+    }
+
+    /// Writes `local` into `remote` ranges of `target`, like
+    /// `process_vm_writev(2)`: returns the bytes written.
+    pub fn process_vm_writev(
+        &self,
+        target: Target<'_>,
+        local: &[IoSlice<'_>],
+        remote: &[RemoteIoVec],
+    ) -> io::Result<usize> {
+        let local: Vec<sys::cma_iovec> = local
+            .iter()
+            .map(|s| sys::cma_iovec {
+                base: s.as_ptr() as u64,
+                len: s.len() as u64,
+            })
+            .collect();
+        // SAFETY: every local iovec is a live buffer, only read by a write.
+        let t = unsafe { self.copy_raw(Op::Write, target, &local, &remote_iovecs(remote)) }?;
+        Ok(t.bytes as usize)
+    }
+
+    /// Issues one copy with raw iovecs and returns the full [`Transfer`]
+    /// report. Fails with the errno if nothing was transferred.
+    ///
+    /// # Safety
+    ///
+    /// For [`Op::Read`], the `local` ranges are written by the kernel: they
+    /// must not overlap memory Rust code holds references to, other than
+    /// buffers the caller lends for this purpose. (Invalid addresses are
+    /// safe: the kernel reports `EFAULT`.)
+    pub unsafe fn copy_raw(
+        &self,
+        op: Op,
+        target: Target<'_>,
+        local: &[sys::cma_iovec],
+        remote: &[sys::cma_iovec],
+    ) -> io::Result<Transfer> {
+        let (pid, flags) = target.raw();
+        let mut args = sys::cma_copy {
+            local_iov: local.as_ptr() as u64,
+            remote_iov: remote.as_ptr() as u64,
+            local_cnt: local
+                .len()
+                .try_into()
+                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+            remote_cnt: remote
+                .len()
+                .try_into()
+                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+            pid,
+            flags,
+            ..Default::default()
+        };
+        // SAFETY: `args` is a live `cma_copy`; its iovec arrays are live for
+        // the call; the caller vouches for the memory they describe.
+        unsafe { self.copy_args(op, &mut args) }?;
+        Ok(Transfer {
+            bytes: args.bytes,
+            error: args.error,
+            remote_index: args.remote_index,
+            remote_offset: args.remote_offset,
+            local_index: args.local_index,
+            local_offset: args.local_offset,
+        })
+    }
+
+    /// Issues `CMA_IOC_READ`/`CMA_IOC_WRITE` with a fully caller-built
+    /// argument struct (for tests and fuzzers).
+    ///
+    /// # Safety
+    ///
+    /// As for [`Device::copy_raw`], for the memory `args` describes.
+    pub unsafe fn copy_args(&self, op: Op, args: &mut sys::cma_copy) -> io::Result<()> {
+        // SAFETY: `args` is a live, writable `cma_copy`; see the caller's
+        // guarantee for the memory it points to.
+        unsafe { sys::ioctl(self.as_fd(), op.cmd(), args as *mut _ as usize) }.map(drop)
+    }
+
+    /// Checks whether `target` could be copied from and to right now, without
+    /// copying: `Ok(())`, or `EPERM`/`ESRCH`.
+    pub fn probe(&self, target: Target<'_>) -> io::Result<()> {
+        // SAFETY: no iovecs: nothing is read or written.
+        unsafe { self.copy_raw(Op::Read, target, &[], &[]) }.map(drop)
+    }
+
+    /// Consents to copies by `peer` (a pid), or by any peer that passes the
+    /// credential rule if `None`. Lasts until revoked, until this process
+    /// execs or exits, or until this device is closed.
+    pub fn grant(&self, peer: Option<i32>) -> io::Result<()> {
+        let mut args = sys::cma_grant {
+            pid: peer.unwrap_or(0),
+            ..Default::default()
+        };
+        // SAFETY: CMA_IOC_GRANT reads one `cma_grant` from a live struct.
+        unsafe {
+            sys::ioctl(
+                self.as_fd(),
+                sys::CMA_IOC_GRANT,
+                &mut args as *mut _ as usize,
+            )
+        }
+        .map(drop)
+    }
+
+    /// Withdraws every consent this process has given.
+    pub fn revoke(&self) -> io::Result<()> {
+        // SAFETY: CMA_IOC_REVOKE takes no argument.
+        unsafe { sys::ioctl(self.as_fd(), sys::CMA_IOC_REVOKE, 0) }.map(drop)
+    }
+}
+
+fn remote_iovecs(remote: &[RemoteIoVec]) -> Vec<sys::cma_iovec> {
+    remote
+        .iter()
+        .map(|r| sys::cma_iovec {
+            base: r.base as u64,
+            len: r.len as u64,
+        })
+        .collect()
+}
+
+/// Opens a pidfd for `pid` (`pidfd_open(2)`), to name a target race-free.
+pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd that we now own.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as RawFd) })
 }
 
 impl AsFd for Device {

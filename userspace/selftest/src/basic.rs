@@ -9,15 +9,39 @@ use cma::sys;
 
 /// The tests of this file, in order.
 pub const TESTS: &[Test] = &[
-    Test { name: "device_node_is_misc_char_0666", run: device_node },
-    Test { name: "info_reports_abi_version", run: info_version },
-    Test { name: "info_from_unprivileged_user", run: info_unprivileged },
-    Test { name: "unknown_ioctl_is_enotty", run: unknown_ioctl },
-    Test { name: "info_bad_pointer_is_efault", run: info_efault },
-    Test { name: "open_close_many_times", run: open_close_many },
-    Test { name: "many_open_files_at_once", run: many_open },
+    Test {
+        name: "device_node_is_misc_char_0666",
+        run: device_node,
+    },
+    Test {
+        name: "info_reports_abi_version",
+        run: info_version,
+    },
+    Test {
+        name: "info_from_unprivileged_user",
+        run: info_unprivileged,
+    },
+    Test {
+        name: "unknown_ioctl_is_enotty",
+        run: unknown_ioctl,
+    },
+    Test {
+        name: "info_bad_pointer_is_efault",
+        run: info_efault,
+    },
+    Test {
+        name: "open_close_many_times",
+        run: open_close_many,
+    },
+    Test {
+        name: "many_open_files_at_once",
+        run: many_open,
+    },
     // Last: it unloads and reloads the module.
-    Test { name: "unload_refused_while_open_then_reload", run: unload_reload },
+    Test {
+        name: "unload_refused_while_open_then_reload",
+        run: unload_reload,
+    },
 ];
 
 const MISC_MAJOR: u64 = 10;
@@ -25,7 +49,11 @@ const MISC_MAJOR: u64 = 10;
 fn device_node() -> TestResult {
     let meta = std::fs::metadata(cma::DEVICE_PATH)
         .map_err(|e| Failure::Fail(format!("{}: {e}", cma::DEVICE_PATH)))?;
-    check!(meta.file_type().is_char_device(), "{} is not a character device", cma::DEVICE_PATH);
+    check!(
+        meta.file_type().is_char_device(),
+        "{} is not a character device",
+        cma::DEVICE_PATH
+    );
     check_eq!(meta.mode() & 0o777, 0o666);
     let major = libc::major(meta.rdev()) as u64;
     let minor = libc::minor(meta.rdev()) as u64;
@@ -38,7 +66,10 @@ fn device_node() -> TestResult {
 
 fn info_version() -> TestResult {
     let dev = cma::Device::open()?;
-    let mut raw = sys::cma_info { reserved: [0xa5a5_a5a5_a5a5_a5a5; 6], ..Default::default() };
+    let mut raw = sys::cma_info {
+        reserved: [0xa5a5_a5a5_a5a5_a5a5; 6],
+        ..Default::default()
+    };
     raw_ioctl(&dev, sys::CMA_IOC_INFO, &mut raw as *mut _ as usize)?;
     check_eq!(raw.abi_version, sys::CMA_ABI_VERSION);
     check_eq!(raw.max_iov, 1024);
@@ -78,14 +109,27 @@ fn unknown_ioctl() -> TestResult {
         (ioc(1, sys::CMA_IOC_MAGIC, 0x40, 64), "INFO as _IOW"),
         (ioc(3, sys::CMA_IOC_MAGIC, 0x40, 64), "INFO as _IOWR"),
         (ioc(0, sys::CMA_IOC_MAGIC, 0x40, 0), "INFO as _IO"),
-        (ioc(2, sys::CMA_IOC_MAGIC, 0x40, 32), "INFO truncated to 32 bytes"),
-        (ioc(2, sys::CMA_IOC_MAGIC, 0x40, 128), "INFO grown to 128 bytes"),
+        (
+            ioc(2, sys::CMA_IOC_MAGIC, 0x40, 32),
+            "INFO truncated to 32 bytes",
+        ),
+        (
+            ioc(2, sys::CMA_IOC_MAGIC, 0x40, 128),
+            "INFO grown to 128 bytes",
+        ),
         (0xffff_ffff, "all ones"),
     ];
     for (cmd, what) in cases {
-        expect_errno(raw_ioctl(&dev, cmd, buf.addr()), libc::ENOTTY, format!("{what} ({cmd:#x})"))?;
+        expect_errno(
+            raw_ioctl(&dev, cmd, buf.addr()),
+            libc::ENOTTY,
+            format!("{what} ({cmd:#x})"),
+        )?;
     }
-    check!(buf.bytes().iter().all(|&b| b == 0), "an unknown ioctl wrote to its argument");
+    check!(
+        buf.bytes().iter().all(|&b| b == 0),
+        "an unknown ioctl wrote to its argument"
+    );
     Ok(())
 }
 
@@ -100,9 +144,16 @@ fn info_efault() -> TestResult {
         (usize::MAX - 31, "end of the address space"),
     ];
     for (addr, what) in cases {
-        expect_errno(raw_ioctl(&dev, sys::CMA_IOC_INFO, addr), libc::EFAULT, format!("{what} ({addr:#x})"))?;
+        expect_errno(
+            raw_ioctl(&dev, sys::CMA_IOC_INFO, addr),
+            libc::EFAULT,
+            format!("{what} ({addr:#x})"),
+        )?;
     }
-    check!(ro.bytes().iter().all(|&b| b == 0), "the read-only page changed");
+    check!(
+        ro.bytes().iter().all(|&b| b == 0),
+        "the read-only page changed"
+    );
     Ok(())
 }
 
@@ -117,7 +168,9 @@ fn open_close_many() -> TestResult {
 }
 
 fn many_open() -> TestResult {
-    let devs: Vec<cma::Device> = (0..512).map(|_| cma::Device::open()).collect::<Result<_, _>>()?;
+    let devs: Vec<cma::Device> = (0..512)
+        .map(|_| cma::Device::open())
+        .collect::<Result<_, _>>()?;
     for dev in &devs {
         check_eq!(dev.info()?.abi_version, sys::CMA_ABI_VERSION);
     }
@@ -138,7 +191,9 @@ fn unload_reload() -> TestResult {
         Err(e) => return Err(Failure::Fail(format!("delete_module while open: {e}"))),
         Ok(()) => {
             let _ = util::load_module(&ko);
-            return Err(Failure::Fail("module unloaded while /dev/cma was open".into()));
+            return Err(Failure::Fail(
+                "module unloaded while /dev/cma was open".into(),
+            ));
         }
     }
     check_eq!(dev.info()?.abi_version, sys::CMA_ABI_VERSION);

@@ -52,25 +52,38 @@ macro_rules! check {
 /// Fails unless `left == right`, showing both.
 #[macro_export]
 macro_rules! check_eq {
-    ($left:expr, $right:expr) => {{
-        let (l, r) = (&$left, &$right);
-        $crate::check!(
-            l == r,
-            "{} == {}: {:?} != {:?}",
-            stringify!($left),
-            stringify!($right),
-            l,
-            r
-        );
-    }};
+    ($left:expr, $right:expr) => {
+        match (&$left, &$right) {
+            (l, r) => {
+                $crate::check!(
+                    l == r,
+                    "{} == {}: {:?} != {:?}",
+                    stringify!($left),
+                    stringify!($right),
+                    l,
+                    r
+                );
+            }
+        }
+    };
 }
 
 /// Returns a failure unless `res` is an error with the OS error `errno`.
-pub fn expect_errno<T: std::fmt::Debug>(res: io::Result<T>, errno: i32, what: impl Display) -> TestResult {
+pub fn expect_errno<T: std::fmt::Debug>(
+    res: io::Result<T>,
+    errno: i32,
+    what: impl Display,
+) -> TestResult {
     match res {
         Err(e) if e.raw_os_error() == Some(errno) => Ok(()),
-        Err(e) => Err(Failure::Fail(format!("{what}: expected {}, got {e}", errno_name(errno)))),
-        Ok(v) => Err(Failure::Fail(format!("{what}: expected {}, got success ({v:?})", errno_name(errno)))),
+        Err(e) => Err(Failure::Fail(format!(
+            "{what}: expected {}, got {e}",
+            errno_name(errno)
+        ))),
+        Ok(v) => Err(Failure::Fail(format!(
+            "{what}: expected {}, got success ({v:?})",
+            errno_name(errno)
+        ))),
     }
 }
 
@@ -114,15 +127,19 @@ pub fn run(tests: &[&Test], filters: &[String]) -> i32 {
     for (i, test) in selected.iter().enumerate() {
         let n = i + 1;
         let _ = out.lock().flush();
-        let result = panic::catch_unwind(AssertUnwindSafe(test.run))
-            .unwrap_or_else(|p| {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panic".to_string());
-                Err(Failure::Fail(format!("panicked: {msg}")))
-            });
+        let start = std::time::Instant::now();
+        let result = panic::catch_unwind(AssertUnwindSafe(test.run)).unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".to_string());
+            Err(Failure::Fail(format!("panicked: {msg}")))
+        });
+        let secs = start.elapsed().as_secs_f64();
+        if secs >= 1.0 {
+            println!("# {} took {secs:.1} s", test.name);
+        }
         match result {
             Ok(()) => {
                 pass += 1;

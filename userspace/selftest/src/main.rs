@@ -6,15 +6,26 @@
 //! Usage: `cma-selftest [--list] [NAME-SUBSTRING...]`
 
 mod basic;
+mod copy;
 mod ktap;
+mod peer;
+mod perm;
 mod util;
 
 /// The `CMA_FEAT_*` bits this suite expects the module to report.
-pub const EXPECTED_FEATURES: u64 = 0;
+pub const EXPECTED_FEATURES: u64 = (cma::sys::CMA_FEAT_COPY
+    | cma::sys::CMA_FEAT_PIDFD
+    | cma::sys::CMA_FEAT_GRANT
+    | cma::sys::CMA_FEAT_PROBE) as u64;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let tests: Vec<&ktap::Test> = basic::TESTS.iter().collect();
+    // The basic tests end by reloading the module, so they run last.
+    let tests: Vec<&ktap::Test> = copy::TESTS
+        .iter()
+        .chain(perm::TESTS)
+        .chain(basic::TESTS)
+        .collect();
     if args.iter().any(|a| a == "--list") {
         for t in &tests {
             println!("{}", t.name);

@@ -23,10 +23,22 @@ pub struct Mapping {
 impl Mapping {
     /// Maps `len` bytes with protection `prot` (zero-filled).
     pub fn new(len: usize, prot: i32) -> io::Result<Mapping> {
+        Self::with_flags(len, prot, 0)
+    }
+
+    /// Maps `len` bytes with protection `prot` and extra `MAP_*` flags.
+    pub fn with_flags(len: usize, prot: i32, flags: i32) -> io::Result<Mapping> {
         // SAFETY: a fresh anonymous mapping at an address the kernel chooses
         // touches no existing memory.
         let addr = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
+                -1,
+                0,
+            )
         };
         if addr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
@@ -44,6 +56,31 @@ impl Mapping {
         // SAFETY: the mapping is live for `self`'s lifetime and `len` long;
         // callers only use this on readable mappings.
         unsafe { std::slice::from_raw_parts(self.addr as *const u8, self.len) }
+    }
+
+    /// The mapping's bytes, writable (only for writable mappings).
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for `bytes`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.addr as *mut u8, self.len) }
+    }
+
+    /// Changes the protection of `len` bytes at `offset`.
+    pub fn protect(&self, offset: usize, len: usize, prot: i32) -> io::Result<()> {
+        // SAFETY: the range lies inside this mapping (checked by the kernel).
+        if unsafe { libc::mprotect((self.addr as usize + offset) as *mut _, len, prot) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Unmaps `len` bytes at `offset` (punching a hole in the mapping).
+    pub fn punch(&self, offset: usize, len: usize) -> io::Result<()> {
+        // SAFETY: the range lies inside this mapping; the hole stays unmapped
+        // and the final munmap of the whole range ignores it.
+        if unsafe { libc::munmap((self.addr as usize + offset) as *mut _, len) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 
@@ -118,18 +155,61 @@ pub fn wait_child(pid: libc::pid_t) -> io::Result<i32> {
     }
 }
 
+/// An unprivileged user for the permission tests (nobody).
+pub const NOBODY: u32 = 65534;
+/// A second unprivileged user, different from [`NOBODY`].
+pub const OTHER_USER: u32 = 65533;
+
 /// Drops to an unprivileged uid/gid (nobody) in the current process.
 pub fn become_nobody() -> io::Result<()> {
+    become_user(NOBODY)
+}
+
+/// Drops every privilege and becomes `uid` (with gid `uid`).
+pub fn become_user(uid: u32) -> io::Result<()> {
     // SAFETY: plain syscalls with integer arguments.
     unsafe {
         if libc::setgroups(0, std::ptr::null()) != 0
-            || libc::setresgid(65534, 65534, 65534) != 0
-            || libc::setresuid(65534, 65534, 65534) != 0
+            || libc::setresgid(uid, uid, uid) != 0
+            || libc::setresuid(uid, uid, uid) != 0
         {
             return Err(io::Error::last_os_error());
         }
+        // Changing uids clears dumpability; the tests set it explicitly.
+        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
     }
     Ok(())
+}
+
+/// A small deterministic PRNG (xorshift64*), so that failures reproduce.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (any value).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// Fills `buf` with random bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next().to_ne_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
 }
 
 /// Whether the suite runs as root (some tests need it).

@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Who may copy from or to whom: never more loosely than ptrace.
+//!
+//! `ptrace_may_access()` is not exported to modules, so this is its
+//! `PTRACE_MODE_ATTACH_REALCREDS` rule rebuilt from exported pieces, plus
+//! cma's consent rule in place of the LSM hook a module cannot call:
+//!
+//! 1. the caller's own thread group: allowed;
+//! 2. otherwise the caller's real uid and gid must equal all of the target's
+//!    uids and gids, or the caller has `CAP_SYS_PTRACE` in the target's user
+//!    namespace;
+//! 3. and the target must be dumpable, or the caller has `CAP_SYS_PTRACE` in
+//!    the user namespace of the target's mm;
+//! 4. and, unless the caller has `CAP_SYS_PTRACE` over the target or the
+//!    module was loaded with `require_consent=0`, the target has consented
+//!    (see [`crate::consent`]).
+//!
+//! The caller must hold the target's `exec_update_lock` across the check and
+//! the lookup of `mm`, so that an exec (say, of a setuid program) cannot slip
+//! in between, as `mm_access()` does.
+
+use crate::consent;
+use crate::mm::MmRef;
+use crate::task::{current_ids, TaskRef};
+use kernel::prelude::*;
+
+/// Decides whether the caller may copy from and to `task`, whose address
+/// space is `mm`. `EPERM` if not.
+pub(crate) fn check(task: &TaskRef, mm: &MmRef) -> Result {
+    if task.is_current_thread_group() {
+        return Ok(());
+    }
+    let tcred = task.cred();
+    let (me, them) = (current_ids(), tcred.ids());
+    let same_ids = me.uid == them.euid
+        && me.uid == them.suid
+        && me.uid == them.uid
+        && me.gid == them.egid
+        && me.gid == them.sgid
+        && me.gid == them.gid;
+    let privileged = tcred.caller_may_ptrace();
+    if !same_ids && !privileged {
+        return Err(EPERM);
+    }
+    if !mm.is_user_dumpable() && !mm.caller_may_ptrace() {
+        return Err(EPERM);
+    }
+    if consent::required() && !privileged && !consent::given(task, &TaskRef::current()) {
+        return Err(EPERM);
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `CMA_IOC_READ` / `CMA_IOC_WRITE`: read and validate the request, find the
+//! target, run the copy engine, report the result.
+
+use crate::engine::{self, Direction, IoVec};
+use crate::target::{self, TargetId};
+use crate::uapi;
+use core::mem::size_of;
+use kernel::prelude::*;
+use kernel::uaccess::{UserPtr, UserSlice};
+
+/// The most iovecs on either side (`UIO_MAXIOV`).
+const MAX_IOV: u32 = kernel::bindings::UIO_MAXIOV;
+
+/// Handles one copy ioctl whose `struct cma_copy` is at `arg`.
+pub(crate) fn ioctl(arg: UserPtr, dir: Direction) -> Result<isize> {
+    let (mut reader, mut writer) = UserSlice::new(arg, size_of::<uapi::cma_copy>()).reader_writer();
+    let mut req: uapi::cma_copy = reader.read()?;
+    if req.flags & !(uapi::CMA_COPY_FLAGS_ALL as u64) != 0
+        || req.pad != 0
+        || req.pad2 != 0
+        || req.reserved != [0; 2]
+        || req.local_cnt > MAX_IOV
+        || req.remote_cnt > MAX_IOV
+    {
+        return Err(EINVAL);
+    }
+    let local = read_iovecs(req.local_iov, req.local_cnt)?;
+    let remote = read_iovecs(req.remote_iov, req.remote_cnt)?;
+    let id = if req.flags & uapi::CMA_COPY_PIDFD as u64 != 0 {
+        TargetId::PidFd(req.pid)
+    } else {
+        TargetId::Pid(req.pid)
+    };
+
+    let outcome = if local.is_empty() && remote.is_empty() {
+        // A probe: may the caller reach the target at all?
+        target::open(id)?;
+        engine::Outcome {
+            bytes: 0,
+            error: None,
+        }
+    } else if engine::total(&local) == 0 || engine::total(&remote) == 0 {
+        // Nothing to move: like process_vm_readv, succeed without the target.
+        engine::Outcome {
+            bytes: 0,
+            error: None,
+        }
+    } else {
+        let target = target::open(id)?;
+        engine::copy(&target.mm, dir, &local, &remote)
+    };
+
+    let (remote_index, remote_offset) = engine::position(&remote, outcome.bytes);
+    let (local_index, local_offset) = engine::position(&local, outcome.bytes);
+    req.bytes = outcome.bytes as u64;
+    req.error = outcome.error.map_or(0, |e| -e.to_errno());
+    req.remote_index = remote_index as u32;
+    req.remote_offset = remote_offset as u64;
+    req.local_index = local_index as u32;
+    req.local_offset = local_offset as u64;
+    writer.write(&req)?;
+    match outcome.error {
+        Some(e) if outcome.bytes == 0 => Err(e),
+        _ => Ok(0),
+    }
+}
+
+/// Reads `cnt` iovecs from the caller's address `ptr`. `EINVAL` if a length
+/// or the total exceeds `isize::MAX`, `EFAULT` if the array is unreadable.
+fn read_iovecs(ptr: u64, cnt: u32) -> Result<KVec<IoVec>> {
+    let cnt = cnt as usize;
+    let mut iovs = KVec::with_capacity(cnt, GFP_KERNEL)?;
+    if cnt == 0 {
+        return Ok(iovs);
+    }
+    let mut raw = KVec::new();
+    UserSlice::new(ptr as UserPtr, cnt * size_of::<uapi::cma_iovec>())
+        .read_all(&mut raw, GFP_KERNEL)?;
+    let mut total: usize = 0;
+    for chunk in raw.chunks_exact(size_of::<uapi::cma_iovec>()) {
+        let (base, len) = chunk.split_at(8);
+        let base = u64::from_ne_bytes(base.try_into().map_err(|_| EINVAL)?) as usize;
+        let len = u64::from_ne_bytes(len.try_into().map_err(|_| EINVAL)?) as usize;
+        total = total
+            .checked_add(len)
+            .filter(|&t| t <= isize::MAX as usize)
+            .ok_or(EINVAL)?;
+        iovs.push(IoVec { base, len }, GFP_KERNEL)?;
+    }
+    Ok(iovs)
+}

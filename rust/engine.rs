@@ -1,0 +1,249 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The copy engine: moves bytes between the caller's iovecs and a target's.
+//!
+//! It knows nothing of ioctls: it gets validated iovecs and the target's
+//! address space, and returns how far it got and why it stopped. Two paths:
+//!
+//! - **remote**: the target is another address space. For each remote range,
+//!   pin a batch of its pages under its `mmap_lock` (dropped right after), then
+//!   copy page by page between the pinned pages and the caller's iovecs, then
+//!   unpin (dirty if written). No `mmap_lock` is held while copying.
+//! - **direct**: the target is the caller's own address space. Copy through a
+//!   kernel buffer of [`DIRECT_CHUNK`] bytes: no pinning, no `mmap_lock`.
+
+use crate::mm::{MmRef, PageBatch};
+use crate::task::{cond_resched, fatal_signal_pending};
+use crate::user;
+use kernel::page::PAGE_SIZE;
+use kernel::prelude::*;
+
+/// Pages pinned per batch: 2 MiB, so that one batch covers a PMD-sized huge page.
+const BATCH_PAGES: usize = 512;
+
+/// Staging size of the direct path (`CMA_DIRECT_CHUNK` in the UAPI header).
+pub(crate) const DIRECT_CHUNK: usize = crate::uapi::CMA_DIRECT_CHUNK as usize;
+
+/// One contiguous range of user memory. Validated iovecs satisfy
+/// `len <= isize::MAX`; `base + len` may still overflow, which the copy
+/// reports as a fault when it gets there.
+#[derive(Clone, Copy)]
+pub(crate) struct IoVec {
+    pub(crate) base: usize,
+    pub(crate) len: usize,
+}
+
+/// Which way the bytes go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Remote to local.
+    Read,
+    /// Local to remote.
+    Write,
+}
+
+/// How a copy ended.
+pub(crate) struct Outcome {
+    /// Bytes transferred.
+    pub(crate) bytes: usize,
+    /// Why it stopped before either side was exhausted, if it did.
+    pub(crate) error: Option<Error>,
+}
+
+/// A position in a list of iovecs, skipping empty ones.
+struct Cursor<'a> {
+    iovs: &'a [IoVec],
+    index: usize,
+    offset: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(iovs: &'a [IoVec]) -> Self {
+        let mut c = Cursor {
+            iovs,
+            index: 0,
+            offset: 0,
+        };
+        c.skip_empty();
+        c
+    }
+
+    fn skip_empty(&mut self) {
+        while self.index < self.iovs.len() && self.offset == self.iovs[self.index].len {
+            self.index += 1;
+            self.offset = 0;
+        }
+    }
+
+    /// The next contiguous piece, at most `max` bytes: `(address, length)`,
+    /// or `None` when exhausted. An address that would wrap around is
+    /// returned as is; the user copy routines fault on it.
+    fn peek(&self, max: usize) -> Option<(usize, usize)> {
+        let iov = self.iovs.get(self.index)?;
+        Some((
+            iov.base.wrapping_add(self.offset),
+            (iov.len - self.offset).min(max),
+        ))
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.offset += n;
+        self.skip_empty();
+    }
+}
+
+/// Total bytes of `iovs` (validated iovecs cannot overflow `usize`).
+pub(crate) fn total(iovs: &[IoVec]) -> usize {
+    iovs.iter().map(|v| v.len).sum()
+}
+
+/// Where byte `bytes` of the concatenation of `iovs` lies: `(index, offset)`,
+/// or `(iovs.len(), 0)` if it is past the end.
+pub(crate) fn position(iovs: &[IoVec], bytes: usize) -> (usize, usize) {
+    let mut left = bytes;
+    for (i, v) in iovs.iter().enumerate() {
+        if left < v.len {
+            return (i, left);
+        }
+        left -= v.len;
+    }
+    (iovs.len(), 0)
+}
+
+/// Copies between the caller's `local` iovecs and `remote` iovecs in `mm`,
+/// until either side is exhausted or something fails.
+pub(crate) fn copy(mm: &MmRef, dir: Direction, local: &[IoVec], remote: &[IoVec]) -> Outcome {
+    let want = total(local).min(total(remote));
+    let mut out = Outcome {
+        bytes: 0,
+        error: None,
+    };
+    let result = if mm.is_current() {
+        copy_direct(dir, local, remote, want, &mut out.bytes)
+    } else {
+        copy_remote(mm, dir, local, remote, want, &mut out.bytes)
+    };
+    out.error = result.err();
+    out
+}
+
+/// The remote path: pin the target's pages in batches, copy, unpin.
+fn copy_remote(
+    mm: &MmRef,
+    dir: Direction,
+    local: &[IoVec],
+    remote: &[IoVec],
+    want: usize,
+    done: &mut usize,
+) -> Result {
+    let mut batch = PageBatch::new(pages_spanned(remote, want).clamp(1, BATCH_PAGES))?;
+    let mut local = Cursor::new(local);
+    let mut remote = Cursor::new(remote);
+    while *done < want {
+        let Some((addr, len)) = remote.peek(want - *done) else {
+            break;
+        };
+        let first_page = addr & !(PAGE_SIZE - 1);
+        let in_page = addr - first_page;
+        let nr_pages = (in_page + len).div_ceil(PAGE_SIZE).min(batch.capacity());
+        let mut pinned = batch.pin(mm, first_page, nr_pages, dir == Direction::Write)?;
+        let mut n = len.min(pinned.span() - in_page);
+        let mut off = in_page;
+        while n > 0 {
+            let (laddr, llen) = local.peek(n).ok_or(EFAULT)?;
+            let copied = match dir {
+                Direction::Read => pinned.copy_to_user(off, laddr, llen),
+                Direction::Write => pinned.copy_from_user(off, laddr, llen),
+            };
+            local.advance(copied);
+            remote.advance(copied);
+            *done += copied;
+            if copied < llen {
+                return Err(EFAULT);
+            }
+            off += copied;
+            n -= copied;
+        }
+        drop(pinned);
+        between_batches()?;
+    }
+    Ok(())
+}
+
+/// The direct path: both sides are in the caller's address space.
+fn copy_direct(
+    dir: Direction,
+    local: &[IoVec],
+    remote: &[IoVec],
+    want: usize,
+    done: &mut usize,
+) -> Result {
+    let (src, dst) = match dir {
+        Direction::Read => (remote, local),
+        Direction::Write => (local, remote),
+    };
+    let mut buf = KVec::from_elem(0u8, want.min(DIRECT_CHUNK), GFP_KERNEL)?;
+    let mut src = Cursor::new(src);
+    let mut dst = Cursor::new(dst);
+    while *done < want {
+        let chunk = (want - *done).min(DIRECT_CHUNK);
+        // Read the whole chunk before writing any of it.
+        let mut filled = 0;
+        while filled < chunk {
+            let (addr, len) = src.peek(chunk - filled).ok_or(EFAULT)?;
+            let got = user::copy_from_user(&mut buf[filled..filled + len], addr);
+            src.advance(got);
+            filled += got;
+            if got < len {
+                break;
+            }
+        }
+        let mut written = 0;
+        while written < filled {
+            let (addr, len) = dst.peek(filled - written).ok_or(EFAULT)?;
+            let put = user::copy_to_user(addr, &buf[written..written + len]);
+            dst.advance(put);
+            written += put;
+            *done += put;
+            if put < len {
+                return Err(EFAULT);
+            }
+        }
+        if filled < chunk {
+            return Err(EFAULT);
+        }
+        between_batches()?;
+    }
+    Ok(())
+}
+
+/// Stops a long copy on a fatal signal, and lets others run.
+fn between_batches() -> Result {
+    if fatal_signal_pending() {
+        return Err(EINTR);
+    }
+    cond_resched();
+    Ok(())
+}
+
+/// How many pages the first `bytes` bytes of `iovs` touch (an upper bound
+/// is fine: it only sizes the page batch).
+fn pages_spanned(iovs: &[IoVec], bytes: usize) -> usize {
+    let mut left = bytes;
+    let mut pages = 0usize;
+    for v in iovs {
+        if left == 0 {
+            break;
+        }
+        let n = v.len.min(left);
+        if n > 0 {
+            pages =
+                pages.saturating_add((v.base % PAGE_SIZE).saturating_add(n).div_ceil(PAGE_SIZE));
+        }
+        left -= n;
+        if pages >= BATCH_PAGES {
+            break;
+        }
+    }
+    pages
+}

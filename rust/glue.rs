@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The functions of `rust/glue.c`: one-line C wrappers of kernel inlines and
+//! macros that 6.12's Rust bindings do not provide, plus the misc device
+//! registration. Only the RAII wrappers (`device`, `mm`, `task`) and the
+//! module parameter reader (`consent`) call them.
+
+// The kernel structs behind these pointers are opaque to Rust here; they are
+// only passed back to C, as the kernel's own bindings crate does.
+#![allow(improper_ctypes)]
+
+use core::ffi::c_int;
+use kernel::bindings;
+
+extern "C" {
+    pub(crate) fn cma_glue_pidfd_get_pid(fd: c_int) -> *mut bindings::pid;
+    pub(crate) fn cma_glue_get_task_tgid(task: *mut bindings::task_struct) -> *mut bindings::pid;
+    pub(crate) fn cma_glue_task_tgid(task: *mut bindings::task_struct) -> *mut bindings::pid;
+    pub(crate) fn cma_glue_task_pid(task: *mut bindings::task_struct) -> *mut bindings::pid;
+    pub(crate) fn cma_glue_same_thread_group(task: *mut bindings::task_struct) -> bool;
+    pub(crate) fn cma_glue_self_exec_id(task: *mut bindings::task_struct) -> u64;
+    pub(crate) fn cma_glue_exec_update_lock_killable(task: *mut bindings::task_struct) -> c_int;
+    pub(crate) fn cma_glue_exec_update_unlock(task: *mut bindings::task_struct);
+    pub(crate) fn cma_glue_current_cred() -> *const bindings::cred;
+    pub(crate) fn cma_glue_put_cred(cred: *const bindings::cred);
+    pub(crate) fn cma_glue_fatal_signal_pending() -> bool;
+    pub(crate) fn cma_glue_cond_resched();
+    pub(crate) fn cma_glue_mmap_read_lock_killable(mm: *mut bindings::mm_struct) -> c_int;
+    pub(crate) fn cma_glue_mmap_read_unlock(mm: *mut bindings::mm_struct);
+    pub(crate) fn cma_glue_get_dumpable(mm: *mut bindings::mm_struct) -> c_int;
+    pub(crate) fn cma_glue_mm_user_ns(
+        mm: *mut bindings::mm_struct,
+    ) -> *mut bindings::user_namespace;
+    pub(crate) fn cma_glue_current_mm() -> *mut bindings::mm_struct;
+    pub(crate) fn cma_glue_require_consent() -> bool;
+    pub(crate) fn cma_glue_copy_from_user_nozero(
+        to: *mut core::ffi::c_void,
+        from: *const core::ffi::c_void,
+        n: usize,
+    ) -> usize;
+    pub(crate) fn cma_glue_register() -> core::ffi::c_int;
+    pub(crate) fn cma_glue_unregister();
+}

@@ -1,0 +1,242 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! RAII wrappers for the memory-side kernel objects a copy holds: a reference
+//! to the target's `mm`, its `mmap_lock` held for reading, and a batch of the
+//! target's pages pinned with `pin_user_pages_remote`. The copies between a
+//! pinned page and the caller's memory are here too, so that the copy engine
+//! above is safe Rust.
+
+use crate::glue::*;
+use core::ffi::c_int;
+use core::ptr::NonNull;
+use kernel::bindings;
+use kernel::page::PAGE_SIZE;
+use kernel::prelude::*;
+
+/// A reference that keeps a target's address space alive (`mm_users`).
+///
+/// # Invariants
+///
+/// `self.0` points to an `mm_struct` on which this value owns one `mm_users`
+/// reference (taken by `get_task_mm`).
+pub(crate) struct MmRef(NonNull<bindings::mm_struct>);
+
+impl MmRef {
+    /// The address space of `task`; `ESRCH` if it has none (a kernel thread,
+    /// or a process that is exiting or a zombie).
+    pub(crate) fn of_task(task: &crate::task::TaskRef) -> Result<MmRef> {
+        // SAFETY: `task` is live (we hold a reference); `get_task_mm` returns
+        // its mm with a new `mm_users` reference, or NULL.
+        let mm = unsafe { bindings::get_task_mm(task.as_ptr()) };
+        // INVARIANT: a non-NULL mm carries the reference we now own.
+        NonNull::new(mm).map(MmRef).ok_or(ESRCH)
+    }
+
+    /// Whether this is the caller's own address space.
+    pub(crate) fn is_current(&self) -> bool {
+        // SAFETY: reads `current->mm`; no preconditions.
+        self.0.as_ptr() == unsafe { cma_glue_current_mm() }
+    }
+
+    /// Whether the address space may be inspected by a non-privileged peer
+    /// (`get_dumpable(mm) == SUID_DUMP_USER`).
+    pub(crate) fn is_user_dumpable(&self) -> bool {
+        // SAFETY: the mm is live (type invariant).
+        unsafe { cma_glue_get_dumpable(self.0.as_ptr()) == bindings::SUID_DUMP_USER as c_int }
+    }
+
+    /// Whether the caller has `CAP_SYS_PTRACE` in the user namespace that owns
+    /// this address space.
+    pub(crate) fn caller_may_ptrace(&self) -> bool {
+        // SAFETY: the mm is live (type invariant) and holds its user_ns.
+        let ns = unsafe { cma_glue_mm_user_ns(self.0.as_ptr()) };
+        // SAFETY: `ns` is live for as long as the mm is.
+        unsafe { bindings::ns_capable(ns, bindings::CAP_SYS_PTRACE as c_int) }
+    }
+
+    /// Takes the `mmap_lock` for reading; `EINTR` on a fatal signal.
+    pub(crate) fn read_lock(&self) -> Result<MmReadGuard<'_>> {
+        // SAFETY: the mm is live (type invariant).
+        if unsafe { cma_glue_mmap_read_lock_killable(self.0.as_ptr()) } != 0 {
+            return Err(EINTR);
+        }
+        // INVARIANT: the lock is held and `locked` says so.
+        Ok(MmReadGuard {
+            mm: self,
+            locked: 1,
+        })
+    }
+}
+
+impl Drop for MmRef {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant we own one `mm_users` reference.
+        unsafe { bindings::mmput(self.0.as_ptr()) };
+    }
+}
+
+/// The `mmap_lock` of an [`MmRef`] held for reading.
+///
+/// # Invariants
+///
+/// The lock is held by this guard exactly when `locked != 0`. (GUP may drop it
+/// and clear `locked`, as `pin_user_pages_remote` documents.)
+pub(crate) struct MmReadGuard<'a> {
+    mm: &'a MmRef,
+    locked: c_int,
+}
+
+impl Drop for MmReadGuard<'_> {
+    fn drop(&mut self) {
+        if self.locked != 0 {
+            // SAFETY: by the type invariant the lock is held by us.
+            unsafe { cma_glue_mmap_read_unlock(self.mm.0.as_ptr()) };
+        }
+    }
+}
+
+/// Room for the page pointers of one batch of pinned pages, reused across
+/// batches of one request.
+pub(crate) struct PageBatch {
+    pages: KVec<*mut bindings::page>,
+}
+
+impl PageBatch {
+    /// Room for up to `max_pages` pages per batch.
+    pub(crate) fn new(max_pages: usize) -> Result<PageBatch> {
+        let mut pages = KVec::with_capacity(max_pages, GFP_KERNEL)?;
+        for _ in 0..max_pages {
+            pages.push(core::ptr::null_mut(), GFP_KERNEL)?;
+        }
+        Ok(PageBatch { pages })
+    }
+
+    /// The most pages one batch can hold.
+    pub(crate) fn capacity(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Pins up to `nr_pages` pages of `mm` starting at the page-aligned
+    /// address `start`, for writing if `write`. The `mmap_lock` is taken and
+    /// dropped here: it is never held while copying. Returns the pinned pages
+    /// (at least one), or `EFAULT` if the first page cannot be pinned.
+    pub(crate) fn pin<'a>(
+        &'a mut self,
+        mm: &MmRef,
+        start: usize,
+        nr_pages: usize,
+        write: bool,
+    ) -> Result<Pinned<'a>> {
+        let nr_pages = nr_pages.min(self.pages.len());
+        let gup_flags = if write { bindings::FOLL_WRITE } else { 0 };
+        let mut guard = mm.read_lock()?;
+        // SAFETY: the mm is live and its lock is held as `guard.locked` says;
+        // `pages` has room for `nr_pages` pointers. Without FOLL_FORCE, GUP
+        // honours the target's protections (no writes to read-only memory).
+        let ret = unsafe {
+            bindings::pin_user_pages_remote(
+                mm.0.as_ptr(),
+                start as _,
+                nr_pages as _,
+                gup_flags as _,
+                self.pages.as_mut_ptr(),
+                &mut guard.locked,
+            )
+        };
+        drop(guard);
+        if ret < 0 {
+            return Err(Error::from_errno(ret as c_int));
+        }
+        if ret == 0 {
+            return Err(EFAULT);
+        }
+        // INVARIANT: GUP pinned exactly `ret` <= `nr_pages` pages into `pages`.
+        Ok(Pinned {
+            pages: &mut self.pages[..ret as usize],
+            dirty: write,
+        })
+    }
+}
+
+/// Pages of a target pinned by [`PageBatch::pin`]; unpinned on drop (and
+/// marked dirty if they were pinned for writing).
+///
+/// # Invariants
+///
+/// Each pointer in `pages` is a page pinned with `FOLL_PIN` by this value.
+pub(crate) struct Pinned<'a> {
+    pages: &'a mut [*mut bindings::page],
+    dirty: bool,
+}
+
+impl Pinned<'_> {
+    /// How many bytes the pinned pages span (from the first page's start).
+    pub(crate) fn span(&self) -> usize {
+        self.pages.len() * PAGE_SIZE
+    }
+
+    /// Copies `len` bytes at byte `offset` of the pinned span to the caller's
+    /// user address `dst`, page by page. Returns the bytes copied, fewer than
+    /// `len` only if `dst` faults.
+    pub(crate) fn copy_to_user(&self, offset: usize, dst: usize, len: usize) -> usize {
+        self.copy(offset, dst, len, false)
+    }
+
+    /// Copies `len` bytes from the caller's user address `src` into the pinned
+    /// span at byte `offset`. Returns the bytes copied, fewer than `len` only
+    /// if `src` faults.
+    pub(crate) fn copy_from_user(&mut self, offset: usize, src: usize, len: usize) -> usize {
+        self.copy(offset, src, len, true)
+    }
+
+    fn copy(&self, offset: usize, user: usize, len: usize, into_pages: bool) -> usize {
+        assert!(offset
+            .checked_add(len)
+            .is_some_and(|end| end <= self.span()));
+        let mut done = 0;
+        while done < len {
+            let pos = offset + done;
+            let (index, in_page) = (pos / PAGE_SIZE, pos % PAGE_SIZE);
+            let n = (PAGE_SIZE - in_page).min(len - done);
+            let page = self.pages[index];
+            // SAFETY: `page` is pinned (type invariant), so it stays allocated
+            // and mapped; the mapping is undone below before the next one.
+            let kaddr = unsafe { bindings::kmap_local_page(page) } as *mut u8;
+            // SAFETY: `in_page + n <= PAGE_SIZE`, so the kernel side stays in
+            // the mapped page; the user side is checked by the copy routine,
+            // which returns how many bytes it could not copy.
+            let left = unsafe {
+                let k = kaddr.add(in_page);
+                let u = (user + done) as *mut core::ffi::c_void;
+                if into_pages {
+                    // Not `_copy_from_user`: on a fault it zeroes the rest
+                    // of the destination, which here is the target's page.
+                    cma_glue_copy_from_user_nozero(k.cast(), u, n as _)
+                } else {
+                    bindings::_copy_to_user(u, k.cast(), n as _)
+                }
+            } as usize;
+            // SAFETY: `kaddr` is the address `kmap_local_page` returned above.
+            unsafe { bindings::kunmap_local(kaddr.cast()) };
+            done += n - left;
+            if left != 0 {
+                break;
+            }
+        }
+        done
+    }
+}
+
+impl Drop for Pinned<'_> {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant every page here is pinned by us; they
+        // are unpinned exactly once, dirtied if we wrote to them.
+        unsafe {
+            bindings::unpin_user_pages_dirty_lock(
+                self.pages.as_mut_ptr(),
+                self.pages.len() as _,
+                self.dirty,
+            )
+        };
+    }
+}

@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Copies between a kernel buffer and the caller's memory that report exactly
+//! how many bytes made it, as `copy_{to,from}_user` do (the `UserSlice` API
+//! of 6.12 is all-or-nothing, which would lose the partial count).
+
+use core::ffi::c_void;
+use kernel::bindings;
+
+/// Copies `dst.len()` bytes from the caller's address `src` into `dst`.
+/// Returns the number of bytes copied; fewer than asked only on a fault.
+pub(crate) fn copy_from_user(dst: &mut [u8], src: usize) -> usize {
+    // SAFETY: `dst` is a valid, writable kernel buffer of `dst.len()` bytes;
+    // the user address is validated by `_copy_from_user` itself, which
+    // returns how many bytes it could not copy (and zeroes them).
+    let left = unsafe {
+        bindings::_copy_from_user(
+            dst.as_mut_ptr().cast(),
+            src as *const c_void,
+            dst.len() as _,
+        )
+    };
+    dst.len() - left as usize
+}
+
+/// Copies `src` to the caller's address `dst`. Returns the number of bytes
+/// copied; fewer than `src.len()` only on a fault.
+pub(crate) fn copy_to_user(dst: usize, src: &[u8]) -> usize {
+    // SAFETY: `src` is a valid kernel buffer of `src.len()` bytes; the user
+    // address is validated by `_copy_to_user`, which returns how many bytes
+    // it could not copy.
+    let left =
+        unsafe { bindings::_copy_to_user(dst as *mut c_void, src.as_ptr().cast(), src.len() as _) };
+    src.len() - left as usize
+}

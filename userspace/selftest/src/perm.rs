@@ -1,0 +1,396 @@
+//! Who may copy: the ptrace credential rule, dumpability, consent
+//! (grant/revoke, its lifetime), capabilities and the require_consent knob.
+//! Both sides are real processes with the uids under test.
+
+use std::io;
+
+use cma::{Device, Op, Target};
+
+use crate::copy::{copy, iov};
+use crate::ktap::{Failure, Test, TestResult};
+use crate::peer::Peer;
+use crate::util::{self, page_size, Mapping, NOBODY, OTHER_USER};
+use crate::{check, check_eq};
+
+/// The tests of this file, in order.
+pub const TESTS: &[Test] = &[
+    Test {
+        name: "perm_same_uid_with_consent_allowed",
+        run: same_uid_consent,
+    },
+    Test {
+        name: "perm_other_uid_eperm",
+        run: other_uid,
+    },
+    Test {
+        name: "perm_nondumpable_target_eperm",
+        run: nondumpable,
+    },
+    Test {
+        name: "perm_consent_absent_eperm",
+        run: consent_absent,
+    },
+    Test {
+        name: "perm_consent_for_one_peer",
+        run: consent_one_peer,
+    },
+    Test {
+        name: "perm_consent_revoked_eperm",
+        run: consent_revoked,
+    },
+    Test {
+        name: "perm_consent_dies_with_its_file",
+        run: consent_file_closed,
+    },
+    Test {
+        name: "perm_consent_dies_with_exec",
+        run: consent_exec,
+    },
+    Test {
+        name: "perm_grant_bad_arguments",
+        run: grant_bad_args,
+    },
+    Test {
+        name: "perm_cap_sys_ptrace_needs_no_consent",
+        run: cap_sys_ptrace,
+    },
+    Test {
+        name: "perm_require_consent_param_off",
+        run: require_consent_off,
+    },
+];
+
+/// Commands a target peer answers.
+const GRANT: u8 = b'g';
+const REVOKE: u8 = b'r';
+const CLOSE: u8 = b'c';
+/// Commands a caller peer answers.
+const TRY_READ: u8 = b't';
+const TRY_WRITE: u8 = b'w';
+const PROBE: u8 = b'p';
+
+fn errno_of(r: io::Result<()>) -> u64 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1) as u64,
+    }
+}
+
+fn needs_root() -> TestResult {
+    if util::is_root() {
+        Ok(())
+    } else {
+        Err(Failure::Skip(
+            "needs root to create processes of other uids".into(),
+        ))
+    }
+}
+
+/// A target running as `uid` (dumpable if `dumpable`), with a page holding
+/// "cma!" at the address it sends, answering GRANT [pid], REVOKE and CLOSE.
+fn target(uid: u32, dumpable: bool) -> Result<(Peer, usize), Failure> {
+    let mut peer = Peer::spawn(move |mut ch| {
+        util::become_user(uid)?;
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, dumpable as libc::c_ulong, 0, 0, 0) };
+        let mut m = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+        m.bytes_mut()[..4].copy_from_slice(b"cma!");
+        let mut dev = Some(Device::open()?);
+        ch.send(&[m.addr() as u64])?;
+        ch.serve(|c, args| {
+            let r = match (c, dev.as_ref()) {
+                (GRANT, Some(d)) => d.grant(match args[0] {
+                    0 => None,
+                    p => Some(p as i32),
+                }),
+                (REVOKE, Some(d)) => d.revoke(),
+                (CLOSE, _) => {
+                    dev = None;
+                    Ok(())
+                }
+                _ => Err(io::Error::from_raw_os_error(libc::EBADF)),
+            };
+            Ok(vec![errno_of(r)])
+        })
+    })?;
+    let addr = peer.recv()?[0] as usize;
+    Ok((peer, addr))
+}
+
+/// A caller running as `uid`, answering TRY_READ/TRY_WRITE [pid, addr] with
+/// [errno, bytes] and PROBE [pid] with [errno].
+fn caller(uid: u32) -> io::Result<Peer> {
+    Peer::spawn(move |ch| {
+        util::become_user(uid)?;
+        let dev = Device::open()?;
+        let mut buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+        buf.bytes_mut()[..4].copy_from_slice(b"CMA?");
+        ch.serve(|c, args| {
+            let t = Target::Pid(args[0] as i32);
+            Ok(match c {
+                TRY_READ | TRY_WRITE => {
+                    let op = if c == TRY_READ { Op::Read } else { Op::Write };
+                    match copy(
+                        &dev,
+                        op,
+                        t,
+                        &[iov(buf.addr(), 4)],
+                        &[iov(args[1] as usize, 4)],
+                    ) {
+                        Ok(tr) => vec![0, tr.bytes],
+                        Err(e) => vec![e.raw_os_error().unwrap_or(-1) as u64, 0],
+                    }
+                }
+                PROBE => vec![errno_of(dev.probe(t))],
+                _ => vec![libc::EINVAL as u64],
+            })
+        })
+    })
+}
+
+/// What `who` gets when reading, writing and probing `target`: the errnos
+/// (0 for success).
+fn attempt(who: &mut Peer, target: &Peer, addr: usize) -> io::Result<[u64; 3]> {
+    let r = who.command(TRY_READ, &[target.pid as u64, addr as u64])?;
+    let w = who.command(TRY_WRITE, &[target.pid as u64, addr as u64])?;
+    let p = who.command(PROBE, &[target.pid as u64])?;
+    if r[0] == 0 {
+        check_bytes(r[1])?;
+    }
+    Ok([r[0], w[0], p[0]])
+}
+
+fn check_bytes(n: u64) -> io::Result<()> {
+    if n == 4 {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("copied {n} bytes, not 4")))
+    }
+}
+
+const ALLOWED: [u64; 3] = [0, 0, 0];
+const EPERM: [u64; 3] = [libc::EPERM as u64; 3];
+
+fn same_uid_consent() -> TestResult {
+    needs_root()?;
+    let (mut t, addr) = target(NOBODY, true)?;
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    let mut c = caller(NOBODY)?;
+    check_eq!(attempt(&mut c, &t, addr)?, ALLOWED);
+    Ok(())
+}
+
+fn other_uid() -> TestResult {
+    needs_root()?;
+    let (mut t, addr) = target(NOBODY, true)?;
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    let mut c = caller(OTHER_USER)?;
+    check_eq!(attempt(&mut c, &t, addr)?, EPERM);
+    Ok(())
+}
+
+fn nondumpable() -> TestResult {
+    needs_root()?;
+    let (mut t, addr) = target(NOBODY, false)?;
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    let mut c = caller(NOBODY)?;
+    check_eq!(attempt(&mut c, &t, addr)?, EPERM);
+    // Root (CAP_SYS_PTRACE) may still.
+    let dev = Device::open()?;
+    let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+    check_eq!(
+        copy(
+            &dev,
+            Op::Read,
+            Target::Pid(t.pid),
+            &[iov(buf.addr(), 4)],
+            &[iov(addr, 4)]
+        )?
+        .bytes,
+        4
+    );
+    check!(&buf.bytes()[..4] == b"cma!", "root read the wrong bytes");
+    Ok(())
+}
+
+fn consent_absent() -> TestResult {
+    needs_root()?;
+    let (t, addr) = target(NOBODY, true)?;
+    let mut c = caller(NOBODY)?;
+    check_eq!(attempt(&mut c, &t, addr)?, EPERM);
+    Ok(())
+}
+
+fn consent_one_peer() -> TestResult {
+    needs_root()?;
+    let (mut t, addr) = target(NOBODY, true)?;
+    let mut c1 = caller(NOBODY)?;
+    let mut c2 = caller(NOBODY)?;
+    check_eq!(t.command(GRANT, &[c1.pid as u64])?[0], 0);
+    check_eq!(attempt(&mut c1, &t, addr)?, ALLOWED);
+    check_eq!(attempt(&mut c2, &t, addr)?, EPERM);
+    // Grants accumulate.
+    check_eq!(t.command(GRANT, &[c2.pid as u64])?[0], 0);
+    check_eq!(attempt(&mut c2, &t, addr)?, ALLOWED);
+    Ok(())
+}
+
+fn consent_revoked() -> TestResult {
+    needs_root()?;
+    let (mut t, addr) = target(NOBODY, true)?;
+    let mut c = caller(NOBODY)?;
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    check_eq!(t.command(GRANT, &[c.pid as u64])?[0], 0);
+    check_eq!(attempt(&mut c, &t, addr)?, ALLOWED);
+    check_eq!(t.command(REVOKE, &[])?[0], 0);
+    check_eq!(attempt(&mut c, &t, addr)?, EPERM);
+    // And it can be given again.
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    check_eq!(attempt(&mut c, &t, addr)?, ALLOWED);
+    Ok(())
+}
+
+fn consent_file_closed() -> TestResult {
+    needs_root()?;
+    let (mut t, addr) = target(NOBODY, true)?;
+    let mut c = caller(NOBODY)?;
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    check_eq!(attempt(&mut c, &t, addr)?, ALLOWED);
+    check_eq!(t.command(CLOSE, &[])?[0], 0);
+    check_eq!(attempt(&mut c, &t, addr)?, EPERM);
+    Ok(())
+}
+
+fn consent_exec() -> TestResult {
+    needs_root()?;
+    // A target that grants, then execs (keeping its /dev/cma fd open across
+    // the exec): the new program did not consent.
+    let mut c = caller(NOBODY)?;
+    let mut t = Peer::spawn(|mut ch| {
+        util::become_user(NOBODY)?;
+        let dev = Device::open()?;
+        dev.grant(None)?;
+        // Keep the fd across exec.
+        use std::os::fd::AsRawFd;
+        // SAFETY: clears FD_CLOEXEC on an fd we own.
+        unsafe { libc::fcntl(dev.as_raw_fd(), libc::F_SETFD, 0) };
+        ch.send(&[])?;
+        // Wait for the go-ahead, then exec a program that sleeps.
+        let _ = ch.serve(|_, _| {
+            let prog = std::ffi::CString::new("/bin/sleep").unwrap();
+            let arg = std::ffi::CString::new("60").unwrap();
+            let argv = [prog.as_ptr(), arg.as_ptr(), std::ptr::null()];
+            // SAFETY: valid NUL-terminated strings and a NULL-terminated argv.
+            unsafe { libc::execv(prog.as_ptr(), argv.as_ptr()) };
+            Err(io::Error::last_os_error())
+        });
+        Ok(())
+    })?;
+    t.recv()?;
+    // Before exec: allowed (probe only: addresses change with exec).
+    check_eq!(c.command(PROBE, &[t.pid as u64])?[0], 0);
+    // Ask for the exec, and wait until /proc shows the new program.
+    t.command_no_reply(b'x')?;
+    let comm = format!("/proc/{}/comm", t.pid);
+    for _ in 0..2000 {
+        if std::fs::read_to_string(&comm).is_ok_and(|s| s.trim() == "sleep") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    check_eq!(std::fs::read_to_string(&comm)?.trim(), "sleep");
+    check_eq!(c.command(PROBE, &[t.pid as u64])?[0], libc::EPERM as u64);
+    Ok(())
+}
+
+fn grant_bad_args() -> TestResult {
+    let dev = Device::open()?;
+    let mut args = cma::sys::cma_grant {
+        flags: 1,
+        ..Default::default()
+    };
+    let ioctl = |a: &mut cma::sys::cma_grant| {
+        // SAFETY: CMA_IOC_GRANT reads one `cma_grant` from a live struct.
+        unsafe {
+            cma::sys::ioctl(
+                std::os::fd::AsFd::as_fd(&dev),
+                cma::sys::CMA_IOC_GRANT,
+                a as *mut _ as usize,
+            )
+        }
+    };
+    crate::ktap::expect_errno(ioctl(&mut args), libc::EINVAL, "grant flags")?;
+    args = cma::sys::cma_grant {
+        reserved: [0, 0, 1],
+        ..Default::default()
+    };
+    crate::ktap::expect_errno(ioctl(&mut args), libc::EINVAL, "grant reserved")?;
+    args = cma::sys::cma_grant {
+        pid: -3,
+        ..Default::default()
+    };
+    crate::ktap::expect_errno(ioctl(&mut args), libc::EINVAL, "grant negative pid")?;
+    let gone = Peer::spawn(|ch| ch.wait())?;
+    let pid = gone.pid;
+    check_eq!(gone.finish()?, 0);
+    crate::ktap::expect_errno(dev.grant(Some(pid)), libc::ESRCH, "grant to an exited pid")?;
+    crate::ktap::expect_errno(
+        // SAFETY: a NULL argument must be rejected, not followed.
+        unsafe { cma::sys::ioctl(std::os::fd::AsFd::as_fd(&dev), cma::sys::CMA_IOC_GRANT, 0) },
+        libc::EFAULT,
+        "grant NULL",
+    )?;
+    dev.grant(None)?;
+    dev.grant(None)?; // idempotent
+    dev.revoke()?;
+    dev.revoke()?;
+    Ok(())
+}
+
+fn cap_sys_ptrace() -> TestResult {
+    needs_root()?;
+    // Root has CAP_SYS_PTRACE: no consent needed, even for another uid.
+    let (t, addr) = target(NOBODY, true)?;
+    let dev = Device::open()?;
+    let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+    check_eq!(
+        copy(
+            &dev,
+            Op::Read,
+            Target::Pid(t.pid),
+            &[iov(buf.addr(), 4)],
+            &[iov(addr, 4)]
+        )?
+        .bytes,
+        4
+    );
+    check!(&buf.bytes()[..4] == b"cma!", "read the wrong bytes");
+    dev.probe(Target::Pid(t.pid))?;
+    Ok(())
+}
+
+const PARAM: &str = "/sys/module/cma/parameters/require_consent";
+
+/// Restores require_consent=Y however the test ends.
+struct RestoreConsent;
+
+impl Drop for RestoreConsent {
+    fn drop(&mut self) {
+        let _ = std::fs::write(PARAM, "Y");
+    }
+}
+
+fn require_consent_off() -> TestResult {
+    needs_root()?;
+    check_eq!(std::fs::read_to_string(PARAM)?.trim(), "Y");
+    let (t, addr) = target(NOBODY, true)?;
+    let mut c = caller(NOBODY)?;
+    check_eq!(attempt(&mut c, &t, addr)?, EPERM);
+    let _restore = RestoreConsent;
+    std::fs::write(PARAM, "N")?;
+    check_eq!(attempt(&mut c, &t, addr)?, ALLOWED);
+    // The credential rule still holds without consent.
+    let mut other = caller(OTHER_USER)?;
+    check_eq!(attempt(&mut other, &t, addr)?, EPERM);
+    Ok(())
+}
