@@ -79,7 +79,7 @@ case "$mode" in
         exec "$top/tests/summarise.sh" "$log" "$status"
         ;;
     run)
-        guest "insmod cma.ko && userspace/target/release/cma info; s=\$?; rmmod cma; exit \$s"
+        guest "insmod cma.ko && userspace/target/release/cma info && userspace/target/release/cma demo; s=\$?; rmmod cma; exit \$s"
         ;;
     shell)
         [ $# -gt 0 ] || die "usage: $0 shell -- CMD..."
