@@ -21,7 +21,7 @@ KMAKE = $(MAKE) -C $(KDIR) M=$(TOP) LLVM=-19 RUSTC=$(KRUSTC) BINDGEN=$(BINDGEN)
 CARGO_TARGET := $(TOP)/userspace/target/release
 C_TESTS := tests/c/cma_abi_test
 
-.PHONY: all module deps kernel userspace ctests test run clean help fmt lint
+.PHONY: all module deps kernel userspace ctests test run bench clean help fmt lint
 
 all: module
 
@@ -30,6 +30,8 @@ help:
 	@echo "  make            build cma.ko (builds the cached test kernel first if needed)"
 	@echo "  make test       everything from scratch: deps, kernel, module, userspace, VM suite"
 	@echo "  make run        boot the test VM, load the module, run the cma CLI"
+	@echo "  make bench      run \`cma bench\` in the test VM (BENCH_ARGS=--quick for a smoke run);"
+	@echo "                  table on stdout, out/bench.json, out/bench.svg"
 	@echo "  make deps       install missing dependencies (scripts/deps.sh)"
 	@echo "  make kernel     build or reuse the cached test kernel (scripts/kernel.sh)"
 	@echo "  make userspace  build the Rust userspace workspace (library, CLI, suite)"
@@ -67,6 +69,9 @@ test: module userspace ctests
 
 run: module userspace
 	scripts/vm.sh --flavour $(FLAVOUR) run
+
+bench: module userspace
+	scripts/vm.sh --flavour $(FLAVOUR) bench $(BENCH_ARGS)
 
 fmt:
 	rustfmt --edition 2021 rust/*.rs

@@ -4,6 +4,8 @@
 #   scripts/vm.sh [--flavour normal|debug] test   load cma.ko, run the suites, unload,
 #                                                 check the kernel log; ends "N passed, N failed"
 #   scripts/vm.sh [--flavour normal|debug] run    load cma.ko and run the CLI
+#   scripts/vm.sh [--flavour normal|debug] bench [ARGS]  load cma.ko and run `cma bench ARGS`
+#                                                 (results in out/)
 #   scripts/vm.sh [--flavour normal|debug] shell -- CMD...   run CMD in the guest
 #
 # KVM is used when it works on this machine (probed with a real boot) and TCG
@@ -80,6 +82,12 @@ case "$mode" in
         ;;
     run)
         guest "insmod cma.ko && userspace/target/release/cma info && userspace/target/release/cma demo; s=\$?; rmmod cma; exit \$s"
+        ;;
+    bench)
+        mkdir -p "$top/out"
+        vng_args+=(--rwdir "$top/out")
+        guest "insmod cma.ko && echo '# accelerator: $accel' && userspace/target/release/cma bench $* ; s=\$?; rmmod cma; exit \$s" \
+            | tee "$top/out/bench-$accel.txt"
         ;;
     shell)
         [ $# -gt 0 ] || die "usage: $0 shell -- CMD..."

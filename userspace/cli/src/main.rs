@@ -6,8 +6,13 @@ use std::process::{Command as Process, ExitCode, Stdio};
 
 use cma::{Device, RemoteIoVec, Target};
 
+mod bench;
+
 #[derive(Parser)]
-#[command(version, about = "Single-copy cross-process memory transfer through /dev/cma")]
+#[command(
+    version,
+    about = "Single-copy cross-process memory transfer through /dev/cma"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,6 +28,8 @@ enum Command {
         #[arg(default_value = "Hello from another address space, in one copy!")]
         message: String,
     },
+    /// Measure bandwidth against process_vm_readv, the double copy and memcpy.
+    Bench(bench::Options),
     /// (internal) The other process of `cma demo`.
     #[command(hide = true)]
     DemoTarget { message: String },
@@ -36,6 +43,7 @@ fn main() -> ExitCode {
         Command::Info => info(),
         Command::Demo { message } => demo(&message),
         Command::DemoTarget { message } => demo_target(message),
+        Command::Bench(o) => bench::run(o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -50,7 +58,11 @@ fn info() -> Result {
     let dev = Device::open()?;
     let info = dev.info()?;
     println!("device:       {}", cma::DEVICE_PATH);
-    println!("abi version:  {} (this library: {})", info.abi_version, cma::sys::CMA_ABI_VERSION);
+    println!(
+        "abi version:  {} (this library: {})",
+        info.abi_version,
+        cma::sys::CMA_ABI_VERSION
+    );
     println!("max iovecs:   {}", info.max_iov);
     let names = [
         (cma::sys::CMA_FEAT_COPY, "copy"),
@@ -58,7 +70,11 @@ fn info() -> Result {
         (cma::sys::CMA_FEAT_GRANT, "grant"),
         (cma::sys::CMA_FEAT_PROBE, "probe"),
     ];
-    let have: Vec<&str> = names.iter().filter(|(bit, _)| info.features & *bit as u64 != 0).map(|(_, n)| *n).collect();
+    let have: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| info.features & *bit as u64 != 0)
+        .map(|(_, n)| *n)
+        .collect();
     println!("features:     {:#x} ({})", info.features, have.join(", "));
     Ok(())
 }
@@ -76,7 +92,9 @@ fn demo(message: &str) -> Result {
     let mut from_child = BufReader::new(child.stdout.take().ok_or("no pipe")?);
     let mut line = String::new();
     from_child.read_line(&mut line)?;
-    let mut words = line.split_whitespace().map(|w| usize::from_str_radix(w.trim_start_matches("0x"), 16));
+    let mut words = line
+        .split_whitespace()
+        .map(|w| usize::from_str_radix(w.trim_start_matches("0x"), 16));
     let (addr, len) = match (words.next(), words.next()) {
         (Some(Ok(a)), Some(Ok(l))) => (a, l),
         _ => return Err(format!("unexpected line from the target: {line:?}").into()),
@@ -85,11 +103,25 @@ fn demo(message: &str) -> Result {
 
     dev.probe(Target::Pid(pid))?;
     let mut buf = vec![0u8; len];
-    let n = dev.process_vm_readv(Target::Pid(pid), &mut [IoSliceMut::new(&mut buf)], &[RemoteIoVec { base: addr, len }])?;
-    println!("read  {n} bytes with one copy: {:?}", String::from_utf8_lossy(&buf[..n]));
+    let n = dev.process_vm_readv(
+        Target::Pid(pid),
+        &mut [IoSliceMut::new(&mut buf)],
+        &[RemoteIoVec { base: addr, len }],
+    )?;
+    println!(
+        "read  {n} bytes with one copy: {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
 
     let reply = b"Got it.";
-    let n = dev.process_vm_writev(Target::Pid(pid), &[IoSlice::new(reply)], &[RemoteIoVec { base: addr, len: reply.len() }])?;
+    let n = dev.process_vm_writev(
+        Target::Pid(pid),
+        &[IoSlice::new(reply)],
+        &[RemoteIoVec {
+            base: addr,
+            len: reply.len(),
+        }],
+    )?;
     println!("wrote {n} bytes back into process {pid}");
 
     drop(child.stdin.take()); // tell it we are done
@@ -114,7 +146,9 @@ fn demo_target(message: String) -> Result {
     // SAFETY: the buffer was only written by the kernel through /dev/cma
     // while we were blocked; read it through a volatile view so the
     // compiler does not assume it unchanged.
-    let now: Vec<u8> = (0..buf.len()).map(|i| unsafe { std::ptr::read_volatile(buf.as_ptr().add(i)) }).collect();
+    let now: Vec<u8> = (0..buf.len())
+        .map(|i| unsafe { std::ptr::read_volatile(buf.as_ptr().add(i)) })
+        .collect();
     println!("{:?}", String::from_utf8_lossy(&now));
     Ok(())
 }
