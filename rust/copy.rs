@@ -67,19 +67,54 @@ pub(crate) fn ioctl(arg: UserPtr, dir: Direction) -> Result<isize> {
     }
 }
 
+/// Iovec arrays up to this long are read without allocating (UIO_FASTIOV).
+const FAST_IOV: usize = 8;
+
+/// The iovecs of one side of a request: inline when few, else on the heap.
+enum IoVecs {
+    Inline([IoVec; FAST_IOV], usize),
+    Heap(KVec<IoVec>),
+}
+
+impl core::ops::Deref for IoVecs {
+    type Target = [IoVec];
+
+    fn deref(&self) -> &[IoVec] {
+        match self {
+            IoVecs::Inline(a, n) => &a[..*n],
+            IoVecs::Heap(v) => v,
+        }
+    }
+}
+
 /// Reads `cnt` iovecs from the caller's address `ptr`. `EINVAL` if a length
 /// or the total exceeds `isize::MAX`, `EFAULT` if the array is unreadable.
-fn read_iovecs(ptr: u64, cnt: u32) -> Result<KVec<IoVec>> {
+fn read_iovecs(ptr: u64, cnt: u32) -> Result<IoVecs> {
+    const SIZE: usize = size_of::<uapi::cma_iovec>();
     let cnt = cnt as usize;
-    let mut iovs = KVec::with_capacity(cnt, GFP_KERNEL)?;
-    if cnt == 0 {
-        return Ok(iovs);
+    let mut reader = UserSlice::new(ptr as UserPtr, cnt * SIZE).reader();
+    if cnt <= FAST_IOV {
+        let mut raw = [0u8; FAST_IOV * SIZE];
+        reader.read_slice(&mut raw[..cnt * SIZE])?;
+        let mut iovs = [IoVec { base: 0, len: 0 }; FAST_IOV];
+        parse_iovecs(&raw[..cnt * SIZE], |i, v| {
+            iovs[i] = v;
+            Ok(())
+        })?;
+        return Ok(IoVecs::Inline(iovs, cnt));
     }
     let mut raw = KVec::new();
-    UserSlice::new(ptr as UserPtr, cnt * size_of::<uapi::cma_iovec>())
-        .read_all(&mut raw, GFP_KERNEL)?;
+    reader.read_all(&mut raw, GFP_KERNEL)?;
+    let mut iovs = KVec::with_capacity(cnt, GFP_KERNEL)?;
+    parse_iovecs(&raw, |_, v| Ok(iovs.push(v, GFP_KERNEL)?))?;
+    Ok(IoVecs::Heap(iovs))
+}
+
+/// Decodes raw `struct cma_iovec`s, checking that no length and no running
+/// total exceeds `isize::MAX`, and hands each to `put(index, iovec)`.
+fn parse_iovecs(raw: &[u8], mut put: impl FnMut(usize, IoVec) -> Result) -> Result {
     let mut total: usize = 0;
-    for chunk in raw.chunks_exact(size_of::<uapi::cma_iovec>()) {
+    for (i, chunk) in raw.chunks_exact(size_of::<uapi::cma_iovec>()).enumerate() {
         let (base, len) = chunk.split_at(8);
         let base = u64::from_ne_bytes(base.try_into().map_err(|_| EINVAL)?) as usize;
         let len = u64::from_ne_bytes(len.try_into().map_err(|_| EINVAL)?) as usize;
@@ -87,7 +122,7 @@ fn read_iovecs(ptr: u64, cnt: u32) -> Result<KVec<IoVec>> {
             .checked_add(len)
             .filter(|&t| t <= isize::MAX as usize)
             .ok_or(EINVAL)?;
-        iovs.push(IoVec { base, len }, GFP_KERNEL)?;
+        put(i, IoVec { base, len })?;
     }
-    Ok(iovs)
+    Ok(())
 }

@@ -95,25 +95,42 @@ impl Drop for MmReadGuard<'_> {
     }
 }
 
+/// Batches of at most this many pages need no allocation (64 KiB).
+const INLINE_PAGES: usize = 16;
+
 /// Room for the page pointers of one batch of pinned pages, reused across
-/// batches of one request.
-pub(crate) struct PageBatch {
-    pages: KVec<*mut bindings::page>,
+/// batches of one request: inline for small copies, allocated for large ones.
+pub(crate) enum PageBatch {
+    Inline([*mut bindings::page; INLINE_PAGES]),
+    Heap(KVec<*mut bindings::page>),
 }
 
 impl PageBatch {
     /// Room for up to `max_pages` pages per batch.
     pub(crate) fn new(max_pages: usize) -> Result<PageBatch> {
-        let mut pages = KVec::with_capacity(max_pages, GFP_KERNEL)?;
-        for _ in 0..max_pages {
-            pages.push(core::ptr::null_mut(), GFP_KERNEL)?;
+        if max_pages <= INLINE_PAGES {
+            return Ok(PageBatch::Inline([core::ptr::null_mut(); INLINE_PAGES]));
         }
-        Ok(PageBatch { pages })
+        Ok(PageBatch::Heap(KVec::from_elem(
+            core::ptr::null_mut(),
+            max_pages,
+            GFP_KERNEL,
+        )?))
+    }
+
+    fn slots(&mut self) -> &mut [*mut bindings::page] {
+        match self {
+            PageBatch::Inline(a) => a,
+            PageBatch::Heap(v) => v,
+        }
     }
 
     /// The most pages one batch can hold.
     pub(crate) fn capacity(&self) -> usize {
-        self.pages.len()
+        match self {
+            PageBatch::Inline(a) => a.len(),
+            PageBatch::Heap(v) => v.len(),
+        }
     }
 
     /// Pins up to `nr_pages` pages of `mm` starting at the page-aligned
@@ -127,7 +144,8 @@ impl PageBatch {
         nr_pages: usize,
         write: bool,
     ) -> Result<Pinned<'a>> {
-        let nr_pages = nr_pages.min(self.pages.len());
+        let slots = self.slots();
+        let nr_pages = nr_pages.min(slots.len());
         let gup_flags = if write { bindings::FOLL_WRITE } else { 0 };
         let mut guard = mm.read_lock()?;
         // SAFETY: the mm is live and its lock is held as `guard.locked` says;
@@ -139,7 +157,7 @@ impl PageBatch {
                 start as _,
                 nr_pages as _,
                 gup_flags as _,
-                self.pages.as_mut_ptr(),
+                slots.as_mut_ptr(),
                 &mut guard.locked,
             )
         };
@@ -152,7 +170,7 @@ impl PageBatch {
         }
         // INVARIANT: GUP pinned exactly `ret` <= `nr_pages` pages into `pages`.
         Ok(Pinned {
-            pages: &mut self.pages[..ret as usize],
+            pages: &mut slots[..ret as usize],
             dirty: write,
         })
     }

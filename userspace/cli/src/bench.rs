@@ -513,7 +513,7 @@ impl Progress {
     fn step(&mut self, what: &str) {
         self.done += 1;
         let width = 30;
-        let filled = width * self.done / self.total.max(1);
+        let filled = (width * self.done / self.total.max(1)).min(width);
         eprint!(
             "\r[{}{}] {:>3}/{} {:>5.0}s {:<40}",
             "#".repeat(filled),
@@ -731,6 +731,95 @@ fn many(
         max,
         reps: o.reps,
     })
+}
+
+/// A timed loop body: runs its step `n` times.
+type Step<'a> = Box<dyn FnMut(u64) -> io::Result<()> + 'a>;
+
+/// Where the time of a small copy goes: the cost of steps of one request,
+/// each measured alone (ns per call, median): a bare syscall, the ioctl
+/// entry (INFO), the target lookup and permission check (probe), and full
+/// 64-byte copies by cma and by process_vm_readv.
+fn latency_breakdown(dev: &Device, o: &Options) -> io::Result<Vec<(&'static str, f64)>> {
+    let src = Buf::new(4096, Pages::Small, false)?;
+    let dst = Buf::new(4096, Pages::Small, false)?;
+    let mut team = Team::new()?;
+    let target = team.spawn(|_, ctl| idle_child(ctl, &[&src]))?;
+    team.wait_ready(1);
+    dst.touch(1);
+    let min = Duration::from_millis(o.min_ms);
+    let mut steps: Vec<(&'static str, Step<'_>)> = vec![
+        (
+            "getppid syscall",
+            Box::new(|n| {
+                for _ in 0..n {
+                    // SAFETY: plain syscall.
+                    std::hint::black_box(unsafe { libc::getppid() });
+                }
+                Ok(())
+            }),
+        ),
+        (
+            "cma INFO ioctl",
+            Box::new(|n| {
+                for _ in 0..n {
+                    dev.info()?;
+                }
+                Ok(())
+            }),
+        ),
+        (
+            "cma probe (lookup + access)",
+            Box::new(|n| {
+                for _ in 0..n {
+                    dev.probe(Target::Pid(target))?;
+                }
+                Ok(())
+            }),
+        ),
+        (
+            "cma read 64 B",
+            Box::new(|n| {
+                for _ in 0..n {
+                    one_copy(
+                        dev,
+                        Mech::Cma,
+                        Op::Read,
+                        target,
+                        &[dst.iov(64)],
+                        &[src.iov(64)],
+                    )?;
+                }
+                Ok(())
+            }),
+        ),
+        (
+            "process_vm_readv 64 B",
+            Box::new(|n| {
+                for _ in 0..n {
+                    one_copy(
+                        dev,
+                        Mech::Pvm,
+                        Op::Read,
+                        target,
+                        &[dst.iov(64)],
+                        &[src.iov(64)],
+                    )?;
+                }
+                Ok(())
+            }),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, f) in steps.iter_mut() {
+        let iters = calibrate(min, f.as_mut())?;
+        let mut samples = Vec::new();
+        for _ in 0..o.reps.max(1) {
+            samples.push(time_per_iter(iters, f.as_mut())? * 1e9);
+        }
+        out.push((*name, summarise(&mut samples).0));
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------
@@ -990,7 +1079,7 @@ pub fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
         + many_sizes.len() * pages_list.len() * 2 * (ns.len() + ring_ns.len());
     let mut progress = Progress {
         done: 0,
-        total,
+        total: total + 1,
         start: Instant::now(),
     };
     let mut rng = o.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -1025,6 +1114,8 @@ pub fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
+    progress.step("latency breakdown");
+    let breakdown = latency_breakdown(&dev, &o)?;
     progress.finish();
 
     let accel = std::fs::read_to_string("/proc/cpuinfo").map_or("unknown", |c| {
@@ -1039,6 +1130,10 @@ pub fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
         o.reps, o.min_ms
     );
     print!("{}", table(&recs, &sizes, &pages_list));
+    println!("\nlatency breakdown (ns per call, median)");
+    for (name, ns) in &breakdown {
+        println!("{name:>30} {ns:>10.0}");
+    }
     for path in [&o.json, &o.svg] {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
