@@ -17,11 +17,20 @@ OWN_KERNEL := 1
 # the cache key depends on.
 KDIR = $(shell scripts/kernel.sh --flavour $(FLAVOUR) --print-dir)
 endif
-KMAKE = $(MAKE) -C $(KDIR) M=$(TOP) LLVM=-19 RUSTC=$(KRUSTC) BINDGEN=$(BINDGEN)
+# The normal flavour's module is built in place (cma.ko at the top); other
+# flavours build a copy of the sources under out/, so both can coexist.
+ifeq ($(FLAVOUR),normal)
+MODDIR := $(TOP)
+else
+MODDIR := $(TOP)/out/module-$(FLAVOUR)
+endif
+KMAKE = $(MAKE) -C $(KDIR) M=$(MODDIR) LLVM=-19 RUSTC=$(KRUSTC) BINDGEN=$(BINDGEN)
+MODULE_SOURCES := Kbuild include/uapi/cma.h rust/glue.c \
+	$(filter-out %_generated.rs,$(wildcard rust/*.rs))
 CARGO_TARGET := $(TOP)/userspace/target/release
 C_TESTS := tests/c/cma_abi_test
 
-.PHONY: all module deps kernel userspace ctests test run bench clean help fmt lint
+.PHONY: all module deps kernel userspace ctests test test-debug fuzz run bench clean help fmt lint
 
 all: module
 
@@ -29,6 +38,8 @@ help:
 	@echo "cma make targets:"
 	@echo "  make            build cma.ko (builds the cached test kernel first if needed)"
 	@echo "  make test       everything from scratch: deps, kernel, module, userspace, VM suite"
+	@echo "  make test-debug the suite on the debug kernel (KASAN, KFENCE, lockdep, kmemleak, UBSAN...)"
+	@echo "  make fuzz       the long ioctl fuzzing run on the debug kernel (FUZZ_CALLS=5000000, FUZZ_SEED=...)"
 	@echo "  make run        boot the test VM, load the module, run the cma CLI"
 	@echo "  make bench      run \`cma bench\` in the test VM (BENCH_ARGS=--quick for a smoke run);"
 	@echo "                  table on stdout, out/bench.json, out/bench.svg"
@@ -53,6 +64,10 @@ else
 endif
 
 module: kernel
+ifneq ($(MODDIR),$(TOP))
+	mkdir -p $(MODDIR)
+	cp --parents $(MODULE_SOURCES) $(MODDIR)/
+endif
 	$(KMAKE) modules
 
 userspace: deps
@@ -66,6 +81,17 @@ tests/c/cma_abi_test: tests/c/cma_abi_test.c include/uapi/cma.h kernel
 
 test: module userspace ctests
 	scripts/vm.sh --flavour $(FLAVOUR) test
+
+# The debug run also fuzzes for a million calls (about a minute under TCG).
+DEBUG_FUZZ_CALLS ?= 1000000
+test-debug:
+	CMA_FUZZ_CALLS=$${CMA_FUZZ_CALLS:-$(DEBUG_FUZZ_CALLS)} $(MAKE) test FLAVOUR=debug
+
+FUZZ_CALLS ?= 5000000
+fuzz:
+	$(MAKE) module userspace FLAVOUR=debug
+	CMA_TESTS=fuzz CMA_FUZZ_CALLS=$(FUZZ_CALLS) $(if $(FUZZ_SEED),CMA_FUZZ_SEED=$(FUZZ_SEED)) \
+		scripts/vm.sh --flavour debug test
 
 run: module userspace
 	scripts/vm.sh --flavour $(FLAVOUR) run
@@ -84,5 +110,5 @@ lint:
 
 clean:
 	-$(KMAKE) clean
-	rm -f rust/cma_uapi_generated.rs $(C_TESTS)
+	rm -rf rust/cma_uapi_generated.rs $(C_TESTS) out/module-*
 	cd userspace && cargo clean

@@ -35,7 +35,13 @@ bzimage=$kdir/arch/x86/boot/bzImage
 vng=$CMA_VENV/bin/vng
 export PATH=$CMA_VENV/bin:$PATH
 [ -x "$vng" ] || die "virtme-ng not installed: run scripts/deps.sh"
-[ -r "$top/cma.ko" ] || die "cma.ko not built: run 'make'"
+# The module built for this flavour (see MODDIR in the Makefile), relative
+# to the repository, which is the guest's working directory too.
+case "$flavour" in
+    normal) ko=cma.ko ;;
+    *) ko=out/module-$flavour/cma.ko ;;
+esac
+[ -r "$top/$ko" ] || die "$ko not built: run 'make module FLAVOUR=$flavour'"
 
 # Does KVM work here? /dev/kvm can exist and still fail (nested virtualisation
 # that aborts on MSR writes, or crawls): boot the kernel with no root and see
@@ -57,7 +63,12 @@ accel=${CMA_ACCEL:-}
 if [ -z "$accel" ]; then
     if why=$(probe_kvm); then accel=kvm; else accel=tcg; say "KVM unusable here ($why): using TCG"; fi
 fi
-vng_args=(--run "$bzimage" --force-9p --user root --cpus 2 -m 2G --append "root=/dev/root")
+append="root=/dev/root"
+# The debug kernel also panics on any WARN, so that no warning goes unnoticed.
+[ "$flavour" = debug ] && append="$append panic_on_warn=1"
+vng_args=(--run "$bzimage" --force-9p --user root --cpus 2 -m 2G --append "$append")
+# CMA_VM_VERBOSE=1 shows the guest's console (boot log, oopses) as it happens.
+[ -n "${CMA_VM_VERBOSE:-}" ] && vng_args+=(--verbose)
 case "$accel" in
     kvm) say "accelerator: KVM" ;;
     tcg) say "accelerator: TCG (software emulation)"; vng_args+=(--disable-kvm) ;;
@@ -75,18 +86,23 @@ case "$mode" in
         log=$top/out/vm-test-$flavour.log
         say "running the suites in the guest (log: $log)"
         set +e
-        guest "CMA_ACCEL=$accel tests/guest.sh" 2>&1 | tee "$log"
+        # Pass the suite's knobs through to the guest.
+        knobs="CMA_ACCEL=$accel CMA_KO=$ko"
+        for v in CMA_TESTS CMA_FUZZ_CALLS CMA_FUZZ_SEED; do
+            [ -n "${!v:-}" ] && knobs="$knobs $v='${!v}'"
+        done
+        guest "$knobs tests/guest.sh" 2>&1 | tee "$log"
         status=${PIPESTATUS[0]}
         set -e
         exec "$top/tests/summarise.sh" "$log" "$status"
         ;;
     run)
-        guest "insmod cma.ko && userspace/target/release/cma info && userspace/target/release/cma demo; s=\$?; rmmod cma; exit \$s"
+        guest "insmod $ko && userspace/target/release/cma info && userspace/target/release/cma demo; s=\$?; rmmod cma; exit \$s"
         ;;
     bench)
         mkdir -p "$top/out"
         vng_args+=(--rwdir "$top/out")
-        guest "insmod cma.ko && echo '# accelerator: $accel' && userspace/target/release/cma bench $* ; s=\$?; rmmod cma; exit \$s" \
+        guest "insmod $ko && echo '# accelerator: $accel' && userspace/target/release/cma bench $* ; s=\$?; rmmod cma; exit \$s" \
             | tee "$top/out/bench-$accel.txt"
         ;;
     shell)

@@ -4,7 +4,7 @@
 # prints the kernel log for the host to check (tests/summarise.sh).
 # The runner's own checks are a KTAP block of their own.
 set -u
-ko=$PWD/cma.ko
+ko=$PWD/${CMA_KO:-cma.ko}
 suites=(
     "userspace/target/release/cma-selftest"
     "tests/c/cma_abi_test"
@@ -29,16 +29,39 @@ outstanding_pins() {
 echo "# guest: Linux $(uname -r), $(nproc) CPUs, accelerator ${CMA_ACCEL:-unknown}"
 pins0=$(outstanding_pins)
 
+# kmemleak (debug kernel): forget what boot leaked, so that what is reported
+# later was allocated while the suites ran.
+kmemleak=/sys/kernel/debug/kmemleak
+if grep -q debugfs /proc/filesystems; then
+    mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug 2>/dev/null
+fi
+[ -w "$kmemleak" ] && echo clear > "$kmemleak"
+
 echo "TAP version 13"
 check insmod insmod "$ko"
 for s in "${suites[@]}"; do
     echo "# ===== suite $s"
-    CMA_KO=$ko "$s" 2>&1 | tee "$tmp/suite"
+    # CMA_TESTS (names or parts of names) narrows the Rust suite, e.g. to "fuzz".
+    args=()
+    [ "$(basename "$s")" = cma-selftest ] && [ -n "${CMA_TESTS:-}" ] && read -ra args <<<"$CMA_TESTS"
+    CMA_KO=$ko "$s" "${args[@]}" 2>&1 | tee "$tmp/suite"
     status=${PIPESTATUS[0]}
     echo "# ===== suite $s exited with $status"
     # A suite that died before its totals would hide its failures.
     check "$(basename "$s").completed" grep -q '^# Totals:' "$tmp/suite"
 done
+# Scan for leaks while the module is still loaded, so that its allocations
+# are attributed to it ([cma] in the backtrace).
+no_module_leaks() {
+    echo scan > "$kmemleak"; sleep 1; echo scan > "$kmemleak"
+    cat "$kmemleak" > "$tmp/leaks"
+    echo "kmemleak: $(grep -c '^unreferenced object' "$tmp/leaks") unreferenced objects in all"
+    if grep -q '\[cma\]' "$tmp/leaks"; then
+        cat "$tmp/leaks"
+        return 1
+    fi
+}
+[ -w "$kmemleak" ] && check kmemleak_no_module_leaks no_module_leaks
 check rmmod rmmod cma
 # Every page the suites pinned must be unpinned. The guest's own I/O (9p)
 # pins pages briefly too, so let in-flight I/O finish before concluding.

@@ -25,7 +25,7 @@ host_check guest_finished "$finished"
 
 # Anything the kernel says when it is unhappy. Lines from the suites are not
 # in this section, only the kernel's own log.
-bad='Oops|BUG:|WARNING:|Kernel panic|general protection fault|Call Trace|KASAN|UBSAN|kmemleak|lockdep|possible recursive locking|INFO: task .* blocked|soft lockup|hard LOCKUP|rcu_sched self-detected|RCU stall|refcount_t:|list_add corruption|list_del corruption|stack-protector|Unable to handle'
+bad='Oops|BUG:|WARNING:|Kernel panic|general protection fault|Call Trace|KASAN:|UBSAN:|KFENCE:|suspected memory leak|possible recursive locking|circular locking dependency|inconsistent lock state|INFO: task .* blocked|soft lockup|hard LOCKUP|RCU stall|self-detected stall|refcount_t:|list_add corruption|list_del corruption|stack-protector|Unable to handle'
 dmesg_bad=$(sed -n '/^===== dmesg begin/,/^===== dmesg end/p' "$log" | grep -E "$bad" || true)
 if [ -n "$dmesg_bad" ]; then
     echo "# kernel log shows trouble:"

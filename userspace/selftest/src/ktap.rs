@@ -99,6 +99,9 @@ pub fn errno_name(errno: i32) -> String {
         libc::ENOTTY => "ENOTTY",
         libc::ENOMEM => "ENOMEM",
         libc::EAGAIN => "EAGAIN",
+        libc::EBADF => "EBADF",
+        libc::EINTR => "EINTR",
+        libc::ENOSPC => "ENOSPC",
         _ => return format!("errno {errno}"),
     };
     name.to_string()

@@ -7,6 +7,7 @@
 
 mod basic;
 mod copy;
+mod fuzz;
 mod ktap;
 mod peer;
 mod perm;
@@ -24,6 +25,7 @@ fn main() {
     let tests: Vec<&ktap::Test> = copy::TESTS
         .iter()
         .chain(perm::TESTS)
+        .chain(fuzz::TESTS)
         .chain(basic::TESTS)
         .collect();
     if args.iter().any(|a| a == "--list") {

@@ -1,0 +1,399 @@
+//! Structure-aware fuzzing of every ioctl: random and boundary flags, counts,
+//! lengths, pointers (NULL, unmapped, PROT_NONE, read-only, kernel, vsyscall,
+//! misaligned, straddling the end of a mapping), pids (free, zombie, kernel
+//! thread, init, self, a live child) and pidfds (closed, not a pidfd), and
+//! truncated or oversized argument structs.
+//!
+//! Every call must return success or a documented errno, a successful copy
+//! must not claim more bytes than it was given, and the kernel must stay
+//! healthy (the runner checks the log, pins and kmemleak afterwards).
+//!
+//! `CMA_FUZZ_CALLS` sets the number of calls (default 100000) and
+//! `CMA_FUZZ_SEED` the seed (default: from the clock, printed first), so that
+//! any failure reproduces with `CMA_FUZZ_SEED=<seed> cma-selftest fuzz`.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd};
+
+use cma::sys::{self, cma_copy, cma_grant, cma_iovec};
+use cma::Device;
+
+use crate::check;
+use crate::ktap::{Failure, Test, TestResult};
+use crate::peer::Peer;
+use crate::util::{page_size, Mapping, Rng, KERNEL_ADDRESS};
+
+/// The tests of this file.
+pub const TESTS: &[Test] = &[Test {
+    name: "fuzz_every_ioctl",
+    run: fuzz,
+}];
+
+/// Every errno an ioctl of /dev/cma may return.
+const ALLOWED: &[i32] = &[
+    libc::EINVAL,
+    libc::EFAULT,
+    libc::ESRCH,
+    libc::EPERM,
+    libc::EBADF,
+    libc::ENOTTY,
+    libc::ENOMEM,
+    libc::EINTR,
+    libc::ENOSPC,
+];
+
+/// Scratch memory the fuzzer may let the kernel write anywhere into, and
+/// addresses that must always be refused.
+struct Pools {
+    /// `SCRATCH` bytes of writable memory between two PROT_NONE guard pages,
+    /// so that no copy can run from scratch into other memory.
+    scratch: Mapping,
+    /// A read-only page, a PROT_NONE page, and a page that was unmapped.
+    ro: Mapping,
+    none: Mapping,
+    unmapped: usize,
+    /// Iovec arrays the fuzzer fills (in scratch-independent memory).
+    iov_arrays: Mapping,
+    /// The argument struct, at the end of a page followed by a hole, so that
+    /// a struct can straddle into unmapped memory.
+    args: Mapping,
+}
+
+const SCRATCH: usize = 1 << 20;
+
+impl Pools {
+    fn new() -> std::io::Result<Pools> {
+        let ps = page_size();
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let args = Mapping::new(2 * ps, rw)?;
+        args.punch(ps, ps)?;
+        let scratch = Mapping::new(SCRATCH + 2 * ps, rw)?;
+        scratch.protect(0, ps, libc::PROT_NONE)?;
+        scratch.protect(ps + SCRATCH, ps, libc::PROT_NONE)?;
+        Ok(Pools {
+            scratch,
+            ro: Mapping::new(ps, libc::PROT_READ)?,
+            none: Mapping::new(ps, libc::PROT_NONE)?,
+            unmapped: crate::util::unmapped_address()?,
+            iov_arrays: Mapping::new(2 * 1025 * 16, rw)?,
+            args,
+        })
+    }
+
+    /// The first writable byte of scratch (after the guard page).
+    fn scratch_start(&self) -> usize {
+        self.scratch.addr() + page_size()
+    }
+
+    /// An address for a buffer: usually inside scratch, sometimes hostile.
+    fn address(&self, rng: &mut Rng) -> usize {
+        match rng.below(16) {
+            0 => 0,
+            1 => self.unmapped,
+            2 => self.none.addr(),
+            3 => self.ro.addr(),
+            4 => KERNEL_ADDRESS + rng.below(1 << 20),
+            5 => 0xffff_ffff_ff60_0000,
+            6 => 0x8000_0000_0000_0000,
+            7 => usize::MAX - rng.below(4096),
+            8 => self.scratch_start() + SCRATCH - rng.below(64),
+            _ => self.scratch_start() + rng.below(SCRATCH),
+        }
+    }
+
+    /// A length: boundaries, huge values, or small random ones.
+    fn length(rng: &mut Rng) -> u64 {
+        let ps = page_size() as u64;
+        match rng.below(24) {
+            0 => 0,
+            1 => 1,
+            2 => ps - 1,
+            3 => ps,
+            4 => ps + 1,
+            5 => isize::MAX as u64,
+            6 => isize::MAX as u64 + 1,
+            7 => u64::MAX,
+            8 => 1 << 32,
+            _ => rng.below(3 * ps as usize) as u64,
+        }
+    }
+
+    /// A count of iovecs around the interesting values.
+    fn count(rng: &mut Rng) -> u32 {
+        match rng.below(12) {
+            0 => 0,
+            1 => 1024,
+            2 => 1025,
+            3 => u32::MAX,
+            4 => 8,
+            5 => 9,
+            _ => 1 + rng.below(6) as u32,
+        }
+    }
+
+    /// Fills an iovec array (slot 0 or 1) and returns its address, or a
+    /// hostile pointer instead of an array.
+    fn iovecs(&mut self, rng: &mut Rng, slot: usize, cnt: u32) -> u64 {
+        match rng.below(12) {
+            0 => return 0,
+            1 => return self.unmapped as u64,
+            2 => return KERNEL_ADDRESS as u64,
+            3 => return self.none.addr() as u64,
+            _ => {}
+        }
+        let n = (cnt as usize).min(1025);
+        let base = self.iov_arrays.addr() + slot * 1025 * 16;
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(cma_iovec {
+                base: self.address(rng) as u64,
+                len: Self::length(rng),
+            });
+        }
+        let bytes = self.iov_arrays.bytes_mut();
+        let off = slot * 1025 * 16;
+        for (i, iov) in v.iter().enumerate() {
+            bytes[off + i * 16..off + i * 16 + 8].copy_from_slice(&iov.base.to_ne_bytes());
+            bytes[off + i * 16 + 8..off + i * 16 + 16].copy_from_slice(&iov.len.to_ne_bytes());
+        }
+        // Sometimes misaligned.
+        (base
+            + if rng.below(8) == 0 {
+                1 + rng.below(7)
+            } else {
+                0
+            }) as u64
+    }
+}
+
+/// Pids and fds to aim at.
+struct Targets {
+    child: Peer,
+    zombie: Peer,
+    free_pid: i32,
+    pidfd: std::os::fd::OwnedFd,
+    not_pidfd: std::fs::File,
+}
+
+impl Targets {
+    fn pid(&self, rng: &mut Rng) -> i32 {
+        match rng.below(12) {
+            0 => 0,
+            1 => -1,
+            2 => 1,
+            3 => 2,
+            4 => self.free_pid,
+            5 => self.zombie.pid,
+            6 => i32::MAX,
+            7 => rng.next() as i32,
+            8 | 9 => std::process::id() as i32,
+            _ => self.child.pid,
+        }
+    }
+
+    fn pidfd(&self, rng: &mut Rng) -> i32 {
+        match rng.below(6) {
+            0 => -1,
+            1 => self.not_pidfd.as_raw_fd(),
+            2 => 1000 + rng.below(1000) as i32,
+            _ => self.pidfd.as_raw_fd(),
+        }
+    }
+}
+
+fn flags(rng: &mut Rng) -> u64 {
+    match rng.below(10) {
+        0 => rng.next(),
+        1 => 1 << rng.below(64),
+        2 | 3 => sys::CMA_COPY_PIDFD as u64,
+        _ => 0,
+    }
+}
+
+/// One random ioctl; returns a description if its outcome breaks the rules.
+fn one_call(
+    dev: &Device,
+    p: &mut Pools,
+    t: &Targets,
+    rng: &mut Rng,
+    hist: &mut BTreeMap<String, u64>,
+) -> Option<String> {
+    let ioc =
+        |dir: u32, nr: u32, size: u32| (dir << 30) | (size << 16) | (sys::CMA_IOC_MAGIC << 8) | nr;
+    let kind = rng.below(20);
+    let (cmd, name) = match kind {
+        0 => (sys::CMA_IOC_INFO, "info"),
+        1..=6 => (sys::CMA_IOC_READ, "read"),
+        7..=12 => (sys::CMA_IOC_WRITE, "write"),
+        13 | 14 => (sys::CMA_IOC_GRANT, "grant"),
+        15 => (sys::CMA_IOC_REVOKE, "revoke"),
+        16 => (ioc(3, 0x41, rng.below(200) as u32), "read-resized"),
+        17 => (
+            ioc(
+                rng.below(4) as u32,
+                0x40 + rng.below(16) as u32,
+                rng.below(256) as u32,
+            ),
+            "other-nr",
+        ),
+        _ => (rng.next() as u32, "random-cmd"),
+    };
+    // Build the argument in the `args` page, ending at the page boundary
+    // when `straddle` so that a struct may run into the hole after it.
+    let ps = page_size();
+    let straddle = rng.below(10) == 0;
+    let mut arg_addr = p.args.addr()
+        + if straddle {
+            ps - 8 * (1 + rng.below(8))
+        } else {
+            64
+        };
+    let mut copy = cma_copy::default();
+    let mut grant = cma_grant::default();
+    match name {
+        "read" | "write" | "read-resized" => {
+            copy.local_cnt = Pools::count(rng);
+            copy.remote_cnt = Pools::count(rng);
+            copy.local_iov = p.iovecs(rng, 0, copy.local_cnt);
+            copy.remote_iov = p.iovecs(rng, 1, copy.remote_cnt);
+            copy.flags = flags(rng);
+            copy.pid = if copy.flags & sys::CMA_COPY_PIDFD as u64 != 0 {
+                t.pidfd(rng)
+            } else {
+                t.pid(rng)
+            };
+            if rng.below(16) == 0 {
+                copy.pad = rng.next() as u32;
+                copy.reserved[rng.below(2)] = rng.next();
+            }
+        }
+        "grant" => {
+            grant.pid = t.pid(rng);
+            if rng.below(8) == 0 {
+                grant.flags = rng.next() as u32;
+            }
+        }
+        _ => {}
+    }
+    // Copy the struct into the args page (as much as fits before the hole).
+    let raw: &[u8] = match name {
+        // SAFETY: plain-old-data structs viewed as bytes.
+        "grant" => unsafe {
+            std::slice::from_raw_parts(
+                &grant as *const _ as *const u8,
+                std::mem::size_of::<cma_grant>(),
+            )
+        },
+        // SAFETY: as above.
+        _ => unsafe {
+            std::slice::from_raw_parts(
+                &copy as *const _ as *const u8,
+                std::mem::size_of::<cma_copy>(),
+            )
+        },
+    };
+    let room = p.args.addr() + ps - arg_addr;
+    let n = raw.len().min(room);
+    let off = arg_addr - p.args.addr();
+    p.args.bytes_mut()[off..off + n].copy_from_slice(&raw[..n]);
+    // Sometimes no struct at all.
+    match rng.below(24) {
+        0 => arg_addr = 0,
+        1 => arg_addr = KERNEL_ADDRESS,
+        2 => arg_addr = p.ro.addr(),
+        3 => arg_addr = p.unmapped,
+        _ => {}
+    }
+    // SAFETY: the argument is either inside the fuzzer's own args page or an
+    // address the kernel must refuse; copies may only land in scratch memory.
+    let res = unsafe { sys::ioctl(dev.as_fd(), cmd, arg_addr) };
+    let key = match &res {
+        Ok(_) => format!("{name}: ok"),
+        Err(e) => format!(
+            "{name}: {}",
+            crate::ktap::errno_name(e.raw_os_error().unwrap_or(0))
+        ),
+    };
+    *hist.entry(key).or_default() += 1;
+    match res {
+        Err(e) if !ALLOWED.contains(&e.raw_os_error().unwrap_or(0)) => {
+            Some(format!("{name} {cmd:#x}: unexpected error {e}"))
+        }
+        Ok(_)
+            if (name == "read" || name == "write")
+                && arg_addr == p.args.addr() + off
+                && n == raw.len() =>
+        {
+            // The kernel wrote the result back: it must be within bounds.
+            let mut out = cma_copy::default();
+            // SAFETY: reads back the struct we placed there.
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(
+                    &mut out as *mut _ as *mut u8,
+                    std::mem::size_of::<cma_copy>(),
+                )
+            };
+            bytes.copy_from_slice(&p.args.bytes()[off..off + n]);
+            (out.bytes > 1 << 40).then(|| format!("{name}: implausible byte count {}", out.bytes))
+        }
+        _ => None,
+    }
+}
+
+fn fuzz() -> TestResult {
+    let calls: u64 = std::env::var("CMA_FUZZ_CALLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let seed: u64 = std::env::var("CMA_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    println!("# fuzz: seed {seed}, {calls} calls (reproduce: CMA_FUZZ_SEED={seed} CMA_FUZZ_CALLS={calls} cma-selftest fuzz)");
+    let dev = Device::open()?;
+    let mut pools = Pools::new()?;
+    // The target shares the fuzzer's layout (forked after the pools exist),
+    // so scratch addresses are scratch in it too.
+    let child = Peer::spawn(|ch| {
+        if let Ok(d) = Device::open() {
+            let _ = d.grant(None);
+            std::mem::forget(d);
+        }
+        ch.wait()
+    })?;
+    let zombie = Peer::spawn(|ch| ch.wait())?;
+    zombie.kill();
+    let gone = Peer::spawn(|ch| ch.wait())?;
+    let free_pid = gone.pid;
+    gone.finish()?;
+    let targets = Targets {
+        pidfd: cma::pidfd_open(child.pid)?,
+        child,
+        zombie,
+        free_pid,
+        not_pidfd: std::fs::File::open("/dev/null")?,
+    };
+    let mut rng = Rng::new(seed);
+    let mut hist = BTreeMap::new();
+    let start = std::time::Instant::now();
+    for i in 0..calls {
+        if let Some(what) = one_call(&dev, &mut pools, &targets, &mut rng, &mut hist) {
+            return Err(Failure::Fail(format!("call {i} (seed {seed}): {what}")));
+        }
+    }
+    // The device still works, and so does the target.
+    check!(dev.info().is_ok(), "INFO failed after fuzzing");
+    dev.revoke()?;
+    println!(
+        "# fuzz: {calls} calls in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    for (k, v) in &hist {
+        println!("#   {k:<24} {v}");
+    }
+    Ok(())
+}
