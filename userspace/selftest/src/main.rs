@@ -11,6 +11,7 @@ mod fuzz;
 mod ktap;
 mod peer;
 mod perm;
+mod race;
 mod util;
 
 /// The `CMA_FEAT_*` bits this suite expects the module to report.
@@ -26,6 +27,7 @@ fn main() {
         .iter()
         .chain(perm::TESTS)
         .chain(fuzz::TESTS)
+        .chain(race::TESTS)
         .chain(basic::TESTS)
         .collect();
     if args.iter().any(|a| a == "--list") {

@@ -1,0 +1,529 @@
+//! Races against a moving target: copiers (processes and threads, reading
+//! and writing) while the target remaps, unmaps, protects, discards, forks,
+//! splits and collapses huge pages, and exits; consent revoked mid-flight;
+//! descriptors closed under a running copy; unload attempts during a copy.
+//! Plus accounting: a target's memory is freed when it exits, however it
+//! was copied from. Each stress test runs for `CMA_STRESS_SECS` (default 4).
+//!
+//! Outcomes of racing copies are not deterministic, so the tests check
+//! what must always hold: every result is a success with no more bytes than
+//! asked, or a documented errno; nothing crashes; and the runner then checks
+//! the kernel log, pins and kmemleak.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cma::sys::cma_iovec;
+use cma::{Device, Op, Target};
+
+use crate::copy::{copy, iov};
+use crate::ktap::{Failure, Test, TestResult};
+use crate::peer::Peer;
+use crate::util::{self, page_size, Mapping, Rng};
+use crate::{check, check_eq};
+
+/// The tests of this file, in order.
+pub const TESTS: &[Test] = &[
+    Test {
+        name: "race_copy_vs_mapping_changes",
+        run: mapping_changes,
+    },
+    Test {
+        name: "race_copy_vs_target_exit",
+        run: target_exit,
+    },
+    Test {
+        name: "race_copy_vs_consent_revoke",
+        run: consent_revoke,
+    },
+    Test {
+        name: "race_copy_vs_fd_close",
+        run: fd_close,
+    },
+    Test {
+        name: "race_unload_during_copy_refused",
+        run: unload_during_copy,
+    },
+    Test {
+        name: "accounting_target_memory_freed",
+        run: memory_freed,
+    },
+];
+
+fn stress_time() -> Duration {
+    let secs = std::env::var("CMA_STRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    Duration::from_secs(secs)
+}
+
+/// What a racing copy may legitimately return.
+fn acceptable(res: &std::io::Result<cma::Transfer>, asked: u64) -> Result<(), String> {
+    match res {
+        Ok(t)
+            if t.bytes <= asked
+                && (t.error == 0
+                    || [libc::EFAULT, libc::EINTR, libc::ENOMEM].contains(&t.error)) =>
+        {
+            Ok(())
+        }
+        Ok(t) => Err(format!("bad transfer {t:?} for {asked} bytes")),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EFAULT | libc::ESRCH | libc::EPERM | libc::EINTR | libc::ENOMEM)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(format!("unexpected error {e}")),
+    }
+}
+
+/// Copies (reads and writes, by size and offset from `rng`) against `pid`'s
+/// region `[base, base + len)` until `stop`, counting calls in `calls`.
+fn copier(
+    pid: i32,
+    base: usize,
+    len: usize,
+    seed: u64,
+    stop: &AtomicBool,
+    calls: &AtomicU64,
+) -> Result<(), String> {
+    let dev = Device::open().map_err(|e| e.to_string())?;
+    let local = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| e.to_string())?;
+    let mut rng = Rng::new(seed);
+    while !stop.load(Ordering::Relaxed) {
+        let off = rng.below(len);
+        let n = 1 + rng.below(len - off);
+        let op = if rng.below(2) == 0 {
+            Op::Read
+        } else {
+            Op::Write
+        };
+        // Several iovecs, so that a copy spans changes of the target.
+        let parts = 1 + rng.below(4);
+        let step = n.div_ceil(parts);
+        let l: Vec<cma_iovec> = (0..parts)
+            .map(|i| {
+                iov(
+                    local.addr() + (off + i * step).min(len - 1),
+                    step.min(len - (off + i * step).min(len - 1)),
+                )
+            })
+            .collect();
+        let r: Vec<cma_iovec> = (0..parts)
+            .map(|i| iov(base + (off + i * step).min(len - 1), step))
+            .collect();
+        let asked = l
+            .iter()
+            .map(|v| v.len)
+            .sum::<u64>()
+            .min(r.iter().map(|v| v.len).sum());
+        acceptable(&copy(&dev, op, Target::Pid(pid), &l, &r), asked)?;
+        calls.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Runs `threads` copier threads against `pid` for the stress time.
+fn hammer(pid: i32, base: usize, len: usize, threads: usize, seed: u64) -> Result<u64, Failure> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let (stop, calls) = (stop.clone(), calls.clone());
+            std::thread::spawn(move || copier(pid, base, len, seed + i as u64, &stop, &calls))
+        })
+        .collect();
+    std::thread::sleep(stress_time());
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join()
+            .map_err(|_| Failure::Fail("copier panicked".into()))?
+            .map_err(Failure::Fail)?;
+    }
+    Ok(calls.load(Ordering::Relaxed))
+}
+
+const REGION: usize = 4 << 20;
+
+fn mapping_changes() -> TestResult {
+    // The target keeps changing what backs a fixed 4 MiB region.
+    let mut target = Peer::spawn(|mut ch| {
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let region = Mapping::new(REGION + (2 << 20), rw)?;
+        let base = (region.addr() + (2 << 20) - 1) & !((2 << 20) - 1);
+        ch.send(&[base as u64])?;
+        let mut rng = Rng::new(99);
+        let mut ops = 0u64;
+        loop {
+            let off = rng.below(REGION / page_size()) * page_size();
+            let n = (1 + rng.below(64)) * page_size();
+            let n = n.min(REGION - off);
+            let at = (base + off) as *mut libc::c_void;
+            // SAFETY: every operation stays inside `region`, which this
+            // process owns and nothing in Rust references.
+            unsafe {
+                match rng.below(9) {
+                    0 => {
+                        libc::munmap(at, n);
+                    }
+                    1 => {
+                        libc::mmap(
+                            at,
+                            n,
+                            rw,
+                            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                            -1,
+                            0,
+                        );
+                    }
+                    2 => {
+                        libc::mprotect(at, n, [libc::PROT_NONE, libc::PROT_READ, rw][rng.below(3)]);
+                    }
+                    3 => {
+                        libc::madvise(at, n, libc::MADV_DONTNEED);
+                    }
+                    4 => {
+                        // Huge pages: ask for them and fault the whole region in.
+                        libc::mmap(
+                            base as *mut _,
+                            REGION,
+                            rw,
+                            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                            -1,
+                            0,
+                        );
+                        libc::madvise(base as *mut _, REGION, libc::MADV_HUGEPAGE);
+                        std::ptr::write_bytes(base as *mut u8, 0x5a, REGION);
+                    }
+                    5 => {
+                        // Split a huge page by changing part of it.
+                        libc::mprotect((base + 4096) as *mut _, 4096, libc::PROT_READ);
+                        libc::madvise(base as *mut _, REGION, 25 /* MADV_COLLAPSE */);
+                    }
+                    6 => {
+                        // Copy-on-write: a child that touches and exits.
+                        let pid = libc::fork();
+                        if pid == 0 {
+                            libc::_exit(0);
+                        }
+                        if pid > 0 {
+                            libc::waitpid(pid, std::ptr::null_mut(), 0);
+                        }
+                    }
+                    7 => {
+                        // Move part of the region away and back.
+                        let tmp = libc::mremap(at, n, n, libc::MREMAP_MAYMOVE);
+                        if tmp != libc::MAP_FAILED {
+                            libc::mremap(tmp, n, n, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, at);
+                        }
+                    }
+                    _ => {
+                        // Touch some pages (faults them in, for writes too).
+                        let p = rng.below(REGION / page_size()) * page_size();
+                        let probe = (base + p) as *mut u8;
+                        let mut vec = 0u8;
+                        if libc::mincore(probe as *mut _, 4096, &mut vec) == 0 {
+                            let _ = std::ptr::read_volatile(probe as *const u8);
+                        }
+                    }
+                }
+            }
+            ops += 1;
+            if ops % 64 == 0 {
+                std::thread::yield_now();
+            }
+        }
+    })?;
+    let base = target.recv()?[0] as usize;
+    let calls = hammer(target.pid, base, REGION, 3, 1)?;
+    println!("# {calls} copies against a changing target");
+    check!(calls > 0, "no copy ran");
+    Ok(())
+}
+
+fn target_exit() -> TestResult {
+    let deadline = Instant::now() + stress_time();
+    let mut rounds = 0;
+    let mut rng = Rng::new(7);
+    while Instant::now() < deadline {
+        let mut target = Peer::spawn(|mut ch| {
+            let mut m = Mapping::new(REGION, libc::PROT_READ | libc::PROT_WRITE)?;
+            m.bytes_mut().fill(1);
+            ch.send(&[m.addr() as u64])?;
+            ch.wait()
+        })?;
+        let base = target.recv()?[0] as usize;
+        let pid = target.pid;
+        let stop = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicU64::new(0));
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                let (stop, calls) = (stop.clone(), calls.clone());
+                std::thread::spawn(move || copier(pid, base, REGION, i, &stop, &calls))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(5 + rng.below(50) as u64));
+        drop(target); // SIGKILL and reap while the copiers run
+        std::thread::sleep(Duration::from_millis(20));
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            h.join()
+                .map_err(|_| Failure::Fail("copier panicked".into()))?
+                .map_err(Failure::Fail)?;
+        }
+        rounds += 1;
+    }
+    println!("# {rounds} targets killed under copiers");
+    Ok(())
+}
+
+fn consent_revoke() -> TestResult {
+    if !util::is_root() {
+        return Err(Failure::Skip(
+            "needs root to create processes of other uids".into(),
+        ));
+    }
+    // A target (nobody) that grants and revokes in a loop; an unprivileged
+    // copier (nobody) may only ever succeed or get EPERM.
+    let mut target = Peer::spawn(|mut ch| {
+        util::become_user(util::NOBODY)?;
+        let mut m = Mapping::new(REGION, libc::PROT_READ | libc::PROT_WRITE)?;
+        m.bytes_mut().fill(2);
+        let dev = Device::open()?;
+        ch.send(&[m.addr() as u64])?;
+        loop {
+            dev.grant(None)?;
+            std::thread::yield_now();
+            dev.revoke()?;
+        }
+    })?;
+    let base = target.recv()?[0] as usize;
+    let pid = target.pid;
+    let mut copier_peer = Peer::spawn(move |mut ch| {
+        util::become_user(util::NOBODY)?;
+        let dev = Device::open()?;
+        let local = Mapping::new(REGION, libc::PROT_READ | libc::PROT_WRITE)?;
+        let deadline = Instant::now() + stress_time();
+        let (mut ok, mut denied) = (0u64, 0u64);
+        while Instant::now() < deadline {
+            match copy(
+                &dev,
+                Op::Read,
+                Target::Pid(pid),
+                &[iov(local.addr(), REGION)],
+                &[iov(base, REGION)],
+            ) {
+                Ok(t) if t.bytes == REGION as u64 => ok += 1,
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => denied += 1,
+                other => return Err(Failure::Fail(format!("unexpected {other:?}"))),
+            }
+        }
+        ch.send(&[ok, denied])?;
+        ch.wait()
+    })?;
+    let v = copier_peer.recv()?;
+    println!(
+        "# {} copies allowed, {} denied while consent flipped",
+        v[0], v[1]
+    );
+    check!(v[0] + v[1] > 0, "no copy ran");
+    Ok(())
+}
+
+fn fd_close() -> TestResult {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let mut target = Peer::spawn(|mut ch| {
+        let mut m = Mapping::new(REGION, libc::PROT_READ | libc::PROT_WRITE)?;
+        m.bytes_mut().fill(3);
+        ch.send(&[m.addr() as u64])?;
+        ch.wait()
+    })?;
+    let base = target.recv()?[0] as usize;
+    let pid = target.pid;
+    let deadline = Instant::now() + stress_time();
+    let (mut ok, mut closed) = (0u64, 0u64);
+    let local = Mapping::new(REGION, libc::PROT_READ | libc::PROT_WRITE)?;
+    let laddr = local.addr();
+    while Instant::now() < deadline {
+        let fd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(cma::DEVICE_PATH)?
+            .into_raw_fd();
+        // One thread copies through `fd` while this one closes it.
+        let copier = std::thread::spawn(move || {
+            let mut args = cma::sys::cma_copy {
+                local_iov: 0,
+                remote_iov: 0,
+                local_cnt: 1,
+                remote_cnt: 1,
+                pid,
+                ..Default::default()
+            };
+            let l = [iov(laddr, REGION)];
+            let r = [iov(base, REGION)];
+            args.local_iov = l.as_ptr() as u64;
+            args.remote_iov = r.as_ptr() as u64;
+            // SAFETY: raw ioctl on a number that may be closed meanwhile;
+            // the iovecs describe our own scratch buffer and the target's.
+            let ret = unsafe { libc::ioctl(fd, cma::sys::CMA_IOC_READ as _, &mut args) };
+            if ret == 0 {
+                Ok(args.bytes)
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+        std::thread::sleep(Duration::from_micros(200));
+        // SAFETY: we own `fd`; closing it under the copier is the point.
+        drop(unsafe { std::fs::File::from_raw_fd(fd) });
+        match copier
+            .join()
+            .map_err(|_| Failure::Fail("copier panicked".into()))?
+        {
+            Ok(n) if n == REGION as u64 => ok += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => closed += 1,
+            other => return Err(Failure::Fail(format!("unexpected {other:?}"))),
+        }
+    }
+    drop(target);
+    println!("# {ok} copies finished, {closed} saw the descriptor closed first");
+    Ok(())
+}
+
+fn unload_during_copy() -> TestResult {
+    if !util::is_root() {
+        return Err(Failure::Skip("needs root to try unloading".into()));
+    }
+    let mut target = Peer::spawn(|mut ch| {
+        let mut m = Mapping::new(REGION, libc::PROT_READ | libc::PROT_WRITE)?;
+        m.bytes_mut().fill(4);
+        ch.send(&[m.addr() as u64])?;
+        ch.wait()
+    })?;
+    let base = target.recv()?[0] as usize;
+    let pid = target.pid;
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let handle = {
+        let (stop, calls) = (stop.clone(), calls.clone());
+        std::thread::spawn(move || copier(pid, base, REGION, 5, &stop, &calls))
+    };
+    // Unload attempts start once copies are running (each copier holds
+    // /dev/cma open, and so a module reference).
+    while calls.load(Ordering::Relaxed) == 0 && !handle.is_finished() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let deadline = Instant::now() + stress_time().min(Duration::from_secs(2));
+    let mut refused = 0;
+    while Instant::now() < deadline {
+        match util::delete_module("cma", libc::O_NONBLOCK) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY)) => refused += 1,
+            Err(e) => return Err(Failure::Fail(format!("delete_module: {e}"))),
+            Ok(()) => {
+                stop.store(true, Ordering::Relaxed);
+                let _ = handle.join();
+                if let Ok(ko) = std::env::var("CMA_KO") {
+                    let _ = util::load_module(&ko);
+                }
+                return Err(Failure::Fail(
+                    "the module unloaded while copies were running".into(),
+                ));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    handle
+        .join()
+        .map_err(|_| Failure::Fail("copier panicked".into()))?
+        .map_err(Failure::Fail)?;
+    println!(
+        "# {refused} unload attempts refused during {} copies",
+        calls.load(Ordering::Relaxed)
+    );
+    check!(refused > 0, "no unload attempt was made");
+    Ok(())
+}
+
+fn mem_available_kb() -> std::io::Result<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo")?;
+    Ok(s.lines()
+        .find(|l| l.starts_with("MemAvailable:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
+fn memory_freed() -> TestResult {
+    // A target holding 256 MiB is copied from every way (success, partial,
+    // failure), then killed. If cma kept a reference on its mm or pinned
+    // pages, the memory would not come back.
+    let big = 256 << 20;
+    let dev = Device::open()?;
+    let local = Mapping::new(4 << 20, libc::PROT_READ | libc::PROT_WRITE)?;
+    let before = mem_available_kb()?;
+    for round in 0..3 {
+        let mut target = Peer::spawn(move |mut ch| {
+            let mut m = Mapping::new(big, libc::PROT_READ | libc::PROT_WRITE)?;
+            m.bytes_mut().fill(5);
+            m.punch(big - page_size(), page_size())?;
+            ch.send(&[m.addr() as u64])?;
+            ch.wait()
+        })?;
+        let base = target.recv()?[0] as usize;
+        for op in [Op::Read, Op::Write] {
+            let t = Target::Pid(target.pid);
+            check_eq!(
+                copy(
+                    &dev,
+                    op,
+                    t,
+                    &[iov(local.addr(), 4 << 20)],
+                    &[iov(base, 4 << 20)]
+                )?
+                .bytes,
+                4 << 20
+            );
+            // Partial: runs into the hole at the end.
+            let tail = base + big - 2 * page_size();
+            check_eq!(
+                copy(
+                    &dev,
+                    op,
+                    t,
+                    &[iov(local.addr(), 2 * page_size())],
+                    &[iov(tail, 2 * page_size())]
+                )?
+                .bytes,
+                page_size() as u64
+            );
+            check!(
+                copy(&dev, op, t, &[iov(local.addr(), 8)], &[iov(0, 8)]).is_err(),
+                "copy from NULL worked"
+            );
+        }
+        drop(target);
+        let _ = round;
+    }
+    // Give the exits time to free everything.
+    let mut after = 0;
+    for _ in 0..50 {
+        after = mem_available_kb()?;
+        if after + 16 * 1024 >= before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("# MemAvailable: {before} kB before, {after} kB after three 256 MiB targets");
+    check!(
+        after + 16 * 1024 >= before,
+        "{} kB not freed after the targets exited",
+        before.saturating_sub(after)
+    );
+    Ok(())
+}
