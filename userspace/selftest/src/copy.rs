@@ -107,6 +107,10 @@ pub const TESTS: &[Test] = &[
         run: write_text,
     },
     Test {
+        name: "regression_faulting_write_leaves_rest_of_target_page",
+        run: regression_nozero,
+    },
+    Test {
         name: "thp_buffers",
         run: thp_buffers,
     },
@@ -1100,6 +1104,40 @@ fn write_text() -> TestResult {
             16
         );
     }
+    Ok(())
+}
+
+/// Regression: a WRITE whose local source faults part-way through a page
+/// once zeroed the rest of the target's page (copy_from_user zero-fills what
+/// it cannot copy). The target's bytes past the fault must stay as they were.
+fn regression_nozero() -> TestResult {
+    let dev = Device::open()?;
+    let ps = page_size();
+    let (peer, addr) = remote_buffer(2 * ps, 77, 0)?;
+    let before = peek(peer.pid, addr, 2 * ps)?;
+    // Local: one valid page, then a hole. Start 100 bytes before the hole,
+    // so that the fault happens in the middle of the first remote page.
+    let mut local = Mapping::new(2 * ps, libc::PROT_READ | libc::PROT_WRITE)?;
+    Rng::new(78).fill(local.bytes_mut());
+    local.punch(ps, ps)?;
+    let src = local.addr() + ps - 100;
+    let t = copy(
+        &dev,
+        Op::Write,
+        Target::Pid(peer.pid),
+        &[iov(src, 2 * ps)],
+        &[iov(addr, 2 * ps)],
+    )?;
+    check_eq!((t.bytes, t.error), (100, libc::EFAULT));
+    let after = peek(peer.pid, addr, 2 * ps)?;
+    check!(
+        after[..100] == local.bytes()[ps - 100..ps],
+        "the 100 copied bytes are wrong"
+    );
+    check!(
+        after[100..] == before[100..],
+        "bytes past the fault changed in the target"
+    );
     Ok(())
 }
 

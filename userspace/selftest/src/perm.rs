@@ -58,6 +58,10 @@ pub const TESTS: &[Test] = &[
         name: "perm_require_consent_param_off",
         run: require_consent_off,
     },
+    Test {
+        name: "security_setuid_target_eperm",
+        run: setuid_target,
+    },
 ];
 
 /// Commands a target peer answers.
@@ -392,5 +396,80 @@ fn require_consent_off() -> TestResult {
     // The credential rule still holds without consent.
     let mut other = caller(OTHER_USER)?;
     check_eq!(attempt(&mut other, &t, addr)?, EPERM);
+    Ok(())
+}
+
+/// A copy of /bin/sleep, setuid root, in a fresh directory under /tmp.
+fn setuid_sleep() -> io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("cma-suid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let path = dir.join("sleep");
+    std::fs::copy("/bin/sleep", &path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o4755))?;
+    Ok(path)
+}
+
+/// The effective uid of `pid`, from /proc.
+fn euid_of(pid: i32) -> io::Result<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    s.lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| io::Error::other("no Uid line"))
+}
+
+fn setuid_target() -> TestResult {
+    needs_root()?;
+    let prog = setuid_sleep()?;
+    // An unprivileged user starts a setuid-root program: it runs as root and
+    // is not dumpable. The same user must not be able to read it.
+    let spawned = std::process::Command::new("setpriv")
+        .args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".into(),
+        ])
+        .arg(&prog)
+        .arg("60")
+        .spawn();
+    let Ok(mut child) = spawned else {
+        let _ = std::fs::remove_dir_all(prog.parent().unwrap());
+        return Err(Failure::Skip(
+            "setpriv (util-linux) is not available".into(),
+        ));
+    };
+    let pid = child.id() as i32;
+    let mut euid = u32::MAX;
+    for _ in 0..500 {
+        if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep") {
+            euid = euid_of(pid)?;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let real_uid = std::fs::read_to_string(format!("/proc/{pid}/status"))?
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .unwrap_or_default();
+    if euid != 0 || real_uid != NOBODY.to_string() {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(prog.parent().unwrap());
+        return Err(Failure::Skip(format!(
+            "setuid did not take effect here (uid {real_uid}, euid {euid})"
+        )));
+    }
+    let mut c = caller(NOBODY)?;
+    let r = c.command(PROBE, &[pid as u64]);
+    let read = c.command(TRY_READ, &[pid as u64, 0x10000]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(prog.parent().unwrap());
+    check_eq!(r?[0], libc::EPERM as u64);
+    check_eq!(read?[0], libc::EPERM as u64);
     Ok(())
 }

@@ -122,14 +122,45 @@ fn copier(
             .map(|v| v.len)
             .sum::<u64>()
             .min(r.iter().map(|v| v.len).sum());
-        acceptable(&copy(&dev, op, Target::Pid(pid), &l, &r), asked)?;
-        calls.fetch_add(1, Ordering::Relaxed);
+        let res = copy(&dev, op, Target::Pid(pid), &l, &r);
+        acceptable(&res, asked)?;
+        // Count every call, and (in the high half) the ones that moved bytes.
+        let moved = matches!(res, Ok(t) if t.bytes > 0) as u64;
+        calls.fetch_add(1 + (moved << 32), Ordering::Relaxed);
     }
     Ok(())
 }
 
-/// Runs `threads` copier threads against `pid` for the stress time.
-fn hammer(pid: i32, base: usize, len: usize, threads: usize, seed: u64) -> Result<u64, Failure> {
+/// Runs `procs` copier processes and `threads` copier threads against `pid`
+/// for the stress time; returns the number of copies made.
+fn hammer(
+    pid: i32,
+    base: usize,
+    len: usize,
+    procs: usize,
+    threads: usize,
+    seed: u64,
+) -> Result<u64, Failure> {
+    // Processes first, while this one is still single-threaded.
+    let mut peers = Vec::new();
+    for p in 0..procs {
+        peers.push(Peer::spawn(move |mut ch| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let calls = AtomicU64::new(0);
+            let timer = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(stress_time());
+                    stop.store(true, Ordering::Relaxed);
+                })
+            };
+            let res = copier(pid, base, len, seed + 100 + p as u64, &stop, &calls);
+            let _ = timer.join();
+            res.map_err(Failure::Fail)?;
+            ch.send(&[calls.load(Ordering::Relaxed)])?;
+            ch.wait()
+        })?);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let calls = Arc::new(AtomicU64::new(0));
     let handles: Vec<_> = (0..threads)
@@ -145,7 +176,13 @@ fn hammer(pid: i32, base: usize, len: usize, threads: usize, seed: u64) -> Resul
             .map_err(|_| Failure::Fail("copier panicked".into()))?
             .map_err(Failure::Fail)?;
     }
-    Ok(calls.load(Ordering::Relaxed))
+    let mut total = calls.load(Ordering::Relaxed);
+    for mut p in peers {
+        total += p
+            .recv()
+            .map_err(|e| Failure::Fail(format!("copier process failed: {e}")))?[0];
+    }
+    Ok(total)
 }
 
 const REGION: usize = 4 << 20;
@@ -234,15 +271,36 @@ fn mapping_changes() -> TestResult {
                 }
             }
             ops += 1;
+            // Mostly put the range back (mapped, writable, populated), so
+            // that copies race with changes rather than with a dead region.
+            if rng.below(4) != 0 {
+                std::thread::yield_now();
+                // SAFETY: as above: the range lies inside `region`.
+                unsafe {
+                    libc::mmap(
+                        at,
+                        n,
+                        rw,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                        -1,
+                        0,
+                    );
+                    std::ptr::write_bytes(at as *mut u8, 0x3c, n);
+                }
+            }
             if ops % 64 == 0 {
                 std::thread::yield_now();
             }
         }
     })?;
     let base = target.recv()?[0] as usize;
-    let calls = hammer(target.pid, base, REGION, 3, 1)?;
-    println!("# {calls} copies against a changing target");
-    check!(calls > 0, "no copy ran");
+    let calls = hammer(target.pid, base, REGION, 2, 2, 1)?;
+    println!(
+        "# {} copies (2 processes, 2 threads) against a changing target, {} of them moved data",
+        calls & 0xffff_ffff,
+        calls >> 32
+    );
+    check!(calls >> 32 > 0, "no copy moved data");
     Ok(())
 }
 
