@@ -207,7 +207,6 @@ struct Ctl {
     iters: AtomicU64,
     size: AtomicU64,
     mech: AtomicU32,
-    op: AtomicU32,
     /// Double-copy ring: slot states (0 empty, 1 full).
     full: [AtomicU32; 2],
     /// Pids of the children, by index.
