@@ -67,12 +67,13 @@ impl Peer {
         }
         if pid == 0 {
             drop((cmd_w, reply_r));
-            let code = match body(Child {
-                cmd: cmd_r,
-                reply: reply_w,
-            }) {
+            let code = match body(Child { cmd: cmd_r, reply: reply_w }) {
                 Ok(()) => 0,
-                Err(Failure::Skip(why)) | Err(Failure::Fail(why)) => {
+                Err(Failure::Skip(why)) => {
+                    println!("# peer skipped: {why}");
+                    crate::ktap::KSFT_SKIP
+                }
+                Err(Failure::Fail(why)) => {
                     println!("# peer: {why}");
                     1
                 }

@@ -106,37 +106,13 @@ pub fn page_size() -> usize {
 /// A kernel address that is mapped in the kernel (the start of the direct map).
 pub const KERNEL_ADDRESS: usize = 0xffff_8880_0000_0000;
 
-/// Runs `f` in a forked child and returns its result. The child reports
-/// failure through its exit status (0 pass, 4 skip, otherwise fail), with the
-/// message on stderr, which the KTAP output shows.
+/// Runs `f` in a forked child (see [`crate::peer::Peer`]) and returns its
+/// result: the child reports through its exit status (0 pass, 4 skip,
+/// otherwise fail), with the message in the KTAP output.
 pub fn in_child(f: impl FnOnce() -> TestResult) -> TestResult {
-    // SAFETY: the suite is single-threaded, so the child may run Rust code.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error().into());
-    }
-    if pid == 0 {
-        let code = match f() {
-            Ok(()) => 0,
-            Err(Failure::Skip(why)) => {
-                println!("# child skipped: {why}");
-                4
-            }
-            Err(Failure::Fail(why)) => {
-                println!("# child: {why}");
-                1
-            }
-        };
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        // SAFETY: _exit ends the child without running the parent's atexit
-        // handlers or flushing its inherited buffers twice.
-        unsafe { libc::_exit(code) };
-    }
-    let status = wait_child(pid)?;
-    match status {
+    match crate::peer::Peer::spawn(|_| f())?.finish()? {
         0 => Ok(()),
-        4 => Err(Failure::Skip("skipped in child".into())),
+        crate::ktap::KSFT_SKIP => Err(Failure::Skip("skipped in child".into())),
         s => Err(Failure::Fail(format!("child failed (status {s:#x})"))),
     }
 }
