@@ -240,21 +240,7 @@ impl Device {
         remote: &[sys::cma_iovec],
     ) -> io::Result<Transfer> {
         let (pid, flags) = target.raw();
-        let mut args = sys::cma_copy {
-            local_iov: local.as_ptr() as u64,
-            remote_iov: remote.as_ptr() as u64,
-            local_cnt: local
-                .len()
-                .try_into()
-                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
-            remote_cnt: remote
-                .len()
-                .try_into()
-                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
-            pid,
-            flags,
-            ..Default::default()
-        };
+        let mut args = sys::cma_copy::describe(local, remote, pid, flags)?;
         // SAFETY: `args` is a live `cma_copy`; its iovec arrays are live for
         // the call; the caller vouches for the memory they describe.
         unsafe { self.copy_args(op, &mut args) }?;

@@ -16,6 +16,32 @@ const _: () = assert!(std::mem::size_of::<cma_grant>() == 32);
 // passed as is.
 const _: () = assert!(std::mem::size_of::<cma_iovec>() == std::mem::size_of::<libc::iovec>());
 
+impl cma_copy {
+    /// The arguments of a copy between the `local` and `remote` iovec arrays
+    /// with the target `pid` (a pidfd if `flags` has `CMA_COPY_PIDFD`); the
+    /// output fields are zero. `EINVAL` if an array has more than `u32::MAX`
+    /// entries.
+    pub fn describe(
+        local: &[cma_iovec],
+        remote: &[cma_iovec],
+        pid: i32,
+        flags: u64,
+    ) -> io::Result<cma_copy> {
+        let count = |v: &[cma_iovec]| {
+            u32::try_from(v.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+        };
+        Ok(cma_copy {
+            local_iov: local.as_ptr() as u64,
+            remote_iov: remote.as_ptr() as u64,
+            local_cnt: count(local)?,
+            remote_cnt: count(remote)?,
+            pid,
+            flags,
+            ..Default::default()
+        })
+    }
+}
+
 /// Issues `ioctl(fd, cmd, arg)` and turns a failure into an [`io::Error`].
 ///
 /// # Safety

@@ -225,15 +225,7 @@ fn unknown_flags() -> TestResult {
     let r = [iov(addr, 16)];
     for op in OPS {
         for bit in 1..64 {
-            let mut args = sys::cma_copy {
-                local_iov: l.as_ptr() as u64,
-                remote_iov: r.as_ptr() as u64,
-                local_cnt: 1,
-                remote_cnt: 1,
-                pid: peer.pid,
-                flags: 1 << bit,
-                ..Default::default()
-            };
+            let mut args = sys::cma_copy::describe(&l, &r, peer.pid, 1 << bit)?;
             // SAFETY: iovecs over our own mapping.
             expect_errno(
                 unsafe { dev.copy_args(op, &mut args) },
@@ -255,14 +247,7 @@ fn nonzero_padding() -> TestResult {
     let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
     let l = [iov(buf.addr(), 16)];
     let r = [iov(addr, 16)];
-    let base = sys::cma_copy {
-        local_iov: l.as_ptr() as u64,
-        remote_iov: r.as_ptr() as u64,
-        local_cnt: 1,
-        remote_cnt: 1,
-        pid: peer.pid,
-        ..Default::default()
-    };
+    let base = sys::cma_copy::describe(&l, &r, peer.pid, 0)?;
     type Spoil = fn(&mut sys::cma_copy);
     let cases: [(&str, Spoil); 4] = [
         ("pad", |a| a.pad = 1),
@@ -393,14 +378,7 @@ fn bad_iovec_array() -> TestResult {
             ("kernel", KERNEL_ADDRESS as u64),
         ] {
             for side in ["local", "remote"] {
-                let mut args = sys::cma_copy {
-                    local_iov: good_l.as_ptr() as u64,
-                    remote_iov: good_r.as_ptr() as u64,
-                    local_cnt: 1,
-                    remote_cnt: 1,
-                    pid: peer.pid,
-                    ..Default::default()
-                };
+                let mut args = sys::cma_copy::describe(&good_l, &good_r, peer.pid, 0)?;
                 if side == "local" {
                     args.local_iov = bad;
                 } else {
@@ -610,15 +588,7 @@ fn bad_pidfd() -> TestResult {
             libc::EBADF,
             "closed fd",
         )?;
-        let mut args = sys::cma_copy {
-            local_iov: l.as_ptr() as u64,
-            remote_iov: l.as_ptr() as u64,
-            local_cnt: 1,
-            remote_cnt: 1,
-            pid: -1,
-            flags: sys::CMA_COPY_PIDFD as u64,
-            ..Default::default()
-        };
+        let mut args = sys::cma_copy::describe(&l, &l, -1, sys::CMA_COPY_PIDFD as u64)?;
         // SAFETY: iovecs over our own mapping.
         expect_errno(
             unsafe { dev.copy_args(op, &mut args) },

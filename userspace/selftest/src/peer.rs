@@ -67,7 +67,10 @@ impl Peer {
         }
         if pid == 0 {
             drop((cmd_w, reply_r));
-            let code = match body(Child { cmd: cmd_r, reply: reply_w }) {
+            let code = match body(Child {
+                cmd: cmd_r,
+                reply: reply_w,
+            }) {
                 Ok(()) => 0,
                 Err(Failure::Skip(why)) => {
                     println!("# peer skipped: {why}");

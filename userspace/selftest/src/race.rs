@@ -415,18 +415,9 @@ fn fd_close() -> TestResult {
             .into_raw_fd();
         // One thread copies through `fd` while this one closes it.
         let copier = std::thread::spawn(move || {
-            let mut args = cma::sys::cma_copy {
-                local_iov: 0,
-                remote_iov: 0,
-                local_cnt: 1,
-                remote_cnt: 1,
-                pid,
-                ..Default::default()
-            };
             let l = [iov(laddr, REGION)];
             let r = [iov(base, REGION)];
-            args.local_iov = l.as_ptr() as u64;
-            args.remote_iov = r.as_ptr() as u64;
+            let mut args = cma::sys::cma_copy::describe(&l, &r, pid, 0)?;
             // SAFETY: raw ioctl on a number that may be closed meanwhile;
             // the iovecs describe our own scratch buffer and the target's.
             let ret = unsafe { libc::ioctl(fd, cma::sys::CMA_IOC_READ as _, &mut args) };
