@@ -194,7 +194,7 @@ fn peek(pid: i32, addr: usize, len: usize) -> io::Result<Vec<u8>> {
 
 /// A child holding `len` bytes of random data (from `seed`) in its own
 /// anonymous mapping made with `flags`; returns it and the address.
-fn remote_buffer(len: usize, seed: u64, flags: i32) -> Result<(Peer, usize), Failure> {
+pub(crate) fn remote_buffer(len: usize, seed: u64, flags: i32) -> Result<(Peer, usize), Failure> {
     let mut peer = Peer::spawn(move |mut ch| {
         let mut m = Mapping::with_flags(len, libc::PROT_READ | libc::PROT_WRITE, flags)?;
         Rng::new(seed).fill(m.bytes_mut());

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use cma::sys::cma_iovec;
 use cma::{Device, Op, Target};
 
-use crate::copy::{copy, iov};
+use crate::copy::{copy, iov, remote_buffer};
 use crate::ktap::{Failure, Test, TestResult};
 use crate::peer::Peer;
 use crate::util::{self, page_size, Mapping, Rng};
@@ -82,15 +82,22 @@ fn acceptable(res: &std::io::Result<cma::Transfer>, asked: u64) -> Result<(), St
     }
 }
 
+/// How many copies copiers made, and how many of those moved data.
+#[derive(Default)]
+struct Counts {
+    calls: AtomicU64,
+    moved: AtomicU64,
+}
+
 /// Copies (reads and writes, by size and offset from `rng`) against `pid`'s
-/// region `[base, base + len)` until `stop`, counting calls in `calls`.
+/// region `[base, base + len)` until `stop`, counting in `counts`.
 fn copier(
     pid: i32,
     base: usize,
     len: usize,
     seed: u64,
     stop: &AtomicBool,
-    calls: &AtomicU64,
+    counts: &Counts,
 ) -> Result<(), String> {
     let dev = Device::open().map_err(|e| e.to_string())?;
     let local = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| e.to_string())?;
@@ -124,15 +131,67 @@ fn copier(
             .min(r.iter().map(|v| v.len).sum());
         let res = copy(&dev, op, Target::Pid(pid), &l, &r);
         acceptable(&res, asked)?;
-        // Count every call, and (in the high half) the ones that moved bytes.
-        let moved = matches!(res, Ok(t) if t.bytes > 0) as u64;
-        calls.fetch_add(1 + (moved << 32), Ordering::Relaxed);
+        counts.calls.fetch_add(1, Ordering::Relaxed);
+        if matches!(res, Ok(t) if t.bytes > 0) {
+            counts.moved.fetch_add(1, Ordering::Relaxed);
+        }
     }
     Ok(())
 }
 
+/// Copier threads running against one target until [`Copiers::finish`].
+struct Copiers {
+    stop: Arc<AtomicBool>,
+    counts: Arc<Counts>,
+    handles: Vec<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl Copiers {
+    /// Starts `threads` copiers against `pid`'s region `[base, base + len)`.
+    fn start(pid: i32, base: usize, len: usize, threads: usize, seed: u64) -> Copiers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(Counts::default());
+        let handles = (0..threads)
+            .map(|i| {
+                let (stop, counts) = (stop.clone(), counts.clone());
+                std::thread::spawn(move || copier(pid, base, len, seed + i as u64, &stop, &counts))
+            })
+            .collect();
+        Copiers {
+            stop,
+            counts,
+            handles,
+        }
+    }
+
+    /// Copies made so far.
+    fn calls(&self) -> u64 {
+        self.counts.calls.load(Ordering::Relaxed)
+    }
+
+    /// Whether every copier has stopped (on its own, after an error).
+    fn all_stopped(&self) -> bool {
+        self.handles.iter().all(|h| h.is_finished())
+    }
+
+    /// Stops the copiers; returns (copies, copies that moved data), or the
+    /// first copier's failure.
+    fn finish(self) -> Result<(u64, u64), Failure> {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            h.join()
+                .map_err(|_| Failure::Fail("copier panicked".into()))?
+                .map_err(Failure::Fail)?;
+        }
+        Ok((
+            self.counts.calls.load(Ordering::Relaxed),
+            self.counts.moved.load(Ordering::Relaxed),
+        ))
+    }
+}
+
 /// Runs `procs` copier processes and `threads` copier threads against `pid`
-/// for the stress time; returns the number of copies made.
+/// for the stress time; returns (copies, copies that moved data).
 fn hammer(
     pid: i32,
     base: usize,
@@ -140,49 +199,29 @@ fn hammer(
     procs: usize,
     threads: usize,
     seed: u64,
-) -> Result<u64, Failure> {
+) -> Result<(u64, u64), Failure> {
     // Processes first, while this one is still single-threaded.
     let mut peers = Vec::new();
     for p in 0..procs {
         peers.push(Peer::spawn(move |mut ch| {
-            let stop = Arc::new(AtomicBool::new(false));
-            let calls = AtomicU64::new(0);
-            let timer = {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    std::thread::sleep(stress_time());
-                    stop.store(true, Ordering::Relaxed);
-                })
-            };
-            let res = copier(pid, base, len, seed + 100 + p as u64, &stop, &calls);
-            let _ = timer.join();
-            res.map_err(Failure::Fail)?;
-            ch.send(&[calls.load(Ordering::Relaxed)])?;
+            let copiers = Copiers::start(pid, base, len, 1, seed + 100 + p as u64);
+            std::thread::sleep(stress_time());
+            let (calls, moved) = copiers.finish()?;
+            ch.send(&[calls, moved])?;
             ch.wait()
         })?);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let calls = Arc::new(AtomicU64::new(0));
-    let handles: Vec<_> = (0..threads)
-        .map(|i| {
-            let (stop, calls) = (stop.clone(), calls.clone());
-            std::thread::spawn(move || copier(pid, base, len, seed + i as u64, &stop, &calls))
-        })
-        .collect();
+    let copiers = Copiers::start(pid, base, len, threads, seed);
     std::thread::sleep(stress_time());
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        h.join()
-            .map_err(|_| Failure::Fail("copier panicked".into()))?
-            .map_err(Failure::Fail)?;
-    }
-    let mut total = calls.load(Ordering::Relaxed);
+    let (mut calls, mut moved) = copiers.finish()?;
     for mut p in peers {
-        total += p
+        let v = p
             .recv()
-            .map_err(|e| Failure::Fail(format!("copier process failed: {e}")))?[0];
+            .map_err(|e| Failure::Fail(format!("copier process failed: {e}")))?;
+        calls += v[0];
+        moved += v[1];
     }
-    Ok(total)
+    Ok((calls, moved))
 }
 
 const REGION: usize = 4 << 20;
@@ -294,13 +333,9 @@ fn mapping_changes() -> TestResult {
         }
     })?;
     let base = target.recv()?[0] as usize;
-    let calls = hammer(target.pid, base, REGION, 2, 2, 1)?;
-    println!(
-        "# {} copies (2 processes, 2 threads) against a changing target, {} of them moved data",
-        calls & 0xffff_ffff,
-        calls >> 32
-    );
-    check!(calls >> 32 > 0, "no copy moved data");
+    let (calls, moved) = hammer(target.pid, base, REGION, 2, 2, 1)?;
+    println!("# {calls} copies (2 processes, 2 threads) against a changing target, {moved} of them moved data");
+    check!(moved > 0, "no copy moved data");
     Ok(())
 }
 
@@ -309,31 +344,12 @@ fn target_exit() -> TestResult {
     let mut rounds = 0;
     let mut rng = Rng::new(7);
     while Instant::now() < deadline {
-        let mut target = Peer::spawn(|mut ch| {
-            let mut m = Mapping::new(REGION, libc::PROT_READ | libc::PROT_WRITE)?;
-            m.bytes_mut().fill(1);
-            ch.send(&[m.addr() as u64])?;
-            ch.wait()
-        })?;
-        let base = target.recv()?[0] as usize;
-        let pid = target.pid;
-        let stop = Arc::new(AtomicBool::new(false));
-        let calls = Arc::new(AtomicU64::new(0));
-        let handles: Vec<_> = (0..2)
-            .map(|i| {
-                let (stop, calls) = (stop.clone(), calls.clone());
-                std::thread::spawn(move || copier(pid, base, REGION, i, &stop, &calls))
-            })
-            .collect();
+        let (target, base) = remote_buffer(REGION, 1, 0)?;
+        let copiers = Copiers::start(target.pid, base, REGION, 2, 0);
         std::thread::sleep(Duration::from_millis(5 + rng.below(50) as u64));
         drop(target); // SIGKILL and reap while the copiers run
         std::thread::sleep(Duration::from_millis(20));
-        stop.store(true, Ordering::Relaxed);
-        for h in handles {
-            h.join()
-                .map_err(|_| Failure::Fail("copier panicked".into()))?
-                .map_err(Failure::Fail)?;
-        }
+        copiers.finish()?;
         rounds += 1;
     }
     println!("# {rounds} targets killed under copiers");
@@ -395,13 +411,7 @@ fn consent_revoke() -> TestResult {
 
 fn fd_close() -> TestResult {
     use std::os::fd::{FromRawFd, IntoRawFd};
-    let mut target = Peer::spawn(|mut ch| {
-        let mut m = Mapping::new(REGION, libc::PROT_READ | libc::PROT_WRITE)?;
-        m.bytes_mut().fill(3);
-        ch.send(&[m.addr() as u64])?;
-        ch.wait()
-    })?;
-    let base = target.recv()?[0] as usize;
+    let (target, base) = remote_buffer(REGION, 3, 0)?;
     let pid = target.pid;
     let deadline = Instant::now() + stress_time();
     let (mut ok, mut closed) = (0u64, 0u64);
@@ -448,23 +458,11 @@ fn unload_during_copy() -> TestResult {
     if !util::is_root() {
         return Err(Failure::Skip("needs root to try unloading".into()));
     }
-    let mut target = Peer::spawn(|mut ch| {
-        let mut m = Mapping::new(REGION, libc::PROT_READ | libc::PROT_WRITE)?;
-        m.bytes_mut().fill(4);
-        ch.send(&[m.addr() as u64])?;
-        ch.wait()
-    })?;
-    let base = target.recv()?[0] as usize;
-    let pid = target.pid;
-    let stop = Arc::new(AtomicBool::new(false));
-    let calls = Arc::new(AtomicU64::new(0));
-    let handle = {
-        let (stop, calls) = (stop.clone(), calls.clone());
-        std::thread::spawn(move || copier(pid, base, REGION, 5, &stop, &calls))
-    };
+    let (target, base) = remote_buffer(REGION, 4, 0)?;
+    let copiers = Copiers::start(target.pid, base, REGION, 1, 5);
     // Unload attempts start once copies are running (each copier holds
     // /dev/cma open, and so a module reference).
-    while calls.load(Ordering::Relaxed) == 0 && !handle.is_finished() {
+    while copiers.calls() == 0 && !copiers.all_stopped() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let deadline = Instant::now() + stress_time().min(Duration::from_secs(2));
@@ -474,8 +472,7 @@ fn unload_during_copy() -> TestResult {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY)) => refused += 1,
             Err(e) => return Err(Failure::Fail(format!("delete_module: {e}"))),
             Ok(()) => {
-                stop.store(true, Ordering::Relaxed);
-                let _ = handle.join();
+                let _ = copiers.finish();
                 if let Ok(ko) = std::env::var("CMA_KO") {
                     let _ = util::load_module(&ko);
                 }
@@ -486,15 +483,8 @@ fn unload_during_copy() -> TestResult {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    stop.store(true, Ordering::Relaxed);
-    handle
-        .join()
-        .map_err(|_| Failure::Fail("copier panicked".into()))?
-        .map_err(Failure::Fail)?;
-    println!(
-        "# {refused} unload attempts refused during {} copies",
-        calls.load(Ordering::Relaxed)
-    );
+    let (calls, _) = copiers.finish()?;
+    println!("# {refused} unload attempts refused during {calls} copies");
     check!(refused > 0, "no unload attempt was made");
     Ok(())
 }
