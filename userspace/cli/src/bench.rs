@@ -747,6 +747,16 @@ fn latency_breakdown(dev: &Device, o: &Options) -> io::Result<Vec<(&'static str,
     team.wait_ready(1);
     dst.touch(1);
     let min = Duration::from_millis(o.min_ms);
+    // A 64-byte read from the target by `mech`, `n` times.
+    let copy64 = |mech: Mech| -> Step<'_> {
+        let (local, remote) = ([dst.iov(64)], [src.iov(64)]);
+        Box::new(move |n| {
+            for _ in 0..n {
+                one_copy(dev, mech, Op::Read, target, &local, &remote)?;
+            }
+            Ok(())
+        })
+    };
     let mut steps: Vec<(&'static str, Step<'_>)> = vec![
         (
             "getppid syscall",
@@ -776,38 +786,8 @@ fn latency_breakdown(dev: &Device, o: &Options) -> io::Result<Vec<(&'static str,
                 Ok(())
             }),
         ),
-        (
-            "cma read 64 B",
-            Box::new(|n| {
-                for _ in 0..n {
-                    one_copy(
-                        dev,
-                        Mech::Cma,
-                        Op::Read,
-                        target,
-                        &[dst.iov(64)],
-                        &[src.iov(64)],
-                    )?;
-                }
-                Ok(())
-            }),
-        ),
-        (
-            "process_vm_readv 64 B",
-            Box::new(|n| {
-                for _ in 0..n {
-                    one_copy(
-                        dev,
-                        Mech::Pvm,
-                        Op::Read,
-                        target,
-                        &[dst.iov(64)],
-                        &[src.iov(64)],
-                    )?;
-                }
-                Ok(())
-            }),
-        ),
+        ("cma read 64 B", copy64(Mech::Cma)),
+        ("process_vm_readv 64 B", copy64(Mech::Pvm)),
     ];
     let mut out = Vec::new();
     for (name, f) in steps.iter_mut() {
