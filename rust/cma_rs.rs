@@ -17,6 +17,7 @@ mod dispatch;
 mod engine;
 mod glue;
 mod info;
+mod kcopy;
 mod mm;
 mod target;
 mod task;
@@ -41,6 +42,7 @@ struct CmaModule {
 
 impl kernel::Module for CmaModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
+        kcopy::select()?;
         let consents = consent::new_registry()?;
         consent::install(&consents);
         let device = match device::MiscDevice::register() {
@@ -51,8 +53,9 @@ impl kernel::Module for CmaModule {
             }
         };
         pr_info!(
-            "/dev/cma registered (ABI version {})\n",
-            uapi::CMA_ABI_VERSION
+            "/dev/cma registered (ABI version {}, page copies by {})\n",
+            uapi::CMA_ABI_VERSION,
+            kcopy::routine_name()
         );
         Ok(CmaModule {
             _device: device,

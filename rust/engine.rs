@@ -8,11 +8,13 @@
 //! - **remote**: the target is another address space. For each remote range,
 //!   pin a batch of its pages under its `mmap_lock` (dropped right after), then
 //!   copy page by page between the pinned pages and the caller's iovecs, then
-//!   unpin (dirty if written). No `mmap_lock` is held while copying.
+//!   unpin (dirty if written). No `mmap_lock` is held while copying. Long
+//!   pieces of the caller's iovecs are pinned too (without `mmap_lock`, by
+//!   `pin_user_pages_fast`) and copied kernel to kernel (see [`LocalPages`]).
 //! - **direct**: the target is the caller's own address space. Copy through a
 //!   kernel buffer of [`DIRECT_CHUNK`] bytes: no pinning, no `mmap_lock`.
 
-use crate::mm::{MmRef, PageBatch};
+use crate::mm::{MmRef, PageBatch, Pinned};
 use crate::task::{cond_resched, fatal_signal_pending};
 use crate::user;
 use kernel::page::PAGE_SIZE;
@@ -137,6 +139,7 @@ fn copy_remote(
     done: &mut usize,
 ) -> Result {
     let mut batch = PageBatch::new(pages_spanned(remote, want).clamp(1, BATCH_PAGES))?;
+    let mut own = LocalPages::new(local, want)?;
     let mut local = Cursor::new(local);
     let mut remote = Cursor::new(remote);
     while *done < want {
@@ -151,14 +154,11 @@ fn copy_remote(
         let mut off = in_page;
         while n > 0 {
             let (laddr, llen) = local.peek(n).ok_or(EFAULT)?;
-            let copied = match dir {
-                Direction::Read => pinned.copy_to_user(off, laddr, llen),
-                Direction::Write => pinned.copy_from_user(off, laddr, llen),
-            };
+            let (copied, faulted) = own.copy(dir, &mut pinned, off, laddr, llen);
             local.advance(copied);
             remote.advance(copied);
             *done += copied;
-            if copied < llen {
+            if faulted {
                 return Err(EFAULT);
             }
             off += copied;
@@ -168,6 +168,64 @@ fn copy_remote(
         between_batches()?;
     }
     Ok(())
+}
+
+/// Pieces of the caller's memory at least this long are pinned and copied
+/// kernel to kernel; shorter ones go through the user copy routines, which
+/// cost less than a pin and unpin for them.
+const PIN_OWN_MIN: usize = 2048;
+
+/// The caller's side of a remote copy: long pieces are pinned (in batches of
+/// up to [`BATCH_PAGES`]) so that the bytes move between two kernel mappings
+/// with [`crate::kcopy`]'s routine, which on CPUs without fast short `rep
+/// movs` is much faster than the user copy routines. Memory GUP cannot pin
+/// falls back to the user copy routines, so faults are reported exactly as
+/// they would be without pinning.
+struct LocalPages {
+    batch: PageBatch,
+}
+
+impl LocalPages {
+    fn new(local: &[IoVec], want: usize) -> Result<Self> {
+        Ok(LocalPages {
+            batch: PageBatch::new(pages_spanned(local, want).clamp(1, BATCH_PAGES))?,
+        })
+    }
+
+    /// Copies up to `len` bytes between the caller's address `addr` and byte
+    /// `off` of `pinned` (the target's pages), in direction `dir`. Returns
+    /// the bytes copied and whether the caller's memory faulted (only then is
+    /// the count short of what could be pinned).
+    fn copy(
+        &mut self,
+        dir: Direction,
+        pinned: &mut Pinned<'_>,
+        off: usize,
+        addr: usize,
+        len: usize,
+    ) -> (usize, bool) {
+        if len >= PIN_OWN_MIN {
+            let first_page = addr & !(PAGE_SIZE - 1);
+            let in_page = addr - first_page;
+            let nr_pages = (in_page + len).div_ceil(PAGE_SIZE);
+            if let Ok(mut own) = self
+                .batch
+                .pin_own(first_page, nr_pages, dir == Direction::Read)
+            {
+                let n = len.min(own.span() - in_page);
+                match dir {
+                    Direction::Read => own.copy_from_pinned(in_page, pinned, off, n),
+                    Direction::Write => pinned.copy_from_pinned(off, &own, in_page, n),
+                }
+                return (n, false);
+            }
+        }
+        let copied = match dir {
+            Direction::Read => pinned.copy_to_user(off, addr, len),
+            Direction::Write => pinned.copy_from_user(off, addr, len),
+        };
+        (copied, copied < len)
+    }
 }
 
 /// The direct path: both sides are in the caller's address space.

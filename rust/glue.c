@@ -23,6 +23,8 @@
 #include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
 #include <linux/uaccess.h>
+#include <asm/cpufeature.h>
+#include <asm/fpu/api.h>
 
 /* Implemented in Rust (rust/dispatch.rs). */
 long cma_rs_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
@@ -72,6 +74,10 @@ struct pid *cma_glue_get_task_tgid(struct task_struct *task);
 struct pid *cma_glue_task_pid(struct task_struct *task);
 struct pid *cma_glue_pidfd_get_pid(int fd);
 unsigned long cma_glue_copy_from_user_nozero(void *to, const void __user *from, unsigned long n);
+bool cma_glue_simd_usable(void);
+void cma_glue_simd_copy(void *dst, const void *src, size_t len);
+void cma_glue_memcpy(void *dst, const void *src, size_t len);
+int cma_glue_simd_param(void);
 
 int cma_glue_register(void)
 {
@@ -207,4 +213,59 @@ unsigned long cma_glue_copy_from_user_nozero(void *to, const void __user *from, 
 	return left;
 }
 
-MODULE_VERSION("0.2.0");
+static int simd_copy = -1;
+module_param(simd_copy, int, 0444);
+MODULE_PARM_DESC(simd_copy,
+		 "Copy between pinned pages with AVX: -1 if measured faster at load (default), 0 never, 1 always when the CPU has it");
+
+int cma_glue_simd_param(void)
+{
+	return simd_copy;
+}
+
+/* Whether this CPU and kernel let us use AVX registers in process context. */
+bool cma_glue_simd_usable(void)
+{
+	return boot_cpu_has(X86_FEATURE_AVX) &&
+	       cpu_has_xfeatures(XFEATURE_MASK_SSE | XFEATURE_MASK_YMM, NULL) &&
+	       irq_fpu_usable();
+}
+
+/*
+ * Copies @len bytes between two kernel buffers with 32-byte AVX moves,
+ * inside kernel_fpu_begin()/kernel_fpu_end() (which disable preemption: the
+ * caller keeps @len small, a page). Only for CPUs where cma_glue_simd_usable()
+ * said yes. Touches only the two ranges; if they overlap (one shared page
+ * seen by both processes) the bytes copied are unspecified. KASAN sees the
+ * accesses through the instrument_*() calls, which the asm would hide.
+ */
+void cma_glue_simd_copy(void *dst, const void *src, size_t len)
+{
+	size_t head = len & ~(size_t)127;
+	size_t i;
+
+	instrument_read(src, len);
+	instrument_write(dst, len);
+	kernel_fpu_begin();
+	for (i = 0; i < head; i += 128)
+		asm volatile("vmovdqu   (%[s]), %%ymm0\n\t"
+			     "vmovdqu 32(%[s]), %%ymm1\n\t"
+			     "vmovdqu 64(%[s]), %%ymm2\n\t"
+			     "vmovdqu 96(%[s]), %%ymm3\n\t"
+			     "vmovdqu %%ymm0,   (%[d])\n\t"
+			     "vmovdqu %%ymm1, 32(%[d])\n\t"
+			     "vmovdqu %%ymm2, 64(%[d])\n\t"
+			     "vmovdqu %%ymm3, 96(%[d])\n\t"
+			     : : [s] "r"(src + i), [d] "r"(dst + i) : "memory");
+	kernel_fpu_end();
+	if (head < len)
+		memcpy(dst + head, src + head, len - head);
+}
+
+/* The kernel's memcpy(), out of line for Rust (and for calibration). */
+void cma_glue_memcpy(void *dst, const void *src, size_t len)
+{
+	memcpy(dst, src, len);
+}
+
+MODULE_VERSION("0.3.0");

@@ -2,8 +2,9 @@
 
 //! The functions of `rust/glue.c`: one-line C wrappers of kernel inlines and
 //! macros that 6.12's Rust bindings do not provide, plus the misc device
-//! registration. Only the RAII wrappers (`device`, `mm`, `task`) and the
-//! module parameter reader (`consent`) call them.
+//! registration. Only the RAII wrappers (`device`, `mm`, `task`), the module
+//! parameter readers (`consent`, `kcopy`) and the copy routines (`kcopy`) call
+//! them.
 
 // The kernel structs behind these pointers are opaque to Rust here; they are
 // only passed back to C, as the kernel's own bindings crate does.
@@ -38,6 +39,10 @@ extern "C" {
         from: *const core::ffi::c_void,
         n: usize,
     ) -> usize;
+    pub(crate) fn cma_glue_simd_param() -> c_int;
+    pub(crate) fn cma_glue_simd_usable() -> bool;
+    pub(crate) fn cma_glue_simd_copy(dst: *mut u8, src: *const u8, len: usize);
+    pub(crate) fn cma_glue_memcpy(dst: *mut u8, src: *const u8, len: usize);
     pub(crate) fn cma_glue_register() -> core::ffi::c_int;
     pub(crate) fn cma_glue_unregister();
 }

@@ -174,10 +174,49 @@ impl PageBatch {
             dirty: write,
         })
     }
+
+    /// Pins up to `nr_pages` pages of the caller's own address space starting
+    /// at the page-aligned address `start`, for writing if `write`, with
+    /// `pin_user_pages_fast` (which takes no `mmap_lock` when the pages are
+    /// present). Returns the pinned pages (at least one), or an error if the
+    /// first page cannot be pinned: a fault, or memory GUP cannot pin (such
+    /// as `VM_IO`/`VM_PFNMAP` mappings), which the caller then copies with
+    /// the user copy routines instead.
+    pub(crate) fn pin_own<'a>(
+        &'a mut self,
+        start: usize,
+        nr_pages: usize,
+        write: bool,
+    ) -> Result<Pinned<'a>> {
+        let slots = self.slots();
+        let nr_pages = nr_pages.min(slots.len());
+        let gup_flags = if write { bindings::FOLL_WRITE } else { 0 };
+        // SAFETY: `pages` has room for `nr_pages` pointers; GUP checks the
+        // range against the caller's own mappings and protections.
+        let ret = unsafe {
+            bindings::pin_user_pages_fast(
+                start as _,
+                nr_pages as _,
+                gup_flags as _,
+                slots.as_mut_ptr(),
+            )
+        };
+        if ret < 0 {
+            return Err(Error::from_errno(ret as c_int));
+        }
+        if ret == 0 {
+            return Err(EFAULT);
+        }
+        // INVARIANT: GUP pinned exactly `ret` <= `nr_pages` pages into `pages`.
+        Ok(Pinned {
+            pages: &mut slots[..ret as usize],
+            dirty: write,
+        })
+    }
 }
 
-/// Pages of a target pinned by [`PageBatch::pin`]; unpinned on drop (and
-/// marked dirty if they were pinned for writing).
+/// Pages pinned by [`PageBatch::pin`] or [`PageBatch::pin_own`]; unpinned on
+/// drop (and marked dirty if they were pinned for writing).
 ///
 /// # Invariants
 ///
@@ -205,6 +244,45 @@ impl Pinned<'_> {
     /// if `src` faults.
     pub(crate) fn copy_from_user(&mut self, offset: usize, src: usize, len: usize) -> usize {
         self.copy(offset, src, len, true)
+    }
+
+    /// Copies `len` bytes from byte `src_offset` of `src`'s span to byte
+    /// `offset` of this span, with [`crate::kcopy::copy`].
+    pub(crate) fn copy_from_pinned(
+        &mut self,
+        offset: usize,
+        src: &Pinned<'_>,
+        src_offset: usize,
+        len: usize,
+    ) {
+        assert!(offset
+            .checked_add(len)
+            .is_some_and(|end| end <= self.span()));
+        assert!(src_offset
+            .checked_add(len)
+            .is_some_and(|end| end <= src.span()));
+        let mut done = 0;
+        while done < len {
+            let (d, s) = (offset + done, src_offset + done);
+            let (d_page, d_in) = (d / PAGE_SIZE, d % PAGE_SIZE);
+            let (s_page, s_in) = (s / PAGE_SIZE, s % PAGE_SIZE);
+            let n = (PAGE_SIZE - d_in).min(PAGE_SIZE - s_in).min(len - done);
+            // SAFETY: both pages are pinned (type invariant of each `Pinned`),
+            // so they stay allocated; each mapping is undone below, the later
+            // one first, as `kmap_local_page` requires.
+            unsafe {
+                let dk = bindings::kmap_local_page(self.pages[d_page]) as *mut u8;
+                let sk = bindings::kmap_local_page(src.pages[s_page]) as *mut u8;
+                // SAFETY: `d_in + n` and `s_in + n` are at most a page, so
+                // both sides stay within their mapped page, and `n` is at
+                // most a page, as `kcopy::copy` requires (it allows the two
+                // to be the same page, when both processes map it).
+                crate::kcopy::copy(dk.add(d_in), sk.add(s_in), n);
+                bindings::kunmap_local(sk.cast());
+                bindings::kunmap_local(dk.cast());
+            }
+            done += n;
+        }
     }
 
     fn copy(&self, offset: usize, user: usize, len: usize, into_pages: bool) -> usize {
