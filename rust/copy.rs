@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `CMA_IOC_READ` / `CMA_IOC_WRITE`: read and validate the request, find the
-//! target, run the copy engine, report the result.
+//! `CMA_IOC_READ` / `CMA_IOC_WRITE` and their one-range forms `CMA_IOC_READ1`
+//! / `CMA_IOC_WRITE1`: read and validate the request, find the target, run
+//! the copy engine, report the result.
 
 use crate::engine::{self, Direction, IoVec};
 use crate::target::{self, TargetId};
@@ -64,6 +65,41 @@ pub(crate) fn ioctl(arg: UserPtr, dir: Direction) -> Result<isize> {
     match outcome.error {
         Some(e) if outcome.bytes == 0 => Err(e),
         _ => Ok(0),
+    }
+}
+
+/// Handles one single-range copy ioctl whose `struct cma_copy1` is at `arg`.
+/// Returns the bytes copied.
+pub(crate) fn ioctl1(arg: UserPtr, dir: Direction) -> Result<isize> {
+    let req: uapi::cma_copy1 = UserSlice::new(arg, size_of::<uapi::cma_copy1>())
+        .reader()
+        .read()?;
+    if req.flags & !(uapi::CMA_COPY_FLAGS_ALL as u32) != 0 {
+        return Err(EINVAL);
+    }
+    let len = req.len.min(uapi::CMA_COPY1_MAX.into()) as usize;
+    if len == 0 {
+        return Ok(0);
+    }
+    let id = if req.flags & uapi::CMA_COPY_PIDFD as u32 != 0 {
+        TargetId::PidFd(req.pid)
+    } else {
+        TargetId::Pid(req.pid)
+    };
+    let local = [IoVec {
+        base: req.local as usize,
+        len,
+    }];
+    let remote = [IoVec {
+        base: req.remote as usize,
+        len,
+    }];
+    let target = target::open(id)?;
+    let outcome = engine::copy(&target.mm, dir, &local, &remote);
+    match outcome.error {
+        Some(e) if outcome.bytes == 0 => Err(e),
+        // `len <= CMA_COPY1_MAX`, so the count fits.
+        _ => Ok(outcome.bytes as isize),
     }
 }
 

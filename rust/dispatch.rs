@@ -42,6 +42,8 @@ fn dispatch(file: usize, cmd: u32, arg: usize) -> Result<isize> {
         uapi::CMA_IOC_INFO => info::info(arg),
         uapi::CMA_IOC_READ => copy::ioctl(arg, Direction::Read),
         uapi::CMA_IOC_WRITE => copy::ioctl(arg, Direction::Write),
+        uapi::CMA_IOC_READ1 => copy::ioctl1(arg, Direction::Read),
+        uapi::CMA_IOC_WRITE1 => copy::ioctl1(arg, Direction::Write),
         uapi::CMA_IOC_GRANT => consent::grant(file, arg),
         uapi::CMA_IOC_REVOKE => consent::revoke(),
         _ => Err(ENOTTY),

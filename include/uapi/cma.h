@@ -23,7 +23,7 @@
 #define CMA_DEVICE_PATH "/dev/cma"
 
 /** ABI version reported by %CMA_IOC_INFO; bumped on every ABI change. */
-#define CMA_ABI_VERSION 2
+#define CMA_ABI_VERSION 3
 
 /** ioctl type ("magic") byte; numbers 0x40-0x4f (free in ioctl-number.rst). */
 #define CMA_IOC_MAGIC 0xCA
@@ -51,6 +51,8 @@ struct cma_info {
 #define CMA_FEAT_GRANT		(1ULL << 2)
 /** A request with no iovecs on either side probes access to the target. */
 #define CMA_FEAT_PROBE		(1ULL << 3)
+/** %CMA_IOC_READ1 and %CMA_IOC_WRITE1 exist (struct cma_copy1). */
+#define CMA_FEAT_COPY1		(1ULL << 4)
 
 /**
  * struct cma_iovec - one contiguous range, laid out like struct iovec on 64-bit.
@@ -121,6 +123,33 @@ struct cma_copy {
 	__u64 reserved[2];
 };
 
+/** The most bytes one %CMA_IOC_READ1 or %CMA_IOC_WRITE1 moves (MAX_RW_COUNT). */
+#define CMA_COPY1_MAX		0x7ffff000ULL
+
+/**
+ * struct cma_copy1 - a copy of one contiguous range (%CMA_IOC_READ1,
+ *	%CMA_IOC_WRITE1): the fast path for short messages.
+ * @local: in: start of the range in the caller.
+ * @remote: in: start of the range in the target.
+ * @len: in: bytes to copy; at most %CMA_COPY1_MAX are copied per call, as
+ *	read(2) and process_vm_readv(2) cap theirs.
+ * @pid: in: the target, as in struct cma_copy.
+ * @flags: in: %CMA_COPY_PIDFD or zero.
+ *
+ * The same copy as struct cma_copy with one iovec on each side, but the
+ * module reads only these 32 bytes and writes nothing back: the ioctl
+ * returns the number of bytes copied, fewer than @len only if a fault (or a
+ * fatal signal) stopped it after some bytes, or fails with the errno that
+ * stopped it before any. A zero @len returns 0 without looking at the target.
+ */
+struct cma_copy1 {
+	__u64 local;
+	__u64 remote;
+	__u64 len;
+	__s32 pid;
+	__u32 flags;
+};
+
 /** Size of the staging steps of a copy within one address space. */
 #define CMA_DIRECT_CHUNK	(64 * 1024)
 
@@ -157,5 +186,9 @@ struct cma_grant {
 #define CMA_IOC_GRANT	_IOW(CMA_IOC_MAGIC, 0x43, struct cma_grant)
 /** Withdraw every consent the calling process has given. */
 #define CMA_IOC_REVOKE	_IO(CMA_IOC_MAGIC, 0x44)
+/** Copy one range from the target to the caller; returns the bytes copied. */
+#define CMA_IOC_READ1	_IOW(CMA_IOC_MAGIC, 0x45, struct cma_copy1)
+/** Copy one range from the caller to the target; returns the bytes copied. */
+#define CMA_IOC_WRITE1	_IOW(CMA_IOC_MAGIC, 0x46, struct cma_copy1)
 
 #endif /* _UAPI_CMA_H */

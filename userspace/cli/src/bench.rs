@@ -361,7 +361,14 @@ fn one_copy(
         Mech::Cma | Mech::CmaDirect => {
             // SAFETY: the iovecs describe the bench's own buffers (and the
             // target's), which no Rust reference aliases.
-            unsafe { dev.copy_raw(op, Target::Pid(pid), local, remote) }?.bytes
+            unsafe {
+                match (local, remote) {
+                    // One range each side: the single-range ioctl, as the
+                    // library's process_vm_readv/writev use for it.
+                    ([l], [r]) => dev.copy1_raw(op, Target::Pid(pid), l.base, r.base, l.len)?,
+                    _ => dev.copy_raw(op, Target::Pid(pid), local, remote)?.bytes,
+                }
+            }
         }
         Mech::Pvm => {
             let (l, r) = (
@@ -786,7 +793,18 @@ fn latency_breakdown(dev: &Device, o: &Options) -> io::Result<Vec<(&'static str,
                 Ok(())
             }),
         ),
-        ("cma read 64 B", copy64(Mech::Cma)),
+        ("cma READ1 64 B", copy64(Mech::Cma)),
+        (
+            "cma READ (vectored) 64 B",
+            Box::new(|n| {
+                let (local, remote) = ([dst.iov(64)], [src.iov(64)]);
+                for _ in 0..n {
+                    // SAFETY: the bench's own buffers, as in `one_copy`.
+                    unsafe { dev.copy_raw(Op::Read, Target::Pid(target), &local, &remote) }?;
+                }
+                Ok(())
+            }),
+        ),
         ("process_vm_readv 64 B", copy64(Mech::Pvm)),
     ];
     let mut out = Vec::new();

@@ -199,8 +199,7 @@ impl Device {
             })
             .collect();
         // SAFETY: every local iovec is a live, exclusively borrowed buffer.
-        let t = unsafe { self.copy_raw(Op::Read, target, &local, &remote_iovecs(remote)) }?;
-        Ok(t.bytes as usize)
+        unsafe { self.copy_any(Op::Read, target, &local, &remote_iovecs(remote)) }
     }
 
     /// Writes `local` into `remote` ranges of `target`, like
@@ -219,7 +218,34 @@ impl Device {
             })
             .collect();
         // SAFETY: every local iovec is a live buffer, only read by a write.
-        let t = unsafe { self.copy_raw(Op::Write, target, &local, &remote_iovecs(remote)) }?;
+        unsafe { self.copy_any(Op::Write, target, &local, &remote_iovecs(remote)) }
+    }
+
+    /// One copy, by whichever ioctl costs least: `CMA_IOC_READ1`/`WRITE1`
+    /// for one range on each side (falling back to the vectored ioctl on a
+    /// module without it), the vectored one otherwise. Returns the bytes.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Device::copy_raw`].
+    unsafe fn copy_any(
+        &self,
+        op: Op,
+        target: Target<'_>,
+        local: &[sys::cma_iovec],
+        remote: &[sys::cma_iovec],
+    ) -> io::Result<usize> {
+        if let ([l], [r]) = (local, remote) {
+            if l.len == r.len && l.len <= sys::CMA_COPY1_MAX as u64 {
+                // SAFETY: the caller's guarantee, for the same range.
+                match unsafe { self.copy1_raw(op, target, l.base, r.base, l.len) } {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {}
+                    other => return other.map(|n| n as usize),
+                }
+            }
+        }
+        // SAFETY: the caller's guarantee.
+        let t = unsafe { self.copy_raw(op, target, local, remote) }?;
         Ok(t.bytes as usize)
     }
 
@@ -252,6 +278,41 @@ impl Device {
             local_index: args.local_index,
             local_offset: args.local_offset,
         })
+    }
+
+    /// Copies one range of `len` bytes between the caller's address `local`
+    /// and `remote` in `target` with `CMA_IOC_READ1`/`CMA_IOC_WRITE1`, the
+    /// short-message fast path (one 32-byte argument, nothing written back).
+    /// Returns the bytes copied: fewer than `len` if a fault stopped the copy
+    /// after some bytes, or if `len` exceeds `CMA_COPY1_MAX`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Device::copy_raw`], for the local range.
+    pub unsafe fn copy1_raw(
+        &self,
+        op: Op,
+        target: Target<'_>,
+        local: u64,
+        remote: u64,
+        len: u64,
+    ) -> io::Result<u64> {
+        let (pid, flags) = target.raw();
+        let args = sys::cma_copy1 {
+            local,
+            remote,
+            len,
+            pid,
+            flags: flags as u32,
+        };
+        let cmd = match op {
+            Op::Read => sys::CMA_IOC_READ1,
+            Op::Write => sys::CMA_IOC_WRITE1,
+        };
+        // SAFETY: the command reads one live `cma_copy1`; the caller vouches
+        // for the memory it describes.
+        let n = unsafe { sys::ioctl(self.as_fd(), cmd, &args as *const _ as usize) }?;
+        Ok(n as u64)
     }
 
     /// Issues `CMA_IOC_READ`/`CMA_IOC_WRITE` with a fully caller-built

@@ -3,6 +3,7 @@
 //! with the kernel's own process_vm_readv/process_vm_writev.
 
 use std::io;
+use std::os::fd::AsFd;
 
 use cma::sys::{self, cma_iovec};
 use cma::{Device, Op, Target, Transfer};
@@ -61,6 +62,10 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "copy_zero_length_skips_lookup",
         run: zero_length,
+    },
+    Test {
+        name: "copy1_arguments_and_errors",
+        run: copy1_arguments,
     },
     Test {
         name: "probe_reports_reachability",
@@ -156,6 +161,19 @@ pub(crate) fn copy(
     // SAFETY: the tests only pass iovecs over their own mappings (or invalid
     // addresses, which the kernel must reject).
     unsafe { dev.copy_raw(op, target, local, remote) }
+}
+
+/// One single-range copy (`CMA_IOC_READ1`/`WRITE1`); returns the bytes.
+pub(crate) fn copy1(
+    dev: &Device,
+    op: Op,
+    target: Target<'_>,
+    local: usize,
+    remote: usize,
+    len: usize,
+) -> io::Result<u64> {
+    // SAFETY: as in `copy`.
+    unsafe { dev.copy1_raw(op, target, local as u64, remote as u64, len as u64) }
 }
 
 /// The kernel's own process_vm_readv/writev, with the same iovecs.
@@ -744,6 +762,82 @@ fn roundtrip(
     Ok(())
 }
 
+/// `CMA_IOC_READ1`/`WRITE1`: flags, targets, zero and oversized lengths, a
+/// faulting local side. (Data at every size and offset is checked by
+/// `sizes_and_unaligned_offsets`, partial copies by the `partial_*` tests.)
+fn copy1_arguments() -> TestResult {
+    let dev = Device::open()?;
+    let ps = page_size();
+    let (peer, addr) = remote_buffer(2 * ps, 41, 0)?;
+    let local = Mapping::new(2 * ps, libc::PROT_READ | libc::PROT_WRITE)?;
+    let t = Target::Pid(peer.pid);
+    let raw = |op: Op, pid: i32, flags: u32, local: u64, remote: u64, len: u64| {
+        let args = sys::cma_copy1 {
+            local,
+            remote,
+            len,
+            pid,
+            flags,
+        };
+        let cmd = match op {
+            Op::Read => sys::CMA_IOC_READ1,
+            Op::Write => sys::CMA_IOC_WRITE1,
+        };
+        // SAFETY: a live `cma_copy1` over the test's own mappings.
+        unsafe { sys::ioctl(dev.as_fd(), cmd, &args as *const _ as usize) }
+    };
+    for op in OPS {
+        let (l, r) = (local.addr() as u64, addr as u64);
+        for bit in 1..32 {
+            expect_errno(
+                raw(op, peer.pid, 1 << bit, l, r, 8),
+                libc::EINVAL,
+                "unknown flag",
+            )?;
+        }
+        expect_errno(raw(op, -1, 0, l, r, 8), libc::ESRCH, "pid -1")?;
+        expect_errno(raw(op, 0, 0, l, r, 8), libc::ESRCH, "pid 0")?;
+        expect_errno(
+            raw(op, 1 << 30, sys::CMA_COPY_PIDFD, l, r, 8),
+            libc::EBADF,
+            "not a pidfd",
+        )?;
+        // Zero bytes: 0, without looking at the target.
+        check_eq!(raw(op, -1, 0, l, r, 0)?, 0);
+        // Through a pidfd.
+        let pidfd = cma::pidfd_open(peer.pid)?;
+        check_eq!(
+            copy1(
+                &dev,
+                op,
+                Target::PidFd(pidfd.as_fd()),
+                local.addr(),
+                addr,
+                100
+            )?,
+            100
+        );
+        // A local address that faults at once: EFAULT; remote likewise.
+        for (l, r) in [
+            (0, r),
+            (KERNEL_ADDRESS as u64, r),
+            (l, 0),
+            (l, KERNEL_ADDRESS as u64),
+        ] {
+            expect_errno(raw(op, peer.pid, 0, l, r, 8), libc::EFAULT, "bad address")?;
+        }
+        // A huge length is capped, not refused: the copy runs until the
+        // hole in the local buffer after its first page, and says so.
+        let local_big = Mapping::new(4 * ps, libc::PROT_READ | libc::PROT_WRITE)?;
+        local_big.punch(ps, ps)?;
+        check_eq!(
+            copy1(&dev, op, t, local_big.addr(), addr, usize::MAX)?,
+            ps as u64
+        );
+    }
+    Ok(())
+}
+
 fn large_buffer() -> TestResult {
     let len = 16 << 20;
     let dev = Device::open()?;
@@ -761,18 +855,29 @@ fn sizes_and_offsets() -> TestResult {
     for len in [0usize, 1, 4095, 4096, 4097, 8191, 65537] {
         for loff in [0usize, 1, 4095] {
             for roff in [0usize, 3, 4094] {
-                for op in OPS {
+                for (op, single) in [
+                    (Op::Read, false),
+                    (Op::Write, false),
+                    (Op::Read, true),
+                    (Op::Write, true),
+                ] {
                     let before_remote = peek(peer.pid, addr, span)?;
                     rng.fill(local.bytes_mut());
                     let before_local = local.bytes().to_vec();
-                    let t = copy(
-                        &dev,
-                        op,
-                        Target::Pid(peer.pid),
-                        &[iov(local.addr() + loff, len)],
-                        &[iov(addr + roff, len)],
-                    )?;
-                    check_eq!((t.bytes, t.error), (len as u64, 0));
+                    let (l, r) = (local.addr() + loff, addr + roff);
+                    if single {
+                        let n = copy1(&dev, op, Target::Pid(peer.pid), l, r, len)?;
+                        check_eq!(n, len as u64);
+                    } else {
+                        let t = copy(
+                            &dev,
+                            op,
+                            Target::Pid(peer.pid),
+                            &[iov(l, len)],
+                            &[iov(r, len)],
+                        )?;
+                        check_eq!((t.bytes, t.error), (len as u64, 0));
+                    }
                     // Exactly the iovec's bytes changed, nothing around them.
                     let (mut want_local, mut want_remote) =
                         (before_local.clone(), before_remote.clone());
@@ -784,11 +889,11 @@ fn sizes_and_offsets() -> TestResult {
                     }
                     check!(
                         local.bytes() == &want_local[..],
-                        "{op:?} len {len} loff {loff} roff {roff}: local side wrong"
+                        "{op:?} (single {single}) len {len} loff {loff} roff {roff}: local side wrong"
                     );
                     check!(
                         peek(peer.pid, addr, span)? == want_remote,
-                        "{op:?} len {len} loff {loff} roff {roff}: remote side wrong"
+                        "{op:?} (single {single}) len {len} loff {loff} roff {roff}: remote side wrong"
                     );
                 }
             }
@@ -921,6 +1026,21 @@ fn check_stops_at_page_2(op: Op, peer: &Peer, addr: usize) -> TestResult {
     )?;
     check_eq!((t.bytes, t.error), (2 * ps as u64, libc::EFAULT));
     check_eq!((t.remote_index, t.remote_offset), (1, ps as u64));
+    // The single-range ioctl returns the same count.
+    let n = copy1(&dev, op, Target::Pid(peer.pid), local.addr(), addr, 4 * ps)?;
+    check_eq!(n, 2 * ps as u64);
+    expect_errno(
+        copy1(
+            &dev,
+            op,
+            Target::Pid(peer.pid),
+            local.addr(),
+            addr + 2 * ps,
+            ps,
+        ),
+        libc::EFAULT,
+        "single range at the bad page",
+    )?;
     // Starting at the bad page: nothing moves, the ioctl fails.
     expect_errno(
         copy(

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd};
 
-use cma::sys::{self, cma_copy, cma_grant, cma_iovec};
+use cma::sys::{self, cma_copy, cma_copy1, cma_grant, cma_iovec};
 use cma::Device;
 
 use crate::check;
@@ -220,7 +220,7 @@ fn one_call(
 ) -> Option<String> {
     let ioc =
         |dir: u32, nr: u32, size: u32| (dir << 30) | (size << 16) | (sys::CMA_IOC_MAGIC << 8) | nr;
-    let kind = rng.below(20);
+    let kind = rng.below(23);
     let (cmd, name) = match kind {
         0 => (sys::CMA_IOC_INFO, "info"),
         1..=6 => (sys::CMA_IOC_READ, "read"),
@@ -236,6 +236,8 @@ fn one_call(
             ),
             "other-nr",
         ),
+        20 => (sys::CMA_IOC_READ1, "read1"),
+        21 => (sys::CMA_IOC_WRITE1, "write1"),
         _ => (rng.next() as u32, "random-cmd"),
     };
     // Build the argument in the `args` page, ending at the page boundary
@@ -250,7 +252,19 @@ fn one_call(
         };
     let mut copy = cma_copy::default();
     let mut grant = cma_grant::default();
+    let mut copy1 = cma_copy1::default();
     match name {
+        "read1" | "write1" => {
+            copy1.local = p.address(rng) as u64;
+            copy1.remote = p.address(rng) as u64;
+            copy1.len = Pools::length(rng);
+            copy1.flags = flags(rng) as u32;
+            copy1.pid = if copy1.flags & sys::CMA_COPY_PIDFD != 0 {
+                t.pidfd(rng)
+            } else {
+                t.pid(rng)
+            };
+        }
         "read" | "write" | "read-resized" => {
             copy.local_cnt = Pools::count(rng);
             copy.remote_cnt = Pools::count(rng);
@@ -282,6 +296,13 @@ fn one_call(
             std::slice::from_raw_parts(
                 &grant as *const _ as *const u8,
                 std::mem::size_of::<cma_grant>(),
+            )
+        },
+        // SAFETY: as above.
+        "read1" | "write1" => unsafe {
+            std::slice::from_raw_parts(
+                &copy1 as *const _ as *const u8,
+                std::mem::size_of::<cma_copy1>(),
             )
         },
         // SAFETY: as above.
@@ -336,6 +357,11 @@ fn one_call(
             bytes.copy_from_slice(&p.args.bytes()[off..off + n]);
             (out.bytes > 1 << 40).then(|| format!("{name}: implausible byte count {}", out.bytes))
         }
+        // A single-range copy returns the bytes moved: never more than asked.
+        Ok(n) if (name == "read1" || name == "write1") && n as u64 > copy1.len => Some(format!(
+            "{name}: returned {n} bytes for a {}-byte request",
+            copy1.len
+        )),
         _ => None,
     }
 }

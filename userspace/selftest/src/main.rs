@@ -18,7 +18,8 @@ mod util;
 pub const EXPECTED_FEATURES: u64 = (cma::sys::CMA_FEAT_COPY
     | cma::sys::CMA_FEAT_PIDFD
     | cma::sys::CMA_FEAT_GRANT
-    | cma::sys::CMA_FEAT_PROBE) as u64;
+    | cma::sys::CMA_FEAT_PROBE
+    | cma::sys::CMA_FEAT_COPY1) as u64;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
