@@ -39,14 +39,17 @@ pub(crate) fn check(task: &TaskRef, mm: &MmRef) -> Result {
         && me.gid == them.egid
         && me.gid == them.sgid
         && me.gid == them.gid;
-    let privileged = tcred.caller_may_ptrace();
-    if !same_ids && !privileged {
+    // CAP_SYS_PTRACE is asked for only when the answer matters, as
+    // ptrace_may_access() does: a capability check is not free, and it marks
+    // the caller as having used privilege.
+    let privileged = || tcred.caller_may_ptrace();
+    if !same_ids && !privileged() {
         return Err(EPERM);
     }
     if !mm.is_user_dumpable() && !mm.caller_may_ptrace() {
         return Err(EPERM);
     }
-    if consent::required() && !privileged && !consent::given(task, &TaskRef::current()) {
+    if consent::required() && !consent::given(task, &TaskRef::current()) && !privileged() {
         return Err(EPERM);
     }
     Ok(())

@@ -139,7 +139,7 @@ fn copy_remote(
     done: &mut usize,
 ) -> Result {
     let mut batch = PageBatch::new(pages_spanned(remote, want).clamp(1, BATCH_PAGES))?;
-    let mut own = LocalPages::new(local, want)?;
+    let mut own = LocalPages::new(local, want);
     let mut local = Cursor::new(local);
     let mut remote = Cursor::new(remote);
     while *done < want {
@@ -165,7 +165,9 @@ fn copy_remote(
             n -= copied;
         }
         drop(pinned);
-        between_batches()?;
+        if *done < want {
+            between_batches()?;
+        }
     }
     Ok(())
 }
@@ -182,14 +184,19 @@ const PIN_OWN_MIN: usize = 2048;
 /// falls back to the user copy routines, so faults are reported exactly as
 /// they would be without pinning.
 struct LocalPages {
-    batch: PageBatch,
+    /// Room for the pinned pages, made when the first long piece comes.
+    batch: Option<PageBatch>,
+    /// The most pages any batch needs.
+    max_pages: usize,
 }
 
 impl LocalPages {
-    fn new(local: &[IoVec], want: usize) -> Result<Self> {
-        Ok(LocalPages {
-            batch: PageBatch::new(pages_spanned(local, want).clamp(1, BATCH_PAGES))?,
-        })
+    #[inline]
+    fn new(local: &[IoVec], want: usize) -> Self {
+        LocalPages {
+            batch: None,
+            max_pages: pages_spanned(local, want).clamp(1, BATCH_PAGES),
+        }
     }
 
     /// Copies up to `len` bytes between the caller's address `addr` and byte
@@ -208,10 +215,15 @@ impl LocalPages {
             let first_page = addr & !(PAGE_SIZE - 1);
             let in_page = addr - first_page;
             let nr_pages = (in_page + len).div_ceil(PAGE_SIZE);
-            if let Ok(mut own) = self
+            if self.batch.is_none() {
+                // Without room to pin, the user copy below does the job.
+                self.batch = PageBatch::new(self.max_pages).ok();
+            }
+            let pinned_own = self
                 .batch
-                .pin_own(first_page, nr_pages, dir == Direction::Read)
-            {
+                .as_mut()
+                .map(|b| b.pin_own(first_page, nr_pages, dir == Direction::Read));
+            if let Some(Ok(mut own)) = pinned_own {
                 let n = len.min(own.span() - in_page);
                 match dir {
                     Direction::Read => own.copy_from_pinned(in_page, pinned, off, n),

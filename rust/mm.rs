@@ -107,6 +107,7 @@ pub(crate) enum PageBatch {
 
 impl PageBatch {
     /// Room for up to `max_pages` pages per batch.
+    #[inline]
     pub(crate) fn new(max_pages: usize) -> Result<PageBatch> {
         if max_pages <= INLINE_PAGES {
             return Ok(PageBatch::Inline([core::ptr::null_mut(); INLINE_PAGES]));
