@@ -163,17 +163,8 @@ impl PageBatch {
             )
         };
         drop(guard);
-        if ret < 0 {
-            return Err(Error::from_errno(ret as c_int));
-        }
-        if ret == 0 {
-            return Err(EFAULT);
-        }
-        // INVARIANT: GUP pinned exactly `ret` <= `nr_pages` pages into `pages`.
-        Ok(Pinned {
-            pages: &mut slots[..ret as usize],
-            dirty: write,
-        })
+        // SAFETY: `ret` is what GUP returned for these slots just now.
+        unsafe { Pinned::from_gup(slots, ret as _, write) }
     }
 
     /// Pins up to `nr_pages` pages of the caller's own address space starting
@@ -202,17 +193,8 @@ impl PageBatch {
                 slots.as_mut_ptr(),
             )
         };
-        if ret < 0 {
-            return Err(Error::from_errno(ret as c_int));
-        }
-        if ret == 0 {
-            return Err(EFAULT);
-        }
-        // INVARIANT: GUP pinned exactly `ret` <= `nr_pages` pages into `pages`.
-        Ok(Pinned {
-            pages: &mut slots[..ret as usize],
-            dirty: write,
-        })
+        // SAFETY: `ret` is what GUP returned for these slots just now.
+        unsafe { Pinned::from_gup(slots, ret as _, write) }
     }
 }
 
@@ -227,7 +209,33 @@ pub(crate) struct Pinned<'a> {
     dirty: bool,
 }
 
-impl Pinned<'_> {
+impl<'a> Pinned<'a> {
+    /// Turns the return value of a `pin_user_pages*` call that filled `slots`
+    /// into the pinned pages: at least one, else the error (`EFAULT` for none).
+    ///
+    /// # Safety
+    ///
+    /// `ret` must be what that call returned: a negative errno, or the number
+    /// of pages it pinned with `FOLL_PIN` into the first `ret` slots.
+    unsafe fn from_gup(
+        slots: &'a mut [*mut bindings::page],
+        ret: i64,
+        dirty: bool,
+    ) -> Result<Pinned<'a>> {
+        if ret < 0 {
+            return Err(Error::from_errno(ret as c_int));
+        }
+        if ret == 0 {
+            return Err(EFAULT);
+        }
+        // INVARIANT: by the safety requirement the first `ret` slots hold
+        // pages pinned with `FOLL_PIN`, now owned by this value.
+        Ok(Pinned {
+            pages: &mut slots[..ret as usize],
+            dirty,
+        })
+    }
+
     /// How many bytes the pinned pages span (from the first page's start).
     pub(crate) fn span(&self) -> usize {
         self.pages.len() * PAGE_SIZE
