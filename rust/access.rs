@@ -12,7 +12,11 @@
 //!    namespace;
 //! 3. and the target must be dumpable, or the caller has `CAP_SYS_PTRACE` in
 //!    the user namespace of the target's mm;
-//! 4. and, unless the caller has `CAP_SYS_PTRACE` over the target or the
+//! 4. and (the capability rule of `cap_ptrace_access_check()`, which every
+//!    kernel applies) the caller must be in the target's user namespace with
+//!    every capability the target may use (its permitted set a subset of the
+//!    caller's), or have `CAP_SYS_PTRACE` in the target's user namespace;
+//! 5. and, unless the caller has `CAP_SYS_PTRACE` over the target or the
 //!    module was loaded with `require_consent=0`, the target has consented
 //!    (see [`crate::consent`]).
 //!
@@ -22,16 +26,17 @@
 
 use crate::consent;
 use crate::mm::MmRef;
-use crate::task::{current_ids, TaskRef};
+use crate::task::{current_ids, TaskCred, TaskRef};
 use kernel::prelude::*;
 
 /// Decides whether the caller may copy from and to `task`, whose address
-/// space is `mm`. `EPERM` if not.
-pub(crate) fn check(task: &TaskRef, mm: &MmRef) -> Result {
-    if task.is_current_thread_group() {
-        return Ok(());
-    }
+/// space is `mm`. `EPERM` if not; if so, the target's credentials the
+/// decision was made on.
+pub(crate) fn check(task: &TaskRef, mm: &MmRef) -> Result<TaskCred> {
     let tcred = task.cred();
+    if task.is_current_thread_group() {
+        return Ok(tcred);
+    }
     let (me, them) = (current_ids(), tcred.ids());
     let same_ids = me.uid == them.euid
         && me.uid == them.suid
@@ -49,8 +54,12 @@ pub(crate) fn check(task: &TaskRef, mm: &MmRef) -> Result {
     if !mm.is_user_dumpable() && !mm.caller_may_ptrace() {
         return Err(EPERM);
     }
+    let covers_caps = me.user_ns == them.user_ns && them.permitted & !me.permitted == 0;
+    if !covers_caps && !privileged() {
+        return Err(EPERM);
+    }
     if consent::required() && !consent::given(task, &TaskRef::current()) && !privileged() {
         return Err(EPERM);
     }
-    Ok(())
+    Ok(tcred)
 }

@@ -19,6 +19,7 @@ mod glue;
 mod info;
 mod kcopy;
 mod mm;
+mod peer;
 mod target;
 mod task;
 mod uapi;

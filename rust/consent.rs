@@ -16,7 +16,7 @@
 use crate::glue::*;
 use crate::task::{PidRef, TaskRef};
 use crate::uapi;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Mutex;
 use kernel::uaccess::{UserPtr, UserSlice};
@@ -147,12 +147,31 @@ pub(crate) fn release(file: usize) {
     forget(|g| g.file == file);
 }
 
+/// How many times grants have been withdrawn since the module was loaded.
+/// A peer fd records it when it checks access, and checks again when it has
+/// moved (see [`crate::peer`]).
+static WITHDRAWALS: AtomicU64 = AtomicU64::new(0);
+
+/// The current count of withdrawals. Read it before a check: a withdrawal
+/// the check did not see then shows up as a different count afterwards.
+pub(crate) fn withdrawals() -> u64 {
+    WITHDRAWALS.load(Ordering::Acquire)
+}
+
 fn forget(mut pred: impl FnMut(&Grant) -> bool) {
     let mut reg = registry().lock();
+    let mut forgot = false;
     for slot in reg.grants.iter_mut() {
         if slot.as_ref().is_some_and(&mut pred) {
             *slot = None;
+            forgot = true;
         }
+    }
+    if forgot {
+        // After the grants are gone: a peer fd read the count before its
+        // check, which either saw the grant (and the count has moved since)
+        // or did not (and refused).
+        WITHDRAWALS.fetch_add(1, Ordering::AcqRel);
     }
 }
 

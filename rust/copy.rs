@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! `CMA_IOC_READ` / `CMA_IOC_WRITE` and their one-range forms `CMA_IOC_READ1`
-//! / `CMA_IOC_WRITE1`: read and validate the request, find the target, run
-//! the copy engine, report the result.
+//! / `CMA_IOC_WRITE1`, on `/dev/cma` or on a peer fd: read and validate the
+//! request, find the target, run the copy engine, report the result.
 
 use crate::engine::{self, Direction, IoVec};
+use crate::mm::MmRef;
+use crate::peer::Peer;
 use crate::target::{self, TargetId};
 use crate::uapi;
 use core::mem::size_of;
@@ -14,8 +16,44 @@ use kernel::uaccess::{UserPtr, UserSlice};
 /// The most iovecs on either side (`UIO_MAXIOV`).
 const MAX_IOV: u32 = kernel::bindings::UIO_MAXIOV;
 
+/// Which file a copy ioctl came in on, which says how its target is named.
+#[derive(Clone, Copy)]
+pub(crate) enum Via<'a> {
+    /// `/dev/cma`: by the request's pid or pidfd.
+    Device,
+    /// A peer fd: the target attached to; the request's pid and
+    /// `CMA_COPY_PIDFD` must be zero.
+    Peer(&'a Peer),
+}
+
+/// The target a request names, not yet looked up. Building it validates the
+/// naming fields (`EINVAL`), before any other work.
+enum Named<'a> {
+    Id(TargetId),
+    Peer(&'a Peer),
+}
+
+impl<'a> Named<'a> {
+    fn new(via: Via<'a>, pid: i32, pidfd: bool) -> Result<Named<'a>> {
+        Ok(match via {
+            Via::Device if pidfd => Named::Id(TargetId::PidFd(pid)),
+            Via::Device => Named::Id(TargetId::Pid(pid)),
+            Via::Peer(_) if pid != 0 || pidfd => return Err(EINVAL),
+            Via::Peer(p) => Named::Peer(p),
+        })
+    }
+
+    /// Looks the target up and checks access.
+    fn open(&self) -> Result<MmRef> {
+        match self {
+            Named::Id(id) => Ok(target::open(*id)?.mm),
+            Named::Peer(p) => p.target(),
+        }
+    }
+}
+
 /// Handles one copy ioctl whose `struct cma_copy` is at `arg`.
-pub(crate) fn ioctl(arg: UserPtr, dir: Direction) -> Result<isize> {
+pub(crate) fn ioctl(via: Via<'_>, arg: UserPtr, dir: Direction) -> Result<isize> {
     let (mut reader, mut writer) = UserSlice::new(arg, size_of::<uapi::cma_copy>()).reader_writer();
     let mut req: uapi::cma_copy = reader.read()?;
     if req.flags & !(uapi::CMA_COPY_FLAGS_ALL as u64) != 0
@@ -27,17 +65,13 @@ pub(crate) fn ioctl(arg: UserPtr, dir: Direction) -> Result<isize> {
     {
         return Err(EINVAL);
     }
+    let named = Named::new(via, req.pid, req.flags & uapi::CMA_COPY_PIDFD as u64 != 0)?;
     let local = read_iovecs(req.local_iov, req.local_cnt)?;
     let remote = read_iovecs(req.remote_iov, req.remote_cnt)?;
-    let id = if req.flags & uapi::CMA_COPY_PIDFD as u64 != 0 {
-        TargetId::PidFd(req.pid)
-    } else {
-        TargetId::Pid(req.pid)
-    };
 
     let outcome = if local.is_empty() && remote.is_empty() {
         // A probe: may the caller reach the target at all?
-        target::open(id)?;
+        named.open()?;
         engine::Outcome {
             bytes: 0,
             error: None,
@@ -49,8 +83,7 @@ pub(crate) fn ioctl(arg: UserPtr, dir: Direction) -> Result<isize> {
             error: None,
         }
     } else {
-        let target = target::open(id)?;
-        engine::copy(&target.mm, dir, &local, &remote)
+        engine::copy(&named.open()?, dir, &local, &remote)
     };
 
     let (remote_index, remote_offset) = engine::position(&remote, outcome.bytes);
@@ -70,22 +103,18 @@ pub(crate) fn ioctl(arg: UserPtr, dir: Direction) -> Result<isize> {
 
 /// Handles one single-range copy ioctl whose `struct cma_copy1` is at `arg`.
 /// Returns the bytes copied.
-pub(crate) fn ioctl1(arg: UserPtr, dir: Direction) -> Result<isize> {
+pub(crate) fn ioctl1(via: Via<'_>, arg: UserPtr, dir: Direction) -> Result<isize> {
     let req: uapi::cma_copy1 = UserSlice::new(arg, size_of::<uapi::cma_copy1>())
         .reader()
         .read()?;
     if req.flags & !(uapi::CMA_COPY_FLAGS_ALL as u32) != 0 {
         return Err(EINVAL);
     }
+    let named = Named::new(via, req.pid, req.flags & uapi::CMA_COPY_PIDFD as u32 != 0)?;
     let len = req.len.min(uapi::CMA_COPY1_MAX.into()) as usize;
     if len == 0 {
         return Ok(0);
     }
-    let id = if req.flags & uapi::CMA_COPY_PIDFD as u32 != 0 {
-        TargetId::PidFd(req.pid)
-    } else {
-        TargetId::Pid(req.pid)
-    };
     let local = [IoVec {
         base: req.local as usize,
         len,
@@ -94,8 +123,7 @@ pub(crate) fn ioctl1(arg: UserPtr, dir: Direction) -> Result<isize> {
         base: req.remote as usize,
         len,
     }];
-    let target = target::open(id)?;
-    let outcome = engine::copy(&target.mm, dir, &local, &remote);
+    let outcome = engine::copy(&named.open()?, dir, &local, &remote);
     match outcome.error {
         Some(e) if outcome.bytes == 0 => Err(e),
         // `len <= CMA_COPY1_MAX`, so the count fits.

@@ -8,6 +8,7 @@
  * each file operation to the Rust side, and wraps those inlines one function
  * each, with no logic of its own. Everything is called from rust/.
  */
+#include <linux/anon_inodes.h>
 #include <linux/cred.h>
 #include <linux/fault-inject-usercopy.h>
 #include <linux/file.h>
@@ -29,6 +30,8 @@
 /* Implemented in Rust (rust/dispatch.rs). */
 long cma_rs_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 int cma_rs_release(struct inode *inode, struct file *file);
+long cma_rs_peer_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
+int cma_rs_peer_release(struct inode *inode, struct file *file);
 
 static bool require_consent = true;
 module_param(require_consent, bool, 0644);
@@ -41,6 +44,16 @@ static const struct file_operations cma_fops = {
 	.unlocked_ioctl = cma_rs_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
 	.release = cma_rs_release,
+	.llseek = noop_llseek,
+};
+
+/* A peer fd (CMA_IOC_ATTACH): an anonymous file whose private_data is the
+ * Rust side's attachment, freed by its release. */
+static const struct file_operations cma_peer_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = cma_rs_peer_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.release = cma_rs_peer_release,
 	.llseek = noop_llseek,
 };
 
@@ -61,6 +74,14 @@ void cma_glue_mmap_read_unlock(struct mm_struct *mm);
 int cma_glue_get_dumpable(struct mm_struct *mm);
 struct user_namespace *cma_glue_mm_user_ns(struct mm_struct *mm);
 struct mm_struct *cma_glue_current_mm(void);
+void cma_glue_mmgrab(struct mm_struct *mm);
+void cma_glue_mmdrop(struct mm_struct *mm);
+bool cma_glue_mmget_not_zero(struct mm_struct *mm);
+const struct cred *cma_glue_get_current_cred(void);
+const struct cred *cma_glue_task_real_cred(struct task_struct *task);
+struct mm_struct *cma_glue_task_mm(struct task_struct *task);
+struct pid *cma_glue_current_tgid(void);
+int cma_glue_peer_fd(void *peer);
 const struct cred *cma_glue_current_cred(void);
 void cma_glue_put_cred(const struct cred *cred);
 bool cma_glue_fatal_signal_pending(void);
@@ -117,6 +138,56 @@ struct user_namespace *cma_glue_mm_user_ns(struct mm_struct *mm)
 struct mm_struct *cma_glue_current_mm(void)
 {
 	return current->mm;
+}
+
+void cma_glue_mmgrab(struct mm_struct *mm)
+{
+	mmgrab(mm);
+}
+
+void cma_glue_mmdrop(struct mm_struct *mm)
+{
+	mmdrop(mm);
+}
+
+bool cma_glue_mmget_not_zero(struct mm_struct *mm)
+{
+	return mmget_not_zero(mm);
+}
+
+/*
+ * A new peer fd whose private_data is @peer, or a negative errno. On success
+ * the file owns @peer (cma_rs_peer_release frees it) and pins this module.
+ */
+int cma_glue_peer_fd(void *peer)
+{
+	return anon_inode_getfd("[cma-peer]", &cma_peer_fops, peer, O_RDWR | O_CLOEXEC);
+}
+
+/*
+ * Reads of task_struct fields. Rust must not read them itself: in this
+ * kernel's generated bindings, task_struct's field offsets differ from the
+ * C compiler's (mm at 832 rather than 848), while cred's and
+ * signal_struct's match.
+ */
+const struct cred *cma_glue_task_real_cred(struct task_struct *task)
+{
+	return rcu_access_pointer(task->real_cred);
+}
+
+struct mm_struct *cma_glue_task_mm(struct task_struct *task)
+{
+	return READ_ONCE(task->mm);
+}
+
+struct pid *cma_glue_current_tgid(void)
+{
+	return task_tgid(current);
+}
+
+const struct cred *cma_glue_get_current_cred(void)
+{
+	return get_current_cred();
 }
 
 const struct cred *cma_glue_current_cred(void)

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The functions of `rust/glue.c`: one-line C wrappers of kernel inlines and
-//! macros that 6.12's Rust bindings do not provide, plus the misc device
-//! registration. Only the RAII wrappers (`device`, `mm`, `task`), the module
-//! parameter readers (`consent`, `kcopy`) and the copy routines (`kcopy`) call
-//! them.
+//! macros that 6.12's Rust bindings do not provide, plus the misc device and
+//! peer fd creation. Only the RAII wrappers (`device`, `mm`, `peer`, `task`),
+//! the module parameter readers (`consent`, `kcopy`) and the copy routines
+//! (`kcopy`) call them.
 
 // The kernel structs behind these pointers are opaque to Rust here; they are
 // only passed back to C, as the kernel's own bindings crate does.
@@ -33,6 +33,16 @@ extern "C" {
         mm: *mut bindings::mm_struct,
     ) -> *mut bindings::user_namespace;
     pub(crate) fn cma_glue_current_mm() -> *mut bindings::mm_struct;
+    pub(crate) fn cma_glue_mmgrab(mm: *mut bindings::mm_struct);
+    pub(crate) fn cma_glue_mmdrop(mm: *mut bindings::mm_struct);
+    pub(crate) fn cma_glue_mmget_not_zero(mm: *mut bindings::mm_struct) -> bool;
+    pub(crate) fn cma_glue_get_current_cred() -> *const bindings::cred;
+    pub(crate) fn cma_glue_task_real_cred(
+        task: *mut bindings::task_struct,
+    ) -> *const bindings::cred;
+    pub(crate) fn cma_glue_task_mm(task: *mut bindings::task_struct) -> *mut bindings::mm_struct;
+    pub(crate) fn cma_glue_current_tgid() -> *mut bindings::pid;
+    pub(crate) fn cma_glue_peer_fd(peer: *mut core::ffi::c_void) -> c_int;
     pub(crate) fn cma_glue_require_consent() -> bool;
     pub(crate) fn cma_glue_copy_from_user_nozero(
         to: *mut core::ffi::c_void,

@@ -11,7 +11,8 @@ pub(crate) const FEATURES: u64 = (uapi::CMA_FEAT_COPY
     | uapi::CMA_FEAT_PIDFD
     | uapi::CMA_FEAT_GRANT
     | uapi::CMA_FEAT_PROBE
-    | uapi::CMA_FEAT_COPY1) as u64;
+    | uapi::CMA_FEAT_COPY1
+    | uapi::CMA_FEAT_ATTACH) as u64;
 
 /// Writes a `struct cma_info` describing this module to `arg`.
 pub(crate) fn info(arg: UserPtr) -> Result<isize> {

@@ -32,6 +32,11 @@ impl MmRef {
         NonNull::new(mm).map(MmRef).ok_or(ESRCH)
     }
 
+    /// The raw pointer, for identity comparisons only.
+    pub(crate) fn as_ptr(&self) -> *mut bindings::mm_struct {
+        self.0.as_ptr()
+    }
+
     /// Whether this is the caller's own address space.
     pub(crate) fn is_current(&self) -> bool {
         // SAFETY: reads `current->mm`; no preconditions.
@@ -72,6 +77,60 @@ impl Drop for MmRef {
     fn drop(&mut self) {
         // SAFETY: by the type invariant we own one `mm_users` reference.
         unsafe { bindings::mmput(self.0.as_ptr()) };
+    }
+}
+
+/// A reference that keeps an `mm_struct` allocated (`mm_count`, taken by
+/// `mmgrab`) but not the address space it describes: when the last user goes
+/// (the process exits or execs), its mappings and pages are freed as usual.
+/// This is what a long-lived handle on a target holds, as `/proc/pid/mem` does.
+///
+/// # Invariants
+///
+/// `self.0` points to an `mm_struct` on which this value owns one `mm_count`
+/// reference.
+pub(crate) struct MmGrab(NonNull<bindings::mm_struct>);
+
+// SAFETY: `mm_count` references are atomic and may be dropped from any
+// thread; shared access only compares the pointer or calls `mmget_not_zero`,
+// which is safe from any thread.
+unsafe impl Send for MmGrab {}
+// SAFETY: as above.
+unsafe impl Sync for MmGrab {}
+
+impl MmGrab {
+    /// Keeps `mm`'s `mm_struct` allocated for as long as the result lives.
+    pub(crate) fn of(mm: &MmRef) -> MmGrab {
+        // SAFETY: `mm` is live (its type invariant); `mmgrab` takes an
+        // `mm_count` reference on it.
+        unsafe { cma_glue_mmgrab(mm.0.as_ptr()) };
+        // INVARIANT: we own the reference just taken.
+        MmGrab(mm.0)
+    }
+
+    /// The address space, if it still has users; `ESRCH` once the process
+    /// it belonged to has exited or exec()ed.
+    pub(crate) fn get(&self) -> Result<MmRef> {
+        // SAFETY: the `mm_struct` is allocated (type invariant), so its
+        // `mm_users` may be tried; a successful try takes a reference.
+        if unsafe { cma_glue_mmget_not_zero(self.0.as_ptr()) } {
+            // INVARIANT: `mmget_not_zero` took the `mm_users` reference.
+            Ok(MmRef(self.0))
+        } else {
+            Err(ESRCH)
+        }
+    }
+
+    /// The raw pointer, for identity comparisons only.
+    pub(crate) fn as_ptr(&self) -> *mut bindings::mm_struct {
+        self.0.as_ptr()
+    }
+}
+
+impl Drop for MmGrab {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant we own one `mm_count` reference.
+        unsafe { cma_glue_mmdrop(self.0.as_ptr()) };
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::access;
 use crate::mm::MmRef;
-use crate::task::{PidRef, TaskRef};
+use crate::task::{PidRef, TaskCred, TaskRef};
 use kernel::prelude::*;
 
 /// How the caller names the target.
@@ -26,15 +26,26 @@ pub(crate) struct Target {
 /// it has no address space (kernel thread, zombie), `EBADF` for a bad pidfd,
 /// `EPERM` if the caller may not, `EINTR` on a fatal signal.
 pub(crate) fn open(id: TargetId) -> Result<Target> {
+    let (mm, _) = check(&find(id)?)?;
+    Ok(Target { mm })
+}
+
+/// The task `id` names; `ESRCH` or `EBADF` as for [`open`].
+pub(crate) fn find(id: TargetId) -> Result<TaskRef> {
     let pid = match id {
         TargetId::Pid(nr) => PidRef::find(nr)?,
         TargetId::PidFd(fd) => PidRef::from_pidfd(fd)?,
     };
-    let task: TaskRef = pid.task()?;
+    pid.task()
+}
+
+/// Takes `task`'s address space and checks that the caller may copy from and
+/// to it. Returns it with the target's credentials the decision rested on.
+pub(crate) fn check(task: &TaskRef) -> Result<(MmRef, TaskCred)> {
     // Like mm_access(): hold off exec while the mm is taken and checked.
     let exec_lock = task.lock_exec()?;
-    let mm = MmRef::of_task(&task)?;
-    access::check(&task, &mm)?;
+    let mm = MmRef::of_task(task)?;
+    let cred = access::check(task, &mm)?;
     drop(exec_lock);
-    Ok(Target { mm })
+    Ok((mm, cred))
 }

@@ -86,6 +86,13 @@ impl Drop for PidRef {
 /// `self.0` points to a `task_struct` on which this value owns one reference.
 pub(crate) struct TaskRef(NonNull<bindings::task_struct>);
 
+// SAFETY: task references are atomically counted and may be dropped from any
+// thread; every method either reads fields that are stable or read once
+// (`READ_ONCE`-like), or calls kernel functions that may run on any thread.
+unsafe impl Send for TaskRef {}
+// SAFETY: as above.
+unsafe impl Sync for TaskRef {}
+
 impl TaskRef {
     /// The calling task.
     pub(crate) fn current() -> TaskRef {
@@ -149,6 +156,22 @@ impl TaskRef {
         Ok(ExecLockGuard { task: self })
     }
 
+    /// The task's objective credentials right now, for identity comparison
+    /// with ones held: never dereferenced, they may be replaced at any time.
+    pub(crate) fn cred_ptr(&self) -> *const bindings::cred {
+        // SAFETY: the task is live (type invariant); the glue reads one
+        // pointer field (`rcu_access_pointer`).
+        unsafe { cma_glue_task_real_cred(self.as_ptr()) }
+    }
+
+    /// The task's address space right now (NULL once it has exited), for
+    /// identity comparison only: without `task_lock` it may change at once.
+    pub(crate) fn mm_ptr(&self) -> *mut bindings::mm_struct {
+        // SAFETY: the task is live (type invariant); the glue reads one
+        // pointer field (`READ_ONCE`).
+        unsafe { cma_glue_task_mm(self.as_ptr()) }
+    }
+
     /// The task's objective credentials.
     pub(crate) fn cred(&self) -> TaskCred {
         // SAFETY: the task is live; `get_task_cred` returns a new reference
@@ -182,7 +205,7 @@ impl Drop for ExecLockGuard<'_> {
     }
 }
 
-/// The uids and gids the ptrace credential rule compares.
+/// What the ptrace credential and capability rules compare.
 #[derive(Clone, Copy)]
 pub(crate) struct Ids {
     pub(crate) uid: u32,
@@ -191,6 +214,10 @@ pub(crate) struct Ids {
     pub(crate) gid: u32,
     pub(crate) egid: u32,
     pub(crate) sgid: u32,
+    /// The permitted capability set.
+    pub(crate) permitted: u64,
+    /// The user namespace the ids and capabilities belong to (identity only).
+    pub(crate) user_ns: *const bindings::user_namespace,
 }
 
 /// Reads the ids of `cred`.
@@ -209,6 +236,8 @@ unsafe fn ids_of(cred: *const bindings::cred) -> Ids {
         gid: c.gid.val,
         egid: c.egid.val,
         sgid: c.sgid.val,
+        permitted: c.cap_permitted.val,
+        user_ns: c.user_ns,
     }
 }
 
@@ -219,7 +248,27 @@ unsafe fn ids_of(cred: *const bindings::cred) -> Ids {
 /// `self.0` points to credentials on which this value owns one reference.
 pub(crate) struct TaskCred(NonNull<bindings::cred>);
 
+// SAFETY: credentials are immutable once published and atomically counted;
+// they may be read and put from any thread.
+unsafe impl Send for TaskCred {}
+// SAFETY: as above.
+unsafe impl Sync for TaskCred {}
+
 impl TaskCred {
+    /// The caller's subjective credentials (`current_cred()`).
+    pub(crate) fn of_caller() -> TaskCred {
+        // SAFETY: `get_current_cred` returns a new reference to the caller's
+        // (never NULL) credentials.
+        let cred = unsafe { cma_glue_get_current_cred() };
+        // INVARIANT: we own the reference `get_current_cred` took.
+        TaskCred(NonNull::new(cred as *mut _).expect("caller without cred"))
+    }
+
+    /// The raw pointer, for identity comparisons only.
+    pub(crate) fn as_ptr(&self) -> *const bindings::cred {
+        self.0.as_ptr()
+    }
+
     /// The ids these credentials carry.
     pub(crate) fn ids(&self) -> Ids {
         // SAFETY: the credentials are live (type invariant).
@@ -248,6 +297,38 @@ pub(crate) fn current_ids() -> Ids {
     // SAFETY: the caller's own credentials cannot be replaced while it is in
     // this ioctl, so the pointer stays valid for the read.
     unsafe { ids_of(cma_glue_current_cred()) }
+}
+
+/// Who is calling, as far as an access decision depends on it: the caller's
+/// thread group and subjective credentials. Pointers, for comparison only.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CallerId {
+    group: *mut bindings::pid,
+    cred: *const bindings::cred,
+}
+
+impl CallerId {
+    /// The caller right now.
+    pub(crate) fn current() -> CallerId {
+        // SAFETY: both read the caller's own task, which is live; only the
+        // caller replaces its credentials, and its thread group's pid stays
+        // the same for the group's life, so the values are stable here.
+        unsafe {
+            CallerId {
+                group: cma_glue_current_tgid(),
+                cred: cma_glue_current_cred(),
+            }
+        }
+    }
+
+    /// The identity `group` and `cred` stand for. Holding them keeps the
+    /// pointers from being reused by another process or credential set.
+    pub(crate) fn of(group: &PidRef, cred: &TaskCred) -> CallerId {
+        CallerId {
+            group: group.as_ptr(),
+            cred: cred.as_ptr(),
+        }
+    }
 }
 
 /// Whether the caller has been sent a fatal signal (and should stop).

@@ -21,6 +21,7 @@ kernel::static_assert!(core::mem::size_of::<cma_iovec>() == 16);
 kernel::static_assert!(core::mem::size_of::<cma_copy>() == 96);
 kernel::static_assert!(core::mem::size_of::<cma_grant>() == 32);
 kernel::static_assert!(core::mem::size_of::<cma_copy1>() == 32);
+kernel::static_assert!(core::mem::size_of::<cma_attach>() == 32);
 
 // SAFETY: each of these structs is `repr(C)`, made only of integers, and has
 // no implicit padding (the header pads explicitly; bindgen's generated layout
@@ -35,3 +36,5 @@ unsafe impl kernel::types::FromBytes for cma_copy {}
 unsafe impl kernel::types::FromBytes for cma_grant {}
 // SAFETY: as above.
 unsafe impl kernel::types::FromBytes for cma_copy1 {}
+// SAFETY: as above.
+unsafe impl kernel::types::FromBytes for cma_attach {}

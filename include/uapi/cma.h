@@ -23,7 +23,7 @@
 #define CMA_DEVICE_PATH "/dev/cma"
 
 /** ABI version reported by %CMA_IOC_INFO; bumped on every ABI change. */
-#define CMA_ABI_VERSION 3
+#define CMA_ABI_VERSION 4
 
 /** ioctl type ("magic") byte; numbers 0x40-0x4f (free in ioctl-number.rst). */
 #define CMA_IOC_MAGIC 0xCA
@@ -53,6 +53,8 @@ struct cma_info {
 #define CMA_FEAT_PROBE		(1ULL << 3)
 /** %CMA_IOC_READ1 and %CMA_IOC_WRITE1 exist (struct cma_copy1). */
 #define CMA_FEAT_COPY1		(1ULL << 4)
+/** %CMA_IOC_ATTACH exists (struct cma_attach) and returns peer fds. */
+#define CMA_FEAT_ATTACH		(1ULL << 5)
 
 /**
  * struct cma_iovec - one contiguous range, laid out like struct iovec on 64-bit.
@@ -176,6 +178,34 @@ struct cma_grant {
 	__u64 reserved[3];
 };
 
+/**
+ * struct cma_attach - open a peer fd on a target (%CMA_IOC_ATTACH).
+ * @pid: in: the target, as in struct cma_copy.
+ * @flags: in: %CMA_COPY_PIDFD or zero.
+ * @reserved: in: zero.
+ *
+ * Checks access to the target as a copy does (-ESRCH, -EPERM, -EBADF as
+ * there) and returns a new file descriptor, close-on-exec, bound to the
+ * target's address space: a peer fd. The copy ioctls (%CMA_IOC_READ,
+ * %CMA_IOC_WRITE, %CMA_IOC_READ1, %CMA_IOC_WRITE1) and %CMA_IOC_INFO work on
+ * a peer fd, with @pid zero and without %CMA_COPY_PIDFD (else -EINVAL), and
+ * copy to and from that target without looking it up again: the per-peer
+ * setup an MPI library does once per rank.
+ *
+ * A peer fd never grants more than a copy by pid would. Before each copy the
+ * module confirms that nothing the access decision rested on has changed:
+ * the calling process and its credentials, the target's credentials, its
+ * address space and dumpability, and no consent withdrawn. If anything has,
+ * the full check is made again, and fails as a copy by pid would. Once the
+ * target has exited or exec()ed, copies fail with -ESRCH: attach again.
+ * A peer fd does not keep the target's memory alive after it exits.
+ */
+struct cma_attach {
+	__s32 pid;
+	__u32 flags;
+	__u64 reserved[3];
+};
+
 /** Query the module's ABI version and features. */
 #define CMA_IOC_INFO	_IOR(CMA_IOC_MAGIC, 0x40, struct cma_info)
 /** Copy from the target's remote iovecs to the caller's local iovecs. */
@@ -190,5 +220,7 @@ struct cma_grant {
 #define CMA_IOC_READ1	_IOW(CMA_IOC_MAGIC, 0x45, struct cma_copy1)
 /** Copy one range from the caller to the target; returns the bytes copied. */
 #define CMA_IOC_WRITE1	_IOW(CMA_IOC_MAGIC, 0x46, struct cma_copy1)
+/** Open a peer fd on a target; returns the new fd. */
+#define CMA_IOC_ATTACH	_IOW(CMA_IOC_MAGIC, 0x47, struct cma_attach)
 
 #endif /* _UAPI_CMA_H */

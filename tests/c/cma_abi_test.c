@@ -24,6 +24,7 @@ _Static_assert(offsetof(struct cma_info, reserved) == 16, "reserved offset");
 _Static_assert(_IOC_TYPE(CMA_IOC_INFO) == CMA_IOC_MAGIC, "info ioctl type");
 _Static_assert(_IOC_SIZE(CMA_IOC_INFO) == sizeof(struct cma_info), "info ioctl size");
 _Static_assert(sizeof(struct cma_copy1) == 32, "struct cma_copy1 size");
+_Static_assert(sizeof(struct cma_attach) == 32, "struct cma_attach size");
 _Static_assert(offsetof(struct cma_copy1, pid) == 24, "cma_copy1 pid offset");
 _Static_assert(_IOC_SIZE(CMA_IOC_READ1) == sizeof(struct cma_copy1), "read1 ioctl size");
 

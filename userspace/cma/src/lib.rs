@@ -18,13 +18,15 @@
 //! ```
 //!
 //! A target must consent ([`Device::grant`]) unless the caller has
-//! `CAP_SYS_PTRACE` over it. The raw ABI, generated from the C header
+//! `CAP_SYS_PTRACE` over it. To copy to and from one target many times,
+//! attach to it once ([`Device::attach`]) and copy through the [`Peer`]: that
+//! skips the lookup and access check each copy by pid pays for. The raw ABI, generated from the C header
 //! `include/uapi/cma.h`, is in [`sys`].
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
 pub mod sys;
@@ -120,10 +122,19 @@ pub enum Op {
 }
 
 impl Op {
-    fn cmd(self) -> u32 {
+    /// The vectored command: `CMA_IOC_READ` or `CMA_IOC_WRITE`.
+    pub fn cmd(self) -> u32 {
         match self {
             Op::Read => sys::CMA_IOC_READ,
             Op::Write => sys::CMA_IOC_WRITE,
+        }
+    }
+
+    /// The one-range command: `CMA_IOC_READ1` or `CMA_IOC_WRITE1`.
+    pub fn cmd1(self) -> u32 {
+        match self {
+            Op::Read => sys::CMA_IOC_READ1,
+            Op::Write => sys::CMA_IOC_WRITE1,
         }
     }
 }
@@ -191,15 +202,7 @@ impl Device {
         local: &mut [IoSliceMut<'_>],
         remote: &[RemoteIoVec],
     ) -> io::Result<usize> {
-        let local: Vec<sys::cma_iovec> = local
-            .iter_mut()
-            .map(|s| sys::cma_iovec {
-                base: s.as_mut_ptr() as u64,
-                len: s.len() as u64,
-            })
-            .collect();
-        // SAFETY: every local iovec is a live, exclusively borrowed buffer.
-        unsafe { self.copy_any(Op::Read, target, &local, &remote_iovecs(remote)) }
+        self.on(target).readv(local, remote)
     }
 
     /// Writes `local` into `remote` ranges of `target`, like
@@ -210,43 +213,7 @@ impl Device {
         local: &[IoSlice<'_>],
         remote: &[RemoteIoVec],
     ) -> io::Result<usize> {
-        let local: Vec<sys::cma_iovec> = local
-            .iter()
-            .map(|s| sys::cma_iovec {
-                base: s.as_ptr() as u64,
-                len: s.len() as u64,
-            })
-            .collect();
-        // SAFETY: every local iovec is a live buffer, only read by a write.
-        unsafe { self.copy_any(Op::Write, target, &local, &remote_iovecs(remote)) }
-    }
-
-    /// One copy, by whichever ioctl costs least: `CMA_IOC_READ1`/`WRITE1`
-    /// for one range on each side (falling back to the vectored ioctl on a
-    /// module without it), the vectored one otherwise. Returns the bytes.
-    ///
-    /// # Safety
-    ///
-    /// As for [`Device::copy_raw`].
-    unsafe fn copy_any(
-        &self,
-        op: Op,
-        target: Target<'_>,
-        local: &[sys::cma_iovec],
-        remote: &[sys::cma_iovec],
-    ) -> io::Result<usize> {
-        if let ([l], [r]) = (local, remote) {
-            if l.len == r.len && l.len <= sys::CMA_COPY1_MAX as u64 {
-                // SAFETY: the caller's guarantee, for the same range.
-                match unsafe { self.copy1_raw(op, target, l.base, r.base, l.len) } {
-                    Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {}
-                    other => return other.map(|n| n as usize),
-                }
-            }
-        }
-        // SAFETY: the caller's guarantee.
-        let t = unsafe { self.copy_raw(op, target, local, remote) }?;
-        Ok(t.bytes as usize)
+        self.on(target).writev(local, remote)
     }
 
     /// Issues one copy with raw iovecs and returns the full [`Transfer`]
@@ -265,19 +232,8 @@ impl Device {
         local: &[sys::cma_iovec],
         remote: &[sys::cma_iovec],
     ) -> io::Result<Transfer> {
-        let (pid, flags) = target.raw();
-        let mut args = sys::cma_copy::describe(local, remote, pid, flags)?;
-        // SAFETY: `args` is a live `cma_copy`; its iovec arrays are live for
-        // the call; the caller vouches for the memory they describe.
-        unsafe { self.copy_args(op, &mut args) }?;
-        Ok(Transfer {
-            bytes: args.bytes,
-            error: args.error,
-            remote_index: args.remote_index,
-            remote_offset: args.remote_offset,
-            local_index: args.local_index,
-            local_offset: args.local_offset,
-        })
+        // SAFETY: the caller's guarantee.
+        unsafe { self.on(target).copy_raw(op, local, remote) }
     }
 
     /// Copies one range of `len` bytes between the caller's address `local`
@@ -297,22 +253,8 @@ impl Device {
         remote: u64,
         len: u64,
     ) -> io::Result<u64> {
-        let (pid, flags) = target.raw();
-        let args = sys::cma_copy1 {
-            local,
-            remote,
-            len,
-            pid,
-            flags: flags as u32,
-        };
-        let cmd = match op {
-            Op::Read => sys::CMA_IOC_READ1,
-            Op::Write => sys::CMA_IOC_WRITE1,
-        };
-        // SAFETY: the command reads one live `cma_copy1`; the caller vouches
-        // for the memory it describes.
-        let n = unsafe { sys::ioctl(self.as_fd(), cmd, &args as *const _ as usize) }?;
-        Ok(n as u64)
+        // SAFETY: the caller's guarantee.
+        unsafe { self.on(target).copy1_raw(op, local, remote, len) }
     }
 
     /// Issues `CMA_IOC_READ`/`CMA_IOC_WRITE` with a fully caller-built
@@ -322,16 +264,38 @@ impl Device {
     ///
     /// As for [`Device::copy_raw`], for the memory `args` describes.
     pub unsafe fn copy_args(&self, op: Op, args: &mut sys::cma_copy) -> io::Result<()> {
-        // SAFETY: `args` is a live, writable `cma_copy`; see the caller's
-        // guarantee for the memory it points to.
-        unsafe { sys::ioctl(self.as_fd(), op.cmd(), args as *mut _ as usize) }.map(drop)
+        // SAFETY: the caller's guarantee.
+        unsafe { copy_args(self.as_fd(), op, args) }
     }
 
     /// Checks whether `target` could be copied from and to right now, without
     /// copying: `Ok(())`, or `EPERM`/`ESRCH`.
     pub fn probe(&self, target: Target<'_>) -> io::Result<()> {
-        // SAFETY: no iovecs: nothing is read or written.
-        unsafe { self.copy_raw(Op::Read, target, &[], &[]) }.map(drop)
+        self.on(target).probe()
+    }
+
+    /// Looks `target` up and checks access once, and returns a [`Peer`] that
+    /// copies to and from it without doing so again on every call: the
+    /// per-peer setup of an MPI library. `EPERM`/`ESRCH` as a copy would.
+    pub fn attach(&self, target: Target<'_>) -> io::Result<Peer> {
+        let (pid, flags) = target.raw();
+        let args = sys::cma_attach {
+            pid,
+            flags: flags as u32,
+            ..Default::default()
+        };
+        // SAFETY: CMA_IOC_ATTACH reads one live `cma_attach` and returns a
+        // new fd, which we then own.
+        let fd = unsafe {
+            sys::ioctl(
+                self.as_fd(),
+                sys::CMA_IOC_ATTACH,
+                &args as *const _ as usize,
+            )
+        }?;
+        // SAFETY: the kernel returned a new fd that nothing else owns.
+        let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as RawFd) };
+        Ok(Peer { fd })
     }
 
     /// Consents to copies by `peer` (a pid), or by any peer that passes the
@@ -358,6 +322,225 @@ impl Device {
         // SAFETY: CMA_IOC_REVOKE takes no argument.
         unsafe { sys::ioctl(self.as_fd(), sys::CMA_IOC_REVOKE, 0) }.map(drop)
     }
+
+    fn on<'a>(&'a self, target: Target<'_>) -> Channel<'a> {
+        let (pid, flags) = target.raw();
+        Channel {
+            fd: self.as_fd(),
+            pid,
+            flags,
+        }
+    }
+}
+
+/// A target attached to with [`Device::attach`] (a peer fd): the same copies
+/// as [`Device`]'s, without naming the target (it is looked up and checked
+/// once, at attach time; the module confirms before each copy that nothing
+/// the check rested on has changed). Copies fail with `ESRCH` once the
+/// target has exited or exec()ed. Closing the `Peer` closes the fd.
+#[derive(Debug)]
+pub struct Peer {
+    fd: OwnedFd,
+}
+
+impl Peer {
+    /// Like [`Device::process_vm_readv`], from the attached target.
+    pub fn process_vm_readv(
+        &self,
+        local: &mut [IoSliceMut<'_>],
+        remote: &[RemoteIoVec],
+    ) -> io::Result<usize> {
+        self.on().readv(local, remote)
+    }
+
+    /// Like [`Device::process_vm_writev`], to the attached target.
+    pub fn process_vm_writev(
+        &self,
+        local: &[IoSlice<'_>],
+        remote: &[RemoteIoVec],
+    ) -> io::Result<usize> {
+        self.on().writev(local, remote)
+    }
+
+    /// Like [`Device::copy_raw`], with the attached target.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Device::copy_raw`].
+    pub unsafe fn copy_raw(
+        &self,
+        op: Op,
+        local: &[sys::cma_iovec],
+        remote: &[sys::cma_iovec],
+    ) -> io::Result<Transfer> {
+        // SAFETY: the caller's guarantee.
+        unsafe { self.on().copy_raw(op, local, remote) }
+    }
+
+    /// Like [`Device::copy1_raw`], with the attached target.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Device::copy_raw`], for the local range.
+    pub unsafe fn copy1_raw(&self, op: Op, local: u64, remote: u64, len: u64) -> io::Result<u64> {
+        // SAFETY: the caller's guarantee.
+        unsafe { self.on().copy1_raw(op, local, remote, len) }
+    }
+
+    /// Like [`Device::copy_args`], on the peer fd (`pid` and the pidfd flag
+    /// must be zero).
+    ///
+    /// # Safety
+    ///
+    /// As for [`Device::copy_raw`], for the memory `args` describes.
+    pub unsafe fn copy_args(&self, op: Op, args: &mut sys::cma_copy) -> io::Result<()> {
+        // SAFETY: the caller's guarantee.
+        unsafe { copy_args(self.as_fd(), op, args) }
+    }
+
+    /// Checks whether the attached target could be copied from and to right
+    /// now: `Ok(())`, or `EPERM`/`ESRCH`.
+    pub fn probe(&self) -> io::Result<()> {
+        self.on().probe()
+    }
+
+    fn on(&self) -> Channel<'_> {
+        Channel {
+            fd: self.as_fd(),
+            pid: 0,
+            flags: 0,
+        }
+    }
+}
+
+impl AsFd for Peer {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Peer {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Where copy ioctls go: a file (`/dev/cma` or a peer fd) and how requests
+/// on it name the target (zero for a peer fd).
+#[derive(Clone, Copy)]
+struct Channel<'a> {
+    fd: BorrowedFd<'a>,
+    pid: i32,
+    flags: u64,
+}
+
+impl Channel<'_> {
+    fn readv(self, local: &mut [IoSliceMut<'_>], remote: &[RemoteIoVec]) -> io::Result<usize> {
+        let local: Vec<sys::cma_iovec> = local
+            .iter_mut()
+            .map(|s| sys::cma_iovec {
+                base: s.as_mut_ptr() as u64,
+                len: s.len() as u64,
+            })
+            .collect();
+        // SAFETY: every local iovec is a live, exclusively borrowed buffer.
+        unsafe { self.copy_any(Op::Read, &local, &remote_iovecs(remote)) }
+    }
+
+    fn writev(self, local: &[IoSlice<'_>], remote: &[RemoteIoVec]) -> io::Result<usize> {
+        let local: Vec<sys::cma_iovec> = local
+            .iter()
+            .map(|s| sys::cma_iovec {
+                base: s.as_ptr() as u64,
+                len: s.len() as u64,
+            })
+            .collect();
+        // SAFETY: every local iovec is a live buffer, only read by a write.
+        unsafe { self.copy_any(Op::Write, &local, &remote_iovecs(remote)) }
+    }
+
+    /// One copy, by whichever ioctl costs least: `CMA_IOC_READ1`/`WRITE1`
+    /// for one range on each side (falling back to the vectored ioctl on a
+    /// module without it), the vectored one otherwise. Returns the bytes.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Device::copy_raw`].
+    unsafe fn copy_any(
+        self,
+        op: Op,
+        local: &[sys::cma_iovec],
+        remote: &[sys::cma_iovec],
+    ) -> io::Result<usize> {
+        if let ([l], [r]) = (local, remote) {
+            if l.len == r.len && l.len <= sys::CMA_COPY1_MAX as u64 {
+                // SAFETY: the caller's guarantee, for the same range.
+                match unsafe { self.copy1_raw(op, l.base, r.base, l.len) } {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {}
+                    other => return other.map(|n| n as usize),
+                }
+            }
+        }
+        // SAFETY: the caller's guarantee.
+        let t = unsafe { self.copy_raw(op, local, remote) }?;
+        Ok(t.bytes as usize)
+    }
+
+    /// # Safety
+    ///
+    /// As for [`Device::copy_raw`].
+    unsafe fn copy_raw(
+        self,
+        op: Op,
+        local: &[sys::cma_iovec],
+        remote: &[sys::cma_iovec],
+    ) -> io::Result<Transfer> {
+        let mut args = sys::cma_copy::describe(local, remote, self.pid, self.flags)?;
+        // SAFETY: `args` is a live `cma_copy`; its iovec arrays are live for
+        // the call; the caller vouches for the memory they describe.
+        unsafe { copy_args(self.fd, op, &mut args) }?;
+        Ok(Transfer {
+            bytes: args.bytes,
+            error: args.error,
+            remote_index: args.remote_index,
+            remote_offset: args.remote_offset,
+            local_index: args.local_index,
+            local_offset: args.local_offset,
+        })
+    }
+
+    /// # Safety
+    ///
+    /// As for [`Device::copy_raw`], for the local range.
+    unsafe fn copy1_raw(self, op: Op, local: u64, remote: u64, len: u64) -> io::Result<u64> {
+        let args = sys::cma_copy1 {
+            local,
+            remote,
+            len,
+            pid: self.pid,
+            flags: self.flags as u32,
+        };
+        // SAFETY: the command reads one live `cma_copy1`; the caller vouches
+        // for the memory it describes.
+        let n = unsafe { sys::ioctl(self.fd, op.cmd1(), &args as *const _ as usize) }?;
+        Ok(n as u64)
+    }
+
+    fn probe(self) -> io::Result<()> {
+        // SAFETY: no iovecs: nothing is read or written.
+        unsafe { self.copy_raw(Op::Read, &[], &[]) }.map(drop)
+    }
+}
+
+/// Issues `CMA_IOC_READ`/`CMA_IOC_WRITE` on `fd` with `args`.
+///
+/// # Safety
+///
+/// As for [`Device::copy_raw`], for the memory `args` describes.
+unsafe fn copy_args(fd: BorrowedFd<'_>, op: Op, args: &mut sys::cma_copy) -> io::Result<()> {
+    // SAFETY: `args` is a live, writable `cma_copy`; see the caller's
+    // guarantee for the memory it points to.
+    unsafe { sys::ioctl(fd, op.cmd(), args as *mut _ as usize) }.map(drop)
 }
 
 fn remote_iovecs(remote: &[RemoteIoVec]) -> Vec<sys::cma_iovec> {

@@ -13,6 +13,7 @@ const _: () = assert!(std::mem::size_of::<cma_iovec>() == 16);
 const _: () = assert!(std::mem::size_of::<cma_copy>() == 96);
 const _: () = assert!(std::mem::size_of::<cma_grant>() == 32);
 const _: () = assert!(std::mem::size_of::<cma_copy1>() == 32);
+const _: () = assert!(std::mem::size_of::<cma_attach>() == 32);
 // struct cma_iovec is laid out like struct iovec, so an iovec array may be
 // passed as is.
 const _: () = assert!(std::mem::size_of::<cma_iovec>() == std::mem::size_of::<libc::iovec>());

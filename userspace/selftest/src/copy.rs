@@ -177,7 +177,12 @@ pub(crate) fn copy1(
 }
 
 /// The kernel's own process_vm_readv/writev, with the same iovecs.
-fn pvm(op: Op, pid: i32, local: &[cma_iovec], remote: &[cma_iovec]) -> io::Result<usize> {
+pub(crate) fn pvm(
+    op: Op,
+    pid: i32,
+    local: &[cma_iovec],
+    remote: &[cma_iovec],
+) -> io::Result<usize> {
     let (l, r) = (
         local.as_ptr() as *const libc::iovec,
         remote.as_ptr() as *const libc::iovec,
@@ -198,7 +203,7 @@ fn pvm(op: Op, pid: i32, local: &[cma_iovec], remote: &[cma_iovec]) -> io::Resul
 }
 
 /// Reads `len` bytes at `addr` of `pid` with process_vm_readv (the reference).
-fn peek(pid: i32, addr: usize, len: usize) -> io::Result<Vec<u8>> {
+pub(crate) fn peek(pid: i32, addr: usize, len: usize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
     let n = pvm(
         Op::Read,

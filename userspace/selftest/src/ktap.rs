@@ -49,9 +49,25 @@ macro_rules! check {
     };
 }
 
-/// Fails unless `left == right`, showing both.
+/// Fails unless `left == right`, showing both (and a formatted context
+/// message, if one follows).
 #[macro_export]
 macro_rules! check_eq {
+    ($left:expr, $right:expr, $($msg:tt)+) => {
+        match (&$left, &$right) {
+            (l, r) => {
+                $crate::check!(
+                    l == r,
+                    "{}: {} == {}: {:?} != {:?}",
+                    format!($($msg)+),
+                    stringify!($left),
+                    stringify!($right),
+                    l,
+                    r
+                );
+            }
+        }
+    };
     ($left:expr, $right:expr) => {
         match (&$left, &$right) {
             (l, r) => {

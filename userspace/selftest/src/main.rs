@@ -5,6 +5,7 @@
 //!
 //! Usage: `cma-selftest [--list] [NAME-SUBSTRING...]`
 
+mod attach;
 mod basic;
 mod copy;
 mod fuzz;
@@ -19,13 +20,15 @@ pub const EXPECTED_FEATURES: u64 = (cma::sys::CMA_FEAT_COPY
     | cma::sys::CMA_FEAT_PIDFD
     | cma::sys::CMA_FEAT_GRANT
     | cma::sys::CMA_FEAT_PROBE
-    | cma::sys::CMA_FEAT_COPY1) as u64;
+    | cma::sys::CMA_FEAT_COPY1
+    | cma::sys::CMA_FEAT_ATTACH) as u64;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // The basic tests end by reloading the module, so they run last.
     let tests: Vec<&ktap::Test> = copy::TESTS
         .iter()
+        .chain(attach::TESTS)
         .chain(perm::TESTS)
         .chain(fuzz::TESTS)
         .chain(race::TESTS)

@@ -62,16 +62,54 @@ pub const TESTS: &[Test] = &[
         name: "security_setuid_target_eperm",
         run: setuid_target,
     },
+    Test {
+        name: "perm_capabilities_rule_like_pvm",
+        run: capabilities_rule,
+    },
+    Test {
+        name: "attach_same_rule_as_copy",
+        run: attach_same_rule,
+    },
+    Test {
+        name: "attach_consent_withdrawn_eperm",
+        run: attach_consent_withdrawn,
+    },
+    Test {
+        name: "attach_target_turns_nondumpable_eperm",
+        run: attach_nondumpable_later,
+    },
+    Test {
+        name: "attach_target_changes_uid_eperm",
+        run: attach_target_setuid,
+    },
+    Test {
+        name: "attach_caller_drops_privilege_eperm",
+        run: attach_caller_drops,
+    },
+    Test {
+        name: "attach_fd_inherited_by_child_rechecked",
+        run: attach_inherited,
+    },
 ];
 
 /// Commands a target peer answers.
 const GRANT: u8 = b'g';
 const REVOKE: u8 = b'r';
 const CLOSE: u8 = b'c';
+const DUMPABLE: u8 = b'd';
+const PTRACER_ANY: u8 = b'y';
+const SETUID: u8 = b's';
 /// Commands a caller peer answers.
 const TRY_READ: u8 = b't';
 const TRY_WRITE: u8 = b'w';
 const PROBE: u8 = b'p';
+const TRY_PVM: u8 = b'v';
+const ATTACH: u8 = b'a';
+const PEER_READ: u8 = b'R';
+const PEER_WRITE: u8 = b'W';
+const PEER_PROBE: u8 = b'P';
+const FORK_PEER_READ: u8 = b'f';
+const BECOME: u8 = b'u';
 
 fn errno_of(r: io::Result<()>) -> u64 {
     match r {
@@ -91,9 +129,21 @@ fn needs_root() -> TestResult {
 }
 
 /// A target running as `uid` (dumpable if `dumpable`), with a page holding
-/// "cma!" at the address it sends, answering GRANT [pid], REVOKE and CLOSE.
+/// "cma!" at the address it sends, answering GRANT [pid], REVOKE, CLOSE,
+/// DUMPABLE [0|1], PTRACER_ANY and SETUID [uid] with [errno].
 fn target(uid: u32, dumpable: bool) -> Result<(Peer, usize), Failure> {
+    target_with(uid, dumpable, false)
+}
+
+/// [`target`], keeping every capability in its permitted set across the
+/// change of uid if `keep_caps` (`PR_SET_KEEPCAPS`), as a daemon that drops
+/// root but keeps capabilities does.
+fn target_with(uid: u32, dumpable: bool, keep_caps: bool) -> Result<(Peer, usize), Failure> {
     let mut peer = Peer::spawn(move |mut ch| {
+        if keep_caps {
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+        }
         util::become_user(uid)?;
         // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, dumpable as libc::c_ulong, 0, 0, 0) };
@@ -112,6 +162,14 @@ fn target(uid: u32, dumpable: bool) -> Result<(Peer, usize), Failure> {
                     dev = None;
                     Ok(())
                 }
+                // SAFETY (both): prctl with integer arguments.
+                (DUMPABLE, _) => prctl_result(unsafe {
+                    libc::prctl(libc::PR_SET_DUMPABLE, args[0] as libc::c_ulong, 0, 0, 0)
+                }),
+                (PTRACER_ANY, _) => prctl_result(unsafe {
+                    libc::prctl(libc::PR_SET_PTRACER, libc::PR_SET_PTRACER_ANY, 0, 0, 0)
+                }),
+                (SETUID, _) => util::raise_caps().and_then(|()| util::become_user(args[0] as u32)),
                 _ => Err(io::Error::from_raw_os_error(libc::EBADF)),
             };
             Ok(vec![errno_of(r)])
@@ -121,35 +179,112 @@ fn target(uid: u32, dumpable: bool) -> Result<(Peer, usize), Failure> {
     Ok((peer, addr))
 }
 
+fn prctl_result(ret: libc::c_int) -> io::Result<()> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// [errno, bytes] of a 4-byte copy by `op` between `buf` and `addr`.
+fn reply(r: io::Result<u64>) -> Vec<u64> {
+    match r {
+        Ok(n) => vec![0, n],
+        Err(e) => vec![e.raw_os_error().unwrap_or(-1) as u64, 0],
+    }
+}
+
 /// A caller running as `uid`, answering TRY_READ/TRY_WRITE [pid, addr] with
-/// [errno, bytes] and PROBE [pid] with [errno].
+/// [errno, bytes], PROBE [pid] with [errno] and TRY_PVM [pid, addr] with the
+/// errno of `process_vm_readv`; ATTACH [pid] with [errno], after which
+/// PEER_READ/PEER_WRITE [addr], PEER_PROBE and FORK_PEER_READ [addr] (a read
+/// through the peer fd by a forked child) use the peer fd; BECOME [uid]
+/// changes the caller's own credentials.
 fn caller(uid: u32) -> io::Result<Peer> {
+    caller_with(uid, false)
+}
+
+/// [`caller`], keeping its permitted capabilities if `keep_caps` (see
+/// [`target_with`]).
+fn caller_with(uid: u32, keep_caps: bool) -> io::Result<Peer> {
     Peer::spawn(move |ch| {
+        if keep_caps {
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+        }
         util::become_user(uid)?;
         let dev = Device::open()?;
         let mut buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
         buf.bytes_mut()[..4].copy_from_slice(b"CMA?");
+        let mut peer: Option<cma::Peer> = None;
+        let ebadf = || io::Error::from_raw_os_error(libc::EBADF);
         ch.serve(|c, args| {
-            let t = Target::Pid(args[0] as i32);
+            let t = Target::Pid(args.first().copied().unwrap_or(0) as i32);
+            let op = if matches!(c, TRY_READ | PEER_READ) {
+                Op::Read
+            } else {
+                Op::Write
+            };
+            let local = [iov(buf.addr(), 4)];
             Ok(match c {
                 TRY_READ | TRY_WRITE => {
-                    let op = if c == TRY_READ { Op::Read } else { Op::Write };
-                    match copy(
-                        &dev,
-                        op,
-                        t,
-                        &[iov(buf.addr(), 4)],
-                        &[iov(args[1] as usize, 4)],
-                    ) {
-                        Ok(tr) => vec![0, tr.bytes],
-                        Err(e) => vec![e.raw_os_error().unwrap_or(-1) as u64, 0],
-                    }
+                    reply(copy(&dev, op, t, &local, &[iov(args[1] as usize, 4)]).map(|t| t.bytes))
                 }
                 PROBE => vec![errno_of(dev.probe(t))],
+                TRY_PVM => vec![errno_of(
+                    crate::copy::pvm(
+                        Op::Read,
+                        args[0] as i32,
+                        &local,
+                        &[iov(args[1] as usize, 4)],
+                    )
+                    .map(drop),
+                )],
+                ATTACH => match dev.attach(t) {
+                    Ok(p) => {
+                        peer = Some(p);
+                        vec![0]
+                    }
+                    Err(e) => vec![errno_of(Err(e))],
+                },
+                PEER_READ | PEER_WRITE => reply(peer.as_ref().ok_or_else(ebadf).and_then(|p| {
+                    // SAFETY: the local range is our own mapping.
+                    unsafe { p.copy_raw(op, &local, &[iov(args[0] as usize, 4)]) }.map(|t| t.bytes)
+                })),
+                PEER_PROBE => vec![errno_of(
+                    peer.as_ref().ok_or_else(ebadf).and_then(|p| p.probe()),
+                )],
+                FORK_PEER_READ => {
+                    let p = peer.as_ref().ok_or_else(ebadf)?;
+                    vec![util::in_forked(|| {
+                        // SAFETY: the local range is our own mapping.
+                        let r =
+                            unsafe { p.copy_raw(Op::Read, &local, &[iov(args[0] as usize, 4)]) };
+                        match r {
+                            Ok(t) if t.bytes == 4 => 0,
+                            Ok(_) => 255,
+                            Err(e) => e.raw_os_error().unwrap_or(255),
+                        }
+                    })? as u64]
+                }
+                BECOME => vec![errno_of(util::become_user(args[0] as u32))],
                 _ => vec![libc::EINVAL as u64],
             })
         })
     })
+}
+
+/// What `who` gets when reading, writing and probing through its peer fd
+/// (see [`caller`]'s ATTACH): the errnos (0 for success).
+fn attempt_peer(who: &mut Peer, addr: usize) -> io::Result<[u64; 3]> {
+    let r = who.command(PEER_READ, &[addr as u64])?;
+    let w = who.command(PEER_WRITE, &[addr as u64])?;
+    let p = who.command(PEER_PROBE, &[])?;
+    if r[0] == 0 {
+        check_bytes(r[1])?;
+    }
+    Ok([r[0], w[0], p[0]])
 }
 
 /// What `who` gets when reading, writing and probing `target`: the errnos
@@ -471,5 +606,138 @@ fn setuid_target() -> TestResult {
     let _ = std::fs::remove_dir_all(prog.parent().unwrap());
     check_eq!(r?[0], libc::EPERM as u64);
     check_eq!(read?[0], libc::EPERM as u64);
+    Ok(())
+}
+
+fn capabilities_rule() -> TestResult {
+    needs_root()?;
+    // Both targets run as nobody, consent, and let any process ptrace them
+    // (Yama), so process_vm_readv answers by the capability rule alone.
+    for (keep_caps, want) in [(false, 0), (true, libc::EPERM as u64)] {
+        let (mut t, addr) = target_with(NOBODY, true, keep_caps)?;
+        check_eq!(t.command(GRANT, &[0])?[0], 0);
+        check_eq!(t.command(PTRACER_ANY, &[])?[0], 0);
+        let mut c = caller(NOBODY)?;
+        let pid = t.pid as u64;
+        check_eq!(
+            c.command(TRY_PVM, &[pid, addr as u64])?[0],
+            want,
+            "pvm, keep_caps {keep_caps}"
+        );
+        check_eq!(
+            c.command(TRY_READ, &[pid, addr as u64])?[0],
+            want,
+            "cma, keep_caps {keep_caps}"
+        );
+        check_eq!(
+            c.command(ATTACH, &[pid])?[0],
+            want,
+            "attach, keep_caps {keep_caps}"
+        );
+    }
+    Ok(())
+}
+
+fn attach_same_rule() -> TestResult {
+    needs_root()?;
+    let (mut t, addr) = target(NOBODY, true)?;
+    let pid = t.pid as u64;
+    // No consent yet: refused, like a copy.
+    let mut c = caller(NOBODY)?;
+    check_eq!(c.command(ATTACH, &[pid])?[0], libc::EPERM as u64);
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    check_eq!(c.command(ATTACH, &[pid])?[0], 0);
+    check_eq!(attempt_peer(&mut c, addr)?, ALLOWED);
+    let mut other = caller(OTHER_USER)?;
+    check_eq!(other.command(ATTACH, &[pid])?[0], libc::EPERM as u64);
+    let (mut hidden, _) = target(NOBODY, false)?;
+    check_eq!(hidden.command(GRANT, &[0])?[0], 0);
+    check_eq!(
+        c.command(ATTACH, &[hidden.pid as u64])?[0],
+        libc::EPERM as u64
+    );
+    Ok(())
+}
+
+fn attach_consent_withdrawn() -> TestResult {
+    needs_root()?;
+    let (mut t, addr) = target(NOBODY, true)?;
+    let mut c = caller(NOBODY)?;
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    check_eq!(c.command(ATTACH, &[t.pid as u64])?[0], 0);
+    check_eq!(attempt_peer(&mut c, addr)?, ALLOWED);
+    check_eq!(t.command(REVOKE, &[])?[0], 0);
+    check_eq!(attempt_peer(&mut c, addr)?, EPERM);
+    // The same peer fd works again once consent is back.
+    check_eq!(t.command(GRANT, &[c.pid as u64])?[0], 0);
+    check_eq!(attempt_peer(&mut c, addr)?, ALLOWED);
+    check_eq!(t.command(CLOSE, &[])?[0], 0);
+    check_eq!(attempt_peer(&mut c, addr)?, EPERM);
+    Ok(())
+}
+
+fn attach_nondumpable_later() -> TestResult {
+    needs_root()?;
+    let (mut t, addr) = target(NOBODY, true)?;
+    let mut c = caller(NOBODY)?;
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    check_eq!(c.command(ATTACH, &[t.pid as u64])?[0], 0);
+    check_eq!(attempt_peer(&mut c, addr)?, ALLOWED);
+    check_eq!(t.command(DUMPABLE, &[0])?[0], 0);
+    check_eq!(attempt_peer(&mut c, addr)?, EPERM);
+    check_eq!(t.command(DUMPABLE, &[1])?[0], 0);
+    check_eq!(attempt_peer(&mut c, addr)?, ALLOWED);
+    Ok(())
+}
+
+fn attach_target_setuid() -> TestResult {
+    needs_root()?;
+    // Target and caller are nobody and keep root's permitted capabilities
+    // (not effective), so the capability rule passes and neither is
+    // privileged. After the attach the target becomes another user (and
+    // dumpable again): nothing but its credentials changed.
+    let (mut t, addr) = target_with(NOBODY, true, true)?;
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    let mut c = caller_with(NOBODY, true)?;
+    check_eq!(c.command(ATTACH, &[t.pid as u64])?[0], 0);
+    check_eq!(attempt_peer(&mut c, addr)?, ALLOWED);
+    check_eq!(t.command(SETUID, &[OTHER_USER as u64])?[0], 0);
+    check_eq!(
+        c.command(TRY_READ, &[t.pid as u64, addr as u64])?[0],
+        libc::EPERM as u64
+    );
+    check_eq!(attempt_peer(&mut c, addr)?, EPERM);
+    Ok(())
+}
+
+fn attach_caller_drops() -> TestResult {
+    needs_root()?;
+    // Root may attach without consent (CAP_SYS_PTRACE); once it has become
+    // nobody, its peer fd may not copy any more.
+    let (t, addr) = target(NOBODY, true)?;
+    let mut c = caller(0)?;
+    check_eq!(c.command(ATTACH, &[t.pid as u64])?[0], 0);
+    check_eq!(attempt_peer(&mut c, addr)?, ALLOWED);
+    check_eq!(c.command(BECOME, &[NOBODY as u64])?[0], 0);
+    check_eq!(attempt_peer(&mut c, addr)?, EPERM);
+    Ok(())
+}
+
+fn attach_inherited() -> TestResult {
+    needs_root()?;
+    let (mut t, addr) = target(NOBODY, true)?;
+    let mut c = caller(NOBODY)?;
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    check_eq!(c.command(ATTACH, &[t.pid as u64])?[0], 0);
+    // A forked child is another process: it is checked in full, and passes.
+    check_eq!(c.command(FORK_PEER_READ, &[addr as u64])?[0], 0);
+    // Consent for the caller only: the caller may, its child may not.
+    check_eq!(t.command(REVOKE, &[])?[0], 0);
+    check_eq!(t.command(GRANT, &[c.pid as u64])?[0], 0);
+    check_eq!(attempt_peer(&mut c, addr)?, ALLOWED);
+    check_eq!(
+        c.command(FORK_PEER_READ, &[addr as u64])?[0],
+        libc::EPERM as u64
+    );
     Ok(())
 }

@@ -501,11 +501,13 @@ fn mem_available_kb() -> std::io::Result<u64> {
 fn memory_freed() -> TestResult {
     // A target holding 256 MiB is copied from every way (success, partial,
     // failure), then killed. If cma kept a reference on its mm or pinned
-    // pages, the memory would not come back.
+    // pages, the memory would not come back. A peer fd on each target stays
+    // open until the end: it must not keep the memory either.
     let big = 256 << 20;
     let dev = Device::open()?;
     let local = Mapping::new(4 << 20, libc::PROT_READ | libc::PROT_WRITE)?;
     let before = mem_available_kb()?;
+    let mut peers = Vec::new();
     for round in 0..3 {
         let mut target = Peer::spawn(move |mut ch| {
             let mut m = Mapping::new(big, libc::PROT_READ | libc::PROT_WRITE)?;
@@ -546,6 +548,11 @@ fn memory_freed() -> TestResult {
                 "copy from NULL worked"
             );
         }
+        let peer = dev.attach(Target::Pid(target.pid))?;
+        // SAFETY: the local range is our own mapping.
+        let n = unsafe { peer.copy1_raw(Op::Read, local.addr() as u64, base as u64, 1 << 20) }?;
+        check_eq!(n, 1 << 20);
+        peers.push(peer);
         drop(target);
         let _ = round;
     }
@@ -558,7 +565,11 @@ fn memory_freed() -> TestResult {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    println!("# MemAvailable: {before} kB before, {after} kB after three 256 MiB targets");
+    println!(
+        "# MemAvailable: {before} kB before, {after} kB after three 256 MiB targets \
+         ({} peer fds still open)",
+        peers.len()
+    );
     check!(
         after + 16 * 1024 >= before,
         "{} kB not freed after the targets exited",

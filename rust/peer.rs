@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Peer fds (`CMA_IOC_ATTACH`): a target looked up and checked once, then
+//! copied from and to many times.
+//!
+//! A copy by pid pays for the lookup and the access check on every call,
+//! which is most of the cost of a short message. A peer fd does them once,
+//! and before each copy confirms in a few loads that nothing the decision
+//! rested on has changed: the caller's thread group and credentials, the
+//! target's credentials and address space, dumpability, and no consent
+//! withdrawn. Held references keep every pointer compared from being reused,
+//! so equal pointers mean the same objects. If anything differs, the full
+//! check runs again, exactly as a copy by pid would; a peer fd never allows
+//! a copy that a copy by pid would refuse. This is stricter than
+//! `/proc/pid/mem`, which checks only at open.
+//!
+//! The fd holds the target's `mm_struct` with `mmgrab` only: the target's
+//! memory is freed when it exits, and copies then fail with `ESRCH`.
+
+use crate::consent;
+use crate::glue::*;
+use crate::mm::{MmGrab, MmRef};
+use crate::target::{self, TargetId};
+use crate::task::{CallerId, PidRef, TaskCred, TaskRef};
+use crate::uapi;
+use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::prelude::*;
+use kernel::uaccess::{UserPtr, UserSlice};
+
+/// A target attached to, with the state of the access decision made then.
+pub(crate) struct Peer {
+    /// The target task (the thread named at attach time).
+    task: TaskRef,
+    /// Its address space when checked.
+    mm: MmGrab,
+    /// The target's credentials the decision rested on.
+    target_cred: TaskCred,
+    /// The attaching caller's thread group and credentials.
+    caller_group: PidRef,
+    caller_cred: TaskCred,
+    /// [`consent::withdrawals`] read before the last check that passed for
+    /// the attaching caller, or [`NOT_REQUIRED`] if consent was not required
+    /// then. The only input a check may refresh: a withdrawal anywhere moves
+    /// the count, and must not leave every peer fd on the slow path.
+    withdrawals: AtomicU64,
+}
+
+/// [`Peer::withdrawals`] when the check did not require consent.
+const NOT_REQUIRED: u64 = u64::MAX;
+
+/// What [`consent::withdrawals`] stands at for a check, or [`NOT_REQUIRED`].
+fn consent_state() -> u64 {
+    if consent::required() {
+        consent::withdrawals()
+    } else {
+        NOT_REQUIRED
+    }
+}
+
+impl Peer {
+    /// Looks up and checks the target, as a copy by pid does.
+    fn attach(id: TargetId) -> Result<Peer> {
+        let task = target::find(id)?;
+        let withdrawals = AtomicU64::new(consent_state());
+        let (mm, target_cred) = target::check(&task)?;
+        let me = TaskRef::current();
+        Ok(Peer {
+            mm: MmGrab::of(&mm),
+            task,
+            target_cred,
+            caller_group: PidRef::tgid_of(&me),
+            caller_cred: TaskCred::of_caller(),
+            withdrawals,
+        })
+    }
+
+    /// The target's address space for one copy by the caller: `ESRCH` once
+    /// the target has exited or exec()ed, else the decision of the full
+    /// check if anything it rested on has changed.
+    pub(crate) fn target(&self) -> Result<MmRef> {
+        // Read first: a withdrawal after this read is seen by the next copy.
+        let consent = consent_state();
+        let same = CallerId::current() == CallerId::of(&self.caller_group, &self.caller_cred)
+            && self.task.cred_ptr() == self.target_cred.as_ptr()
+            && self.task.mm_ptr() == self.mm.as_ptr();
+        let mm = self.mm.get()?;
+        let dumpable = mm.is_user_dumpable();
+        if same && dumpable && consent == self.withdrawals.load(Ordering::Acquire) {
+            return Ok(mm);
+        }
+        drop(mm);
+        let mm = self.recheck()?;
+        if same && dumpable {
+            // Only the consent count moved, and the check passed with the
+            // count read before it: later copies by this caller may use it.
+            // (Racing stores only store counts that were checked, at worst
+            // an older one, which costs another check.)
+            self.withdrawals.store(consent, Ordering::Release);
+        }
+        Ok(mm)
+    }
+
+    /// The full check, for a copy after something changed.
+    #[cold]
+    fn recheck(&self) -> Result<MmRef> {
+        let (mm, _) = target::check(&self.task)?;
+        if mm.as_ptr() != self.mm.as_ptr() {
+            // The target exec()ed: this fd was for the old image.
+            return Err(ESRCH);
+        }
+        Ok(mm)
+    }
+}
+
+/// `CMA_IOC_ATTACH`: checks access to the target named at `arg` and returns
+/// a new peer fd for it.
+pub(crate) fn attach(arg: UserPtr) -> Result<isize> {
+    let req: uapi::cma_attach = UserSlice::new(arg, core::mem::size_of::<uapi::cma_attach>())
+        .reader()
+        .read()?;
+    if req.flags & !(uapi::CMA_COPY_PIDFD as u32) != 0 || req.reserved != [0; 3] {
+        return Err(EINVAL);
+    }
+    let id = if req.flags & uapi::CMA_COPY_PIDFD as u32 != 0 {
+        TargetId::PidFd(req.pid)
+    } else {
+        TargetId::Pid(req.pid)
+    };
+    let peer = KBox::into_raw(KBox::new(Peer::attach(id)?, GFP_KERNEL)?);
+    // SAFETY: `peer` is a valid, exclusively owned allocation. On success the
+    // new file owns it, and `release` below frees it; we do not touch it
+    // again, since another thread may close the fd at once.
+    let fd = unsafe { cma_glue_peer_fd(peer.cast()) };
+    if fd < 0 {
+        // SAFETY: on failure no file took `peer`; it is still ours alone.
+        drop(unsafe { KBox::from_raw(peer) });
+        return Err(Error::from_errno(fd));
+    }
+    Ok(fd as isize)
+}
+
+/// The peer behind a peer fd's file.
+///
+/// # Safety
+///
+/// `file` must be a live peer fd file (made by [`attach`]) that is not being
+/// released, for the whole of `'a`.
+pub(crate) unsafe fn of_file<'a>(file: *mut kernel::bindings::file) -> &'a Peer {
+    // SAFETY: by the caller's guarantee `file` is a live peer fd file, whose
+    // `private_data` is the `Peer` `attach` stored, freed only on release;
+    // it is only ever shared (`Peer` is `Sync`: every field is).
+    unsafe { &*((*file).private_data as *const Peer) }
+}
+
+/// Frees the peer of a peer fd's file that is being released.
+///
+/// # Safety
+///
+/// `file` must be a peer fd file in its `release`, called once, with no
+/// other file operation running on it.
+pub(crate) unsafe fn release(file: *mut kernel::bindings::file) {
+    // SAFETY: `private_data` is the pointer `KBox::into_raw` gave `attach`,
+    // owned by the file until now; nothing else can reach it any more.
+    drop(unsafe { KBox::from_raw((*file).private_data as *mut Peer) });
+}
