@@ -14,6 +14,7 @@
 #include <linux/file.h>
 #include <linux/instrumented.h>
 #include <linux/fs.h>
+#include <linux/highmem.h>
 #include <linux/magic.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
@@ -69,8 +70,8 @@ static struct miscdevice cma_miscdev = {
 int cma_glue_register(void);
 void cma_glue_unregister(void);
 bool cma_glue_require_consent(void);
-int cma_glue_mmap_read_lock_killable(struct mm_struct *mm);
-void cma_glue_mmap_read_unlock(struct mm_struct *mm);
+long cma_glue_pin_remote(struct mm_struct *mm, unsigned long start, unsigned long nr_pages,
+			 unsigned int gup_flags, struct page **pages);
 int cma_glue_get_dumpable(struct mm_struct *mm);
 struct user_namespace *cma_glue_mm_user_ns(struct mm_struct *mm);
 struct mm_struct *cma_glue_current_mm(void);
@@ -78,9 +79,9 @@ void cma_glue_mmgrab(struct mm_struct *mm);
 void cma_glue_mmdrop(struct mm_struct *mm);
 bool cma_glue_mmget_not_zero(struct mm_struct *mm);
 const struct cred *cma_glue_get_current_cred(void);
-const struct cred *cma_glue_task_real_cred(struct task_struct *task);
-struct mm_struct *cma_glue_task_mm(struct task_struct *task);
-struct pid *cma_glue_current_tgid(void);
+void cma_glue_peer_state(struct task_struct *task, struct mm_struct *mm,
+			 struct pid **caller_group, const struct cred **caller_cred,
+			 const struct cred **task_cred, struct mm_struct **task_mm, int *dumpable);
 int cma_glue_peer_fd(void *peer);
 const struct cred *cma_glue_current_cred(void);
 void cma_glue_put_cred(const struct cred *cred);
@@ -94,7 +95,9 @@ struct pid *cma_glue_task_tgid(struct task_struct *task);
 struct pid *cma_glue_get_task_tgid(struct task_struct *task);
 struct pid *cma_glue_task_pid(struct task_struct *task);
 struct pid *cma_glue_pidfd_get_pid(int fd);
-unsigned long cma_glue_copy_from_user_nozero(void *to, const void __user *from, unsigned long n);
+unsigned long cma_glue_page_to_user(void __user *to, struct page *page, size_t offset, size_t n);
+unsigned long cma_glue_user_to_page(struct page *page, size_t offset, const void __user *from,
+				    size_t n);
 bool cma_glue_simd_usable(void);
 void cma_glue_simd_copy(void *dst, const void *src, size_t len);
 void cma_glue_memcpy(void *dst, const void *src, size_t len);
@@ -115,14 +118,23 @@ bool cma_glue_require_consent(void)
 	return READ_ONCE(require_consent);
 }
 
-int cma_glue_mmap_read_lock_killable(struct mm_struct *mm)
+/*
+ * pin_user_pages_remote() under @mm's mmap_lock, taken (killably) and dropped
+ * here, so that the lock is never held outside this function: -EINTR if a
+ * fatal signal came while waiting, else what GUP returned.
+ */
+long cma_glue_pin_remote(struct mm_struct *mm, unsigned long start, unsigned long nr_pages,
+			 unsigned int gup_flags, struct page **pages)
 {
-	return mmap_read_lock_killable(mm);
-}
+	int locked = 1;
+	long ret;
 
-void cma_glue_mmap_read_unlock(struct mm_struct *mm)
-{
-	mmap_read_unlock(mm);
+	if (mmap_read_lock_killable(mm))
+		return -EINTR;
+	ret = pin_user_pages_remote(mm, start, nr_pages, gup_flags, pages, &locked);
+	if (locked)
+		mmap_read_unlock(mm);
+	return ret;
 }
 
 int cma_glue_get_dumpable(struct mm_struct *mm)
@@ -165,24 +177,22 @@ int cma_glue_peer_fd(void *peer)
 }
 
 /*
- * Reads of task_struct fields. Rust must not read them itself: in this
- * kernel's generated bindings, task_struct's field offsets differ from the
- * C compiler's (mm at 832 rather than 848), while cred's and
- * signal_struct's match.
+ * What a peer fd's check compares, read in one call (a copy's hot path): the
+ * caller's thread-group pid and credentials, @task's credentials and mm, and
+ * get_dumpable(@mm) (@mm is held by mmgrab at least). Rust must not read
+ * task_struct itself: in this kernel's generated bindings its field offsets
+ * differ from the C compiler's (mm at 832 rather than 848; cred and
+ * signal_struct match).
  */
-const struct cred *cma_glue_task_real_cred(struct task_struct *task)
+void cma_glue_peer_state(struct task_struct *task, struct mm_struct *mm,
+			 struct pid **caller_group, const struct cred **caller_cred,
+			 const struct cred **task_cred, struct mm_struct **task_mm, int *dumpable)
 {
-	return rcu_access_pointer(task->real_cred);
-}
-
-struct mm_struct *cma_glue_task_mm(struct task_struct *task)
-{
-	return READ_ONCE(task->mm);
-}
-
-struct pid *cma_glue_current_tgid(void)
-{
-	return task_tgid(current);
+	*caller_group = task_tgid(current);
+	*caller_cred = current_cred();
+	*task_cred = rcu_access_pointer(task->real_cred);
+	*task_mm = READ_ONCE(task->mm);
+	*dumpable = get_dumpable(mm);
 }
 
 const struct cred *cma_glue_get_current_cred(void)
@@ -266,21 +276,39 @@ struct pid *cma_glue_pidfd_get_pid(int fd)
 }
 
 /*
- * copy_from_user() without its zeroing of the bytes it could not copy:
- * when the destination is a pinned page of another process, zeroing would
- * write outside what the caller asked for. Like copy_from_user_iter() in
- * lib/iov_iter.c. Returns the number of bytes not copied.
+ * Copies @n bytes at @offset of @page (pinned) to user @to, through a local
+ * mapping of the page. Returns the number of bytes not copied.
  */
-unsigned long cma_glue_copy_from_user_nozero(void *to, const void __user *from, unsigned long n)
+unsigned long cma_glue_page_to_user(void __user *to, struct page *page, size_t offset, size_t n)
+{
+	void *k = kmap_local_page(page);
+	unsigned long left = copy_to_user(to, k + offset, n);
+
+	kunmap_local(k);
+	return left;
+}
+
+/*
+ * Copies @n bytes from user @from to @offset of @page (pinned): like
+ * copy_from_user() but without its zeroing of the bytes it could not copy,
+ * which here would write to another process's page outside what the caller
+ * asked for (as copy_from_user_iter() in lib/iov_iter.c). Returns the number
+ * of bytes not copied.
+ */
+unsigned long cma_glue_user_to_page(struct page *page, size_t offset, const void __user *from,
+				    size_t n)
 {
 	unsigned long left;
+	void *k;
 
 	might_fault();
 	if (should_fail_usercopy() || !access_ok(from, n))
 		return n;
-	instrument_copy_from_user_before(to, from, n);
-	left = raw_copy_from_user(to, from, n);
-	instrument_copy_from_user_after(to, from, n, left);
+	k = kmap_local_page(page);
+	instrument_copy_from_user_before(k + offset, from, n);
+	left = raw_copy_from_user(k + offset, from, n);
+	instrument_copy_from_user_after(k + offset, from, n, left);
+	kunmap_local(k);
 	return left;
 }
 

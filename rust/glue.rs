@@ -26,8 +26,13 @@ extern "C" {
     pub(crate) fn cma_glue_put_cred(cred: *const bindings::cred);
     pub(crate) fn cma_glue_fatal_signal_pending() -> bool;
     pub(crate) fn cma_glue_cond_resched();
-    pub(crate) fn cma_glue_mmap_read_lock_killable(mm: *mut bindings::mm_struct) -> c_int;
-    pub(crate) fn cma_glue_mmap_read_unlock(mm: *mut bindings::mm_struct);
+    pub(crate) fn cma_glue_pin_remote(
+        mm: *mut bindings::mm_struct,
+        start: usize,
+        nr_pages: usize,
+        gup_flags: u32,
+        pages: *mut *mut bindings::page,
+    ) -> i64;
     pub(crate) fn cma_glue_get_dumpable(mm: *mut bindings::mm_struct) -> c_int;
     pub(crate) fn cma_glue_mm_user_ns(
         mm: *mut bindings::mm_struct,
@@ -37,15 +42,26 @@ extern "C" {
     pub(crate) fn cma_glue_mmdrop(mm: *mut bindings::mm_struct);
     pub(crate) fn cma_glue_mmget_not_zero(mm: *mut bindings::mm_struct) -> bool;
     pub(crate) fn cma_glue_get_current_cred() -> *const bindings::cred;
-    pub(crate) fn cma_glue_task_real_cred(
+    pub(crate) fn cma_glue_peer_state(
         task: *mut bindings::task_struct,
-    ) -> *const bindings::cred;
-    pub(crate) fn cma_glue_task_mm(task: *mut bindings::task_struct) -> *mut bindings::mm_struct;
-    pub(crate) fn cma_glue_current_tgid() -> *mut bindings::pid;
+        mm: *mut bindings::mm_struct,
+        caller_group: *mut *mut bindings::pid,
+        caller_cred: *mut *const bindings::cred,
+        task_cred: *mut *const bindings::cred,
+        task_mm: *mut *mut bindings::mm_struct,
+        dumpable: *mut c_int,
+    );
     pub(crate) fn cma_glue_peer_fd(peer: *mut core::ffi::c_void) -> c_int;
     pub(crate) fn cma_glue_require_consent() -> bool;
-    pub(crate) fn cma_glue_copy_from_user_nozero(
+    pub(crate) fn cma_glue_page_to_user(
         to: *mut core::ffi::c_void,
+        page: *mut bindings::page,
+        offset: usize,
+        n: usize,
+    ) -> usize;
+    pub(crate) fn cma_glue_user_to_page(
+        page: *mut bindings::page,
+        offset: usize,
         from: *const core::ffi::c_void,
         n: usize,
     ) -> usize;

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! RAII wrappers for the memory-side kernel objects a copy holds: a reference
-//! to the target's `mm`, its `mmap_lock` held for reading, and a batch of the
-//! target's pages pinned with `pin_user_pages_remote`. The copies between a
+//! to the target's `mm` (or to its `mm_struct` only, for a peer fd), and a
+//! batch of the target's pages pinned with `pin_user_pages_remote` (under its
+//! `mmap_lock`, taken and dropped in the glue around the call). The copies between a
 //! pinned page and the caller's memory are here too, so that the copy engine
 //! above is safe Rust.
 
@@ -57,19 +58,6 @@ impl MmRef {
         let ns = unsafe { cma_glue_mm_user_ns(self.0.as_ptr()) };
         // SAFETY: `ns` is live for as long as the mm is.
         unsafe { bindings::ns_capable(ns, bindings::CAP_SYS_PTRACE as c_int) }
-    }
-
-    /// Takes the `mmap_lock` for reading; `EINTR` on a fatal signal.
-    pub(crate) fn read_lock(&self) -> Result<MmReadGuard<'_>> {
-        // SAFETY: the mm is live (type invariant).
-        if unsafe { cma_glue_mmap_read_lock_killable(self.0.as_ptr()) } != 0 {
-            return Err(EINTR);
-        }
-        // INVARIANT: the lock is held and `locked` says so.
-        Ok(MmReadGuard {
-            mm: self,
-            locked: 1,
-        })
     }
 }
 
@@ -134,26 +122,6 @@ impl Drop for MmGrab {
     }
 }
 
-/// The `mmap_lock` of an [`MmRef`] held for reading.
-///
-/// # Invariants
-///
-/// The lock is held by this guard exactly when `locked != 0`. (GUP may drop it
-/// and clear `locked`, as `pin_user_pages_remote` documents.)
-pub(crate) struct MmReadGuard<'a> {
-    mm: &'a MmRef,
-    locked: c_int,
-}
-
-impl Drop for MmReadGuard<'_> {
-    fn drop(&mut self) {
-        if self.locked != 0 {
-            // SAFETY: by the type invariant the lock is held by us.
-            unsafe { cma_glue_mmap_read_unlock(self.mm.0.as_ptr()) };
-        }
-    }
-}
-
 /// Batches of at most this many pages need no allocation (64 KiB).
 const INLINE_PAGES: usize = 16;
 
@@ -207,21 +175,19 @@ impl PageBatch {
         let slots = self.slots();
         let nr_pages = nr_pages.min(slots.len());
         let gup_flags = if write { bindings::FOLL_WRITE } else { 0 };
-        let mut guard = mm.read_lock()?;
-        // SAFETY: the mm is live and its lock is held as `guard.locked` says;
-        // `pages` has room for `nr_pages` pointers. Without FOLL_FORCE, GUP
-        // honours the target's protections (no writes to read-only memory).
+        // SAFETY: the mm is live (we hold `mm_users`); `slots` has room for
+        // `nr_pages` pointers. The glue takes and drops the `mmap_lock`
+        // around GUP. Without FOLL_FORCE, GUP honours the target's
+        // protections (no writes to read-only memory).
         let ret = unsafe {
-            bindings::pin_user_pages_remote(
+            cma_glue_pin_remote(
                 mm.0.as_ptr(),
-                start as _,
-                nr_pages as _,
-                gup_flags as _,
+                start,
+                nr_pages,
+                gup_flags,
                 slots.as_mut_ptr(),
-                &mut guard.locked,
             )
         };
-        drop(guard);
         // SAFETY: `ret` is what GUP returned for these slots just now.
         unsafe { Pinned::from_gup(slots, ret as _, write) }
     }
@@ -363,25 +329,20 @@ impl<'a> Pinned<'a> {
             let (index, in_page) = (pos / PAGE_SIZE, pos % PAGE_SIZE);
             let n = (PAGE_SIZE - in_page).min(len - done);
             let page = self.pages[index];
-            // SAFETY: `page` is pinned (type invariant), so it stays allocated
-            // and mapped; the mapping is undone below before the next one.
-            let kaddr = unsafe { bindings::kmap_local_page(page) } as *mut u8;
-            // SAFETY: `in_page + n <= PAGE_SIZE`, so the kernel side stays in
-            // the mapped page; the user side is checked by the copy routine,
-            // which returns how many bytes it could not copy.
+            let u = (user + done) as *mut core::ffi::c_void;
+            // SAFETY: `page` is pinned (type invariant), so it stays
+            // allocated; `in_page + n <= PAGE_SIZE`, so the kernel side stays
+            // in the page; the user side is checked by the copy routine,
+            // which returns how many bytes it could not copy. Not
+            // `copy_from_user`: on a fault it zeroes the rest of the
+            // destination, which here is the target's page.
             let left = unsafe {
-                let k = kaddr.add(in_page);
-                let u = (user + done) as *mut core::ffi::c_void;
                 if into_pages {
-                    // Not `_copy_from_user`: on a fault it zeroes the rest
-                    // of the destination, which here is the target's page.
-                    cma_glue_copy_from_user_nozero(k.cast(), u, n as _)
+                    cma_glue_user_to_page(page, in_page, u, n)
                 } else {
-                    bindings::_copy_to_user(u, k.cast(), n as _)
+                    cma_glue_page_to_user(u, page, in_page, n)
                 }
-            } as usize;
-            // SAFETY: `kaddr` is the address `kmap_local_page` returned above.
-            unsafe { bindings::kunmap_local(kaddr.cast()) };
+            };
             done += n - left;
             if left != 0 {
                 break;

@@ -21,7 +21,7 @@ use crate::consent;
 use crate::glue::*;
 use crate::mm::{MmGrab, MmRef};
 use crate::target::{self, TargetId};
-use crate::task::{CallerId, PidRef, TaskCred, TaskRef};
+use crate::task::{Inputs, PidRef, TaskCred, TaskRef};
 use crate::uapi;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
@@ -80,17 +80,22 @@ impl Peer {
     pub(crate) fn target(&self) -> Result<MmRef> {
         // Read first: a withdrawal after this read is seen by the next copy.
         let consent = consent_state();
-        let same = CallerId::current() == CallerId::of(&self.caller_group, &self.caller_cred)
-            && self.task.cred_ptr() == self.target_cred.as_ptr()
-            && self.task.mm_ptr() == self.mm.as_ptr();
+        let now = Inputs::now(&self.task, self.mm.as_ptr());
+        let same = now
+            == Inputs {
+                caller_group: self.caller_group.as_ptr(),
+                caller_cred: self.caller_cred.as_ptr(),
+                target_cred: self.target_cred.as_ptr(),
+                target_mm: self.mm.as_ptr(),
+                dumpable: true,
+            };
         let mm = self.mm.get()?;
-        let dumpable = mm.is_user_dumpable();
-        if same && dumpable && consent == self.withdrawals.load(Ordering::Acquire) {
+        if same && consent == self.withdrawals.load(Ordering::Acquire) {
             return Ok(mm);
         }
         drop(mm);
         let mm = self.recheck()?;
-        if same && dumpable {
+        if same {
             // Only the consent count moved, and the check passed with the
             // count read before it: later copies by this caller may use it.
             // (Racing stores only store counts that were checked, at worst

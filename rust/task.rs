@@ -156,22 +156,6 @@ impl TaskRef {
         Ok(ExecLockGuard { task: self })
     }
 
-    /// The task's objective credentials right now, for identity comparison
-    /// with ones held: never dereferenced, they may be replaced at any time.
-    pub(crate) fn cred_ptr(&self) -> *const bindings::cred {
-        // SAFETY: the task is live (type invariant); the glue reads one
-        // pointer field (`rcu_access_pointer`).
-        unsafe { cma_glue_task_real_cred(self.as_ptr()) }
-    }
-
-    /// The task's address space right now (NULL once it has exited), for
-    /// identity comparison only: without `task_lock` it may change at once.
-    pub(crate) fn mm_ptr(&self) -> *mut bindings::mm_struct {
-        // SAFETY: the task is live (type invariant); the glue reads one
-        // pointer field (`READ_ONCE`).
-        unsafe { cma_glue_task_mm(self.as_ptr()) }
-    }
-
     /// The task's objective credentials.
     pub(crate) fn cred(&self) -> TaskCred {
         // SAFETY: the task is live; `get_task_cred` returns a new reference
@@ -299,34 +283,50 @@ pub(crate) fn current_ids() -> Ids {
     unsafe { ids_of(cma_glue_current_cred()) }
 }
 
-/// Who is calling, as far as an access decision depends on it: the caller's
-/// thread group and subjective credentials. Pointers, for comparison only.
+/// What a peer fd's access decision rests on, as pointers (for comparison
+/// only, never dereferenced): the caller's thread group and credentials, the
+/// target's credentials and address space, and whether that address space
+/// is dumpable by its owner's peers.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CallerId {
-    group: *mut bindings::pid,
-    cred: *const bindings::cred,
+pub(crate) struct Inputs {
+    pub(crate) caller_group: *mut bindings::pid,
+    pub(crate) caller_cred: *const bindings::cred,
+    pub(crate) target_cred: *const bindings::cred,
+    pub(crate) target_mm: *mut bindings::mm_struct,
+    pub(crate) dumpable: bool,
 }
 
-impl CallerId {
-    /// The caller right now.
-    pub(crate) fn current() -> CallerId {
-        // SAFETY: both read the caller's own task, which is live; only the
-        // caller replaces its credentials, and its thread group's pid stays
-        // the same for the group's life, so the values are stable here.
+impl Inputs {
+    /// The inputs as they stand now, for a copy to `task` whose address
+    /// space was `mm` (still allocated, by an `mmgrab` at least).
+    pub(crate) fn now(task: &TaskRef, mm: *mut bindings::mm_struct) -> Inputs {
+        let (mut group, mut ccred, mut tcred, mut tmm, mut dumpable) = (
+            core::ptr::null_mut(),
+            core::ptr::null(),
+            core::ptr::null(),
+            core::ptr::null_mut(),
+            0,
+        );
+        // SAFETY: `task` is live (we hold a reference) and `mm` is allocated
+        // (the caller's guarantee); the glue only reads pointers and flags
+        // into the out-parameters, which are valid locals.
         unsafe {
-            CallerId {
-                group: cma_glue_current_tgid(),
-                cred: cma_glue_current_cred(),
-            }
-        }
-    }
-
-    /// The identity `group` and `cred` stand for. Holding them keeps the
-    /// pointers from being reused by another process or credential set.
-    pub(crate) fn of(group: &PidRef, cred: &TaskCred) -> CallerId {
-        CallerId {
-            group: group.as_ptr(),
-            cred: cred.as_ptr(),
+            cma_glue_peer_state(
+                task.as_ptr(),
+                mm,
+                &mut group,
+                &mut ccred,
+                &mut tcred,
+                &mut tmm,
+                &mut dumpable,
+            )
+        };
+        Inputs {
+            caller_group: group,
+            caller_cred: ccred,
+            target_cred: tcred,
+            target_mm: tmm,
+            dumpable: dumpable == bindings::SUID_DUMP_USER as c_int,
         }
     }
 }

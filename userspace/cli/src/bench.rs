@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cma::sys::cma_iovec;
-use cma::{Device, Op, Target};
+use cma::{Device, Op, Peer, Target};
 
 /// Command-line options of `cma bench`.
 #[derive(clap::Args, Debug)]
@@ -64,8 +64,11 @@ impl Pages {
 /// A way of moving a message from one buffer to another.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mech {
-    /// `/dev/cma` against another process.
+    /// `/dev/cma` against another process, through a peer fd (attached
+    /// once per target, as an MPI library would).
     Cma,
+    /// `/dev/cma` against another process named by pid on every copy.
+    CmaPid,
     /// `/dev/cma` against the caller's own address space.
     CmaDirect,
     /// `process_vm_readv` / `process_vm_writev`.
@@ -80,6 +83,7 @@ impl Mech {
     fn name(self) -> &'static str {
         match self {
             Mech::Cma => "cma",
+            Mech::CmaPid => "cma-pid",
             Mech::CmaDirect => "cma-direct",
             Mech::Pvm => "pvm",
             Mech::Double => "double-copy",
@@ -347,30 +351,43 @@ fn idle_child(ctl: &Ctl, bufs: &[&Buf]) {
 // ---------------------------------------------------------------------------
 // The copies.
 
-/// Copies between `local` and `remote` (in `pid`) with `mech`.
+/// The target of a copy: its pid, and a peer fd on it for the mechanisms
+/// that use one.
+#[derive(Clone, Copy)]
+struct To<'a> {
+    pid: i32,
+    peer: &'a Peer,
+}
+
+/// Copies between `local` and `remote` (in `to`) with `mech`.
 fn one_copy(
     dev: &Device,
     mech: Mech,
     op: Op,
-    pid: i32,
+    to: To<'_>,
     local: &[cma_iovec],
     remote: &[cma_iovec],
 ) -> io::Result<()> {
     let want = local[0].len;
-    let moved = match mech {
-        Mech::Cma | Mech::CmaDirect => {
-            // SAFETY: the iovecs describe the bench's own buffers (and the
-            // target's), which no Rust reference aliases.
-            unsafe {
-                match (local, remote) {
-                    // One range each side: the single-range ioctl, as the
-                    // library's process_vm_readv/writev use for it.
-                    ([l], [r]) => dev.copy1_raw(op, Target::Pid(pid), l.base, r.base, l.len)?,
-                    _ => dev.copy_raw(op, Target::Pid(pid), local, remote)?.bytes,
-                }
-            }
-        }
-        Mech::Pvm => {
+    // SAFETY (all cma arms): the iovecs describe the bench's own buffers
+    // (and the target's), which no Rust reference aliases. One range each
+    // side goes by the single-range ioctl, as the library's
+    // process_vm_readv/writev do.
+    let moved = match (mech, local, remote) {
+        (Mech::Cma | Mech::CmaDirect, [l], [r]) => unsafe {
+            to.peer.copy1_raw(op, l.base, r.base, l.len)?
+        },
+        (Mech::Cma | Mech::CmaDirect, _, _) => unsafe {
+            to.peer.copy_raw(op, local, remote)?.bytes
+        },
+        (Mech::CmaPid, [l], [r]) => unsafe {
+            dev.copy1_raw(op, Target::Pid(to.pid), l.base, r.base, l.len)?
+        },
+        (Mech::CmaPid, _, _) => unsafe {
+            dev.copy_raw(op, Target::Pid(to.pid), local, remote)?.bytes
+        },
+        (Mech::Pvm, _, _) => {
+            let pid = to.pid;
             let (l, r) = (
                 local.as_ptr() as *const libc::iovec,
                 remote.as_ptr() as *const libc::iovec,
@@ -387,7 +404,7 @@ fn one_copy(
             }
             n as u64
         }
-        Mech::Double | Mech::Memcpy => unreachable!("not a syscall mechanism"),
+        (Mech::Double | Mech::Memcpy, _, _) => unreachable!("not a syscall mechanism"),
     };
     if moved != want {
         return Err(io::Error::other(format!(
@@ -559,10 +576,19 @@ fn one_to_one(
     team.ctl().full[0].store(0, Ordering::Release);
     team.ctl().full[1].store(0, Ordering::Release);
     let me = std::process::id() as i32;
+    let remote = To {
+        pid: target,
+        peer: &dev.attach(Target::Pid(target))?,
+    };
+    let own = To {
+        pid: me,
+        peer: &dev.attach(Target::Pid(me))?,
+    };
 
     let cases: Vec<(Mech, Op)> = vec![
         (Mech::Cma, Op::Read),
         (Mech::Cma, Op::Write),
+        (Mech::CmaPid, Op::Read),
         (Mech::Pvm, Op::Read),
         (Mech::Pvm, Op::Write),
         (Mech::CmaDirect, Op::Read),
@@ -573,13 +599,13 @@ fn one_to_one(
     let run = |mech: Mech, op: Op, iters: u64| -> io::Result<()> {
         let ctl = team.ctl();
         match mech {
-            Mech::Cma | Mech::Pvm => {
-                let (local, remote) = match op {
+            Mech::Cma | Mech::CmaPid | Mech::Pvm => {
+                let (l, r) = match op {
                     Op::Read => (local_dst.iov(size), target_buf.iov(size)),
                     Op::Write => (local_src.iov(size), target_buf.iov(size)),
                 };
                 for _ in 0..iters {
-                    one_copy(dev, mech, op, target, &[local], &[remote])?;
+                    one_copy(dev, mech, op, remote, &[l], &[r])?;
                 }
             }
             Mech::CmaDirect => {
@@ -588,7 +614,7 @@ fn one_to_one(
                         dev,
                         mech,
                         op,
-                        me,
+                        own,
                         &[local_dst.iov(size)],
                         &[local_src.iov(size)],
                     )?;
@@ -675,6 +701,8 @@ fn many(
             let _ = dev.grant(None);
             ctl.ready.fetch_add(1, Ordering::AcqRel);
             let mut seen = ctl.go.load(Ordering::Acquire);
+            // Attached at the first round (every process exists by then).
+            let mut attached: Option<(i32, Peer)> = None;
             while next_round(ctl, &mut seen).is_some() {
                 let peer = if ring {
                     let w = index - first_worker;
@@ -687,16 +715,17 @@ fn many(
                 } else {
                     Mech::Pvm
                 };
+                if !attached.as_ref().is_some_and(|(pid, _)| *pid == peer) {
+                    let fd = dev.attach(Target::Pid(peer)).expect("attach");
+                    attached = Some((peer, fd));
+                }
+                let to = To {
+                    pid: peer,
+                    peer: &attached.as_ref().expect("attached").1,
+                };
                 for _ in 0..ctl.iters.load(Ordering::Acquire) {
-                    one_copy(
-                        &dev,
-                        mech,
-                        Op::Read,
-                        peer,
-                        &[dst.iov(size)],
-                        &[src.iov(size)],
-                    )
-                    .expect("copy");
+                    one_copy(&dev, mech, Op::Read, to, &[dst.iov(size)], &[src.iov(size)])
+                        .expect("copy");
                 }
                 ctl.done.fetch_add(1, Ordering::AcqRel);
             }
@@ -754,12 +783,17 @@ fn latency_breakdown(dev: &Device, o: &Options) -> io::Result<Vec<(&'static str,
     team.wait_ready(1);
     dst.touch(1);
     let min = Duration::from_millis(o.min_ms);
+    let peer = dev.attach(Target::Pid(target))?;
+    let to = To {
+        pid: target,
+        peer: &peer,
+    };
     // A 64-byte read from the target by `mech`, `n` times.
     let copy64 = |mech: Mech| -> Step<'_> {
         let (local, remote) = ([dst.iov(64)], [src.iov(64)]);
         Box::new(move |n| {
             for _ in 0..n {
-                one_copy(dev, mech, Op::Read, target, &local, &remote)?;
+                one_copy(dev, mech, Op::Read, to, &local, &remote)?;
             }
             Ok(())
         })
@@ -793,9 +827,10 @@ fn latency_breakdown(dev: &Device, o: &Options) -> io::Result<Vec<(&'static str,
                 Ok(())
             }),
         ),
-        ("cma READ1 64 B", copy64(Mech::Cma)),
+        ("cma READ1 64 B, peer fd", copy64(Mech::Cma)),
+        ("cma READ1 64 B, by pid", copy64(Mech::CmaPid)),
         (
-            "cma READ (vectored) 64 B",
+            "cma READ (vectored) 64 B, by pid",
             Box::new(|n| {
                 let (local, remote) = ([dst.iov(64)], [src.iov(64)]);
                 for _ in 0..n {
@@ -860,9 +895,10 @@ fn table(recs: &[Record], sizes: &[usize], pages_list: &[Pages]) -> String {
             );
             let _ = writeln!(
                 out,
-                "{:>6} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>7} {:>10} {:>10}",
+                "{:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>7} {:>10} {:>10}",
                 "size",
                 "cma",
+                "by-pid",
                 "pvm",
                 "double",
                 "memcpy",
@@ -884,11 +920,13 @@ fn table(recs: &[Record], sizes: &[usize], pages_list: &[Pages]) -> String {
                     continue;
                 };
                 let direct = get(Mech::CmaDirect, "read").unwrap_or(f64::NAN);
+                let by_pid = get(Mech::CmaPid, op).unwrap_or(f64::NAN);
                 let _ = writeln!(
                     out,
-                    "{:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} | {:>7.2} {:>10.2} {:>10.2}",
+                    "{:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} | {:>7.2} {:>10.2} {:>10.2}",
                     human(size),
                     cma,
+                    by_pid,
                     pvm,
                     dbl,
                     mem,
@@ -967,6 +1005,7 @@ fn svg(recs: &[Record], sizes: &[usize], pages_list: &[Pages], title: &str) -> S
         (Mech::Double, "#2ca02c"),
         (Mech::Memcpy, "#7f7f7f"),
         (Mech::CmaDirect, "#ff7f0e"),
+        (Mech::CmaPid, "#9467bd"),
     ];
     let all: Vec<f64> = recs
         .iter()
