@@ -28,6 +28,10 @@ pub struct Options {
     /// Measured repeats per case (after one warm-up).
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// How many times each multi-process cell (readers, ring) is set up
+    /// afresh, in a new random order each time; its samples are pooled.
+    #[arg(long, default_value_t = 3)]
+    setups: usize,
     /// Minimum duration of one timed loop, in milliseconds.
     #[arg(long, default_value_t = 30)]
     min_ms: u64,
@@ -675,7 +679,8 @@ fn one_to_one(
 }
 
 /// N processes copying at once: `readers` all read one target's buffer;
-/// `ring` each reads the previous one's. Returns aggregate bandwidth.
+/// `ring` each reads the previous one's. Returns the aggregate bandwidth of
+/// each timed round (MB/s).
 fn many(
     o: &Options,
     pattern: &'static str,
@@ -683,7 +688,7 @@ fn many(
     n: usize,
     size: usize,
     pages: Pages,
-) -> io::Result<Record> {
+) -> io::Result<Vec<f64>> {
     let src = Buf::new(size, pages, false)?;
     let dst = Buf::new(size, pages, false)?;
     let mut team = Team::new()?;
@@ -753,19 +758,59 @@ fn many(
         let t = team.round(n as u32);
         samples.push((n as u64 * iters * size as u64) as f64 / t.as_secs_f64() / 1e6);
     }
-    let (median, min, max) = summarise(&mut samples);
-    Ok(Record {
-        mech,
-        op: "read",
-        size,
-        pages,
-        procs: n,
-        pattern,
-        median,
-        min,
-        max,
-        reps: o.reps,
-    })
+    Ok(samples)
+}
+
+/// Every multi-process cell of one size and page kind, each set up
+/// `o.setups` times in a fresh random order (so that a slow phase of the
+/// host does not land on one cell), with the samples of all setups pooled.
+fn many_cells(
+    o: &Options,
+    size: usize,
+    pages: Pages,
+    cpus: usize,
+    rng: &mut u64,
+    progress: &mut Progress,
+) -> io::Result<Vec<Record>> {
+    let mut cells: Vec<(&'static str, Mech, usize)> = Vec::new();
+    for mech in [Mech::Cma, Mech::Pvm] {
+        cells.extend((1..=cpus).map(|n| ("readers", mech, n)));
+        cells.extend((2..=cpus.max(2)).map(|n| ("ring", mech, n)));
+    }
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cells.len()];
+    let mut order: Vec<usize> = (0..cells.len()).collect();
+    for _ in 0..o.setups.max(1) {
+        shuffle(&mut order, rng);
+        for &i in &order {
+            let (pattern, mech, n) = cells[i];
+            progress.step(&format!(
+                "{pattern} {} x{n} {} {}",
+                mech.name(),
+                human(size),
+                pages.name()
+            ));
+            samples[i].extend(many(o, pattern, mech, n, size, pages)?);
+        }
+    }
+    Ok(cells
+        .iter()
+        .zip(samples.iter_mut())
+        .map(|(&(pattern, mech, n), s)| {
+            let (median, min, max) = summarise(s);
+            Record {
+                mech,
+                op: "read",
+                size,
+                pages,
+                procs: n,
+                pattern,
+                median,
+                min,
+                max,
+                reps: s.len(),
+            }
+        })
+        .collect())
 }
 
 /// A timed loop body: runs its step `n` times.
@@ -952,25 +997,27 @@ fn table(recs: &[Record], sizes: &[usize], pages_list: &[Pages]) -> String {
         );
         let _ = writeln!(
             out,
-            "{:>6} {:>5} {:>3} {:>9} {:>9} {:>7} {:>12}",
-            "size", "pages", "N", "cma", "pvm", "cma/pvm", "cma/(N*cma1)"
+            "{:>6} {:>5} {:>3} {:>9} {:>9} {:>7} {:>12} {:>12}",
+            "size", "pages", "N", "cma", "pvm", "cma/pvm", "cma/(N*cma1)", "pvm/(N*pvm1)"
         );
         for r in rows {
             let pvm = find(recs, Mech::Pvm, "read", r.size, r.pages, pattern, r.procs)
                 .map_or(f64::NAN, |p| p.median);
             // Scaling is against one process reading another (readers, N=1).
-            let one = find(recs, Mech::Cma, "read", r.size, r.pages, "readers", 1)
-                .map_or(f64::NAN, |p| p.median);
+            let one = |m: Mech| {
+                find(recs, m, "read", r.size, r.pages, "readers", 1).map_or(f64::NAN, |p| p.median)
+            };
             let _ = writeln!(
                 out,
-                "{:>6} {:>5} {:>3} {:>9.1} {:>9.1} {:>7.2} {:>12.2}",
+                "{:>6} {:>5} {:>3} {:>9.1} {:>9.1} {:>7.2} {:>12.2} {:>12.2}",
                 human(r.size),
                 r.pages.name(),
                 r.procs,
                 r.median,
                 pvm,
                 r.median / pvm,
-                r.median / (r.procs as f64 * one)
+                r.median / (r.procs as f64 * one(Mech::Cma)),
+                pvm / (r.procs as f64 * one(Mech::Pvm))
             );
         }
     }
@@ -1109,10 +1156,9 @@ pub fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         vec![64 << 10, 1 << 20, 16 << 20]
     };
-    let ns: Vec<usize> = (1..=cpus).collect();
-    let ring_ns: Vec<usize> = (2..=cpus.max(2)).collect();
+    let cells_per_size = 2 * (cpus + cpus.max(2) - 1);
     let total = sizes.len() * pages_list.len()
-        + many_sizes.len() * pages_list.len() * 2 * (ns.len() + ring_ns.len());
+        + many_sizes.len() * pages_list.len() * cells_per_size * o.setups.max(1);
     let mut progress = Progress {
         done: 0,
         total: total + 1,
@@ -1128,26 +1174,7 @@ pub fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
     }
     for &pages in &pages_list {
         for &size in &many_sizes {
-            for mech in [Mech::Cma, Mech::Pvm] {
-                for &n in &ns {
-                    progress.step(&format!(
-                        "readers {} x{n} {} {}",
-                        mech.name(),
-                        human(size),
-                        pages.name()
-                    ));
-                    recs.push(many(&o, "readers", mech, n, size, pages)?);
-                }
-                for &n in &ring_ns {
-                    progress.step(&format!(
-                        "ring {} x{n} {} {}",
-                        mech.name(),
-                        human(size),
-                        pages.name()
-                    ));
-                    recs.push(many(&o, "ring", mech, n, size, pages)?);
-                }
-            }
+            recs.extend(many_cells(&o, size, pages, cpus, &mut rng, &mut progress)?);
         }
     }
     progress.step("latency breakdown");
