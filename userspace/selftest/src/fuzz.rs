@@ -57,7 +57,12 @@ struct Pools {
     /// The argument struct, at the end of a page followed by a hole, so that
     /// a struct can straddle into unmapped memory.
     args: Mapping,
+    /// Peer fds made by successful attaches, for copies through them.
+    peers: Vec<std::os::fd::OwnedFd>,
 }
+
+/// The most peer fds the fuzzer keeps open.
+const MAX_PEERS: usize = 8;
 
 const SCRATCH: usize = 1 << 20;
 
@@ -77,6 +82,7 @@ impl Pools {
             unmapped: crate::util::unmapped_address()?,
             iov_arrays: Mapping::new(2 * 1025 * 16, rw)?,
             args,
+            peers: Vec::new(),
         })
     }
 
@@ -236,6 +242,15 @@ fn one_call(
             ),
             "other-nr",
         ),
+        18 => (sys::CMA_IOC_ATTACH, "attach"),
+        19 => match rng.below(6) {
+            0 => (sys::CMA_IOC_READ, "peer-read"),
+            1 => (sys::CMA_IOC_WRITE, "peer-write"),
+            2 => (sys::CMA_IOC_READ1, "peer-read1"),
+            3 => (sys::CMA_IOC_WRITE1, "peer-write1"),
+            4 => (sys::CMA_IOC_INFO, "peer-info"),
+            _ => (rng.next() as u32, "peer-other"),
+        },
         20 => (sys::CMA_IOC_READ1, "read1"),
         21 => (sys::CMA_IOC_WRITE1, "write1"),
         _ => (rng.next() as u32, "random-cmd"),
@@ -253,7 +268,23 @@ fn one_call(
     let mut copy = cma_copy::default();
     let mut grant = cma_grant::default();
     let mut copy1 = cma_copy1::default();
-    match name {
+    let mut attach = sys::cma_attach::default();
+    // On a peer fd the target is named by the fd: pid and flags are zero,
+    // except sometimes, which must be refused.
+    let on_peer = name.starts_with("peer-");
+    let unnamed = on_peer && rng.below(8) != 0;
+    match name.trim_start_matches("peer-") {
+        "attach" => {
+            attach.flags = flags(rng) as u32;
+            attach.pid = if attach.flags & sys::CMA_COPY_PIDFD != 0 {
+                t.pidfd(rng)
+            } else {
+                t.pid(rng)
+            };
+            if rng.below(16) == 0 {
+                attach.reserved[rng.below(3)] = rng.next();
+            }
+        }
         "read1" | "write1" => {
             copy1.local = p.address(rng) as u64;
             copy1.remote = p.address(rng) as u64;
@@ -289,8 +320,18 @@ fn one_call(
         }
         _ => {}
     }
+    if unnamed {
+        (copy.pid, copy.flags, copy1.pid, copy1.flags) = (0, 0, 0, 0);
+    }
     // Copy the struct into the args page (as much as fits before the hole).
-    let raw: &[u8] = match name {
+    let raw: &[u8] = match name.trim_start_matches("peer-") {
+        // SAFETY: plain-old-data structs viewed as bytes.
+        "attach" => unsafe {
+            std::slice::from_raw_parts(
+                &attach as *const _ as *const u8,
+                std::mem::size_of::<sys::cma_attach>(),
+            )
+        },
         // SAFETY: plain-old-data structs viewed as bytes.
         "grant" => unsafe {
             std::slice::from_raw_parts(
@@ -327,7 +368,21 @@ fn one_call(
     }
     // SAFETY: the argument is either inside the fuzzer's own args page or an
     // address the kernel must refuse; copies may only land in scratch memory.
-    let res = unsafe { sys::ioctl(dev.as_fd(), cmd, arg_addr) };
+    let fd = match (on_peer, p.peers.is_empty()) {
+        (true, false) => p.peers[rng.below(p.peers.len())].as_fd(),
+        _ => dev.as_fd(),
+    };
+    let res = unsafe { sys::ioctl(fd, cmd, arg_addr) };
+    if let (Ok(new_fd), "attach") = (&res, name) {
+        // SAFETY: a successful attach returned a new fd that we now own.
+        let owned =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(*new_fd) };
+        if p.peers.len() < MAX_PEERS {
+            p.peers.push(owned);
+        } else {
+            p.peers[rng.below(MAX_PEERS)] = owned;
+        }
+    }
     let key = match &res {
         Ok(_) => format!("{name}: ok"),
         Err(e) => format!(
@@ -341,7 +396,7 @@ fn one_call(
             Some(format!("{name} {cmd:#x}: unexpected error {e}"))
         }
         Ok(_)
-            if (name == "read" || name == "write")
+            if matches!(name.trim_start_matches("peer-"), "read" | "write")
                 && arg_addr == p.args.addr() + off
                 && n == raw.len() =>
         {
@@ -358,10 +413,15 @@ fn one_call(
             (out.bytes > 1 << 40).then(|| format!("{name}: implausible byte count {}", out.bytes))
         }
         // A single-range copy returns the bytes moved: never more than asked.
-        Ok(n) if (name == "read1" || name == "write1") && n as u64 > copy1.len => Some(format!(
-            "{name}: returned {n} bytes for a {}-byte request",
-            copy1.len
-        )),
+        Ok(n)
+            if matches!(name.trim_start_matches("peer-"), "read1" | "write1")
+                && n as u64 > copy1.len =>
+        {
+            Some(format!(
+                "{name}: returned {n} bytes for a {}-byte request",
+                copy1.len
+            ))
+        }
         _ => None,
     }
 }
