@@ -11,7 +11,7 @@ use cma::{Device, Op, Target};
 use crate::copy::{copy1, iov, peek, remote_buffer};
 use crate::ktap::{expect_errno, Test, TestResult};
 use crate::peer::Peer;
-use crate::util::{page_size, Mapping, Rng};
+use crate::util::{self, page_size, Mapping, Rng};
 use crate::{check, check_eq};
 
 /// The tests of this file, in order.
@@ -299,28 +299,14 @@ fn target_execs() -> TestResult {
     let dev = Device::open()?;
     let mut remote = Peer::spawn(|mut ch| {
         ch.send(&[])?;
-        let _ = ch.serve(|_, _| {
-            let prog = std::ffi::CString::new("/bin/sleep").unwrap();
-            let arg = std::ffi::CString::new("60").unwrap();
-            let argv = [prog.as_ptr(), arg.as_ptr(), std::ptr::null()];
-            // SAFETY: valid NUL-terminated strings and a NULL-terminated argv.
-            unsafe { libc::execv(prog.as_ptr(), argv.as_ptr()) };
-            Err(io::Error::last_os_error())
-        });
+        let _ = ch.serve(|_, _| Err(util::exec_sleep()));
         Ok(())
     })?;
     remote.recv()?;
     let peer = dev.attach(Target::Pid(remote.pid))?;
     peer.probe()?;
     remote.command_no_reply(b'x')?;
-    let comm = format!("/proc/{}/comm", remote.pid);
-    for _ in 0..2000 {
-        if std::fs::read_to_string(&comm).is_ok_and(|s| s.trim() == "sleep") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    check_eq!(std::fs::read_to_string(&comm)?.trim(), "sleep");
+    check_eq!(util::wait_for_comm(remote.pid, "sleep")?, "sleep");
     // The peer fd was for the old program; the new one needs a new attach.
     expect_errno(peer.probe(), libc::ESRCH, "probe after exec")?;
     dev.attach(Target::Pid(remote.pid))?.probe()?;

@@ -272,8 +272,10 @@ fn one_call(
     // On a peer fd the target is named by the fd: pid and flags are zero,
     // except sometimes, which must be refused.
     let on_peer = name.starts_with("peer-");
+    // What the argument is, wherever it goes.
+    let base = name.trim_start_matches("peer-");
     let unnamed = on_peer && rng.below(8) != 0;
-    match name.trim_start_matches("peer-") {
+    match base {
         "attach" => {
             attach.flags = flags(rng) as u32;
             attach.pid = if attach.flags & sys::CMA_COPY_PIDFD != 0 {
@@ -324,7 +326,7 @@ fn one_call(
         (copy.pid, copy.flags, copy1.pid, copy1.flags) = (0, 0, 0, 0);
     }
     // Copy the struct into the args page (as much as fits before the hole).
-    let raw: &[u8] = match name.trim_start_matches("peer-") {
+    let raw: &[u8] = match base {
         // SAFETY: plain-old-data structs viewed as bytes.
         "attach" => unsafe {
             std::slice::from_raw_parts(
@@ -396,7 +398,7 @@ fn one_call(
             Some(format!("{name} {cmd:#x}: unexpected error {e}"))
         }
         Ok(_)
-            if matches!(name.trim_start_matches("peer-"), "read" | "write")
+            if matches!(base, "read" | "write")
                 && arg_addr == p.args.addr() + off
                 && n == raw.len() =>
         {
@@ -413,15 +415,10 @@ fn one_call(
             (out.bytes > 1 << 40).then(|| format!("{name}: implausible byte count {}", out.bytes))
         }
         // A single-range copy returns the bytes moved: never more than asked.
-        Ok(n)
-            if matches!(name.trim_start_matches("peer-"), "read1" | "write1")
-                && n as u64 > copy1.len =>
-        {
-            Some(format!(
-                "{name}: returned {n} bytes for a {}-byte request",
-                copy1.len
-            ))
-        }
+        Ok(n) if matches!(base, "read1" | "write1") && n as u64 > copy1.len => Some(format!(
+            "{name}: returned {n} bytes for a {}-byte request",
+            copy1.len
+        )),
         _ => None,
     }
 }

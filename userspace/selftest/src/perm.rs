@@ -415,14 +415,7 @@ fn consent_exec() -> TestResult {
         unsafe { libc::fcntl(dev.as_raw_fd(), libc::F_SETFD, 0) };
         ch.send(&[])?;
         // Wait for the go-ahead, then exec a program that sleeps.
-        let _ = ch.serve(|_, _| {
-            let prog = std::ffi::CString::new("/bin/sleep").unwrap();
-            let arg = std::ffi::CString::new("60").unwrap();
-            let argv = [prog.as_ptr(), arg.as_ptr(), std::ptr::null()];
-            // SAFETY: valid NUL-terminated strings and a NULL-terminated argv.
-            unsafe { libc::execv(prog.as_ptr(), argv.as_ptr()) };
-            Err(io::Error::last_os_error())
-        });
+        let _ = ch.serve(|_, _| Err(util::exec_sleep()));
         Ok(())
     })?;
     t.recv()?;
@@ -430,14 +423,7 @@ fn consent_exec() -> TestResult {
     check_eq!(c.command(PROBE, &[t.pid as u64])?[0], 0);
     // Ask for the exec, and wait until /proc shows the new program.
     t.command_no_reply(b'x')?;
-    let comm = format!("/proc/{}/comm", t.pid);
-    for _ in 0..2000 {
-        if std::fs::read_to_string(&comm).is_ok_and(|s| s.trim() == "sleep") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    check_eq!(std::fs::read_to_string(&comm)?.trim(), "sleep");
+    check_eq!(util::wait_for_comm(t.pid, "sleep")?, "sleep");
     check_eq!(c.command(PROBE, &[t.pid as u64])?[0], libc::EPERM as u64);
     Ok(())
 }
@@ -659,13 +645,20 @@ fn attach_same_rule() -> TestResult {
     Ok(())
 }
 
-fn attach_consent_withdrawn() -> TestResult {
+/// A nobody target that consents to any peer, and a nobody caller attached
+/// to it whose copies through the peer fd work.
+fn attached() -> Result<(Peer, usize, Peer), Failure> {
     needs_root()?;
     let (mut t, addr) = target(NOBODY, true)?;
     let mut c = caller(NOBODY)?;
     check_eq!(t.command(GRANT, &[0])?[0], 0);
     check_eq!(c.command(ATTACH, &[t.pid as u64])?[0], 0);
     check_eq!(attempt_peer(&mut c, addr)?, ALLOWED);
+    Ok((t, addr, c))
+}
+
+fn attach_consent_withdrawn() -> TestResult {
+    let (mut t, addr, mut c) = attached()?;
     check_eq!(t.command(REVOKE, &[])?[0], 0);
     check_eq!(attempt_peer(&mut c, addr)?, EPERM);
     // The same peer fd works again once consent is back.
@@ -677,12 +670,7 @@ fn attach_consent_withdrawn() -> TestResult {
 }
 
 fn attach_nondumpable_later() -> TestResult {
-    needs_root()?;
-    let (mut t, addr) = target(NOBODY, true)?;
-    let mut c = caller(NOBODY)?;
-    check_eq!(t.command(GRANT, &[0])?[0], 0);
-    check_eq!(c.command(ATTACH, &[t.pid as u64])?[0], 0);
-    check_eq!(attempt_peer(&mut c, addr)?, ALLOWED);
+    let (mut t, addr, mut c) = attached()?;
     check_eq!(t.command(DUMPABLE, &[0])?[0], 0);
     check_eq!(attempt_peer(&mut c, addr)?, EPERM);
     check_eq!(t.command(DUMPABLE, &[1])?[0], 0);
@@ -724,11 +712,7 @@ fn attach_caller_drops() -> TestResult {
 }
 
 fn attach_inherited() -> TestResult {
-    needs_root()?;
-    let (mut t, addr) = target(NOBODY, true)?;
-    let mut c = caller(NOBODY)?;
-    check_eq!(t.command(GRANT, &[0])?[0], 0);
-    check_eq!(c.command(ATTACH, &[t.pid as u64])?[0], 0);
+    let (mut t, addr, mut c) = attached()?;
     // A forked child is another process: it is checked in full, and passes.
     check_eq!(c.command(FORK_PEER_READ, &[addr as u64])?[0], 0);
     // Consent for the caller only: the caller may, its child may not.

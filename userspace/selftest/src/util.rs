@@ -266,3 +266,27 @@ pub fn in_forked(f: impl FnOnce() -> i32) -> io::Result<i32> {
     }
     wait_child(pid)
 }
+
+/// Replaces the calling process's program with `/bin/sleep 60`; returns the
+/// error only if that failed.
+pub fn exec_sleep() -> io::Error {
+    let prog = CString::new("/bin/sleep").unwrap();
+    let arg = CString::new("60").unwrap();
+    let argv = [prog.as_ptr(), arg.as_ptr(), std::ptr::null()];
+    // SAFETY: valid NUL-terminated strings and a NULL-terminated argv.
+    unsafe { libc::execv(prog.as_ptr(), argv.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Waits up to 10 s for `/proc/<pid>/comm` to read `comm` (after an exec),
+/// and returns what it reads then.
+pub fn wait_for_comm(pid: i32, comm: &str) -> io::Result<String> {
+    let path = format!("/proc/{pid}/comm");
+    for _ in 0..2000 {
+        if std::fs::read_to_string(&path).is_ok_and(|s| s.trim() == comm) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Ok(std::fs::read_to_string(&path)?.trim().to_string())
+}
