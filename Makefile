@@ -28,9 +28,15 @@ KMAKE = $(MAKE) -C $(KDIR) M=$(MODDIR) LLVM=-19 RUSTC=$(KRUSTC) BINDGEN=$(BINDGE
 MODULE_SOURCES := Kbuild include/uapi/cma.h rust/glue.c \
 	$(filter-out %_generated.rs,$(wildcard rust/*.rs))
 CARGO_TARGET := $(TOP)/userspace/target/release
-C_TESTS := tests/c/cma_abi_test
+# The C libraries: libcma.so (the C API, a Rust cdylib) and
+# libcma-preload.so (process_vm_readv/writev through /dev/cma: the Rust
+# staticlib linked with shim.c, exporting only what it interposes).
+LIBDIR := $(TOP)/out/lib
+LIBS := $(LIBDIR)/libcma.so $(LIBDIR)/libcma-preload.so $(LIBDIR)/pkgconfig/cma.pc
+C_TESTS := tests/c/cma_abi_test tests/c/libcma_test tests/c/mpi_check \
+	tests/c/mpi_check_mpich
 
-.PHONY: all module deps kernel userspace ctests test test-debug fuzz run bench clean help fmt lint
+.PHONY: all module deps kernel userspace libs ctests test test-debug fuzz run bench clean help fmt lint
 
 all: module
 
@@ -72,6 +78,25 @@ endif
 
 userspace: deps
 	cd userspace && cargo build --release --workspace
+	$(MAKE) libs
+
+libs: $(LIBS)
+
+$(LIBDIR)/libcma.so: $(CARGO_TARGET)/libcma_capi.so
+	mkdir -p $(LIBDIR)
+	cp $< $(LIBDIR)/libcma.so.0
+	ln -sf libcma.so.0 $@
+
+$(LIBDIR)/libcma-preload.so: userspace/preload/shim.c userspace/preload/exports.map \
+		$(CARGO_TARGET)/libcma_preload.a
+	mkdir -p $(LIBDIR)
+	$(CC) -shared -fPIC -O2 -Wall -Werror -o $@ userspace/preload/shim.c \
+		$(CARGO_TARGET)/libcma_preload.a -Wl,--version-script=userspace/preload/exports.map \
+		-Wl,--gc-sections -Wl,-soname,libcma-preload.so -ldl -lpthread -lgcc_s -lm -lc
+
+$(LIBDIR)/pkgconfig/cma.pc: scripts/cma.pc.in
+	mkdir -p $(LIBDIR)/pkgconfig
+	sed -e 's|@PREFIX@|$(TOP)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(TOP)/include|' $< > $@
 
 ctests: $(C_TESTS)
 
@@ -79,7 +104,19 @@ tests/c/cma_abi_test: tests/c/cma_abi_test.c include/uapi/cma.h kernel
 	$(CC) -O2 -Wall -Werror -I$(KDIR)/source/tools/testing/selftests -Iinclude/uapi \
 		-o $@ $<
 
-test: module userspace ctests
+# The C API's suite: built with pkg-config, as a C user would.
+tests/c/libcma_test: tests/c/libcma_test.c include/libcma.h include/uapi/cma.h kernel libs
+	$(CC) -O2 -Wall -Werror -I$(KDIR)/source/tools/testing/selftests \
+		$$(PKG_CONFIG_PATH=$(LIBDIR)/pkgconfig pkg-config --cflags cma) -o $@ $< \
+		$$(PKG_CONFIG_PATH=$(LIBDIR)/pkgconfig pkg-config --libs cma) -Wl,-rpath,$(LIBDIR)
+
+# An MPI program that checks its data: point to point and vector collectives.
+tests/c/mpi_check: tests/c/mpi_check.c
+	mpicc.openmpi -O2 -Wall -Werror -o $@ $<
+tests/c/mpi_check_mpich: tests/c/mpi_check.c
+	mpicc.mpich -O2 -Wall -Werror -o $@ $<
+
+test: module userspace libs ctests
 	scripts/vm.sh --flavour $(FLAVOUR) test
 
 # The debug run also fuzzes for a million calls (about a minute under TCG).
@@ -110,5 +147,5 @@ lint:
 
 clean:
 	-$(KMAKE) clean
-	rm -rf rust/cma_uapi_generated.rs $(C_TESTS) out/module-*
+	rm -rf rust/cma_uapi_generated.rs $(C_TESTS) out/module-* $(LIBDIR)
 	cd userspace && cargo clean

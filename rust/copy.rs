@@ -9,6 +9,7 @@ use crate::mm::MmRef;
 use crate::peer::Peer;
 use crate::target::{self, TargetId};
 use crate::uapi;
+use crate::user;
 use core::mem::size_of;
 use kernel::prelude::*;
 use kernel::uaccess::{UserPtr, UserSlice};
@@ -60,14 +61,20 @@ pub(crate) fn ioctl(via: Via<'_>, arg: UserPtr, dir: Direction) -> Result<isize>
         || req.pad != 0
         || req.pad2 != 0
         || req.reserved != [0; 2]
-        || req.local_cnt > MAX_IOV
-        || req.remote_cnt > MAX_IOV
     {
+        return Err(EINVAL);
+    }
+    if req.flags & uapi::CMA_COPY_PVM as u64 != 0 {
+        return ioctl_pvm(via, &req, dir);
+    }
+    if req.local_cnt > MAX_IOV || req.remote_cnt > MAX_IOV {
         return Err(EINVAL);
     }
     let named = Named::new(via, req.pid, req.flags & uapi::CMA_COPY_PIDFD as u64 != 0)?;
     let local = read_iovecs(req.local_iov, req.local_cnt)?;
+    check_total(&local)?;
     let remote = read_iovecs(req.remote_iov, req.remote_cnt)?;
+    check_total(&remote)?;
 
     let outcome = if local.is_empty() && remote.is_empty() {
         // A probe: may the caller reach the target at all?
@@ -101,13 +108,62 @@ pub(crate) fn ioctl(via: Via<'_>, arg: UserPtr, dir: Direction) -> Result<isize>
     }
 }
 
+/// `MAX_RW_COUNT`: the most bytes one `process_vm_readv` call moves.
+const MAX_RW_COUNT: usize = uapi::CMA_COPY1_MAX as usize;
+
+/// A copy with `CMA_COPY_PVM`: `process_vm_rw()`'s checks in its order
+/// (`mm/process_vm_access.c`), so that a drop-in `process_vm_readv` built on
+/// this ioctl answers every call as the system call would. Returns the bytes
+/// copied; writes nothing back.
+fn ioctl_pvm(via: Via<'_>, req: &uapi::cma_copy, dir: Direction) -> Result<isize> {
+    let named = Named::new(via, req.pid, req.flags & uapi::CMA_COPY_PIDFD as u64 != 0)?;
+    // import_iovec(): every range must be user memory (one range is checked
+    // after capping, several before), and the total is capped.
+    let mut local = import_iovecs(req.local_iov, req.local_cnt)?;
+    if local.len() == 1 {
+        cap_total(&mut local);
+    }
+    if local.iter().any(|v| !user::access_ok(v.base, v.len)) {
+        return Err(EFAULT);
+    }
+    cap_total(&mut local);
+    if engine::total(&local) == 0 {
+        return Ok(0);
+    }
+    let mut remote = import_iovecs(req.remote_iov, req.remote_cnt)?;
+    // process_vm_rw_core() returns before the lookup if no remote page is named.
+    if remote.iter().all(|v| v.len == 0) {
+        return Ok(0);
+    }
+    // No more than MAX_RW_COUNT bytes can move, so capping the remote side
+    // too changes nothing the caller sees, and keeps its total in range.
+    cap_total(&mut remote);
+    let outcome = engine::copy(&named.open()?, dir, &local, &remote);
+    match outcome.error {
+        // The system call reports every failure of the copy itself as EFAULT.
+        Some(_) if outcome.bytes == 0 => Err(EFAULT),
+        // At most MAX_RW_COUNT bytes, so the count fits.
+        _ => Ok(outcome.bytes as isize),
+    }
+}
+
+/// Shortens `iovs` so that their total is at most `MAX_RW_COUNT`, as
+/// `import_iovec()` does.
+fn cap_total(iovs: &mut [IoVec]) {
+    let mut left = MAX_RW_COUNT;
+    for v in iovs {
+        v.len = v.len.min(left);
+        left -= v.len;
+    }
+}
+
 /// Handles one single-range copy ioctl whose `struct cma_copy1` is at `arg`.
 /// Returns the bytes copied.
 pub(crate) fn ioctl1(via: Via<'_>, arg: UserPtr, dir: Direction) -> Result<isize> {
     let req: uapi::cma_copy1 = UserSlice::new(arg, size_of::<uapi::cma_copy1>())
         .reader()
         .read()?;
-    if req.flags & !(uapi::CMA_COPY_FLAGS_ALL as u32) != 0 {
+    if req.flags & !(uapi::CMA_COPY_PIDFD as u32) != 0 {
         return Err(EINVAL);
     }
     let named = Named::new(via, req.pid, req.flags & uapi::CMA_COPY_PIDFD as u32 != 0)?;
@@ -140,6 +196,15 @@ enum IoVecs {
     Heap(KVec<IoVec>),
 }
 
+impl core::ops::DerefMut for IoVecs {
+    fn deref_mut(&mut self) -> &mut [IoVec] {
+        match self {
+            IoVecs::Inline(a, n) => &mut a[..*n],
+            IoVecs::Heap(v) => v,
+        }
+    }
+}
+
 impl core::ops::Deref for IoVecs {
     type Target = [IoVec];
 
@@ -151,42 +216,86 @@ impl core::ops::Deref for IoVecs {
     }
 }
 
-/// Reads `cnt` iovecs from the caller's address `ptr`. `EINVAL` if a length
-/// or the total exceeds `isize::MAX`, `EFAULT` if the array is unreadable.
+/// Size of one `struct cma_iovec` (and of a `struct iovec`).
+const IOV_SIZE: usize = size_of::<uapi::cma_iovec>();
+
+/// Reads `cnt` iovecs from the caller's address `ptr`, lengths unchecked.
+/// `EFAULT` if any part of the array is unreadable.
 fn read_iovecs(ptr: u64, cnt: u32) -> Result<IoVecs> {
-    const SIZE: usize = size_of::<uapi::cma_iovec>();
     let cnt = cnt as usize;
-    let mut reader = UserSlice::new(ptr as UserPtr, cnt * SIZE).reader();
+    let mut reader = UserSlice::new(ptr as UserPtr, cnt * IOV_SIZE).reader();
     if cnt <= FAST_IOV {
-        let mut raw = [0u8; FAST_IOV * SIZE];
-        reader.read_slice(&mut raw[..cnt * SIZE])?;
+        let mut raw = [0u8; FAST_IOV * IOV_SIZE];
+        reader.read_slice(&mut raw[..cnt * IOV_SIZE])?;
         let mut iovs = [IoVec { base: 0, len: 0 }; FAST_IOV];
-        parse_iovecs(&raw[..cnt * SIZE], |i, v| {
-            iovs[i] = v;
-            Ok(())
-        })?;
+        for (i, slot) in iovs[..cnt].iter_mut().enumerate() {
+            *slot = parse_iovec(&raw[i * IOV_SIZE..]);
+        }
         return Ok(IoVecs::Inline(iovs, cnt));
     }
     let mut raw = KVec::new();
     reader.read_all(&mut raw, GFP_KERNEL)?;
     let mut iovs = KVec::with_capacity(cnt, GFP_KERNEL)?;
-    parse_iovecs(&raw, |_, v| Ok(iovs.push(v, GFP_KERNEL)?))?;
+    for i in 0..cnt {
+        iovs.push(parse_iovec(&raw[i * IOV_SIZE..]), GFP_KERNEL)?;
+    }
     Ok(IoVecs::Heap(iovs))
 }
 
-/// Decodes raw `struct cma_iovec`s, checking that no length and no running
-/// total exceeds `isize::MAX`, and hands each to `put(index, iovec)`.
-fn parse_iovecs(raw: &[u8], mut put: impl FnMut(usize, IoVec) -> Result) -> Result {
+/// `EINVAL` if a length, or the running total, of `iovs` exceeds `isize::MAX`.
+fn check_total(iovs: &[IoVec]) -> Result {
     let mut total: usize = 0;
-    for (i, chunk) in raw.chunks_exact(size_of::<uapi::cma_iovec>()).enumerate() {
-        let (base, len) = chunk.split_at(8);
-        let base = u64::from_ne_bytes(base.try_into().map_err(|_| EINVAL)?) as usize;
-        let len = u64::from_ne_bytes(len.try_into().map_err(|_| EINVAL)?) as usize;
+    for v in iovs {
         total = total
-            .checked_add(len)
+            .checked_add(v.len)
             .filter(|&t| t <= isize::MAX as usize)
             .ok_or(EINVAL)?;
-        put(i, IoVec { base, len })?;
     }
     Ok(())
+}
+
+/// Reads `cnt` iovecs as `iovec_from_user()` does: `EINVAL` for more than
+/// `UIO_MAXIOV`; then, element by element, `EFAULT` for one that cannot be
+/// read and `EINVAL` for a length over `isize::MAX`, whichever comes first.
+fn import_iovecs(ptr: u64, cnt: u32) -> Result<IoVecs> {
+    if cnt > MAX_IOV {
+        return Err(EINVAL);
+    }
+    if !user::access_ok(ptr as usize, cnt as usize * IOV_SIZE) {
+        return Err(EFAULT);
+    }
+    let bad_len = |iovs: &[IoVec]| iovs.iter().any(|v| v.len > isize::MAX as usize);
+    match read_iovecs(ptr, cnt) {
+        Ok(iovs) if bad_len(&iovs) => Err(EINVAL),
+        Ok(iovs) => Ok(iovs),
+        Err(e) if e != EFAULT => Err(e),
+        Err(_) => {
+            // Part of the array is unreadable: a bad length before the
+            // unreadable element still decides, as in the element-wise read.
+            for i in 0..cnt as usize {
+                let one = read_iovecs(ptr.wrapping_add((i * IOV_SIZE) as u64), 1)?;
+                if bad_len(&one) {
+                    return Err(EINVAL);
+                }
+            }
+            // All readable now: the caller changed its mapping meanwhile.
+            Err(EFAULT)
+        }
+    }
+}
+
+/// Decodes the raw `struct cma_iovec` at the start of `raw` (native endian;
+/// missing bytes read as zero, which cannot happen for the callers' slices).
+fn parse_iovec(raw: &[u8]) -> IoVec {
+    let word = |i: usize| {
+        let mut b = [0u8; 8];
+        for (d, s) in b.iter_mut().zip(raw.iter().skip(i * 8)) {
+            *d = *s;
+        }
+        u64::from_ne_bytes(b) as usize
+    };
+    IoVec {
+        base: word(0),
+        len: word(1),
+    }
 }

@@ -102,6 +102,7 @@ bool cma_glue_simd_usable(void);
 void cma_glue_simd_copy(void *dst, const void *src, size_t len);
 void cma_glue_memcpy(void *dst, const void *src, size_t len);
 int cma_glue_simd_param(void);
+bool cma_glue_access_ok(unsigned long addr, unsigned long len);
 
 int cma_glue_register(void)
 {
@@ -273,6 +274,12 @@ struct pid *cma_glue_pidfd_get_pid(int fd)
 		pid = get_pid(inode->i_private);
 	fdput(f);
 	return pid;
+}
+
+/* access_ok() is a macro: whether [@addr, @addr + @len) is user memory at all. */
+bool cma_glue_access_ok(unsigned long addr, unsigned long len)
+{
+	return access_ok((const void __user *)addr, len);
 }
 
 /*

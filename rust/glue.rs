@@ -66,6 +66,7 @@ extern "C" {
         n: usize,
     ) -> usize;
     pub(crate) fn cma_glue_simd_param() -> c_int;
+    pub(crate) fn cma_glue_access_ok(addr: usize, len: usize) -> bool;
     pub(crate) fn cma_glue_simd_usable() -> bool;
     pub(crate) fn cma_glue_simd_copy(dst: *mut u8, src: *const u8, len: usize);
     pub(crate) fn cma_glue_memcpy(dst: *mut u8, src: *const u8, len: usize);

@@ -12,7 +12,8 @@ pub(crate) const FEATURES: u64 = (uapi::CMA_FEAT_COPY
     | uapi::CMA_FEAT_GRANT
     | uapi::CMA_FEAT_PROBE
     | uapi::CMA_FEAT_COPY1
-    | uapi::CMA_FEAT_ATTACH) as u64;
+    | uapi::CMA_FEAT_ATTACH
+    | uapi::CMA_FEAT_PVM) as u64;
 
 /// Writes a `struct cma_info` describing this module to `arg`.
 pub(crate) fn info(arg: UserPtr) -> Result<isize> {

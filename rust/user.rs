@@ -5,6 +5,7 @@
 //! of 6.12 is all-or-nothing, which would lose the partial count).
 
 use core::ffi::c_void;
+use crate::glue::cma_glue_access_ok;
 use kernel::bindings;
 
 /// Copies `dst.len()` bytes from the caller's address `src` into `dst`.
@@ -32,4 +33,11 @@ pub(crate) fn copy_to_user(dst: usize, src: &[u8]) -> usize {
     let left =
         unsafe { bindings::_copy_to_user(dst as *mut c_void, src.as_ptr().cast(), src.len() as _) };
     src.len() - left as usize
+}
+
+/// Whether `[addr, addr + len)` lies in user memory at all (`access_ok()`):
+/// the range check the kernel makes before touching a user buffer.
+pub(crate) fn access_ok(addr: usize, len: usize) -> bool {
+    // SAFETY: `access_ok()` only compares numbers; it touches no memory.
+    unsafe { cma_glue_access_ok(addr, len) }
 }

@@ -27,7 +27,11 @@ APT_PKGS=(
     # insmod/rmmod/modinfo for the guest (it runs on the host's root filesystem).
     kmod
     # C tests and the userspace crates' bindgen step.
-    gcc libc6-dev python3-venv
+    gcc libc6-dev python3-venv pkg-config
+    # The real clients of libcma-preload.so, run in the guest by the tests
+    # and `make bench-mpi`: Open MPI 4.1 (btl/vader), UCX 1.13 (ucx_perftest),
+    # MPICH 4.0 (ch4:ucx), libfabric 1.17 (the shm provider), HPCC.
+    openmpi-bin libopenmpi-dev ucx-utils mpich libmpich-dev libfabric-bin hpcc
 )
 
 missing=()

@@ -5,10 +5,20 @@
 # The runner's own checks are a KTAP block of their own.
 set -u
 ko=$PWD/${CMA_KO:-cma.ko}
+# Each entry is a command line (split on spaces).
 suites=(
     "userspace/target/release/cma-selftest"
     "tests/c/cma_abi_test"
+    "tests/c/libcma_test"
 )
+# The preload library against the system call, and real MPI stacks through
+# it; not in narrowed runs (CMA_TESTS, e.g. `make fuzz`).
+if [ -z "${CMA_TESTS:-}" ]; then
+    suites+=(
+        "env LD_PRELOAD=$PWD/out/lib/libcma-preload.so userspace/target/release/cma-selftest --preload"
+        "tests/mpi.sh"
+    )
+fi
 tmp=$(mktemp -d)
 pass=0 fail=0 n=0
 check() { # name, then a command: a runner-level test
@@ -52,11 +62,14 @@ for s in "${suites[@]}"; do
     # CMA_TESTS (names or parts of names) narrows the Rust suite, e.g. to "fuzz".
     args=()
     [ "$(basename "$s")" = cma-selftest ] && [ -n "${CMA_TESTS:-}" ] && read -ra args <<<"$CMA_TESTS"
-    CMA_KO=$ko "$s" "${args[@]}" 2>&1 | tee "$tmp/suite"
+    read -ra cmd <<<"$s"
+    CMA_KO=$ko "${cmd[@]}" "${args[@]}" 2>&1 | tee "$tmp/suite"
     status=${PIPESTATUS[0]}
     echo "# ===== suite $s exited with $status"
     # A suite that died before its totals would hide its failures.
-    check "$(basename "$s").completed" grep -q '^# Totals:' "$tmp/suite"
+    name=$(basename "${cmd[-1]}")
+    [ "${cmd[-1]}" = --preload ] && name=cma-selftest-preload
+    check "$name.completed" grep -q '^# Totals:' "$tmp/suite"
 done
 # Scan for leaks while the module is still loaded, so that its allocations
 # are attributed to it ([cma] in the backtrace).

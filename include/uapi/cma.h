@@ -23,7 +23,7 @@
 #define CMA_DEVICE_PATH "/dev/cma"
 
 /** ABI version reported by %CMA_IOC_INFO; bumped on every ABI change. */
-#define CMA_ABI_VERSION 4
+#define CMA_ABI_VERSION 5
 
 /** ioctl type ("magic") byte; numbers 0x40-0x4f (free in ioctl-number.rst). */
 #define CMA_IOC_MAGIC 0xCA
@@ -55,6 +55,8 @@ struct cma_info {
 #define CMA_FEAT_COPY1		(1ULL << 4)
 /** %CMA_IOC_ATTACH exists (struct cma_attach) and returns peer fds. */
 #define CMA_FEAT_ATTACH		(1ULL << 5)
+/** %CMA_COPY_PVM: a vectored copy with process_vm_readv(2)'s exact contract. */
+#define CMA_FEAT_PVM		(1ULL << 6)
 
 /**
  * struct cma_iovec - one contiguous range, laid out like struct iovec on 64-bit.
@@ -69,7 +71,25 @@ struct cma_iovec {
 /* Flags for cma_copy.flags. Any other bit is rejected with -EINVAL. */
 /** cma_copy.pid is a pidfd (pidfd_open(2)) rather than a pid. */
 #define CMA_COPY_PIDFD		(1ULL << 0)
-#define CMA_COPY_FLAGS_ALL	(CMA_COPY_PIDFD)
+/**
+ * CMA_COPY_PVM - process_vm_readv(2)'s contract, for drop-in replacements
+ * (libcma-preload.so): the checks, their order, the errnos and the result of
+ * the system call, so that a caller cannot tell the two apart.
+ *
+ * In the kernel's order: the local iovecs are read (more than %UIO_MAXIOV:
+ * -EINVAL; unreadable: -EFAULT; a length over SSIZE_MAX: -EINVAL; a range
+ * that is not user memory: -EFAULT) and their total capped at
+ * %CMA_COPY1_MAX (MAX_RW_COUNT) as import_iovec() caps it; if it is zero, the
+ * ioctl returns 0 there. Then the remote iovecs are read (the same errors,
+ * no range check); if every remote length is zero, it returns 0. Only then is
+ * the target looked up (-ESRCH) and access checked (-EPERM); a fault or any
+ * other failure of the copy itself is -EFAULT if nothing moved.
+ *
+ * The ioctl returns the number of bytes copied and writes nothing back to
+ * struct cma_copy (its output fields are left as they were).
+ */
+#define CMA_COPY_PVM		(1ULL << 1)
+#define CMA_COPY_FLAGS_ALL	(CMA_COPY_PIDFD | CMA_COPY_PVM)
 
 /**
  * struct cma_copy - a vectored copy between the caller and a target process.

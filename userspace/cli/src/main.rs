@@ -30,12 +30,98 @@ enum Command {
     },
     /// Measure bandwidth against process_vm_readv, the double copy and memcpy.
     Bench(bench::Options),
+    /// Run a command with libcma-preload.so, so that its process_vm_readv
+    /// and process_vm_writev calls go through /dev/cma.
+    ///
+    /// The command and everything it starts inherit LD_PRELOAD. For MPI,
+    /// pass it to the ranks: `cma run -- mpirun -x LD_PRELOAD ...` (Open
+    /// MPI), `cma run -- mpiexec -genvlist LD_PRELOAD ...` (MPICH), or set
+    /// LD_PRELOAD=/path/libcma-preload.so yourself (`cma run --print`).
+    Run(RunOptions),
     /// (internal) The other process of `cma demo`.
     #[command(hide = true)]
     DemoTarget { message: String },
 }
 
+#[derive(clap::Args)]
+struct RunOptions {
+    /// At exit, each process reports its calls (through /dev/cma, fallen
+    /// back to the system call, failed) on stderr, or appended to FILE.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "stderr")]
+    stats: Option<String>,
+    /// Do not consent to reads by every peer the credential rule allows;
+    /// only prctl(PR_SET_PTRACER) and CAP_SYS_PTRACE open a process.
+    #[arg(long)]
+    no_grant: bool,
+    /// Make /dev/cma's EPERM final instead of trying the system call.
+    #[arg(long)]
+    no_fallback: bool,
+    /// The preload library (default: found next to this program or in the
+    /// system's library directories).
+    #[arg(long, value_name = "PATH")]
+    preload: Option<std::path::PathBuf>,
+    /// Print the library's path and exit.
+    #[arg(long)]
+    print: bool,
+    /// The command to run.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Where libcma-preload.so is: beside the build tree's `out/lib`, the
+/// installed `../lib`, or the system's library directories.
+fn find_preload() -> Option<std::path::PathBuf> {
+    const NAME: &str = "libcma-preload.so";
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let candidates = [
+        dir.join("../lib").join(NAME),
+        dir.join("../lib/x86_64-linux-gnu").join(NAME),
+        // userspace/target/release/cma in the source tree
+        dir.join("../../../out/lib").join(NAME),
+        std::path::PathBuf::from("/usr/local/lib").join(NAME),
+        std::path::PathBuf::from("/usr/lib/x86_64-linux-gnu").join(NAME),
+        std::path::PathBuf::from("/usr/lib").join(NAME),
+    ];
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .and_then(|p| p.canonicalize().ok())
+}
+
+/// `cma run`: exec the command with the preload library in LD_PRELOAD.
+fn run(o: RunOptions) -> Result {
+    use std::os::unix::process::CommandExt;
+    let lib = match o.preload {
+        Some(p) => p,
+        None => find_preload().ok_or("libcma-preload.so not found (give --preload PATH)")?,
+    };
+    if o.print {
+        println!("{}", lib.display());
+        return Ok(());
+    }
+    let (prog, args) = o.command.split_first().ok_or("no command given")?;
+    let mut preload = lib.display().to_string();
+    if let Ok(old) = std::env::var("LD_PRELOAD") {
+        if !old.is_empty() {
+            preload = format!("{preload}:{old}");
+        }
+    }
+    let mut cmd = Process::new(prog);
+    cmd.args(args).env("LD_PRELOAD", preload);
+    if let Some(to) = o.stats {
+        cmd.env("CMA_PRELOAD_STATS", to);
+    }
+    if o.no_grant {
+        cmd.env("CMA_PRELOAD_GRANT", "0");
+    }
+    if o.no_fallback {
+        cmd.env("CMA_PRELOAD_FALLBACK", "0");
+    }
+    Err(format!("{prog}: {}", cmd.exec()).into())
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -44,6 +130,7 @@ fn main() -> ExitCode {
         Command::Demo { message } => demo(&message),
         Command::DemoTarget { message } => demo_target(message),
         Command::Bench(o) => bench::run(o),
+        Command::Run(o) => run(o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -69,6 +156,9 @@ fn info() -> Result {
         (cma::sys::CMA_FEAT_PIDFD, "pidfd"),
         (cma::sys::CMA_FEAT_GRANT, "grant"),
         (cma::sys::CMA_FEAT_PROBE, "probe"),
+        (cma::sys::CMA_FEAT_COPY1, "copy1"),
+        (cma::sys::CMA_FEAT_ATTACH, "attach"),
+        (cma::sys::CMA_FEAT_PVM, "pvm"),
     ];
     let have: Vec<&str> = names
         .iter()

@@ -278,23 +278,8 @@ impl Device {
     /// copies to and from it without doing so again on every call: the
     /// per-peer setup of an MPI library. `EPERM`/`ESRCH` as a copy would.
     pub fn attach(&self, target: Target<'_>) -> io::Result<Peer> {
-        let (pid, flags) = target.raw();
-        let args = sys::cma_attach {
-            pid,
-            flags: flags as u32,
-            ..Default::default()
-        };
-        // SAFETY: CMA_IOC_ATTACH reads one live `cma_attach` and returns a
-        // new fd, which we then own.
-        let fd = unsafe {
-            sys::ioctl(
-                self.as_fd(),
-                sys::CMA_IOC_ATTACH,
-                &args as *const _ as usize,
-            )
-        }?;
         // SAFETY: the kernel returned a new fd that nothing else owns.
-        let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as RawFd) };
+        let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(attach_raw(self.as_fd(), target)?) };
         Ok(Peer { fd })
     }
 
@@ -302,34 +287,50 @@ impl Device {
     /// credential rule if `None`. Lasts until revoked, until this process
     /// execs or exits, or until this device is closed.
     pub fn grant(&self, peer: Option<i32>) -> io::Result<()> {
-        let mut args = sys::cma_grant {
-            pid: peer.unwrap_or(0),
-            ..Default::default()
-        };
-        // SAFETY: CMA_IOC_GRANT reads one `cma_grant` from a live struct.
-        unsafe {
-            sys::ioctl(
-                self.as_fd(),
-                sys::CMA_IOC_GRANT,
-                &mut args as *mut _ as usize,
-            )
-        }
-        .map(drop)
+        grant_raw(self.as_fd(), peer.unwrap_or(0))
     }
 
     /// Withdraws every consent this process has given.
     pub fn revoke(&self) -> io::Result<()> {
-        // SAFETY: CMA_IOC_REVOKE takes no argument.
-        unsafe { sys::ioctl(self.as_fd(), sys::CMA_IOC_REVOKE, 0) }.map(drop)
+        revoke_raw(self.as_fd())
     }
+}
 
-    fn on<'a>(&'a self, target: Target<'_>) -> Channel<'a> {
-        let (pid, flags) = target.raw();
-        Channel {
-            fd: self.as_fd(),
-            pid,
-            flags,
-        }
+/// `CMA_IOC_ATTACH` on the device `fd`: returns the new peer fd, which the
+/// caller owns.
+pub fn attach_raw(fd: BorrowedFd<'_>, target: Target<'_>) -> io::Result<RawFd> {
+    let (pid, flags) = target.raw();
+    let args = sys::cma_attach {
+        pid,
+        flags: flags as u32,
+        ..Default::default()
+    };
+    // SAFETY: CMA_IOC_ATTACH reads one live `cma_attach` and returns a
+    // new fd.
+    unsafe { sys::ioctl(fd, sys::CMA_IOC_ATTACH, &args as *const _ as usize) }
+}
+
+/// `CMA_IOC_GRANT` on the device `fd`: consent to copies by `pid`, or by any
+/// permitted peer if 0.
+pub fn grant_raw(fd: BorrowedFd<'_>, pid: i32) -> io::Result<()> {
+    let args = sys::cma_grant {
+        pid,
+        ..Default::default()
+    };
+    // SAFETY: CMA_IOC_GRANT reads one `cma_grant` from a live struct.
+    unsafe { sys::ioctl(fd, sys::CMA_IOC_GRANT, &args as *const _ as usize) }.map(drop)
+}
+
+/// `CMA_IOC_REVOKE` on the device `fd`.
+pub fn revoke_raw(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: CMA_IOC_REVOKE takes no argument.
+    unsafe { sys::ioctl(fd, sys::CMA_IOC_REVOKE, 0) }.map(drop)
+}
+
+impl Device {
+    /// The channel for copies with `target` through this device.
+    pub fn on<'a>(&'a self, target: Target<'_>) -> Channel<'a> {
+        Channel::new(self.as_fd(), Some(target))
     }
 }
 
@@ -404,12 +405,9 @@ impl Peer {
         self.on().probe()
     }
 
-    fn on(&self) -> Channel<'_> {
-        Channel {
-            fd: self.as_fd(),
-            pid: 0,
-            flags: 0,
-        }
+    /// The channel for copies with the attached target.
+    pub fn on(&self) -> Channel<'_> {
+        Channel::new(self.as_fd(), None)
     }
 }
 
@@ -426,15 +424,57 @@ impl AsRawFd for Peer {
 }
 
 /// Where copy ioctls go: a file (`/dev/cma` or a peer fd) and how requests
-/// on it name the target (zero for a peer fd).
-#[derive(Clone, Copy)]
-struct Channel<'a> {
+/// on it name the target (zero for a peer fd). [`Device`] and [`Peer`] use
+/// one for each call; it is public for callers that hold raw descriptors
+/// (the C library, the `process_vm_readv` preload library).
+#[derive(Clone, Copy, Debug)]
+pub struct Channel<'a> {
     fd: BorrowedFd<'a>,
     pid: i32,
     flags: u64,
 }
 
-impl Channel<'_> {
+impl<'a> Channel<'a> {
+    /// Copies through `fd`: `/dev/cma` with `Some(target)`, or a peer fd
+    /// with `None` (the target it was attached to).
+    pub fn new(fd: BorrowedFd<'a>, target: Option<Target<'_>>) -> Channel<'a> {
+        let (pid, flags) = target.map_or((0, 0), |t| t.raw());
+        Channel { fd, pid, flags }
+    }
+
+    /// One copy with `process_vm_readv(2)`'s exact contract
+    /// (`CMA_COPY_PVM`): the iovec arrays are passed to the kernel as they
+    /// are (a `struct iovec` has the layout of a `struct cma_iovec`), and it
+    /// checks them, in the system call's order, with its errnos. Returns the
+    /// bytes copied (at most `CMA_COPY1_MAX`).
+    ///
+    /// # Safety
+    ///
+    /// As for [`Device::copy_raw`], for the memory the local iovecs name.
+    /// The arrays themselves may be anything: the kernel reads them.
+    pub unsafe fn pvm_raw(
+        self,
+        op: Op,
+        local: *const libc::iovec,
+        local_cnt: u32,
+        remote: *const libc::iovec,
+        remote_cnt: u32,
+    ) -> io::Result<usize> {
+        let mut args = sys::cma_copy {
+            local_iov: local as u64,
+            remote_iov: remote as u64,
+            local_cnt,
+            remote_cnt,
+            pid: self.pid,
+            flags: self.flags | sys::CMA_COPY_PVM as u64,
+            ..Default::default()
+        };
+        // SAFETY: `args` is a live `cma_copy` (with CMA_COPY_PVM the kernel
+        // only reads it); the caller vouches for the memory it describes.
+        let n = unsafe { sys::ioctl(self.fd, op.cmd(), &mut args as *mut _ as usize) }?;
+        Ok(n as usize)
+    }
+
     fn readv(self, local: &mut [IoSliceMut<'_>], remote: &[RemoteIoVec]) -> io::Result<usize> {
         let local: Vec<sys::cma_iovec> = local
             .iter_mut()
@@ -486,10 +526,12 @@ impl Channel<'_> {
         Ok(t.bytes as usize)
     }
 
+    /// Issues one vectored copy and returns the full [`Transfer`] report.
+    ///
     /// # Safety
     ///
     /// As for [`Device::copy_raw`].
-    unsafe fn copy_raw(
+    pub unsafe fn copy_raw(
         self,
         op: Op,
         local: &[sys::cma_iovec],
@@ -509,10 +551,12 @@ impl Channel<'_> {
         })
     }
 
+    /// Issues one single-range copy and returns the bytes copied.
+    ///
     /// # Safety
     ///
     /// As for [`Device::copy_raw`], for the local range.
-    unsafe fn copy1_raw(self, op: Op, local: u64, remote: u64, len: u64) -> io::Result<u64> {
+    pub unsafe fn copy1_raw(self, op: Op, local: u64, remote: u64, len: u64) -> io::Result<u64> {
         let args = sys::cma_copy1 {
             local,
             remote,
@@ -526,7 +570,9 @@ impl Channel<'_> {
         Ok(n as u64)
     }
 
-    fn probe(self) -> io::Result<()> {
+    /// Whether the target could be copied from and to: `Ok(())`, or
+    /// `EPERM`/`ESRCH`.
+    pub fn probe(self) -> io::Result<()> {
         // SAFETY: no iovecs: nothing is read or written.
         unsafe { self.copy_raw(Op::Read, &[], &[]) }.map(drop)
     }

@@ -212,6 +212,9 @@ fn flags(rng: &mut Rng) -> u64 {
         0 => rng.next(),
         1 => 1 << rng.below(64),
         2 | 3 => sys::CMA_COPY_PIDFD as u64,
+        // process_vm_readv's contract (struct cma_copy only; elsewhere EINVAL).
+        4 => sys::CMA_COPY_PVM as u64,
+        5 => (sys::CMA_COPY_PVM | sys::CMA_COPY_PIDFD) as u64,
         _ => 0,
     }
 }

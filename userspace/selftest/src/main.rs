@@ -12,6 +12,7 @@ mod fuzz;
 mod ktap;
 mod peer;
 mod perm;
+mod pvm;
 mod race;
 mod util;
 
@@ -21,10 +22,20 @@ pub const EXPECTED_FEATURES: u64 = (cma::sys::CMA_FEAT_COPY
     | cma::sys::CMA_FEAT_GRANT
     | cma::sys::CMA_FEAT_PROBE
     | cma::sys::CMA_FEAT_COPY1
-    | cma::sys::CMA_FEAT_ATTACH) as u64;
+    | cma::sys::CMA_FEAT_ATTACH
+    | cma::sys::CMA_FEAT_PVM) as u64;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--pvm-helper") {
+        std::process::exit(pvm::helper(&args[1..]));
+    }
+    // `--preload`: the suite of libcma-preload.so, run under LD_PRELOAD.
+    if args.first().map(String::as_str) == Some("--preload") {
+        args.remove(0);
+        let tests: Vec<&ktap::Test> = pvm::TESTS.iter().collect();
+        std::process::exit(ktap::run(&tests, &args));
+    }
     // The basic tests end by reloading the module, so they run last.
     let tests: Vec<&ktap::Test> = copy::TESTS
         .iter()

@@ -118,7 +118,7 @@ fn errno_of(r: io::Result<()>) -> u64 {
     }
 }
 
-fn needs_root() -> TestResult {
+pub(crate) fn needs_root() -> TestResult {
     if util::is_root() {
         Ok(())
     } else {
@@ -521,7 +521,7 @@ fn require_consent_off() -> TestResult {
 }
 
 /// A copy of /bin/sleep, setuid root, in a fresh directory under /tmp.
-fn setuid_sleep() -> io::Result<std::path::PathBuf> {
+pub(crate) fn setuid_sleep() -> io::Result<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("cma-suid-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * libcma: the C API of /dev/cma (link with -lcma; pkg-config --libs cma).
+ *
+ * A thin layer over the ioctls of include/uapi/cma.h: every function returns
+ * what the ioctl returns, and on failure -1 with errno set (ENOENT from
+ * cma_open() means the module is not loaded). The copy functions take
+ * struct iovec arrays like process_vm_readv(2).
+ *
+ * A "target" is named on the device fd by a pid (or, with CMA_COPY_PIDFD in
+ * @flags, a pidfd); on a peer fd from cma_attach() it is the attached
+ * process, and @target and @flags must be 0.
+ */
+#ifndef _LIBCMA_H
+#define _LIBCMA_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "uapi/cma.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * struct cma_report - how far a vectored copy got (cma_readv(), cma_writev()).
+ * @bytes: bytes transferred.
+ * @error: 0 if everything was copied, else the errno that stopped it.
+ * @remote_index: the remote iovec holding the first byte not transferred.
+ * @local_index: likewise, local.
+ * @remote_offset: that byte's offset in its remote iovec.
+ * @local_offset: likewise, local.
+ */
+struct cma_report {
+	uint64_t bytes;
+	int32_t error;
+	uint32_t remote_index;
+	uint32_t local_index;
+	uint32_t pad;
+	uint64_t remote_offset;
+	uint64_t local_offset;
+};
+
+/** Opens /dev/cma (close-on-exec). Returns the fd. */
+int cma_open(void);
+
+/** Closes a device or peer fd. */
+int cma_close(int fd);
+
+/** The module's ABI version, iovec limit and CMA_FEAT_* bits; any may be NULL. */
+int cma_info(int fd, uint32_t *abi_version, uint32_t *max_iov, uint64_t *features);
+
+/**
+ * Checks access to @target once and returns a peer fd (close-on-exec) that
+ * copies to and from it without naming it again.
+ */
+int cma_attach(int fd, int target, uint64_t flags);
+
+/**
+ * Vectored copy from @target's @remote ranges into the caller's @local
+ * ranges. Returns the bytes copied (fewer than asked only if something
+ * stopped the copy after some bytes: @report says what and where), or -1
+ * with errno if nothing was copied. @report may be NULL.
+ */
+ssize_t cma_readv(int fd, int target, uint64_t flags, const struct iovec *local,
+		  unsigned long local_cnt, const struct iovec *remote, unsigned long remote_cnt,
+		  struct cma_report *report);
+
+/** Vectored copy from the caller's @local ranges to @target's @remote ranges. */
+ssize_t cma_writev(int fd, int target, uint64_t flags, const struct iovec *local,
+		   unsigned long local_cnt, const struct iovec *remote, unsigned long remote_cnt,
+		   struct cma_report *report);
+
+/**
+ * One contiguous range, the short-message fast path: @len bytes from
+ * @remote in @target to @local. Returns the bytes copied (at most
+ * CMA_COPY1_MAX per call).
+ */
+ssize_t cma_read(int fd, int target, uint64_t flags, void *local, uint64_t remote, size_t len);
+
+/** One contiguous range from @local to @remote in @target. */
+ssize_t cma_write(int fd, int target, uint64_t flags, const void *local, uint64_t remote,
+		  size_t len);
+
+/** Whether @target could be copied from and to now: 0, or -1 with EPERM/ESRCH. */
+int cma_probe(int fd, int target, uint64_t flags);
+
+/** Consents to copies by @pid, or by any permitted peer if @pid is 0. */
+int cma_grant(int fd, pid_t pid);
+
+/** Withdraws every consent the calling process has given. */
+int cma_revoke(int fd);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* _LIBCMA_H */

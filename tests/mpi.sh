@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Runs inside the test VM, as root, from the repository root, with cma.ko
+# loaded (tests/guest.sh calls it): real MPI stacks from Debian's packages,
+# unmodified, through libcma-preload.so. KTAP on stdout.
+#
+# Each test checks the data the program moved (the program's own checks:
+# tests/c/mpi_check.c, fi_pingpong -c) and the preload library's report
+# (CMA_PRELOAD_STATS): every process that loaded it reports no fallback to
+# the system call and no failed call, and together they made single-copy
+# transfers through /dev/cma.
+set -u
+top=$PWD
+lib=$top/out/lib/libcma-preload.so
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Open MPI's vader BTL with CMA as its single-copy mechanism, nothing else.
+ompi=(mpirun.openmpi --oversubscribe --bind-to none --mca btl self,vader --mca pml ob1
+      --mca btl_vader_single_copy_mechanism cma -x LD_PRELOAD="$lib" -x CMA_PRELOAD_STATS)
+ucx_env=(UCX_TLS=posix,cma UCX_RNDV_SCHEME=get_zcopy UCX_WARN_UNUSED_ENV_VARS=n)
+n=0 pass=0 fail=0
+
+# The report lines of processes named $1, all of them if $1 is empty.
+reports() { grep "^cma-preload: .*comm=${1:-[^ ]*} " "$CMA_PRELOAD_STATS" || true; }
+# Sum of field $1 over report lines on stdin.
+field_sum() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" | awk '{ s += $1 } END { print s + 0 }'; }
+
+# check NAME COMM EXPECT MINBYTES -- CMD...: runs CMD with a fresh report
+# file; passes if it exits 0, prints a line matching EXPECT, and the reports
+# of the processes named COMM show at least MINBYTES moved through /dev/cma,
+# no fallback and no failure.
+check() {
+    local name=$1 comm=$2 expect=$3 min=$4; shift 5
+    n=$((n + 1))
+    export CMA_PRELOAD_STATS=$tmp/$name.stats
+    : > "$CMA_PRELOAD_STATS"
+    local status=0 why=""
+    timeout 600 "$@" > "$tmp/out" 2>&1 || status=$?
+    local lines calls bytes fb failed
+    lines=$(reports "$comm")
+    calls=$(field_sum cma <<<"$lines")
+    bytes=$(field_sum bytes <<<"$lines")
+    fb=$(field_sum fallback <<<"$lines")
+    failed=$(field_sum failed <<<"$lines")
+    if [ "$status" != 0 ]; then why="exit status $status"
+    elif ! grep -qE "$expect" "$tmp/out"; then why="no line matching '$expect'"
+    elif [ -z "$lines" ]; then why="no report from a $comm process (was the library loaded?)"
+    elif [ "$bytes" -lt "$min" ]; then why="$bytes bytes through /dev/cma, fewer than the $min the test moves"
+    elif [ "$fb" != 0 ] || [ "$failed" != 0 ]; then why="$fb fallbacks, $failed failed calls"
+    fi
+    echo "# $name: $(wc -l <<<"$lines") processes, $calls calls through /dev/cma ($bytes bytes), $fb fallbacks, $failed failed"
+    if [ -z "$why" ]; then
+        pass=$((pass + 1)); echo "ok $n $name"
+    else
+        fail=$((fail + 1))
+        sed 's/^/#   /' "$tmp/out" | tail -n 40
+        sed 's/^/#   /' "$CMA_PRELOAD_STATS"
+        echo "# $why"; echo "not ok $n $name"
+    fi
+}
+
+# server_client NAME PORTARG SERVER... -- CLIENT...: the server in the
+# background, then the client; the client's status decides.
+server_client() {
+    local -a server=() client=()
+    while [ "$1" != -- ]; do server+=("$1"); shift; done
+    shift; client=("$@")
+    "${server[@]}" > "$tmp/server" 2>&1 &
+    local spid=$!
+    sleep 2
+    local status=0
+    "${client[@]}" || status=$?
+    wait "$spid" || status=${status:-$?}
+    echo "--- server"; cat "$tmp/server"
+    return "$status"
+}
+
+echo "TAP version 13"
+echo "# $(mpirun.openmpi --version 2>&1 | head -1); $(ucx_info -v 2>&1 | grep -m1 -o 'version=[^ ]*'); $(mpichversion 2>/dev/null | head -1); libfabric $(fi_info --version 2>/dev/null | head -1)"
+# mpi_check moves 16 KiB-16 MiB each way between each pair (over 21 MiB),
+# beyond vader's and UCX's eager sizes, plus the collectives.
+check openmpi_vader_2ranks mpi_check 'mpi_check: ok \(2 ranks' 40000000 -- \
+    "${ompi[@]}" -np 2 tests/c/mpi_check
+check openmpi_vader_4ranks mpi_check 'mpi_check: ok \(4 ranks' 250000000 -- \
+    "${ompi[@]}" -np 4 tests/c/mpi_check
+# 40 rendezvous messages of 4 MiB (and warm-up ones): at least 160 MiB.
+check ucx_perftest_tag_bw ucx_perftest 'Final:' 167772160 -- \
+    env "${ucx_env[@]}" LD_PRELOAD="$lib" bash -c '
+        server_client() { '"$(declare -f server_client | tail -n +2)"'; }
+        tmp='"$tmp"'
+        server_client ucx_perftest -p 13371 -- \
+            ucx_perftest 127.0.0.1 -p 13371 -t tag_bw -s 4194304 -n 40'
+check mpich_ucx_2ranks mpi_check_mpich 'mpi_check: ok \(2 ranks' 40000000 -- \
+    mpiexec.mpich -launcher fork -n 2 -genv LD_PRELOAD "$lib" \
+    -genv CMA_PRELOAD_STATS "$tmp/mpich_ucx_2ranks.stats" \
+    -genv UCX_TLS posix,cma -genv UCX_RNDV_SCHEME get_zcopy tests/c/mpi_check_mpich
+# -S all: sizes up to 8 MiB, 20 round trips each.
+check libfabric_shm_pingpong fi_pingpong 'bytes' 300000000 -- \
+    env FI_PROVIDER=shm LD_PRELOAD="$lib" bash -c '
+        server_client() { '"$(declare -f server_client | tail -n +2)"'; }
+        tmp='"$tmp"'
+        server_client fi_pingpong -p shm -e rdm -c -I 20 -S all -B 13373 -- \
+            fi_pingpong -p shm -e rdm -c -I 20 -S all -P 13373 127.0.0.1'
+echo "1..$n"
+echo "# Totals: pass:$pass fail:$fail xfail:0 xpass:0 skip:0 error:0"

@@ -1,0 +1,530 @@
+//! `libcma-preload.so`: `process_vm_readv(2)` and `process_vm_writev(2)`
+//! through `/dev/cma`, for programs that cannot be changed.
+//!
+//! Open MPI (btl/vader, smsc/cma), UCX (uct/cma) and MPICH call the glibc
+//! wrappers; libfabric's shm provider and LTP call `syscall()` with the
+//! system call's number (`shim.c` routes those here). Loaded with
+//! `LD_PRELOAD`, this library answers every such call exactly as the system
+//! call would (the module's `CMA_COPY_PVM` mode applies the same checks, in
+//! the same order, with the same errnos), but copies through `/dev/cma`.
+//!
+//! - **Peer fds.** The first copy with a pid attaches to it
+//!   (`CMA_IOC_ATTACH`); later copies go through the cached peer fd. When
+//!   the process behind the pid has exited or exec()ed (`ESRCH` on the peer
+//!   fd), the pid is attached again, because a pid names whatever process
+//!   has it now. If attaching fails, the copy goes by pid, which fails in the
+//!   system call's order (an `EFAULT` for a bad iovec array comes before an
+//!   `ESRCH` for a dead pid).
+//! - **Consent.** By default the library grants copies to any peer the
+//!   credential rule allows (`CMA_IOC_GRANT` with pid 0), which is how open
+//!   `process_vm_readv` is under Yama's scope 0; `CMA_PRELOAD_GRANT=0` turns
+//!   that off. `prctl(PR_SET_PTRACER, pid)` grants to `pid`,
+//!   `PR_SET_PTRACER_ANY` to any permitted peer, 0 withdraws.
+//! - **Fallback.** Without `/dev/cma`, or with a module too old for
+//!   `CMA_COPY_PVM`, the real system call runs. So it does when `/dev/cma`
+//!   refuses with `EPERM` (a peer that has not consented may still be
+//!   readable by `process_vm_readv`'s own rules); `CMA_PRELOAD_FALLBACK=0`
+//!   makes that `EPERM` final.
+//! - **Report.** `CMA_PRELOAD_STATS=1` (or `stderr`) prints one line per
+//!   process at exit, `CMA_PRELOAD_STATS=/path` appends it to a file: calls
+//!   answered by `/dev/cma`, bytes, calls that fell back (and why), calls
+//!   that failed (and with which errno).
+//! - **fork.** The child drops the parent's peer fds, opens its own
+//!   `/dev/cma` and grants again (grants belong to a process).
+
+use cma::{sys, Channel, Op, Target};
+use std::cell::UnsafeCell;
+use std::ffi::{c_int, c_long, c_ulong};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+extern "C" {
+    /// `shim.c`: glibc's `syscall()`, the next definition after ours.
+    fn cma_preload_real_syscall(
+        nr: c_long,
+        a1: c_long,
+        a2: c_long,
+        a3: c_long,
+        a4: c_long,
+        a5: c_long,
+        a6: c_long,
+    ) -> c_long;
+}
+
+/// The most peer fds kept open at once; past it, one is closed at random.
+const MAX_PEERS: usize = 1024;
+
+/// `/dev/cma` as this process has it: an fd (>= 0), or why not (< 0).
+static DEVICE: AtomicI32 = AtomicI32::new(NOT_OPENED);
+const NOT_OPENED: i32 = -1;
+const NO_DEVICE: i32 = -2;
+const OLD_MODULE: i32 = -3;
+
+/// Why a call ran the real system call.
+#[derive(Clone, Copy)]
+enum Fallback {
+    NoDevice,
+    OldModule,
+    Eperm,
+    BadFd,
+}
+
+/// What the report at exit counts.
+struct Stats {
+    cma: AtomicU64,
+    bytes: AtomicU64,
+    fallback: [AtomicU64; 4],
+    failed: [AtomicU64; 5],
+}
+
+const FALLBACK_NAMES: [&str; 4] = ["no-device", "old-module", "eperm", "bad-fd"];
+const FAILED_ERRNOS: [(c_int, &str); 4] = [
+    (libc::EFAULT, "EFAULT"),
+    (libc::ESRCH, "ESRCH"),
+    (libc::EPERM, "EPERM"),
+    (libc::EINVAL, "EINVAL"),
+];
+
+static STATS: Stats = Stats {
+    cma: AtomicU64::new(0),
+    bytes: AtomicU64::new(0),
+    fallback: [const { AtomicU64::new(0) }; 4],
+    failed: [const { AtomicU64::new(0) }; 5],
+};
+
+/// A peer fd and the pid it was attached by.
+struct PeerFd {
+    pid: i32,
+    fd: OwnedFd,
+}
+
+/// A `pthread_mutex_t`-protected value: unlike `std::sync::Mutex`, its lock
+/// can be taken across `fork()` by the `pthread_atfork` handlers and
+/// re-initialised in the child.
+struct Locked<T> {
+    mutex: UnsafeCell<libc::pthread_mutex_t>,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: `data` is only reached through `with`, which holds `mutex`.
+unsafe impl<T: Send> Sync for Locked<T> {}
+
+impl<T> Locked<T> {
+    /// Runs `f` with the lock held.
+    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: `mutex` is an initialised mutex that lives for 'static.
+        unsafe { libc::pthread_mutex_lock(self.mutex.get()) };
+        // SAFETY: the lock is held, so no other reference to `data` exists;
+        // `f` cannot reach `with` again (nothing it is given calls it).
+        let r = f(unsafe { &mut *self.data.get() });
+        // SAFETY: locked above by this thread.
+        unsafe { libc::pthread_mutex_unlock(self.mutex.get()) };
+        r
+    }
+}
+
+/// Cached peer fds, by pid.
+static PEERS: Locked<Vec<Arc<PeerFd>>> = Locked {
+    mutex: UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER),
+    data: UnsafeCell::new(Vec::new()),
+};
+
+/// Whether `CMA_PRELOAD_<name>` is set to something other than "0".
+fn env_on(name: &str, default: bool) -> bool {
+    match std::env::var(format!("CMA_PRELOAD_{name}")) {
+        Ok(v) => v != "0",
+        Err(_) => default,
+    }
+}
+
+/// Opens `/dev/cma`, checks that it can do `CMA_COPY_PVM`, and grants the
+/// default consent. Returns the fd or why not.
+fn open_device() -> i32 {
+    // SAFETY: a NUL-terminated path; the returned fd (if any) is ours.
+    let fd = unsafe { libc::open(c"/dev/cma".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return NO_DEVICE;
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let dev = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut info = sys::cma_info::default();
+    // SAFETY: CMA_IOC_INFO writes one `cma_info` to a live struct.
+    let ok =
+        unsafe { sys::ioctl(dev.as_fd(), sys::CMA_IOC_INFO, &mut info as *mut _ as usize) }.is_ok();
+    let need = (sys::CMA_FEAT_PVM | sys::CMA_FEAT_ATTACH | sys::CMA_FEAT_GRANT) as u64;
+    if !ok || info.features & need != need {
+        return OLD_MODULE;
+    }
+    if env_on("GRANT", true) {
+        // A failure (say, a full consent registry) only means peers need
+        // CAP_SYS_PTRACE or a prctl(); copies still work.
+        let _ = cma::grant_raw(dev.as_fd(), 0);
+    }
+    std::os::fd::IntoRawFd::into_raw_fd(dev)
+}
+
+/// The device fd, opening it on first use; `Err` says why there is none.
+fn device() -> Result<BorrowedFd<'static>, Fallback> {
+    let mut fd = DEVICE.load(Relaxed);
+    if fd == NOT_OPENED {
+        let new = open_device();
+        fd = match DEVICE.compare_exchange(NOT_OPENED, new, Relaxed, Relaxed) {
+            Ok(_) => new,
+            Err(other) => {
+                if new >= 0 {
+                    // SAFETY: `new` is ours and was not published.
+                    unsafe { libc::close(new) };
+                }
+                other
+            }
+        };
+    }
+    match fd {
+        NO_DEVICE | NOT_OPENED => Err(Fallback::NoDevice),
+        OLD_MODULE => Err(Fallback::OldModule),
+        // SAFETY: a published device fd stays open for the life of the
+        // process (only the fork child handler replaces it, single-threaded).
+        fd => Ok(unsafe { BorrowedFd::borrow_raw(fd) }),
+    }
+}
+
+/// The cached peer fd for `pid`, attaching on a miss; `None` if attaching
+/// fails (the copy then goes by pid, which reports the right error).
+fn peer(dev: BorrowedFd<'_>, pid: i32) -> Option<Arc<PeerFd>> {
+    if let Some(p) = PEERS.with(|v| v.iter().find(|p| p.pid == pid).cloned()) {
+        return Some(p);
+    }
+    let fd: RawFd = cma::attach_raw(dev, Target::Pid(pid)).ok()?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let new = Arc::new(PeerFd { pid, fd });
+    Some(PEERS.with(|v| {
+        if let Some(p) = v.iter().find(|p| p.pid == pid) {
+            // Another thread attached meanwhile: keep one.
+            return p.clone();
+        }
+        if v.len() >= MAX_PEERS {
+            let victim = (pid as usize).wrapping_mul(2654435761) % v.len();
+            v.swap_remove(victim);
+        }
+        v.push(new.clone());
+        new
+    }))
+}
+
+/// Forgets `old` (its process exited or exec()ed); the fd closes when the
+/// last copy using it returns.
+fn forget(old: &Arc<PeerFd>) {
+    PEERS.with(|v| v.retain(|p| !Arc::ptr_eq(p, old)));
+}
+
+fn errno_of(e: &io::Error) -> c_int {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// The arguments of one call, as the system call has them.
+#[derive(Clone, Copy)]
+struct Call {
+    op: Op,
+    pid: i32,
+    lvec: *const libc::iovec,
+    liovcnt: c_ulong,
+    rvec: *const libc::iovec,
+    riovcnt: c_ulong,
+    flags: c_ulong,
+}
+
+impl Call {
+    /// The copy through `chan`. The local count is truncated to 32 bits as
+    /// `import_iovec()` truncates it; a remote count past 32 bits is
+    /// `EINVAL` anyway (over `UIO_MAXIOV`), in its turn.
+    fn through(&self, chan: Channel<'_>) -> io::Result<usize> {
+        let rcnt = self.riovcnt.min(u32::MAX as c_ulong) as u32;
+        // SAFETY: the caller of process_vm_readv vouches for its local
+        // iovecs, as it would to the kernel; the kernel reads the arrays.
+        unsafe { chan.pvm_raw(self.op, self.lvec, self.liovcnt as u32, self.rvec, rcnt) }
+    }
+
+    /// The copy through `/dev/cma`: by peer fd, by pid if attaching fails.
+    fn via_cma(&self, dev: BorrowedFd<'_>) -> io::Result<usize> {
+        let by_pid = || self.through(Channel::new(dev, Some(Target::Pid(self.pid))));
+        let Some(p) = peer(dev, self.pid) else {
+            return by_pid();
+        };
+        match self.through(Channel::new(p.fd.as_fd(), None)) {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                // The process we attached to is gone; the pid may name a new one.
+                forget(&p);
+                match peer(dev, self.pid) {
+                    Some(p) => self.through(Channel::new(p.fd.as_fd(), None)),
+                    None => by_pid(),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The real system call.
+    fn real(&self, why: Fallback) -> isize {
+        STATS.fallback[why as usize].fetch_add(1, Relaxed);
+        let nr = match self.op {
+            Op::Read => libc::SYS_process_vm_readv,
+            Op::Write => libc::SYS_process_vm_writev,
+        };
+        // SAFETY: the caller's arguments, passed on to the kernel as given.
+        unsafe {
+            cma_preload_real_syscall(
+                nr,
+                self.pid as c_long,
+                self.lvec as c_long,
+                self.liovcnt as c_long,
+                self.rvec as c_long,
+                self.riovcnt as c_long,
+                self.flags as c_long,
+            ) as isize
+        }
+    }
+
+    /// The whole call: returns what the system call returns, with `errno`
+    /// set on failure.
+    fn run(&self) -> isize {
+        if self.flags != 0 {
+            return failed(libc::EINVAL);
+        }
+        let dev = match device() {
+            Ok(dev) => dev,
+            Err(why) => return self.real(why),
+        };
+        match self.via_cma(dev) {
+            Ok(n) => {
+                STATS.cma.fetch_add(1, Relaxed);
+                STATS.bytes.fetch_add(n as u64, Relaxed);
+                n as isize
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) && env_on("FALLBACK", true) => {
+                self.real(Fallback::Eperm)
+            }
+            // Our descriptor was closed or replaced under us (a program that
+            // closes every fd it did not open): the system call still works.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOTTY)) => {
+                self.real(Fallback::BadFd)
+            }
+            Err(e) => failed(errno_of(&e)),
+        }
+    }
+}
+
+/// Counts a call that failed with `errno`, sets it and returns -1.
+fn failed(errno: c_int) -> isize {
+    let slot = FAILED_ERRNOS
+        .iter()
+        .position(|(n, _)| *n == errno)
+        .unwrap_or(FAILED_ERRNOS.len());
+    STATS.failed[slot].fetch_add(1, Relaxed);
+    fail(errno)
+}
+
+/// Sets `errno` and returns -1.
+fn fail(errno: c_int) -> isize {
+    // SAFETY: `__errno_location` returns this thread's errno.
+    unsafe { *libc::__errno_location() = errno };
+    -1
+}
+
+/// `process_vm_readv(2)`, through `/dev/cma`.
+///
+/// # Safety
+///
+/// The same contract as the glibc function: the local iovecs name memory
+/// the caller lets the kernel write.
+#[no_mangle]
+pub unsafe extern "C" fn process_vm_readv(
+    pid: libc::pid_t,
+    lvec: *const libc::iovec,
+    liovcnt: c_ulong,
+    rvec: *const libc::iovec,
+    riovcnt: c_ulong,
+    flags: c_ulong,
+) -> isize {
+    Call {
+        op: Op::Read,
+        pid,
+        lvec,
+        liovcnt,
+        rvec,
+        riovcnt,
+        flags,
+    }
+    .run()
+}
+
+/// `process_vm_writev(2)`, through `/dev/cma`.
+///
+/// # Safety
+///
+/// The same contract as the glibc function.
+#[no_mangle]
+pub unsafe extern "C" fn process_vm_writev(
+    pid: libc::pid_t,
+    lvec: *const libc::iovec,
+    liovcnt: c_ulong,
+    rvec: *const libc::iovec,
+    riovcnt: c_ulong,
+    flags: c_ulong,
+) -> isize {
+    Call {
+        op: Op::Write,
+        pid,
+        lvec,
+        liovcnt,
+        rvec,
+        riovcnt,
+        flags,
+    }
+    .run()
+}
+
+/// `syscall(SYS_process_vm_readv/writev, ...)`, from `shim.c`.
+///
+/// # Safety
+///
+/// As for [`process_vm_readv`], with the arguments as `long`s.
+#[no_mangle]
+pub unsafe extern "C" fn cma_preload_syscall_pvm(
+    write: c_int,
+    pid: c_long,
+    lvec: c_long,
+    liovcnt: c_long,
+    rvec: c_long,
+    riovcnt: c_long,
+    flags: c_long,
+) -> c_long {
+    Call {
+        op: if write != 0 { Op::Write } else { Op::Read },
+        // The kernel takes pid_t: the low 32 bits.
+        pid: pid as i32,
+        lvec: lvec as *const libc::iovec,
+        liovcnt: liovcnt as c_ulong,
+        rvec: rvec as *const libc::iovec,
+        riovcnt: riovcnt as c_ulong,
+        flags: flags as c_ulong,
+    }
+    .run() as c_long
+}
+
+/// `prctl(PR_SET_PTRACER, arg)` was called (from `shim.c`): the same consent
+/// for `/dev/cma`.
+#[no_mangle]
+pub extern "C" fn cma_preload_ptracer(arg: c_ulong) {
+    let Ok(dev) = device() else { return };
+    let _ = match arg {
+        0 => cma::revoke_raw(dev).and_then(|()| {
+            // The default consent stays unless it was turned off.
+            if env_on("GRANT", true) {
+                cma::grant_raw(dev, 0)
+            } else {
+                Ok(())
+            }
+        }),
+        // PR_SET_PTRACER_ANY is (unsigned long)-1.
+        c_ulong::MAX => cma::grant_raw(dev, 0),
+        pid => cma::grant_raw(dev, pid as i32),
+    };
+}
+
+/// At load: open the device and consent, so that this process can be read
+/// before it makes a call of its own.
+#[no_mangle]
+pub extern "C" fn cma_preload_init() {
+    let _ = device();
+}
+
+/// Before `fork()`: hold the peer table's lock so that the child gets it in
+/// a consistent state.
+#[no_mangle]
+pub extern "C" fn cma_preload_atfork_prepare() {
+    // SAFETY: the mutex is initialised; released by one of the handlers below.
+    unsafe { libc::pthread_mutex_lock(PEERS.mutex.get()) };
+}
+
+/// After `fork()`, in the parent.
+#[no_mangle]
+pub extern "C" fn cma_preload_atfork_parent() {
+    // SAFETY: locked by `cma_preload_atfork_prepare` in this thread.
+    unsafe { libc::pthread_mutex_unlock(PEERS.mutex.get()) };
+}
+
+/// After `fork()`, in the child (one thread): the peer fds were the
+/// parent's, and so were its grants; start over with its own device fd.
+#[no_mangle]
+pub extern "C" fn cma_preload_atfork_child() {
+    // SAFETY: the child has one thread, which holds the lock (taken in
+    // `prepare`); no reference to the table exists. Re-initialising the
+    // mutex is what POSIX allows a child to do with one it inherited.
+    unsafe {
+        (*PEERS.data.get()).clear();
+        libc::pthread_mutex_init(PEERS.mutex.get(), std::ptr::null());
+    }
+    let old = DEVICE.swap(NOT_OPENED, Relaxed);
+    if old >= 0 {
+        // SAFETY: the child's copy of the parent's device fd, ours to close
+        // (the parent's stays open, and so do its grants).
+        unsafe { libc::close(old) };
+    }
+    let _ = device();
+    for s in STATS.fallback.iter().chain(&STATS.failed) {
+        s.store(0, Relaxed);
+    }
+    STATS.cma.store(0, Relaxed);
+    STATS.bytes.store(0, Relaxed);
+}
+
+/// At exit: the report, if `CMA_PRELOAD_STATS` asks for it.
+#[no_mangle]
+pub extern "C" fn cma_preload_fini() {
+    let Ok(to) = std::env::var("CMA_PRELOAD_STATS") else {
+        return;
+    };
+    if to.is_empty() || to == "0" {
+        return;
+    }
+    let line = report();
+    if to == "1" || to == "stderr" {
+        let _ = io::stderr().write_all(line.as_bytes());
+    } else if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&to)
+    {
+        // One write(2) of one line with O_APPEND: lines of several processes
+        // do not interleave.
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// One line: `cma-preload: pid=N comm=NAME cma=N bytes=N fallback=N
+/// failed=N fallback.REASON=N... failed.ERRNO=N...`.
+fn report() -> String {
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
+    let sum = |v: &[AtomicU64]| v.iter().map(|a| a.load(Relaxed)).sum::<u64>();
+    let mut line = format!(
+        "cma-preload: pid={} comm={} cma={} bytes={} fallback={} failed={}",
+        std::process::id(),
+        comm.trim(),
+        STATS.cma.load(Relaxed),
+        STATS.bytes.load(Relaxed),
+        sum(&STATS.fallback),
+        sum(&STATS.failed),
+    );
+    for (name, n) in FALLBACK_NAMES.iter().zip(&STATS.fallback) {
+        line += &format!(" fallback.{name}={}", n.load(Relaxed));
+    }
+    let names = FAILED_ERRNOS.iter().map(|(_, n)| *n).chain(["other"]);
+    for (name, n) in names.zip(&STATS.failed) {
+        line += &format!(" failed.{name}={}", n.load(Relaxed));
+    }
+    line.push('\n');
+    line
+}
