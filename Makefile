@@ -36,7 +36,7 @@ LIBS := $(LIBDIR)/libcma.so $(LIBDIR)/libcma-preload.so $(LIBDIR)/pkgconfig/cma.
 C_TESTS := tests/c/cma_abi_test tests/c/libcma_test tests/c/mpi_check \
 	tests/c/mpi_check_mpich
 
-.PHONY: all module deps kernel userspace libs ctests test test-debug fuzz run bench clean help fmt lint
+.PHONY: all module deps kernel userspace libs ctests test test-debug fuzz run bench bench-mpi clean help fmt lint
 
 all: module
 
@@ -49,6 +49,8 @@ help:
 	@echo "  make run        boot the test VM, load the module, run the cma CLI"
 	@echo "  make bench      run \`cma bench\` in the test VM (BENCH_ARGS=--quick for a smoke run);"
 	@echo "                  table on stdout, out/bench.json, out/bench.svg"
+	@echo "  make bench-mpi  HPCC (Open MPI, 2 ranks) without single copy, with process_vm_readv and"
+	@echo "                  through /dev/cma, plus ucx_perftest: the seed's table; out/bench-mpi.json"
 	@echo "  make deps       install missing dependencies (scripts/deps.sh)"
 	@echo "  make kernel     build or reuse the cached test kernel (scripts/kernel.sh)"
 	@echo "  make userspace  build the Rust userspace workspace (library, CLI, suite)"
@@ -135,6 +137,11 @@ run: module userspace
 
 bench: module userspace
 	scripts/vm.sh --flavour $(FLAVOUR) bench $(BENCH_ARGS)
+
+# HPCC under Open MPI three ways (no single copy, process_vm_readv, /dev/cma)
+# and ucx_perftest: the seed's table. BENCH_MPI_ARGS="--reps 5 --hpl-n 2000".
+bench-mpi: module userspace libs
+	scripts/vm.sh --flavour $(FLAVOUR) bench-mpi $(BENCH_MPI_ARGS)
 
 fmt:
 	rustfmt --edition 2021 rust/*.rs

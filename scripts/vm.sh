@@ -6,6 +6,8 @@
 #   scripts/vm.sh [--flavour normal|debug] run    load cma.ko and run the CLI
 #   scripts/vm.sh [--flavour normal|debug] bench [ARGS]  load cma.ko and run `cma bench ARGS`
 #                                                 (results in out/)
+#   scripts/vm.sh [--flavour normal|debug] bench-mpi [ARGS]  load cma.ko and run
+#                                                 scripts/bench-mpi.sh ARGS (HPCC, ucx_perftest)
 #   scripts/vm.sh [--flavour normal|debug] shell -- CMD...   run CMD in the guest
 #
 # KVM is used when it works on this machine (probed with a real boot) and TCG
@@ -104,6 +106,12 @@ case "$mode" in
         vng_args+=(--rwdir "$top/out")
         guest "insmod $ko && echo '# accelerator: $accel' && userspace/target/release/cma bench $* ; s=\$?; rmmod cma; exit \$s" \
             | tee "$top/out/bench-$accel.txt"
+        ;;
+    bench-mpi)
+        mkdir -p "$top/out"
+        vng_args+=(--rwdir "$top/out")
+        guest "insmod $ko && CMA_ACCEL=$accel scripts/bench-mpi.sh $* ; s=\$?; rmmod cma; exit \$s" \
+            | tee "$top/out/bench-mpi-$accel.txt"
         ;;
     shell)
         [ $# -gt 0 ] || die "usage: $0 shell -- CMD..."

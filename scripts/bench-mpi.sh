@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# `make bench-mpi`, inside the test VM (scripts/vm.sh bench-mpi starts it, as
+# root, from the repository root, cma.ko loaded): the seed's HPCC table
+# reproduced. HPCC (Debian's, on Open MPI 4.1) runs with 2 ranks three ways:
+#
+#   Base  btl/vader without single copy (btl_vader_single_copy_mechanism none)
+#   CMA   btl/vader with CMA: process_vm_readv, the system call
+#   cma   the same binary and settings, through libcma-preload.so (/dev/cma)
+#
+# each REPS times in an interleaved order, and the three b_eff rows (naturally
+# and randomly ordered ring bandwidth, max ping-pong bandwidth) are printed as
+# medians with their spread and the ratios cma/Base and cma/CMA, beside the
+# seed's POWER6 figures. Then ucx_perftest tag_bw (UCX_TLS=posix,cma,
+# rendezvous by get) through process_vm_readv and through /dev/cma.
+# Everything measured goes to out/bench-mpi.json; the table to stdout.
+#
+#   scripts/bench-mpi.sh [--reps N] [--hpl-n N]
+set -euo pipefail
+top=$PWD
+lib=$top/out/lib/libcma-preload.so
+reps=3 hpl_n=1000
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --reps) reps=$2; shift 2 ;;
+        --hpl-n) hpl_n=$2; shift 2 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+raw=$work/raw.tsv
+: > "$raw"
+
+# HPCC's input: Debian's example with a small HPL problem on a 1x2 grid (the
+# other kernels size themselves from it), so that a run takes about a minute
+# under TCG; b_eff, the part the table is about, does not depend on it.
+sed -e "6s/^[0-9]*/$hpl_n/" -e '11s/^[0-9]*/1/' -e '12s/^[0-9]*/2/' \
+    /usr/share/doc/hpcc/examples/_hpccinf.txt > "$work/hpccinf.txt"
+
+hpcc_run() { # config rep
+    local config=$1 rep=$2 mech=cma
+    local -a env=()
+    case "$config" in
+        Base) mech=none ;;
+        cma) env=(-x LD_PRELOAD="$lib" -x CMA_PRELOAD_STATS="$work/stats.$rep") ;;
+    esac
+    rm -f "$work/hpccoutf.txt"
+    (cd "$work" && mpirun.openmpi --oversubscribe --bind-to none -np 2 \
+        --mca btl self,vader --mca pml ob1 --mca btl_vader_single_copy_mechanism "$mech" \
+        "${env[@]}" hpcc > "$work/hpcc.log" 2>&1) || {
+        echo "hpcc failed ($config):" >&2; tail -20 "$work/hpcc.log" >&2; return 1; }
+    for key in NaturallyOrderedRingBandwidth_GBytes RandomlyOrderedRingBandwidth_GBytes \
+               MaxPingPongBandwidth_GBytes; do
+        printf 'hpcc\t%s\t%s\t%s\t%s\n' "$config" "$key" "$rep" \
+            "$(sed -n "s/^$key=//p" "$work/hpccoutf.txt")" >> "$raw"
+    done
+    if [ "$config" = cma ]; then
+        # The library's report: every single copy went through /dev/cma.
+        grep 'comm=hpcc ' "$work/stats.$rep" | sed 's/^/# /' >&2
+    fi
+}
+
+ucx_run() { # config size rep
+    local config=$1 size=$2 rep=$3
+    local -a pre=()
+    [ "$config" = cma ] && pre=(env LD_PRELOAD="$lib")
+    export UCX_TLS=posix,cma UCX_RNDV_SCHEME=get_zcopy UCX_WARN_UNUSED_ENV_VARS=n
+    "${pre[@]}" ucx_perftest -p 13390 > "$work/server.log" 2>&1 &
+    local spid=$!
+    sleep 1
+    "${pre[@]}" ucx_perftest 127.0.0.1 -p 13390 -t tag_bw -s "$size" -n 200 -w 20 \
+        > "$work/client.log" 2>&1 || { cat "$work/client.log" >&2; kill "$spid"; return 1; }
+    wait "$spid" || true
+    # Final: iterations, latency 50%, avg, overall, bandwidth avg, overall (MB/s), ...
+    printf 'ucx\t%s\t%s\t%s\t%s\n' "$config" "$size" "$rep" \
+        "$(awk '/Final:/ { print $7 }' "$work/client.log")" >> "$raw"
+}
+
+echo "# bench-mpi: $(date -u +%F), $(uname -r), $(nproc) CPUs, accelerator ${CMA_ACCEL:-unknown}" >&2
+echo "# $(mpirun.openmpi --version 2>&1 | head -1), hpcc $(dpkg-query -W -f='${Version}' hpcc 2>/dev/null), HPL N=$hpl_n, $reps repetitions" >&2
+configs=(Base CMA cma)
+for rep in $(seq "$reps"); do
+    # A different order each repetition, so that drift does not favour one.
+    order=$(printf '%s\n' "${configs[@]}" | shuf --random-source=<(yes "$rep"))
+    for config in $order; do
+        echo "# hpcc: $config, repetition $rep" >&2
+        hpcc_run "$config" "$rep"
+    done
+    for size in 65536 1048576 4194304; do
+        for config in $(printf 'pvm\ncma\n' | shuf --random-source=<(yes "$rep$size")); do
+            ucx_run "$config" "$size" "$rep"
+        done
+    done
+done
+
+python3 - "$raw" "$top/out/bench-mpi.json" "${CMA_ACCEL:-unknown}" "$hpl_n" <<'EOF'
+import json, statistics, sys, datetime, platform
+raw, out, accel, hpl_n = sys.argv[1:5]
+rows = [l.rstrip("\n").split("\t") for l in open(raw) if l.strip()]
+hpcc, ucx = {}, {}
+for r in rows:
+    if r[0] == "hpcc":
+        hpcc.setdefault((r[1], r[2]), []).append(float(r[4]) * 1000)  # GB/s -> MB/s
+    else:
+        ucx.setdefault((r[1], int(r[2])), []).append(float(r[4]))
+def stat(v):
+    return {"median": statistics.median(v), "min": min(v), "max": max(v), "samples": v}
+keys = [("NaturallyOrderedRingBandwidth_GBytes", "Naturally ordered ring", (1235, 4741)),
+        ("RandomlyOrderedRingBandwidth_GBytes", "Randomly ordered ring", (1227, 4666)),
+        ("MaxPingPongBandwidth_GBytes", "Max ping-pong", (2028, 7424))]
+doc = {"date": datetime.date.today().isoformat(), "kernel": platform.release(),
+       "accelerator": accel, "hpl_n": int(hpl_n), "ranks": 2,
+       "hpcc": [], "ucx_perftest": []}
+print(f"HPCC b_eff, Open MPI 4.1 btl/vader, 2 ranks, {accel.upper()} guest "
+      f"(MB/s, median of {len(next(iter(hpcc.values())))}; min-max)")
+print(f"{'':24} {'Base':>17} {'CMA':>17} {'cma':>17} | {'cma/Base':>8} {'cma/CMA':>8} | seed (POWER6, 4 procs): Base, CMA, CMA/Base")
+for key, name, seed in keys:
+    s = {c: stat(hpcc[(c, key)]) for c in ("Base", "CMA", "cma")}
+    cell = lambda c: f"{s[c]['median']:7.0f} ({s[c]['min']:.0f}-{s[c]['max']:.0f})"
+    rb = s["cma"]["median"] / s["Base"]["median"]
+    rc = s["cma"]["median"] / s["CMA"]["median"]
+    print(f"{name:24} {cell('Base'):>17} {cell('CMA'):>17} {cell('cma'):>17} | {rb:8.2f} {rc:8.2f} | {seed[0]}, {seed[1]}, {seed[1]/seed[0]:.1f}x")
+    doc["hpcc"].append({"row": name, "key": key, "MBps": s, "cma_over_base": rb,
+                        "cma_over_cma_syscall": rc, "seed_MBps": {"Base": seed[0], "CMA": seed[1]}})
+print()
+print("ucx_perftest tag_bw, UCX_TLS=posix,cma, rendezvous by get (MB/s, median; min-max)")
+print(f"{'size':>10} {'pvm':>20} {'cma':>20} | {'cma/pvm':>7}")
+for size in sorted({k[1] for k in ucx}):
+    p, c = stat(ucx[("pvm", size)]), stat(ucx[("cma", size)])
+    r = c["median"] / p["median"]
+    print(f"{size:>10} {p['median']:8.0f} ({p['min']:.0f}-{p['max']:.0f}) {c['median']:8.0f} ({c['min']:.0f}-{c['max']:.0f}) | {r:7.2f}")
+    doc["ucx_perftest"].append({"size": size, "pvm_MBps": p, "cma_MBps": c, "cma_over_pvm": r})
+json.dump(doc, open(out, "w"), indent=1)
+print(f"\n(written to out/{out.split('/')[-1]})")
+EOF
