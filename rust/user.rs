@@ -4,8 +4,8 @@
 //! how many bytes made it, as `copy_{to,from}_user` do (the `UserSlice` API
 //! of 6.12 is all-or-nothing, which would lose the partial count).
 
-use core::ffi::c_void;
 use crate::glue::cma_glue_access_ok;
+use core::ffi::c_void;
 use kernel::bindings;
 
 /// Copies `dst.len()` bytes from the caller's address `src` into `dst`.

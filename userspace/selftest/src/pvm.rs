@@ -86,6 +86,21 @@ struct Args {
     flags: u64,
 }
 
+impl Args {
+    /// A call with `local` and `remote` as its iovec arrays, flags 0.
+    fn new(write: bool, pid: i64, local: &[libc::iovec], remote: &[libc::iovec]) -> Args {
+        Args {
+            write,
+            pid,
+            lvec: local.as_ptr() as usize,
+            liovcnt: local.len() as u64,
+            rvec: remote.as_ptr() as usize,
+            riovcnt: remote.len() as u64,
+            flags: 0,
+        }
+    }
+}
+
 /// What a call returned: the value, and errno if it failed.
 type Outcome = (isize, i32);
 
@@ -382,15 +397,7 @@ fn random_layouts(write: bool) -> TestResult {
     for i in 0..400 {
         let l = random_iovecs(&mut rng, local.addr());
         let r = random_iovecs(&mut rng, t.addr);
-        let a = Args {
-            write,
-            pid: t.peer.pid as i64,
-            lvec: l.as_ptr() as usize,
-            liovcnt: l.len() as u64,
-            rvec: r.as_ptr() as usize,
-            riovcnt: r.len() as u64,
-            flags: 0,
-        };
+        let a = Args::new(write, t.peer.pid as i64, &l, &r);
         let want = l
             .iter()
             .map(|v| v.iov_len)
@@ -668,26 +675,13 @@ fn bad_arguments() -> TestResult {
     ];
     for (what, l, r, pid, flags) in &cases {
         let a = Args {
-            write: false,
-            pid: *pid,
-            lvec: l.as_ptr() as usize,
-            liovcnt: l.len() as u64,
-            rvec: r.as_ptr() as usize,
-            riovcnt: r.len() as u64,
             flags: *flags,
+            ..Args::new(false, *pid, l, r)
         };
         same_both(a, &buf, what)?;
     }
     // The arrays themselves: NULL, unmapped, straddling a hole, too long.
-    let good = Args {
-        write: false,
-        pid,
-        lvec: good_l.as_ptr() as usize,
-        liovcnt: 2,
-        rvec: good_r.as_ptr() as usize,
-        riovcnt: 1,
-        flags: 0,
-    };
+    let good = Args::new(false, pid, &good_l, &good_r);
     let many = vec![iov(b, 1); 1025];
     let mut arrays: Vec<(&str, Args)> = vec![
         ("local array NULL", Args { lvec: 0, ..good }),
@@ -817,15 +811,7 @@ fn targets() -> TestResult {
     let ps = page_size();
     let src = Mapping::new(ps, libc::PROT_READ | libc::PROT_WRITE)?;
     let (l, r) = ([iov(buf.addr(), 64)], [iov(src.addr(), 64)]);
-    let args = |pid: i64| Args {
-        write: false,
-        pid,
-        lvec: l.as_ptr() as usize,
-        liovcnt: 1,
-        rvec: r.as_ptr() as usize,
-        riovcnt: 1,
-        flags: 0,
-    };
+    let args = |pid: i64| Args::new(false, pid, &l, &r);
     // SAFETY: getpid/gettid have no preconditions.
     let me = unsafe { libc::getpid() } as i64;
     same_both(args(me), &buf, "own pid")?;
@@ -883,15 +869,7 @@ fn unprivileged_targets() -> TestResult {
         let l = [iov(buf.addr(), 16)];
         for (what, pid) in [("root process", root_pid), ("setuid program", suid_pid)] {
             for r in [[iov(0, 16)], [iov(0x1000, 16)]] {
-                let a = Args {
-                    write: false,
-                    pid,
-                    lvec: l.as_ptr() as usize,
-                    liovcnt: 1,
-                    rvec: r.as_ptr() as usize,
-                    riovcnt: 1,
-                    flags: 0,
-                };
+                let a = Args::new(false, pid, &l, &r);
                 same_both(a, &buf, what)?;
                 check_eq!(raw(&a), (-1, libc::EPERM));
             }
@@ -933,41 +911,14 @@ fn client_probes() -> TestResult {
         ),
         (
             "zero-length, empty iovec",
-            Args {
-                write: false,
-                pid,
-                lvec: zero.as_ptr() as usize,
-                liovcnt: 1,
-                rvec: zero.as_ptr() as usize,
-                riovcnt: 1,
-                flags: 0,
-            },
+            Args::new(false, pid, &zero, &zero),
         ),
         // UCX: 8 bytes written to itself.
-        (
-            "UCX self write",
-            Args {
-                write: true,
-                pid: me,
-                lvec: eight.as_ptr() as usize,
-                liovcnt: 1,
-                rvec: eight.as_ptr() as usize,
-                riovcnt: 1,
-                flags: 0,
-            },
-        ),
+        ("UCX self write", Args::new(true, me, &eight, &eight)),
         // libfabric: its pid written into the peer.
         (
             "libfabric pid write",
-            Args {
-                write: true,
-                pid,
-                lvec: pid_word.as_ptr() as usize,
-                liovcnt: 1,
-                rvec: in_peer.as_ptr() as usize,
-                riovcnt: 1,
-                flags: 0,
-            },
+            Args::new(true, pid, &pid_word, &in_peer),
         ),
     ];
     for (what, a) in cases {
@@ -1175,16 +1126,23 @@ fn counts_every_call() -> TestResult {
     Ok(())
 }
 
+/// An unprivileged reader of the helper target `t` (holding `byte`) makes
+/// `count` reads: each must read all of it, and all through /dev/cma.
+fn nobody_reads_through_cma(t: &HelperTarget, byte: u8, count: u64) -> TestResult {
+    let (status, out, line) = read_with_report(t.pid, count as usize, Some(NOBODY))?;
+    check_eq!(status, 0);
+    check_eq!(out.trim(), format!("byte {byte}"));
+    check_eq!(field(&line, "cma"), Some(count));
+    check_eq!(field(&line, "fallback"), Some(0));
+    Ok(())
+}
+
 fn consents_by_default() -> TestResult {
     crate::perm::needs_root()?;
     // Two unrelated unprivileged processes: process_vm_readv alone would be
     // refused by Yama (scope 1) unless the target named a ptracer.
     let t = HelperTarget::start(0x41, false, &[], Some(NOBODY))?;
-    let (status, out, line) = read_with_report(t.pid, 3, Some(NOBODY))?;
-    check_eq!(status, 0);
-    check_eq!(out.trim(), "byte 65");
-    check_eq!(field(&line, "cma"), Some(3));
-    check_eq!(field(&line, "fallback"), Some(0));
+    nobody_reads_through_cma(&t, 0x41, 3)?;
     // With the default turned off, /dev/cma refuses and the real system
     // call runs (and is refused or not by its own rules).
     let t = HelperTarget::start(0x42, false, &[("CMA_PRELOAD_GRANT", "0")], Some(NOBODY))?;
@@ -1198,24 +1156,14 @@ fn prctl_consents() -> TestResult {
     crate::perm::needs_root()?;
     let mut t = HelperTarget::start(0x43, false, &[("CMA_PRELOAD_GRANT", "0")], Some(NOBODY))?;
     check_eq!(t.say("prctl-any")?.trim(), "done");
-    let (status, out, line) = read_with_report(t.pid, 2, Some(NOBODY))?;
-    check_eq!(status, 0);
-    check_eq!(out.trim(), "byte 67");
-    check_eq!(field(&line, "cma"), Some(2));
-    check_eq!(field(&line, "fallback"), Some(0));
-    Ok(())
+    nobody_reads_through_cma(&t, 0x43, 2)
 }
 
 fn fork_child_consents() -> TestResult {
     crate::perm::needs_root()?;
     // The target forks without exec: the child must consent on its own.
     let t = HelperTarget::start(0x44, true, &[], Some(NOBODY))?;
-    let (status, out, line) = read_with_report(t.pid, 2, Some(NOBODY))?;
-    check_eq!(status, 0);
-    check_eq!(out.trim(), "byte 68");
-    check_eq!(field(&line, "cma"), Some(2));
-    check_eq!(field(&line, "fallback"), Some(0));
-    Ok(())
+    nobody_reads_through_cma(&t, 0x44, 2)
 }
 
 fn reattaches_after_exec() -> TestResult {
