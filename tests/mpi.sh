@@ -90,10 +90,11 @@ check ucx_perftest_tag_bw ucx_perftest 'Final:' 167772160 -- \
         tmp='"$tmp"'
         server_client ucx_perftest -p 13371 -- \
             ucx_perftest 127.0.0.1 -p 13371 -t tag_bw -s 4194304 -n 40'
+# Through the CLI, as a user would: `cma run` sets LD_PRELOAD for mpiexec,
+# and Hydra passes the whole environment on to the ranks.
 check mpich_ucx_2ranks mpi_check_mpich 'mpi_check: ok \(2 ranks' 40000000 -- \
-    mpiexec.mpich -launcher fork -n 2 -genv LD_PRELOAD "$lib" \
-    -genv CMA_PRELOAD_STATS "$tmp/mpich_ucx_2ranks.stats" \
-    -genv UCX_TLS posix,cma -genv UCX_RNDV_SCHEME get_zcopy tests/c/mpi_check_mpich
+    env "${ucx_env[@]}" userspace/target/release/cma run --stats "$tmp/mpich_ucx_2ranks.stats" -- \
+    mpiexec.mpich -launcher fork -n 2 tests/c/mpi_check_mpich
 # -S all: sizes up to 8 MiB, 20 round trips each.
 check libfabric_shm_pingpong fi_pingpong 'bytes' 300000000 -- \
     env FI_PROVIDER=shm LD_PRELOAD="$lib" bash -c '

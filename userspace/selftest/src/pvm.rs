@@ -69,6 +69,10 @@ pub const TESTS: &[Test] = &[
         run: fork_child_consents,
     },
     Test {
+        name: "preload_falls_back_without_device",
+        run: falls_back_without_device,
+    },
+    Test {
         name: "preload_reattaches_after_exec",
         run: reattaches_after_exec,
     },
@@ -1075,10 +1079,13 @@ impl Drop for HelperTarget {
 
 /// Runs the reader helper (as `uid` if given) with the report written to a
 /// file; returns its exit status, what it printed and the report line.
+/// With `hide_device`, the reader runs in a mount namespace of its own with
+/// an empty /dev: as on a machine without the module.
 fn read_with_report(
     pid: i32,
     count: usize,
     uid: Option<u32>,
+    hide_device: bool,
 ) -> Result<(i32, String, String), Failure> {
     let report = std::env::temp_dir().join(format!("cma-preload-{}-{pid}", std::process::id()));
     let _ = std::fs::remove_file(&report);
@@ -1090,6 +1097,34 @@ fn read_with_report(
         // The report file must be writable by the reader.
         std::fs::write(&report, "")?;
         std::os::unix::fs::chown(&report, Some(u), Some(u))?;
+    }
+    if hide_device {
+        // SAFETY: between fork and exec, only system calls: a private mount
+        // namespace, and a tmpfs over /dev in it.
+        unsafe {
+            cmd.pre_exec(|| {
+                let ok = libc::unshare(libc::CLONE_NEWNS) == 0
+                    && libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) == 0
+                    && libc::mount(
+                        c"none".as_ptr(),
+                        c"/dev".as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        0,
+                        std::ptr::null(),
+                    ) == 0;
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        };
     }
     let out = cmd.output()?;
     let line = std::fs::read_to_string(&report).unwrap_or_default();
@@ -1109,7 +1144,7 @@ fn field(line: &str, key: &str) -> Option<u64> {
 
 fn counts_every_call() -> TestResult {
     let t = HelperTarget::start(0x31, false, &[], None)?;
-    let (status, out, line) = read_with_report(t.pid, 10, None)?;
+    let (status, out, line) = read_with_report(t.pid, 10, None, false)?;
     check_eq!(status, 0);
     check_eq!(out.trim(), "byte 49");
     check!(line.starts_with("cma-preload: "), "no report: {line:?}");
@@ -1119,7 +1154,7 @@ fn counts_every_call() -> TestResult {
     check_eq!(field(&line, "failed"), Some(0));
     // A failed call is counted as failed, with its errno.
     let dead = dead_pid()? as i32;
-    let (status, _, line) = read_with_report(dead, 1, None)?;
+    let (status, _, line) = read_with_report(dead, 1, None, false)?;
     check_eq!(status, libc::ESRCH);
     check_eq!(field(&line, "failed.ESRCH"), Some(1));
     check_eq!(field(&line, "cma"), Some(0));
@@ -1129,7 +1164,7 @@ fn counts_every_call() -> TestResult {
 /// An unprivileged reader of the helper target `t` (holding `byte`) makes
 /// `count` reads: each must read all of it, and all through /dev/cma.
 fn nobody_reads_through_cma(t: &HelperTarget, byte: u8, count: u64) -> TestResult {
-    let (status, out, line) = read_with_report(t.pid, count as usize, Some(NOBODY))?;
+    let (status, out, line) = read_with_report(t.pid, count as usize, Some(NOBODY), false)?;
     check_eq!(status, 0);
     check_eq!(out.trim(), format!("byte {byte}"));
     check_eq!(field(&line, "cma"), Some(count));
@@ -1146,7 +1181,7 @@ fn consents_by_default() -> TestResult {
     // With the default turned off, /dev/cma refuses and the real system
     // call runs (and is refused or not by its own rules).
     let t = HelperTarget::start(0x42, false, &[("CMA_PRELOAD_GRANT", "0")], Some(NOBODY))?;
-    let (_, _, line) = read_with_report(t.pid, 1, Some(NOBODY))?;
+    let (_, _, line) = read_with_report(t.pid, 1, Some(NOBODY), false)?;
     check_eq!(field(&line, "cma"), Some(0));
     check_eq!(field(&line, "fallback.eperm"), Some(1));
     Ok(())
@@ -1164,6 +1199,18 @@ fn fork_child_consents() -> TestResult {
     // The target forks without exec: the child must consent on its own.
     let t = HelperTarget::start(0x44, true, &[], Some(NOBODY))?;
     nobody_reads_through_cma(&t, 0x44, 2)
+}
+
+fn falls_back_without_device() -> TestResult {
+    crate::perm::needs_root()?;
+    let t = HelperTarget::start(0x47, false, &[], None)?;
+    let (status, out, line) = read_with_report(t.pid, 4, None, true)?;
+    check_eq!(status, 0);
+    check_eq!(out.trim(), "byte 71");
+    check_eq!(field(&line, "cma"), Some(0));
+    check_eq!(field(&line, "fallback.no-device"), Some(4));
+    check_eq!(field(&line, "failed"), Some(0));
+    Ok(())
 }
 
 fn reattaches_after_exec() -> TestResult {
