@@ -131,6 +131,10 @@ for size in sorted({k[1] for k in ucx}):
     r = c["median"] / p["median"]
     print(f"{size:>10} {p['median']:8.0f} ({p['min']:.0f}-{p['max']:.0f}) {c['median']:8.0f} ({c['min']:.0f}-{c['max']:.0f}) | {r:7.2f}")
     doc["ucx_perftest"].append({"size": size, "pvm_MBps": p, "cma_MBps": c, "cma_over_pvm": r})
+if accel == "tcg":
+    print("\nTCG: process_vm_readv copies with the user-copy routines (rep movsb, which QEMU"
+          "\nemulates slowly) and cma page to page (memcpy or AVX); most of cma/CMA here is"
+          "\nthat, not structure. See docs/bench.md for like-for-like figures.")
 json.dump(doc, open(out, "w"), indent=1)
 print(f"\n(written to out/{out.split('/')[-1]})")
 EOF
