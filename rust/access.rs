@@ -24,18 +24,28 @@
 //! the lookup of `mm`, so that an exec (say, of a setuid program) cannot slip
 //! in between, as `mm_access()` does.
 
-use crate::consent;
+use crate::consent::{self, Token};
 use crate::mm::MmRef;
 use crate::task::{current_ids, TaskCred, TaskRef};
 use kernel::prelude::*;
 
+/// What an access decision rested on.
+pub(crate) struct Decision {
+    /// The target's credentials.
+    pub(crate) cred: TaskCred,
+    /// The target's grants, if the decision needed consent and got it.
+    pub(crate) consent: Option<Token>,
+}
+
 /// Decides whether the caller may copy from and to `task`, whose address
-/// space is `mm`. `EPERM` if not; if so, the target's credentials the
-/// decision was made on.
-pub(crate) fn check(task: &TaskRef, mm: &MmRef) -> Result<TaskCred> {
+/// space is `mm`. `EPERM` if not; if so, what the decision rested on.
+pub(crate) fn check(task: &TaskRef, mm: &MmRef) -> Result<Decision> {
     let tcred = task.cred();
     if task.is_current_thread_group() {
-        return Ok(tcred);
+        return Ok(Decision {
+            cred: tcred,
+            consent: None,
+        });
     }
     let (me, them) = (current_ids(), tcred.ids());
     let same_ids = me.uid == them.euid
@@ -58,8 +68,16 @@ pub(crate) fn check(task: &TaskRef, mm: &MmRef) -> Result<TaskCred> {
     if !covers_caps && !privileged() {
         return Err(EPERM);
     }
-    if consent::required() && !consent::given(task, &TaskRef::current()) && !privileged() {
-        return Err(EPERM);
-    }
-    Ok(tcred)
+    let consent = match consent::required() {
+        false => None,
+        true => match consent::given(task, &TaskRef::current()) {
+            Some(token) => Some(token),
+            None if privileged() => None,
+            None => return Err(EPERM),
+        },
+    };
+    Ok(Decision {
+        cred: tcred,
+        consent,
+    })
 }

@@ -38,7 +38,7 @@ module! {
 struct CmaModule {
     // Fields drop in order: the device goes away before the registry.
     _device: device::MiscDevice,
-    _consents: Pin<KBox<kernel::sync::Mutex<consent::Registry>>>,
+    _consents: KBox<consent::Registry>,
 }
 
 impl kernel::Module for CmaModule {

@@ -6,70 +6,155 @@
 //! answer: unless the caller has `CAP_SYS_PTRACE` over the target (or the
 //! admin loaded the module with `require_consent=0`), the target must have
 //! granted access with `CMA_IOC_GRANT` on its own `/dev/cma` file, to one peer
-//! or to any peer that passes the credential rule.
+//! process or to any peer that passes the credential rule.
 //!
 //! A grant belongs to the granting process (its thread-group pid) and to the
 //! process image it was made in (its exec generation), and to the file it was
 //! made on: it stops counting when the process exits or execs, and is
-//! forgotten when it is revoked or that file is released.
+//! forgotten when it is revoked or that file is released. A grant naming a
+//! thread names its whole process, so that a copy by pid and a copy through a
+//! peer fd, which any thread of the attaching process may use, agree.
+//!
+//! # The registry
+//!
+//! Unprivileged users grow it, so it is bounded and keyed:
+//!
+//! - Grants are kept per granting process ([`Entry`]), in one of [`BUCKETS`]
+//!   red-black trees keyed by the process's pid, each under its own mutex: an
+//!   access check looks up one process in one bucket, and checks of
+//!   different targets do not contend.
+//! - Every entry and every grant is charged to the granting user (its real
+//!   uid): at most [`MAX_PER_USER`] per user and [`MAX_TOTAL`] in all, at
+//!   most [`MAX_GRANTS_PER_PROCESS`] grants per process; past that, `ENOSPC`.
+//!   Allocations are charged to the granting task's memory cgroup.
+//! - Entries of processes that exited or exec()ed are reaped when their
+//!   bucket is next written, and all of them before `ENOSPC` is returned, so
+//!   grants made on a shared file by short-lived processes cannot pile up.
+//! - Withdrawals are counted per granting process ([`Owner`]): a peer fd
+//!   whose access rested on a process's grants rechecks only when that
+//!   process withdrew one, not when anyone anywhere did.
 
 use crate::glue::*;
-use crate::task::{PidRef, TaskRef};
+use crate::task::{current_ids, PidRef, TaskRef};
 use crate::uapi;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use kernel::prelude::*;
-use kernel::sync::Mutex;
+use kernel::rbtree::RBTree;
+use kernel::sync::{Arc, Mutex};
 use kernel::uaccess::{UserPtr, UserSlice};
 
 /// The most grants one process may hold at once.
 const MAX_GRANTS_PER_PROCESS: usize = 1024;
+/// The most registry slots (an entry per granting process, one per grant)
+/// charged to one user.
+const MAX_PER_USER: usize = 16384;
+/// The most registry slots in all.
+const MAX_TOTAL: usize = 262_144;
+/// Buckets of the registry (a power of two).
+const BUCKETS: usize = 64;
 
-/// One grant.
+/// Allocation flags: charged to the granting task's memory cgroup.
+const GFP: kernel::alloc::Flags = GFP_KERNEL_ACCOUNT;
+
+/// A granting process as peer fds see it: its count of withdrawals.
+pub(crate) struct Owner {
+    withdrawals: AtomicU64,
+}
+
+/// One grant of a process.
 struct Grant {
-    /// The granting process (thread-group pid).
-    owner: PidRef,
-    /// The granting process's exec generation at grant time.
-    exec_id: u64,
-    /// The file the grant was made on (identity only, never dereferenced).
+    /// The file it was made on (identity only, never dereferenced).
     file: usize,
-    /// The peer allowed (a process or thread), or `None` for any peer.
+    /// The process allowed (its thread-group pid), or `None` for any.
     peer: Option<PidRef>,
 }
 
-impl Grant {
-    fn same_as(&self, other: &Grant) -> bool {
-        self.owner.as_ptr() == other.owner.as_ptr()
-            && self.exec_id == other.exec_id
-            && self.file == other.file
-            && self.peer.as_ref().map(PidRef::as_ptr) == other.peer.as_ref().map(PidRef::as_ptr)
+/// The grants of one process.
+struct Entry {
+    /// The granting process (thread-group pid); the tree's key is its address.
+    pid: PidRef,
+    /// Its exec generation when the entry was made.
+    exec_id: u64,
+    /// The user charged for the entry and its grants.
+    uid: u32,
+    /// Shared with the peer fds that rely on these grants.
+    owner: Arc<Owner>,
+    /// The grants; `None` slots are free (KVec has no removal here).
+    grants: KVec<Option<Grant>>,
+    /// How many slots are `Some`.
+    live: usize,
+}
+
+impl Entry {
+    /// Whether the process exited or exec()ed since the entry was made.
+    fn stale(&self) -> bool {
+        self.pid
+            .task()
+            .map_or(true, |t| t.exec_id() != self.exec_id)
+    }
+
+    /// Forgets the grants `pred` picks; returns how many.
+    fn forget(&mut self, mut pred: impl FnMut(&Grant) -> bool) -> usize {
+        let mut n = 0;
+        for slot in self.grants.iter_mut() {
+            if slot.as_ref().is_some_and(&mut pred) {
+                *slot = None;
+                n += 1;
+            }
+        }
+        self.live -= n;
+        if n > 0 {
+            // Under the bucket's lock, after the grants are gone: a check
+            // that saw them read the count before this.
+            self.owner.withdrawals.fetch_add(1, Ordering::AcqRel);
+        }
+        n
     }
 }
 
-/// Every live grant. Empty slots are reused, so removal needs no shifting.
+type Bucket = RBTree<usize, Entry>;
+
+/// Every live grant, and what each user is charged.
 pub(crate) struct Registry {
-    grants: KVec<Option<Grant>>,
+    buckets: KVec<Pin<KBox<Mutex<Bucket>>>>,
+    /// `(uid, slots)` for every user with slots; few users, so a list.
+    users: Pin<KBox<Mutex<KVec<(u32, usize)>>>>,
+    /// Slots in all.
+    total: AtomicUsize,
 }
 
 /// The registry of the loaded module (see [`install`]).
-static REGISTRY: AtomicPtr<Mutex<Registry>> = AtomicPtr::new(core::ptr::null_mut());
+static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(core::ptr::null_mut());
 
-/// Creates the registry. The module owns it and must keep it alive (and in
-/// place) until [`uninstall`], after the device is gone.
-pub(crate) fn new_registry() -> Result<Pin<KBox<Mutex<Registry>>>> {
-    KBox::pin_init(
-        kernel::new_mutex!(
-            Registry {
-                grants: KVec::new()
-            },
-            "cma_consent"
-        ),
+/// Creates the registry. The module owns it and must keep it alive until
+/// [`uninstall`], after the device is gone.
+pub(crate) fn new_registry() -> Result<KBox<Registry>> {
+    let mut buckets = KVec::with_capacity(BUCKETS, GFP_KERNEL)?;
+    for _ in 0..BUCKETS {
+        buckets.push(
+            KBox::pin_init(
+                kernel::new_mutex!(RBTree::new(), "cma_consent_bucket"),
+                GFP_KERNEL,
+            )?,
+            GFP_KERNEL,
+        )?;
+    }
+    Ok(KBox::new(
+        Registry {
+            buckets,
+            users: KBox::pin_init(
+                kernel::new_mutex!(KVec::new(), "cma_consent_users"),
+                GFP_KERNEL,
+            )?,
+            total: AtomicUsize::new(0),
+        },
         GFP_KERNEL,
-    )
+    )?)
 }
 
 /// Publishes `registry` for the ioctl and release paths.
-pub(crate) fn install(registry: &Pin<KBox<Mutex<Registry>>>) {
-    let ptr: *const Mutex<Registry> = &**registry;
+pub(crate) fn install(registry: &KBox<Registry>) {
+    let ptr: *const Registry = &**registry;
     REGISTRY.store(ptr as *mut _, Ordering::Release);
 }
 
@@ -78,13 +163,13 @@ pub(crate) fn uninstall() {
     REGISTRY.store(core::ptr::null_mut(), Ordering::Release);
 }
 
-fn registry() -> &'static Mutex<Registry> {
+fn registry() -> &'static Registry {
     let ptr = REGISTRY.load(Ordering::Acquire);
     // SAFETY: the registry is installed before `/dev/cma` is registered and
     // withdrawn after it is deregistered. Every caller runs inside a file
-    // operation of `/dev/cma`, and an open file holds a reference on the
-    // module (`fops.owner`), so the module, which owns the pinned registry,
-    // outlives the call.
+    // operation of `/dev/cma` or of a peer fd, and an open file holds a
+    // reference on the module (`fops.owner`), so the module, which owns the
+    // boxed registry, outlives the call.
     unsafe { &*ptr }
 }
 
@@ -92,6 +177,81 @@ fn registry() -> &'static Mutex<Registry> {
 pub(crate) fn required() -> bool {
     // SAFETY: reads a module parameter; no preconditions.
     unsafe { cma_glue_require_consent() }
+}
+
+/// Registry slots in use, for the `grants` parameter (a test's window).
+fn publish_total(total: usize) {
+    // SAFETY: stores an integer in a module parameter; no preconditions.
+    unsafe { cma_glue_set_grants(total as u64) };
+}
+
+impl Registry {
+    fn bucket(&self, pid: *mut kernel::bindings::pid) -> &Mutex<Bucket> {
+        // struct pid is at least 64 bytes: drop the bits alignment fixes.
+        &self.buckets[(pid as usize >> 6) % BUCKETS]
+    }
+
+    /// Charges `n` slots to `uid`: `ENOSPC` past the user's or the total
+    /// bound.
+    fn charge(&self, uid: u32, n: usize) -> Result {
+        let mut users = self.users.lock();
+        let i = match users.iter().position(|(u, _)| *u == uid) {
+            Some(i) => i,
+            None => match users.iter().position(|(_, c)| *c == 0) {
+                Some(i) => {
+                    users[i] = (uid, 0);
+                    i
+                }
+                None => {
+                    users.push((uid, 0), GFP)?;
+                    users.len() - 1
+                }
+            },
+        };
+        if users[i].1 + n > MAX_PER_USER || self.total.load(Ordering::Relaxed) + n > MAX_TOTAL {
+            return Err(ENOSPC);
+        }
+        users[i].1 += n;
+        publish_total(self.total.fetch_add(n, Ordering::Relaxed) + n);
+        Ok(())
+    }
+
+    /// Returns `n` slots charged to `uid`.
+    fn uncharge(&self, uid: u32, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut users = self.users.lock();
+        if let Some(u) = users.iter_mut().find(|(u, _)| *u == uid) {
+            u.1 -= n;
+        }
+        publish_total(self.total.fetch_sub(n, Ordering::Relaxed) - n);
+    }
+
+    /// Charges `n` slots, reaping every stale entry first if the bounds are
+    /// reached. Must not be called with a bucket lock held.
+    fn charge_or_reap(&self, uid: u32, n: usize) -> Result {
+        if self.charge(uid, n).is_ok() {
+            return Ok(());
+        }
+        for bucket in self.buckets.iter() {
+            self.reap(&mut bucket.lock());
+        }
+        self.charge(uid, n)
+    }
+
+    /// Removes the entries of processes that exited or exec()ed.
+    fn reap(&self, bucket: &mut Bucket) {
+        loop {
+            let Some(key) = bucket.iter().find(|(_, e)| e.stale()).map(|(k, _)| *k) else {
+                return;
+            };
+            if let Some(mut e) = bucket.remove(&key) {
+                e.forget(|_| true);
+                self.uncharge(e.uid, 1 + e.grants.len());
+            }
+        }
+    }
 }
 
 /// `CMA_IOC_GRANT`: records the caller's consent, made on `file`.
@@ -102,87 +262,169 @@ pub(crate) fn grant(file: usize, arg: UserPtr) -> Result<isize> {
     if req.flags != 0 || req.reserved != [0; 3] || req.pid < 0 {
         return Err(EINVAL);
     }
+    // A thread names its process.
     let peer = match req.pid {
         0 => None,
-        pid => Some(PidRef::find(pid)?),
+        pid => Some(PidRef::tgid_of(&PidRef::find(pid)?.task()?)),
     };
     let me = TaskRef::current();
-    let new = Grant {
-        owner: PidRef::tgid_of(&me),
-        exec_id: me.exec_id(),
-        file,
-        peer,
-    };
+    let owner_pid = PidRef::tgid_of(&me);
+    let exec_id = me.exec_id();
+    let uid = current_ids().uid;
+    let reg = registry();
+    // At most a new entry and a slot for the grant; the unused part is
+    // returned below. Charged before the bucket is locked, since making
+    // room may take every bucket's lock.
+    reg.charge_or_reap(uid, 2)?;
+    let mut bucket = reg.bucket(owner_pid.as_ptr()).lock();
+    let (result, used) = add(reg, &mut bucket, owner_pid, exec_id, uid, file, peer);
+    drop(bucket);
+    reg.uncharge(uid, 2 - used);
+    result.map(|()| 0)
+}
 
-    let mut reg = registry().lock();
-    let mut mine = 0;
-    let mut free = None;
-    for (i, slot) in reg.grants.iter().enumerate() {
-        match slot {
-            Some(g) if g.same_as(&new) => return Ok(0),
-            Some(g) if g.owner.as_ptr() == new.owner.as_ptr() => mine += 1,
-            Some(_) => {}
-            None => free = free.or(Some(i)),
+/// Adds a grant under the bucket lock. Returns the result and how many of
+/// the two slots charged it used.
+fn add(
+    reg: &Registry,
+    bucket: &mut Bucket,
+    owner_pid: PidRef,
+    exec_id: u64,
+    uid: u32,
+    file: usize,
+    peer: Option<PidRef>,
+) -> (Result, usize) {
+    let key = owner_pid.as_ptr() as usize;
+    let mut used = 0;
+    if bucket.get(&key).map_or(true, |e| e.exec_id != exec_id) {
+        // A process new to the registry, or one that exec()ed since: make
+        // room first (its old entry is stale too, and goes).
+        reg.reap(bucket);
+        let owner = match Arc::new(
+            Owner {
+                withdrawals: AtomicU64::new(0),
+            },
+            GFP,
+        ) {
+            Ok(o) => o,
+            Err(e) => return (Err(e.into()), 0),
+        };
+        let entry = Entry {
+            pid: owner_pid,
+            exec_id,
+            uid,
+            owner,
+            grants: KVec::new(),
+            live: 0,
+        };
+        if let Err(e) = bucket.try_create_and_insert(key, entry, GFP) {
+            return (Err(e), 0);
+        }
+        used = 1;
+    }
+    let Some(entry) = bucket.get_mut(&key) else {
+        return (Err(EINVAL), used);
+    };
+    let peer_ptr = peer.as_ref().map(PidRef::as_ptr);
+    if entry
+        .grants
+        .iter()
+        .flatten()
+        .any(|g| g.file == file && g.peer.as_ref().map(PidRef::as_ptr) == peer_ptr)
+    {
+        return (Ok(()), used);
+    }
+    if entry.live >= MAX_GRANTS_PER_PROCESS {
+        return (Err(ENOSPC), used);
+    }
+    let grant = Grant { file, peer };
+    match entry.grants.iter_mut().find(|s| s.is_none()) {
+        Some(slot) => *slot = Some(grant),
+        None => {
+            // A new slot stays charged for as long as the entry lives.
+            if let Err(e) = entry.grants.push(Some(grant), GFP) {
+                return (Err(e.into()), used);
+            }
+            used += 1;
         }
     }
-    if mine >= MAX_GRANTS_PER_PROCESS {
-        return Err(ENOSPC);
-    }
-    match free {
-        Some(i) => reg.grants[i] = Some(new),
-        None => reg.grants.push(Some(new), GFP_KERNEL)?,
-    }
-    Ok(0)
+    entry.live += 1;
+    (Ok(()), used)
 }
 
 /// `CMA_IOC_REVOKE`: forgets every grant of the calling process.
 pub(crate) fn revoke() -> Result<isize> {
     let me = PidRef::tgid_of(&TaskRef::current());
-    forget(|g| g.owner.as_ptr() == me.as_ptr());
+    let key = me.as_ptr() as usize;
+    let mut bucket = registry().bucket(me.as_ptr()).lock();
+    if let Some(entry) = bucket.get_mut(&key) {
+        entry.forget(|_| true);
+    }
     Ok(0)
 }
 
 /// Forgets the grants made on `file`, which is being released.
 pub(crate) fn release(file: usize) {
-    forget(|g| g.file == file);
-}
-
-/// How many times grants have been withdrawn since the module was loaded.
-/// A peer fd records it when it checks access, and checks again when it has
-/// moved (see [`crate::peer`]).
-static WITHDRAWALS: AtomicU64 = AtomicU64::new(0);
-
-/// The current count of withdrawals. Read it before a check: a withdrawal
-/// the check did not see then shows up as a different count afterwards.
-pub(crate) fn withdrawals() -> u64 {
-    WITHDRAWALS.load(Ordering::Acquire)
-}
-
-fn forget(mut pred: impl FnMut(&Grant) -> bool) {
-    let mut reg = registry().lock();
-    let mut forgot = false;
-    for slot in reg.grants.iter_mut() {
-        if slot.as_ref().is_some_and(&mut pred) {
-            *slot = None;
-            forgot = true;
+    for bucket in registry().buckets.iter() {
+        let mut bucket = bucket.lock();
+        for (_, entry) in bucket.iter_mut() {
+            entry.forget(|g| g.file == file);
         }
     }
-    if forgot {
-        // After the grants are gone: a peer fd read the count before its
-        // check, which either saw the grant (and the count has moved since)
-        // or did not (and refused).
-        WITHDRAWALS.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The consent an access decision rested on: a process's grants, and its
+/// count of withdrawals when they were seen.
+pub(crate) struct Token {
+    owner: Arc<Owner>,
+    withdrawals: u64,
+}
+
+/// What a peer fd remembers of a [`Token`]: the same owner, and a count it
+/// may move forward after a check that passed.
+pub(crate) struct Seen {
+    owner: Arc<Owner>,
+    withdrawals: AtomicU64,
+}
+
+impl Seen {
+    pub(crate) fn new(t: Token) -> Seen {
+        Seen {
+            owner: t.owner,
+            withdrawals: AtomicU64::new(t.withdrawals),
+        }
+    }
+
+    /// Whether the owner has withdrawn nothing since.
+    pub(crate) fn holds(&self) -> bool {
+        self.owner.withdrawals.load(Ordering::Acquire) == self.withdrawals.load(Ordering::Acquire)
+    }
+
+    /// After a check that passed on `t`: if it rests on the same owner's
+    /// grants, later copies may rely on `t`'s count.
+    pub(crate) fn refresh(&self, t: &Token) {
+        if Arc::ptr_eq(&self.owner, &t.owner) {
+            self.withdrawals.store(t.withdrawals, Ordering::Release);
+        }
     }
 }
 
-/// Whether `target` has consented to copies by `caller`. The caller must
-/// hold the target's `exec_update_lock`, so that its exec generation is stable.
-pub(crate) fn given(target: &TaskRef, caller: &TaskRef) -> bool {
+/// Whether `target` has consented to copies by `caller`: the grants the
+/// decision rests on, or `None`. The caller must hold the target's
+/// `exec_update_lock`, so that its exec generation is stable.
+pub(crate) fn given(target: &TaskRef, caller: &TaskRef) -> Option<Token> {
     let exec_id = target.exec_id();
-    let reg = registry().lock();
-    reg.grants.iter().flatten().any(|g| {
-        target.in_group(&g.owner)
-            && g.exec_id == exec_id
-            && g.peer.as_ref().map_or(true, |p| caller.is_named_by(p))
+    let tgid = target.tgid_ptr();
+    let bucket = registry().bucket(tgid).lock();
+    let entry = bucket.get(&(tgid as usize))?;
+    let allowed = entry.exec_id == exec_id
+        && entry
+            .grants
+            .iter()
+            .flatten()
+            .any(|g| g.peer.as_ref().map_or(true, |p| caller.in_group(p)));
+    allowed.then(|| Token {
+        owner: entry.owner.clone(),
+        withdrawals: entry.owner.withdrawals.load(Ordering::Acquire),
     })
 }

@@ -39,6 +39,25 @@ module_param(require_consent, bool, 0644);
 MODULE_PARM_DESC(require_consent,
 		 "Targets must consent (CMA_IOC_GRANT) unless the caller has CAP_SYS_PTRACE (default: Y)");
 
+/* Registry slots in use (rust/consent.rs): read-only, for tests and admins. */
+static unsigned long grants;
+module_param(grants, ulong, 0444);
+MODULE_PARM_DESC(grants, "Consent registry slots in use (an entry per granting process, one per grant)");
+
+/* Full access rechecks made for copies through peer fds: read-only. */
+static atomic_long_t peer_rechecks = ATOMIC_LONG_INIT(0);
+
+static int peer_rechecks_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%ld\n", atomic_long_read(&peer_rechecks));
+}
+
+static const struct kernel_param_ops peer_rechecks_ops = {
+	.get = peer_rechecks_get,
+};
+module_param_cb(peer_rechecks, &peer_rechecks_ops, NULL, 0444);
+MODULE_PARM_DESC(peer_rechecks, "Copies through a peer fd that ran the full access check again");
+
 static const struct file_operations cma_fops = {
 	/* Pins the module while a file is open: rmmod is refused until close. */
 	.owner = THIS_MODULE,
@@ -93,7 +112,6 @@ void cma_glue_exec_update_unlock(struct task_struct *task);
 u64 cma_glue_self_exec_id(struct task_struct *task);
 struct pid *cma_glue_task_tgid(struct task_struct *task);
 struct pid *cma_glue_get_task_tgid(struct task_struct *task);
-struct pid *cma_glue_task_pid(struct task_struct *task);
 struct pid *cma_glue_pidfd_get_pid(int fd);
 unsigned long cma_glue_page_to_user(void __user *to, struct page *page, size_t offset, size_t n);
 unsigned long cma_glue_user_to_page(struct page *page, size_t offset, const void __user *from,
@@ -103,6 +121,8 @@ void cma_glue_simd_copy(void *dst, const void *src, size_t len);
 void cma_glue_memcpy(void *dst, const void *src, size_t len);
 int cma_glue_simd_param(void);
 bool cma_glue_access_ok(unsigned long addr, unsigned long len);
+void cma_glue_set_grants(u64 n);
+void cma_glue_count_peer_recheck(void);
 
 int cma_glue_register(void)
 {
@@ -117,6 +137,16 @@ void cma_glue_unregister(void)
 bool cma_glue_require_consent(void)
 {
 	return READ_ONCE(require_consent);
+}
+
+void cma_glue_set_grants(u64 n)
+{
+	WRITE_ONCE(grants, n);
+}
+
+void cma_glue_count_peer_recheck(void)
+{
+	atomic_long_inc(&peer_rechecks);
 }
 
 /*
@@ -251,10 +281,6 @@ struct pid *cma_glue_get_task_tgid(struct task_struct *task)
 	return get_pid(task_tgid(task));
 }
 
-struct pid *cma_glue_task_pid(struct task_struct *task)
-{
-	return task_pid(task);
-}
 
 /*
  * The struct pid a pidfd refers to, with a reference, or ERR_PTR(-EBADF) if

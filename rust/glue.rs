@@ -17,7 +17,6 @@ extern "C" {
     pub(crate) fn cma_glue_pidfd_get_pid(fd: c_int) -> *mut bindings::pid;
     pub(crate) fn cma_glue_get_task_tgid(task: *mut bindings::task_struct) -> *mut bindings::pid;
     pub(crate) fn cma_glue_task_tgid(task: *mut bindings::task_struct) -> *mut bindings::pid;
-    pub(crate) fn cma_glue_task_pid(task: *mut bindings::task_struct) -> *mut bindings::pid;
     pub(crate) fn cma_glue_same_thread_group(task: *mut bindings::task_struct) -> bool;
     pub(crate) fn cma_glue_self_exec_id(task: *mut bindings::task_struct) -> u64;
     pub(crate) fn cma_glue_exec_update_lock_killable(task: *mut bindings::task_struct) -> c_int;
@@ -67,6 +66,8 @@ extern "C" {
     ) -> usize;
     pub(crate) fn cma_glue_simd_param() -> c_int;
     pub(crate) fn cma_glue_access_ok(addr: usize, len: usize) -> bool;
+    pub(crate) fn cma_glue_set_grants(n: u64);
+    pub(crate) fn cma_glue_count_peer_recheck();
     pub(crate) fn cma_glue_simd_usable() -> bool;
     pub(crate) fn cma_glue_simd_copy(dst: *mut u8, src: *const u8, len: usize);
     pub(crate) fn cma_glue_memcpy(dst: *mut u8, src: *const u8, len: usize);

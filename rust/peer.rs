@@ -8,7 +8,8 @@
 //! and before each copy confirms in a few loads that nothing the decision
 //! rested on has changed: the caller's thread group and credentials, the
 //! target's credentials and address space, dumpability, and no consent
-//! withdrawn. Held references keep every pointer compared from being reused,
+//! withdrawn by the target (withdrawals are counted per granting process,
+//! so no one else's grants and revokes send this fd to the slow path). Held references keep every pointer compared from being reused,
 //! so equal pointers mean the same objects. If anything differs, the full
 //! check runs again, exactly as a copy by pid would; a peer fd never allows
 //! a copy that a copy by pid would refuse. This is stricter than
@@ -17,13 +18,13 @@
 //! The fd holds the target's `mm_struct` with `mmgrab` only: the target's
 //! memory is freed when it exits, and copies then fail with `ESRCH`.
 
-use crate::consent;
+use crate::access;
+use crate::consent::{self, Seen};
 use crate::glue::*;
 use crate::mm::{MmGrab, MmRef};
 use crate::target::{self, TargetId};
 use crate::task::{Inputs, PidRef, TaskCred, TaskRef};
 use crate::uapi;
-use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::uaccess::{UserPtr, UserSlice};
 
@@ -38,39 +39,29 @@ pub(crate) struct Peer {
     /// The attaching caller's thread group and credentials.
     caller_group: PidRef,
     caller_cred: TaskCred,
-    /// [`consent::withdrawals`] read before the last check that passed for
-    /// the attaching caller, or [`NOT_REQUIRED`] if consent was not required
-    /// then. The only input a check may refresh: a withdrawal anywhere moves
-    /// the count, and must not leave every peer fd on the slow path.
-    withdrawals: AtomicU64,
-}
-
-/// [`Peer::withdrawals`] when the check did not require consent.
-const NOT_REQUIRED: u64 = u64::MAX;
-
-/// What [`consent::withdrawals`] stands at for a check, or [`NOT_REQUIRED`].
-fn consent_state() -> u64 {
-    if consent::required() {
-        consent::withdrawals()
-    } else {
-        NOT_REQUIRED
-    }
+    /// Whether consent was required at attach time.
+    required: bool,
+    /// The target's grants the decision rested on, if it needed them; the
+    /// only input a later check that passed may move forward (the target
+    /// revoking one grant and granting again must not leave the fd slow).
+    consent: Option<Seen>,
 }
 
 impl Peer {
     /// Looks up and checks the target, as a copy by pid does.
     fn attach(id: TargetId) -> Result<Peer> {
         let task = target::find(id)?;
-        let withdrawals = AtomicU64::new(consent_state());
-        let (mm, target_cred) = target::check(&task)?;
+        let required = consent::required();
+        let (mm, decision) = target::check(&task)?;
         let me = TaskRef::current();
         Ok(Peer {
             mm: MmGrab::of(&mm),
             task,
-            target_cred,
+            target_cred: decision.cred,
             caller_group: PidRef::tgid_of(&me),
             caller_cred: TaskCred::of_caller(),
-            withdrawals,
+            required,
+            consent: decision.consent.map(Seen::new),
         })
     }
 
@@ -78,8 +69,8 @@ impl Peer {
     /// the target has exited or exec()ed, else the decision of the full
     /// check if anything it rested on has changed.
     pub(crate) fn target(&self) -> Result<MmRef> {
-        // Read first: a withdrawal after this read is seen by the next copy.
-        let consent = consent_state();
+        let consent_holds =
+            consent::required() == self.required && self.consent.as_ref().map_or(true, Seen::holds);
         let now = Inputs::now(&self.task, self.mm.as_ptr());
         let same = now
             == Inputs {
@@ -90,30 +81,33 @@ impl Peer {
                 dumpable: true,
             };
         let mm = self.mm.get()?;
-        if same && consent == self.withdrawals.load(Ordering::Acquire) {
+        if same && consent_holds {
             return Ok(mm);
         }
         drop(mm);
-        let mm = self.recheck()?;
-        if same {
-            // Only the consent count moved, and the check passed with the
-            // count read before it: later copies by this caller may use it.
-            // (Racing stores only store counts that were checked, at worst
-            // an older one, which costs another check.)
-            self.withdrawals.store(consent, Ordering::Release);
+        // SAFETY: increments a counter; no preconditions.
+        unsafe { cma_glue_count_peer_recheck() };
+        let (mm, decision) = self.recheck()?;
+        if let (true, Some(seen), Some(token)) = (same, &self.consent, &decision.consent) {
+            // Only the target's withdrawals moved, and the check passed on
+            // the count it read under the registry's lock: later copies by
+            // this caller may rely on it. (Racing stores only store counts
+            // that were checked, at worst an older one, which costs another
+            // check.)
+            seen.refresh(token);
         }
         Ok(mm)
     }
 
     /// The full check, for a copy after something changed.
     #[cold]
-    fn recheck(&self) -> Result<MmRef> {
-        let (mm, _) = target::check(&self.task)?;
+    fn recheck(&self) -> Result<(MmRef, access::Decision)> {
+        let (mm, decision) = target::check(&self.task)?;
         if mm.as_ptr() != self.mm.as_ptr() {
             // The target exec()ed: this fd was for the old image.
             return Err(ESRCH);
         }
-        Ok(mm)
+        Ok((mm, decision))
     }
 }
 

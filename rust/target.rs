@@ -2,9 +2,9 @@
 
 //! From a pid or pidfd to the target's address space, with the access check.
 
-use crate::access;
+use crate::access::{self, Decision};
 use crate::mm::MmRef;
-use crate::task::{PidRef, TaskCred, TaskRef};
+use crate::task::{PidRef, TaskRef};
 use kernel::prelude::*;
 
 /// How the caller names the target.
@@ -40,12 +40,12 @@ pub(crate) fn find(id: TargetId) -> Result<TaskRef> {
 }
 
 /// Takes `task`'s address space and checks that the caller may copy from and
-/// to it. Returns it with the target's credentials the decision rested on.
-pub(crate) fn check(task: &TaskRef) -> Result<(MmRef, TaskCred)> {
+/// to it. Returns it with what the decision rested on.
+pub(crate) fn check(task: &TaskRef) -> Result<(MmRef, Decision)> {
     // Like mm_access(): hold off exec while the mm is taken and checked.
     let exec_lock = task.lock_exec()?;
     let mm = MmRef::of_task(task)?;
-    let cred = access::check(task, &mm)?;
+    let decision = access::check(task, &mm)?;
     drop(exec_lock);
-    Ok((mm, cred))
+    Ok((mm, decision))
 }

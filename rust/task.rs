@@ -124,17 +124,11 @@ impl TaskRef {
         unsafe { cma_glue_self_exec_id(self.as_ptr()) }
     }
 
-    /// Whether `pid` names this task or its thread group.
-    pub(crate) fn is_named_by(&self, pid: &PidRef) -> bool {
-        // SAFETY: the task is live (type invariant), so its pids are too; the
-        // pointers are only compared.
-        let (own, group) = unsafe {
-            (
-                cma_glue_task_pid(self.as_ptr()),
-                cma_glue_task_tgid(self.as_ptr()),
-            )
-        };
-        pid.as_ptr() == own || pid.as_ptr() == group
+    /// The address of this task's thread-group pid, for identity only.
+    pub(crate) fn tgid_ptr(&self) -> *mut bindings::pid {
+        // SAFETY: the task is live (type invariant), so is its tgid pid; the
+        // pointer is only compared.
+        unsafe { cma_glue_task_tgid(self.as_ptr()) }
     }
 
     /// Whether this task's thread group is the one `pid` names.

@@ -90,6 +90,18 @@ pub const TESTS: &[Test] = &[
         name: "attach_fd_inherited_by_child_rechecked",
         run: attach_inherited,
     },
+    Test {
+        name: "consent_grant_to_thread_names_its_process",
+        run: grant_to_thread,
+    },
+    Test {
+        name: "consent_registry_bounded_under_grant_flood",
+        run: grant_flood,
+    },
+    Test {
+        name: "consent_withdrawals_counted_per_target",
+        run: withdrawals_per_target,
+    },
 ];
 
 /// Commands a target peer answers.
@@ -110,6 +122,7 @@ const PEER_WRITE: u8 = b'W';
 const PEER_PROBE: u8 = b'P';
 const FORK_PEER_READ: u8 = b'f';
 const BECOME: u8 = b'u';
+const SPAWN_THREAD: u8 = b'T';
 
 fn errno_of(r: io::Result<()>) -> u64 {
     match r {
@@ -269,6 +282,18 @@ fn caller_with(uid: u32, keep_caps: bool) -> io::Result<Peer> {
                     })? as u64]
                 }
                 BECOME => vec![errno_of(util::become_user(args[0] as u32))],
+                SPAWN_THREAD => {
+                    // A thread that lives as long as the caller; its tid.
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    std::thread::spawn(move || {
+                        // SAFETY: gettid has no preconditions.
+                        let _ = tx.send(unsafe { libc::gettid() });
+                        loop {
+                            std::thread::park();
+                        }
+                    });
+                    vec![rx.recv().map_err(io::Error::other)? as u64]
+                }
                 _ => vec![libc::EINVAL as u64],
             })
         })
@@ -723,5 +748,138 @@ fn attach_inherited() -> TestResult {
         c.command(FORK_PEER_READ, &[addr as u64])?[0],
         libc::EPERM as u64
     );
+    Ok(())
+}
+
+fn grant_to_thread() -> TestResult {
+    needs_root()?;
+    let (mut t, addr) = target(NOBODY, true)?;
+    let mut c = caller(NOBODY)?;
+    let tid = c.command(SPAWN_THREAD, &[])?[0];
+    check!(tid != c.pid as u64, "the thread has the process's id");
+    // The target names a thread of the caller; the caller's main thread
+    // copies, by pid and through a peer fd: both see the grant, as a peer
+    // fd, usable by any thread of the attaching process, must.
+    check_eq!(t.command(GRANT, &[tid])?[0], 0);
+    check_eq!(attempt(&mut c, &t, addr)?, ALLOWED);
+    check_eq!(c.command(ATTACH, &[t.pid as u64])?[0], 0);
+    check_eq!(attempt_peer(&mut c, addr)?, ALLOWED);
+    // A grant to another process's thread gives this one nothing.
+    let (mut t2, addr2) = target(NOBODY, true)?;
+    let mut other = caller(NOBODY)?;
+    let other_tid = other.command(SPAWN_THREAD, &[])?[0];
+    check_eq!(t2.command(GRANT, &[other_tid])?[0], 0);
+    check_eq!(attempt(&mut c, &t2, addr2)?, EPERM);
+    check_eq!(attempt(&mut other, &t2, addr2)?, ALLOWED);
+    Ok(())
+}
+
+/// A module parameter of cma, as a number.
+fn param(name: &str) -> io::Result<u64> {
+    std::fs::read_to_string(format!("/sys/module/cma/parameters/{name}"))?
+        .trim()
+        .parse()
+        .map_err(io::Error::other)
+}
+
+/// The most registry slots one user may hold (`MAX_PER_USER` in the module).
+const MAX_PER_USER: u64 = 16384;
+
+fn grant_flood() -> TestResult {
+    needs_root()?;
+    let before = param("grants")?;
+    let start = std::time::Instant::now();
+    // One unprivileged user: 16 files, 64 living peers, and 129 short-lived
+    // children that each make 1024 grants on the inherited files.
+    let status = util::in_forked(|| {
+        let flood = || -> io::Result<i32> {
+            util::become_user(NOBODY)?;
+            let devs: Vec<Device> = (0..16).map(|_| Device::open()).collect::<Result<_, _>>()?;
+            let mut sleepers = Vec::new();
+            for _ in 0..64 {
+                sleepers.push(Peer::spawn(|ch| ch.wait())?);
+            }
+            let (mut made, mut refused) = (0u64, 0u64);
+            for _ in 0..129 {
+                // Each child reports through its exit status: 0 all made,
+                // 1 some refused with ENOSPC, 2 anything else.
+                let s = util::in_forked(|| {
+                    let mut status = 0;
+                    for d in &devs {
+                        for p in &sleepers {
+                            match d.grant(Some(p.pid)) {
+                                Ok(()) => {}
+                                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => status = 1,
+                                Err(_) => return 2,
+                            }
+                        }
+                    }
+                    status
+                })?;
+                match s {
+                    0 => made += 1,
+                    1 => refused += 1,
+                    s => return Ok(10 + s),
+                }
+            }
+            println!("# 129 flooders: {made} made all 1024 grants, {refused} were refused some");
+            Ok(0)
+        };
+        flood().unwrap_or(99)
+    })?;
+    check_eq!(status, 0, "the flood failed in an unexpected way");
+    println!(
+        "# 132096 grants by one user in {:.1} s; registry slots {} before, {} after",
+        start.elapsed().as_secs_f64(),
+        before,
+        param("grants")?
+    );
+    // Another user is unaffected: it consents, and is read by a peer.
+    let (mut t, addr) = target(OTHER_USER, true)?;
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    let mut c = caller(OTHER_USER)?;
+    check_eq!(attempt(&mut c, &t, addr)?, ALLOWED);
+    // Its grants died with the flooders; whatever the registry still holds
+    // of them is bounded by the per-user limit.
+    check!(
+        param("grants")? <= before + MAX_PER_USER,
+        "the registry holds {} slots",
+        param("grants")?
+    );
+    Ok(())
+}
+
+fn withdrawals_per_target() -> TestResult {
+    needs_root()?;
+    let (mut t, addr) = target(NOBODY, true)?;
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    let mut c = caller(NOBODY)?;
+    check_eq!(c.command(ATTACH, &[t.pid as u64])?[0], 0);
+    check_eq!(attempt_peer(&mut c, addr)?, ALLOWED);
+    // Someone else grants and revokes, over and over.
+    let (mut noisy, _) = target(OTHER_USER, true)?;
+    for _ in 0..200 {
+        check_eq!(noisy.command(GRANT, &[0])?[0], 0);
+        check_eq!(noisy.command(REVOKE, &[])?[0], 0);
+    }
+    let rechecks = param("peer_rechecks")?;
+    for _ in 0..20 {
+        check_eq!(attempt_peer(&mut c, addr)?, ALLOWED);
+    }
+    check_eq!(
+        param("peer_rechecks")? - rechecks,
+        0,
+        "copies through a peer fd rechecked after another process's revokes"
+    );
+    // The target itself withdrawing and granting again costs one recheck,
+    // after which the fd is fast again.
+    check_eq!(t.command(REVOKE, &[])?[0], 0);
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    let rechecks = param("peer_rechecks")?;
+    for _ in 0..20 {
+        check_eq!(attempt_peer(&mut c, addr)?, ALLOWED);
+    }
+    // attempt_peer makes three calls; the first rechecks and moves on.
+    check_eq!(param("peer_rechecks")? - rechecks, 1);
     Ok(())
 }
