@@ -10,6 +10,7 @@
 //! asked, or a documented errno; nothing crashes; and the runner then checks
 //! the kernel log, pins and kmemleak.
 
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -489,34 +490,102 @@ fn unload_during_copy() -> TestResult {
     Ok(())
 }
 
-fn mem_available_kb() -> std::io::Result<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo")?;
-    Ok(s.lines()
-        .find(|l| l.starts_with("MemAvailable:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0))
+/// Waits up to `secs` seconds for inotify fd `ino` to report a close.
+fn wait_for_close(ino: i32, secs: u64) -> std::io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: ino,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, (secs * 1000) as i32) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n == 1)
 }
 
 fn memory_freed() -> TestResult {
-    // A target holding 256 MiB is copied from every way (success, partial,
-    // failure), then killed. If cma kept a reference on its mm or pinned
-    // pages, the memory would not come back. A peer fd on each target stays
-    // open until the end: it must not keep the memory either.
-    let big = 256 << 20;
+    // Each target maps a file and keeps no descriptor of it, so only its
+    // address space holds the file; the address space is torn down (its
+    // memory freed) exactly when the last user of the mm goes, and the file
+    // is then closed for the last time, which inotify reports. If cma kept
+    // the mm alive (a leaked mm_users reference, from a copy or a peer fd),
+    // the close would never come. It is copied from every way (success,
+    // partial, failure) first, and a peer fd on each target stays open until
+    // the end. (Pinned pages are the runner's pins_balanced check.)
+    let len = 64 << 20;
     let dev = Device::open()?;
     let local = Mapping::new(4 << 20, libc::PROT_READ | libc::PROT_WRITE)?;
-    let before = mem_available_kb()?;
     let mut peers = Vec::new();
     for round in 0..3 {
+        let path = std::env::temp_dir().join(format!("cma-mm-{}-{round}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        file.set_len(len as u64)?;
+        // SAFETY: plain system calls; the path is NUL-terminated.
+        let ino = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+        check!(
+            ino >= 0,
+            "inotify_init1: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `ino` is ours, closed below.
+        let ino_fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(ino) };
+        let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a live inotify fd and a NUL-terminated path.
+        let wd = unsafe {
+            libc::inotify_add_watch(
+                ino,
+                cpath.as_ptr(),
+                libc::IN_CLOSE_WRITE | libc::IN_CLOSE_NOWRITE,
+            )
+        };
+        check!(
+            wd >= 0,
+            "inotify_add_watch: {}",
+            std::io::Error::last_os_error()
+        );
+        let fd = file.as_raw_fd();
         let mut target = Peer::spawn(move |mut ch| {
-            let mut m = Mapping::new(big, libc::PROT_READ | libc::PROT_WRITE)?;
-            m.bytes_mut().fill(5);
-            m.punch(big - page_size(), page_size())?;
-            ch.send(&[m.addr() as u64])?;
+            // SAFETY: maps the inherited file, then closes the descriptor:
+            // from here on only the mapping holds the file.
+            let addr = unsafe {
+                let a = libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                );
+                libc::close(fd);
+                a
+            };
+            if addr == libc::MAP_FAILED {
+                return Err(Failure::Fail("mmap of the target file failed".into()));
+            }
+            // SAFETY: the mapping just made, `len` bytes.
+            unsafe { std::ptr::write_bytes(addr as *mut u8, 5, len) };
+            // SAFETY: its last page, for the partial copy.
+            unsafe { libc::munmap((addr as usize + len - page_size()) as *mut _, page_size()) };
+            ch.send(&[addr as u64])?;
             ch.wait()
         })?;
+        drop(file);
+        let _ = std::fs::remove_file(&path);
         let base = target.recv()?[0] as usize;
+        // The parent's close of its descriptor came before the target's
+        // (or after: either way not the last one); forget those events.
+        let mut events = [0u8; 4096];
+        while wait_for_close(ino, 0)? {
+            // SAFETY: reads into a live buffer; poll said it will not block.
+            unsafe { libc::read(ino, events.as_mut_ptr().cast(), events.len()) };
+        }
         for op in [Op::Read, Op::Write] {
             let t = Target::Pid(target.pid);
             check_eq!(
@@ -531,7 +600,7 @@ fn memory_freed() -> TestResult {
                 4 << 20
             );
             // Partial: runs into the hole at the end.
-            let tail = base + big - 2 * page_size();
+            let tail = base + len - 2 * page_size();
             check_eq!(
                 copy(
                     &dev,
@@ -553,27 +622,17 @@ fn memory_freed() -> TestResult {
         let n = unsafe { peer.copy1_raw(Op::Read, local.addr() as u64, base as u64, 1 << 20) }?;
         check_eq!(n, 1 << 20);
         peers.push(peer);
+        // Kill and reap the target; its address space must go with it.
         drop(target);
-        let _ = round;
-    }
-    // Give the exits time to free everything.
-    let mut after = 0;
-    for _ in 0..50 {
-        after = mem_available_kb()?;
-        if after + 16 * 1024 >= before {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        check!(
+            wait_for_close(ino, 30)?,
+            "round {round}: the target's address space outlived it (its file was never closed)"
+        );
+        drop(ino_fd);
     }
     println!(
-        "# MemAvailable: {before} kB before, {after} kB after three 256 MiB targets \
-         ({} peer fds still open)",
+        "# three targets' address spaces torn down at exit, {} peer fds still open",
         peers.len()
-    );
-    check!(
-        after + 16 * 1024 >= before,
-        "{} kB not freed after the targets exited",
-        before.saturating_sub(after)
     );
     Ok(())
 }
