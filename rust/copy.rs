@@ -75,6 +75,12 @@ pub(crate) fn ioctl(via: Via<'_>, arg: UserPtr, dir: Direction) -> Result<isize>
     check_total(&local)?;
     let remote = read_iovecs(req.remote_iov, req.remote_cnt)?;
     check_total(&remote)?;
+    // The result goes where the request came from. Make sure it can before
+    // any byte moves: a write that changed the target and then could not
+    // say how much would leave the caller no way to learn it.
+    UserSlice::new(arg, size_of::<uapi::cma_copy>())
+        .writer()
+        .write(&req)?;
 
     let outcome = if local.is_empty() && remote.is_empty() {
         // A probe: may the caller reach the target at all?

@@ -24,6 +24,10 @@ pub const TESTS: &[Test] = &[
         run: nonzero_padding,
     },
     Test {
+        name: "copy_unwritable_result_moves_nothing",
+        run: unwritable_result,
+    },
+    Test {
         name: "copy_too_many_iovecs_einval",
         run: too_many_iovecs,
     },
@@ -261,6 +265,58 @@ fn unknown_flags() -> TestResult {
     check!(
         buf.bytes_mut().iter().all(|&b| b == 0),
         "a rejected request copied data"
+    );
+    Ok(())
+}
+
+/// A WRITE whose `struct cma_copy` is readable but not writable: the result
+/// could not be reported, so nothing may be written into the target (else
+/// the caller could not learn how much it changed there).
+fn unwritable_result() -> TestResult {
+    let dev = Device::open()?;
+    let ps = page_size();
+    let (peer, addr) = remote_buffer(ps, 9, 0)?;
+    let mut before = vec![0u8; 64];
+    copy(
+        &dev,
+        Op::Read,
+        Target::Pid(peer.pid),
+        &[iov(before.as_mut_ptr() as usize, 64)],
+        &[iov(addr, 64)],
+    )?;
+    let mut src = Mapping::new(ps, libc::PROT_READ | libc::PROT_WRITE)?;
+    src.bytes_mut().fill(0xee);
+    let l = [iov(src.addr(), 64)];
+    let r = [iov(addr, 64)];
+    for op in OPS {
+        let args = sys::cma_copy::describe(&l, &r, peer.pid, 0)?;
+        let mut page = Mapping::new(ps, libc::PROT_READ | libc::PROT_WRITE)?;
+        // SAFETY: plain-old-data struct into the start of our own page.
+        unsafe { std::ptr::write_unaligned(page.bytes_mut().as_mut_ptr().cast(), args) };
+        page.protect(0, ps, libc::PROT_READ)?;
+        let cmd = match op {
+            Op::Read => sys::CMA_IOC_READ,
+            Op::Write => sys::CMA_IOC_WRITE,
+        };
+        // SAFETY: the struct is in our read-only page; its iovecs name our
+        // own mapping and the target's buffer.
+        expect_errno(
+            unsafe { sys::ioctl(dev.as_fd(), cmd, page.addr()) },
+            libc::EFAULT,
+            format!("{op:?} with a read-only result"),
+        )?;
+    }
+    let mut after = vec![0u8; 64];
+    copy(
+        &dev,
+        Op::Read,
+        Target::Pid(peer.pid),
+        &[iov(after.as_mut_ptr() as usize, 64)],
+        &[iov(addr, 64)],
+    )?;
+    check!(
+        before == after,
+        "the target was written although the result could not be reported"
     );
     Ok(())
 }
