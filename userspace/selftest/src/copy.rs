@@ -294,6 +294,7 @@ fn unwritable_result() -> TestResult {
         // SAFETY: plain-old-data struct into the start of our own page.
         unsafe { std::ptr::write_unaligned(page.bytes_mut().as_mut_ptr().cast(), args) };
         page.protect(0, ps, libc::PROT_READ)?;
+        src.bytes_mut().fill(0xee);
         let cmd = match op {
             Op::Read => sys::CMA_IOC_READ,
             Op::Write => sys::CMA_IOC_WRITE,
@@ -305,6 +306,10 @@ fn unwritable_result() -> TestResult {
             libc::EFAULT,
             format!("{op:?} with a read-only result"),
         )?;
+        check!(
+            src.bytes()[..64].iter().all(|&b| b == 0xee),
+            "{op:?}: the caller's buffer was written although the result could not be reported"
+        );
     }
     let mut after = vec![0u8; 64];
     copy(
