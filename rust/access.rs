@@ -17,14 +17,16 @@
 //!    every capability the target may use (its permitted set a subset of the
 //!    caller's), or have `CAP_SYS_PTRACE` in the target's user namespace;
 //! 5. and, unless the caller has `CAP_SYS_PTRACE` over the target or the
-//!    module was loaded with `require_consent=0`, the target has consented
+//!    `policy` parameter is `credentials`, the target has consented
 //!    (see [`crate::consent`]).
+//!
+//! With `policy=off`, only the caller's own thread group may be copied.
 //!
 //! The caller must hold the target's `exec_update_lock` across the check and
 //! the lookup of `mm`, so that an exec (say, of a setuid program) cannot slip
 //! in between, as `mm_access()` does.
 
-use crate::consent::{self, Token};
+use crate::consent::{self, Policy, Token};
 use crate::mm::MmRef;
 use crate::task::{current_ids, TaskCred, TaskRef};
 use kernel::prelude::*;
@@ -47,6 +49,10 @@ pub(crate) fn check(task: &TaskRef, mm: &MmRef) -> Result<Decision> {
             consent: None,
         });
     }
+    let policy = consent::policy();
+    if policy == Policy::Off {
+        return Err(EPERM);
+    }
     let (me, them) = (current_ids(), tcred.ids());
     let same_ids = me.uid == them.euid
         && me.uid == them.suid
@@ -68,9 +74,9 @@ pub(crate) fn check(task: &TaskRef, mm: &MmRef) -> Result<Decision> {
     if !covers_caps && !privileged() {
         return Err(EPERM);
     }
-    let consent = match consent::required() {
-        false => None,
-        true => match consent::given(task, &TaskRef::current()) {
+    let consent = match policy != Policy::Consent {
+        true => None,
+        false => match consent::given(task, &TaskRef::current()) {
             Some(token) => Some(token),
             None if privileged() => None,
             None => return Err(EPERM),

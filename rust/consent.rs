@@ -4,7 +4,7 @@
 //!
 //! LSMs such as Yama cannot be consulted from a module, so cma has its own
 //! answer: unless the caller has `CAP_SYS_PTRACE` over the target (or the
-//! admin loaded the module with `require_consent=0`), the target must have
+//! admin chose another `policy`), the target must have
 //! granted access with `CMA_IOC_GRANT` on its own `/dev/cma` file, to one peer
 //! process or to any peer that passes the credential rule.
 //!
@@ -173,10 +173,27 @@ fn registry() -> &'static Registry {
     unsafe { &*ptr }
 }
 
-/// Whether the module requires consent (the `require_consent` parameter).
-pub(crate) fn required() -> bool {
+/// Who may copy: the `policy` module parameter (`require_consent` is the
+/// older switch between the first two).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Policy {
+    /// The credential rule, and consent unless the caller has
+    /// `CAP_SYS_PTRACE` over the target.
+    Consent,
+    /// The credential rule alone.
+    Credentials,
+    /// No copies between processes.
+    Off,
+}
+
+/// The policy in force.
+pub(crate) fn policy() -> Policy {
     // SAFETY: reads a module parameter; no preconditions.
-    unsafe { cma_glue_require_consent() }
+    match unsafe { cma_glue_policy() } {
+        0 => Policy::Consent,
+        1 => Policy::Credentials,
+        _ => Policy::Off,
+    }
 }
 
 /// Registry slots in use, for the `grants` parameter (a test's window).

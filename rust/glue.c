@@ -34,10 +34,73 @@ int cma_rs_release(struct inode *inode, struct file *file);
 long cma_rs_peer_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 int cma_rs_peer_release(struct inode *inode, struct file *file);
 
-static bool require_consent = true;
-module_param(require_consent, bool, 0644);
-MODULE_PARM_DESC(require_consent,
-		 "Targets must consent (CMA_IOC_GRANT) unless the caller has CAP_SYS_PTRACE (default: Y)");
+/*
+ * Who may copy (rust/access.rs): the administrator's choice, changed only by
+ * root (the parameter files are root's, mode 0644), every change logged.
+ *   consent      the credential rule, and the target must have consented
+ *                (CMA_IOC_GRANT) unless the caller has CAP_SYS_PTRACE over it
+ *   credentials  the credential rule alone (process_vm_readv under Yama 0)
+ *   off          no copies between processes at all, for anyone
+ * require_consent is the older switch between the first two.
+ */
+enum cma_policy { CMA_POLICY_CONSENT, CMA_POLICY_CREDENTIALS, CMA_POLICY_OFF };
+static const char *const cma_policy_names[] = { "consent", "credentials", "off" };
+static int cma_policy = CMA_POLICY_CONSENT;
+
+static void cma_set_policy(int policy)
+{
+	int old = xchg(&cma_policy, policy);
+
+	if (old != policy)
+		pr_notice("cma: policy %s -> %s (by uid %u, pid %d)\n", cma_policy_names[old],
+			  cma_policy_names[policy], from_kuid(&init_user_ns, current_uid()),
+			  task_pid_nr(current));
+}
+
+static int policy_set(const char *val, const struct kernel_param *kp)
+{
+	int i = sysfs_match_string(cma_policy_names, val);
+
+	if (i < 0)
+		return -EINVAL;
+	cma_set_policy(i);
+	return 0;
+}
+
+static int policy_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%s\n", cma_policy_names[READ_ONCE(cma_policy)]);
+}
+
+static const struct kernel_param_ops policy_ops = {
+	.set = policy_set,
+	.get = policy_get,
+};
+module_param_cb(policy, &policy_ops, NULL, 0644);
+MODULE_PARM_DESC(policy, "Who may copy: consent (default), credentials or off");
+
+static int require_consent_set(const char *val, const struct kernel_param *kp)
+{
+	bool on;
+	int ret = kstrtobool(val, &on);
+
+	if (ret)
+		return ret;
+	cma_set_policy(on ? CMA_POLICY_CONSENT : CMA_POLICY_CREDENTIALS);
+	return 0;
+}
+
+static int require_consent_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%c\n", READ_ONCE(cma_policy) == CMA_POLICY_CONSENT ? 'Y' : 'N');
+}
+
+static const struct kernel_param_ops require_consent_ops = {
+	.set = require_consent_set,
+	.get = require_consent_get,
+};
+module_param_cb(require_consent, &require_consent_ops, NULL, 0644);
+MODULE_PARM_DESC(require_consent, "Y: policy=consent, N: policy=credentials (older switch)");
 
 /* Registry slots in use (rust/consent.rs): read-only, for tests and admins. */
 static unsigned long grants;
@@ -88,7 +151,7 @@ static struct miscdevice cma_miscdev = {
 /* Prototypes for the functions below, all called from Rust. */
 int cma_glue_register(void);
 void cma_glue_unregister(void);
-bool cma_glue_require_consent(void);
+int cma_glue_policy(void);
 long cma_glue_pin_remote(struct mm_struct *mm, unsigned long start, unsigned long nr_pages,
 			 unsigned int gup_flags, struct page **pages);
 int cma_glue_get_dumpable(struct mm_struct *mm);
@@ -134,9 +197,9 @@ void cma_glue_unregister(void)
 	misc_deregister(&cma_miscdev);
 }
 
-bool cma_glue_require_consent(void)
+int cma_glue_policy(void)
 {
-	return READ_ONCE(require_consent);
+	return READ_ONCE(cma_policy);
 }
 
 void cma_glue_set_grants(u64 n)

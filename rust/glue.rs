@@ -51,7 +51,7 @@ extern "C" {
         dumpable: *mut c_int,
     );
     pub(crate) fn cma_glue_peer_fd(peer: *mut core::ffi::c_void) -> c_int;
-    pub(crate) fn cma_glue_require_consent() -> bool;
+    pub(crate) fn cma_glue_policy() -> c_int;
     pub(crate) fn cma_glue_page_to_user(
         to: *mut core::ffi::c_void,
         page: *mut bindings::page,

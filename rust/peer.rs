@@ -39,8 +39,8 @@ pub(crate) struct Peer {
     /// The attaching caller's thread group and credentials.
     caller_group: PidRef,
     caller_cred: TaskCred,
-    /// Whether consent was required at attach time.
-    required: bool,
+    /// The policy in force at attach time.
+    policy: consent::Policy,
     /// The target's grants the decision rested on, if it needed them; the
     /// only input a later check that passed may move forward (the target
     /// revoking one grant and granting again must not leave the fd slow).
@@ -51,7 +51,7 @@ impl Peer {
     /// Looks up and checks the target, as a copy by pid does.
     fn attach(id: TargetId) -> Result<Peer> {
         let task = target::find(id)?;
-        let required = consent::required();
+        let policy = consent::policy();
         let (mm, decision) = target::check(&task)?;
         let me = TaskRef::current();
         Ok(Peer {
@@ -60,7 +60,7 @@ impl Peer {
             target_cred: decision.cred,
             caller_group: PidRef::tgid_of(&me),
             caller_cred: TaskCred::of_caller(),
-            required,
+            policy,
             consent: decision.consent.map(Seen::new),
         })
     }
@@ -70,7 +70,7 @@ impl Peer {
     /// check if anything it rested on has changed.
     pub(crate) fn target(&self) -> Result<MmRef> {
         let consent_holds =
-            consent::required() == self.required && self.consent.as_ref().map_or(true, Seen::holds);
+            consent::policy() == self.policy && self.consent.as_ref().map_or(true, Seen::holds);
         let now = Inputs::now(&self.task, self.mm.as_ptr());
         let same = now
             == Inputs {

@@ -7,7 +7,7 @@ use std::io;
 use cma::{Device, Op, Target};
 
 use crate::copy::{copy, iov};
-use crate::ktap::{Failure, Test, TestResult};
+use crate::ktap::{expect_errno, Failure, Test, TestResult};
 use crate::peer::Peer;
 use crate::util::{self, page_size, Mapping, NOBODY, OTHER_USER};
 use crate::{check, check_eq};
@@ -101,6 +101,10 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "consent_withdrawals_counted_per_target",
         run: withdrawals_per_target,
+    },
+    Test {
+        name: "perm_policy_param",
+        run: policy_param,
     },
 ];
 
@@ -881,5 +885,79 @@ fn withdrawals_per_target() -> TestResult {
     }
     // attempt_peer makes three calls; the first rechecks and moves on.
     check_eq!(param("peer_rechecks")? - rechecks, 1);
+    Ok(())
+}
+
+const POLICY: &str = "/sys/module/cma/parameters/policy";
+
+/// Restores policy=consent however the test ends.
+struct RestorePolicy;
+
+impl Drop for RestorePolicy {
+    fn drop(&mut self) {
+        let _ = std::fs::write(POLICY, "consent");
+    }
+}
+
+fn policy_param() -> TestResult {
+    needs_root()?;
+    check_eq!(std::fs::read_to_string(POLICY)?.trim(), "consent");
+    let _restore = RestorePolicy;
+    let (mut t, addr) = target(NOBODY, true)?;
+    let mut c = caller(NOBODY)?;
+    let mut other = caller(OTHER_USER)?;
+    let dev = Device::open()?;
+    // consent: the same user needs a grant.
+    check_eq!(attempt(&mut c, &t, addr)?, EPERM);
+    // credentials: the same user may, another may not.
+    std::fs::write(POLICY, "credentials")?;
+    check_eq!(std::fs::read_to_string(PARAM)?.trim(), "N");
+    check_eq!(attempt(&mut c, &t, addr)?, ALLOWED);
+    check_eq!(attempt(&mut other, &t, addr)?, EPERM);
+    check_eq!(c.command(ATTACH, &[t.pid as u64])?[0], 0);
+    check_eq!(attempt_peer(&mut c, addr)?, ALLOWED);
+    // off: no one, not a consented peer, not a peer fd, not root; a process
+    // may still copy within itself.
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    std::fs::write(POLICY, "off")?;
+    check_eq!(attempt(&mut c, &t, addr)?, EPERM);
+    check_eq!(attempt_peer(&mut c, addr)?, EPERM);
+    expect_errno(
+        dev.probe(Target::Pid(t.pid)),
+        libc::EPERM,
+        "root under policy=off",
+    )?;
+    dev.probe(Target::Pid(std::process::id() as i32))?;
+    // consent again: the grant counts, and the peer fd works again.
+    std::fs::write(POLICY, "consent")?;
+    check_eq!(std::fs::read_to_string(PARAM)?.trim(), "Y");
+    check_eq!(attempt(&mut c, &t, addr)?, ALLOWED);
+    check_eq!(attempt_peer(&mut c, addr)?, ALLOWED);
+    // Only known values, and only root.
+    check!(
+        std::fs::write(POLICY, "sometimes").is_err(),
+        "an unknown policy was taken"
+    );
+    let status = util::in_forked(|| {
+        if util::become_nobody().is_err() {
+            return 2;
+        }
+        std::fs::write(POLICY, "off").is_ok() as i32
+    })?;
+    check_eq!(status, 0, "an unprivileged user changed the policy");
+    check_eq!(std::fs::read_to_string(POLICY)?.trim(), "consent");
+    // Every change is logged.
+    let log = std::process::Command::new("dmesg").output()?;
+    let log = String::from_utf8_lossy(&log.stdout);
+    for change in [
+        "consent -> credentials",
+        "credentials -> off",
+        "off -> consent",
+    ] {
+        check!(
+            log.contains(&format!("cma: policy {change} (by uid 0")),
+            "no log line for {change}"
+        );
+    }
     Ok(())
 }
