@@ -149,7 +149,9 @@ fn copy_remote(
         let first_page = addr & !(PAGE_SIZE - 1);
         let in_page = addr - first_page;
         let nr_pages = (in_page + len).div_ceil(PAGE_SIZE).min(batch.capacity());
-        let mut pinned = batch.pin(mm, first_page, nr_pages, dir == Direction::Write)?;
+        let mut pinned = batch
+            .pin(mm, first_page, nr_pages, dir == Direction::Write)
+            .map_err(gup_error)?;
         let mut n = len.min(pinned.span() - in_page);
         let mut off = in_page;
         while n > 0 {
@@ -285,6 +287,19 @@ fn copy_direct(
         between_batches()?;
     }
     Ok(())
+}
+
+/// GUP's errors as `process_vm_readv` reports them: every failure to reach
+/// the target's pages (`ENOMEM` from a fault that could not allocate,
+/// `EHWPOISON`, `EFAULT`...) is `EFAULT`. The one kept on purpose: `EINTR`,
+/// when a fatal signal interrupted the wait for the target's `mmap_lock`
+/// (the caller is dying and will not see it).
+fn gup_error(e: Error) -> Error {
+    if e == EINTR {
+        EINTR
+    } else {
+        EFAULT
+    }
 }
 
 /// Stops a long copy on a fatal signal, and lets others run.

@@ -185,6 +185,9 @@ void cma_glue_memcpy(void *dst, const void *src, size_t len);
 int cma_glue_simd_param(void);
 bool cma_glue_access_ok(unsigned long addr, unsigned long len);
 void cma_glue_set_grants(u64 n);
+void cma_glue_cred_ids(const struct cred *cred, u32 ids[6], u64 *permitted,
+		       struct user_namespace **user_ns);
+void *cma_glue_file_private(struct file *file);
 void cma_glue_count_peer_recheck(void);
 
 int cma_glue_register(void)
@@ -200,6 +203,32 @@ void cma_glue_unregister(void)
 int cma_glue_policy(void)
 {
 	return READ_ONCE(cma_policy);
+}
+
+/*
+ * The fields of a cred the access rule compares: uid, euid, suid, gid, egid,
+ * sgid (in the initial namespace's numbering, as kuid_t holds them), the
+ * permitted capabilities and the user namespace. Read here, not through the
+ * Rust bindings' struct layouts, which this kernel's bindgen got wrong for
+ * task_struct.
+ */
+void cma_glue_cred_ids(const struct cred *cred, u32 ids[6], u64 *permitted,
+		       struct user_namespace **user_ns)
+{
+	ids[0] = __kuid_val(cred->uid);
+	ids[1] = __kuid_val(cred->euid);
+	ids[2] = __kuid_val(cred->suid);
+	ids[3] = __kgid_val(cred->gid);
+	ids[4] = __kgid_val(cred->egid);
+	ids[5] = __kgid_val(cred->sgid);
+	*permitted = cred->cap_permitted.val;
+	*user_ns = cred->user_ns;
+}
+
+/* A file's private_data (a peer fd's Peer), read in C for the same reason. */
+void *cma_glue_file_private(struct file *file)
+{
+	return file->private_data;
 }
 
 void cma_glue_set_grants(u64 n)

@@ -67,6 +67,13 @@ extern "C" {
     pub(crate) fn cma_glue_simd_param() -> c_int;
     pub(crate) fn cma_glue_access_ok(addr: usize, len: usize) -> bool;
     pub(crate) fn cma_glue_set_grants(n: u64);
+    pub(crate) fn cma_glue_cred_ids(
+        cred: *const bindings::cred,
+        ids: *mut [u32; 6],
+        permitted: *mut u64,
+        user_ns: *mut *mut bindings::user_namespace,
+    );
+    pub(crate) fn cma_glue_file_private(file: *mut bindings::file) -> *mut core::ffi::c_void;
     pub(crate) fn cma_glue_count_peer_recheck();
     pub(crate) fn cma_glue_simd_usable() -> bool;
     pub(crate) fn cma_glue_simd_copy(dst: *mut u8, src: *const u8, len: usize);

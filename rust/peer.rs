@@ -148,7 +148,7 @@ pub(crate) unsafe fn of_file<'a>(file: *mut kernel::bindings::file) -> &'a Peer 
     // SAFETY: by the caller's guarantee `file` is a live peer fd file, whose
     // `private_data` is the `Peer` `attach` stored, freed only on release;
     // it is only ever shared (`Peer` is `Sync`: every field is).
-    unsafe { &*((*file).private_data as *const Peer) }
+    unsafe { &*(cma_glue_file_private(file) as *const Peer) }
 }
 
 /// Frees the peer of a peer fd's file that is being released.
@@ -160,5 +160,5 @@ pub(crate) unsafe fn of_file<'a>(file: *mut kernel::bindings::file) -> &'a Peer 
 pub(crate) unsafe fn release(file: *mut kernel::bindings::file) {
     // SAFETY: `private_data` is the pointer `KBox::into_raw` gave `attach`,
     // owned by the file until now; nothing else can reach it any more.
-    drop(unsafe { KBox::from_raw((*file).private_data as *mut Peer) });
+    drop(unsafe { KBox::from_raw(cma_glue_file_private(file) as *mut Peer) });
 }

@@ -204,18 +204,21 @@ pub(crate) struct Ids {
 ///
 /// `cred` must point to live credentials.
 unsafe fn ids_of(cred: *const bindings::cred) -> Ids {
-    // SAFETY: the caller guarantees `cred` is live; credentials are
-    // immutable once published.
-    let c = unsafe { &*cred };
+    let (mut ids, mut permitted, mut user_ns) = ([0u32; 6], 0u64, core::ptr::null_mut());
+    // SAFETY: the caller guarantees `cred` is live (credentials are immutable
+    // once published); the outputs are live locals of the types the glue
+    // writes.
+    unsafe { cma_glue_cred_ids(cred, &mut ids, &mut permitted, &mut user_ns) };
+    let [uid, euid, suid, gid, egid, sgid] = ids;
     Ids {
-        uid: c.uid.val,
-        euid: c.euid.val,
-        suid: c.suid.val,
-        gid: c.gid.val,
-        egid: c.egid.val,
-        sgid: c.sgid.val,
-        permitted: c.cap_permitted.val,
-        user_ns: c.user_ns,
+        uid,
+        euid,
+        suid,
+        gid,
+        egid,
+        sgid,
+        permitted,
+        user_ns,
     }
 }
 
@@ -256,10 +259,9 @@ impl TaskCred {
     /// Whether the caller has `CAP_SYS_PTRACE` in these credentials' user
     /// namespace (ptrace's `ptrace_has_cap`).
     pub(crate) fn caller_may_ptrace(&self) -> bool {
-        // SAFETY: the credentials are live, so is their user namespace.
-        let ns = unsafe { (*self.0.as_ptr()).user_ns };
+        let ns = self.ids().user_ns;
         // SAFETY: `ns` is a live user namespace (held by the credentials).
-        unsafe { bindings::ns_capable(ns, bindings::CAP_SYS_PTRACE as c_int) }
+        unsafe { bindings::ns_capable(ns.cast_mut(), bindings::CAP_SYS_PTRACE as c_int) }
     }
 }
 

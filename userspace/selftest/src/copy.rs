@@ -24,6 +24,10 @@ pub const TESTS: &[Test] = &[
         run: nonzero_padding,
     },
     Test {
+        name: "copy_failed_fault_in_target_efault_like_pvm",
+        run: failed_fault_efault,
+    },
+    Test {
         name: "copy_unwritable_result_moves_nothing",
         run: unwritable_result,
     },
@@ -266,6 +270,74 @@ fn unknown_flags() -> TestResult {
         buf.bytes_mut().iter().all(|&b| b == 0),
         "a rejected request copied data"
     );
+    Ok(())
+}
+
+const FAIL_PAGE_ALLOC: &str = "/sys/kernel/debug/fail_page_alloc";
+
+/// Sets the fail_page_alloc knobs (fault injection, debug kernel).
+fn fail_page_alloc(probability: &str) -> io::Result<()> {
+    for (knob, value) in [
+        ("verbose", "0"),
+        ("task-filter", "Y"),
+        ("ignore-gfp-wait", "N"),
+        ("ignore-gfp-highmem", "N"),
+        ("min-order", "0"),
+        ("interval", "1"),
+        ("times", "-1"),
+        ("probability", probability),
+    ] {
+        std::fs::write(format!("{FAIL_PAGE_ALLOC}/{knob}"), value)?;
+    }
+    Ok(())
+}
+
+/// A write into a target's pages that GUP cannot fault in, because every page
+/// allocation of the copier fails (fault injection): `process_vm_writev`
+/// says `EFAULT`, whatever GUP said (`ENOMEM`), and so must cma.
+fn failed_fault_efault() -> TestResult {
+    if !std::path::Path::new(FAIL_PAGE_ALLOC).exists() {
+        return Err(Failure::Skip(
+            "no fail_page_alloc (debug kernel only)".into(),
+        ));
+    }
+    let ps = page_size();
+    // Never touched: a write must allocate its pages.
+    let mut target = Peer::spawn(move |mut ch| {
+        let m = Mapping::new(64 * ps, libc::PROT_READ | libc::PROT_WRITE)?;
+        ch.send(&[m.addr() as u64])?;
+        ch.wait()
+    })?;
+    let addr = target.recv()?[0] as usize;
+    let dev = Device::open()?;
+    let src = vec![0x5au8; 2 * ps];
+    fail_page_alloc("100")?;
+    let result = util::in_forked(|| {
+        // Only this process's allocations fail.
+        if std::fs::write("/proc/self/make-it-fail", "1").is_err() {
+            return 200;
+        }
+        let l = [iov(src.as_ptr() as usize, 2 * ps)];
+        let cma = copy(
+            &dev,
+            Op::Write,
+            Target::Pid(target.pid),
+            &l,
+            &[iov(addr, 2 * ps)],
+        );
+        let pvm = pvm(Op::Write, target.pid, &l, &[iov(addr + 8 * ps, 2 * ps)]);
+        let _ = std::fs::write("/proc/self/make-it-fail", "0");
+        let errno = |r: Result<u64, io::Error>| r.err().and_then(|e| e.raw_os_error()).unwrap_or(0);
+        let (c, p) = (errno(cma.map(|t| t.bytes)), errno(pvm.map(|n| n as u64)));
+        println!("# with page allocations failing: cma errno {c}, process_vm_writev errno {p}");
+        if c == p && c == libc::EFAULT {
+            0
+        } else {
+            1
+        }
+    });
+    fail_page_alloc("0")?;
+    check_eq!(result?, 0, "cma's errno differs from process_vm_writev's");
     Ok(())
 }
 

@@ -42,6 +42,151 @@ const ALLOWED: &[i32] = &[
     libc::ENOSPC,
 ];
 
+/// The fuzzer's random choices for one call, recorded, so that a call that
+/// reached new code in the module can be replayed with a few choices changed
+/// (a choice sequence: nearby tapes make nearby calls).
+struct Tape {
+    choices: Vec<u64>,
+    pos: usize,
+    fresh: Rng,
+}
+
+impl Tape {
+    /// Replays `choices`, then continues with fresh ones from `fresh`.
+    fn new(choices: Vec<u64>, fresh: Rng) -> Tape {
+        Tape {
+            choices,
+            pos: 0,
+            fresh,
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        if self.pos == self.choices.len() {
+            self.choices.push(self.fresh.next());
+        }
+        self.pos += 1;
+        self.choices[self.pos - 1]
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// A copy of `tape` with one to four choices changed, or cut short.
+    fn mutate(tape: &[u64], rng: &mut Rng) -> Vec<u64> {
+        let mut t = tape.to_vec();
+        if t.is_empty() {
+            return t;
+        }
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(t.len());
+            match rng.below(4) {
+                0 => t.truncate(at),
+                1 => t[at] = t[at].wrapping_add(1),
+                _ => t[at] = rng.next(),
+            }
+            if t.is_empty() {
+                break;
+            }
+        }
+        t
+    }
+}
+
+/// KCOV on the fuzzer's thread: which of the module's coverage points
+/// (calls to `__sanitizer_cov_trace_pc`, one per basic block of the
+/// instrumented module) each call reached. Only on kernels with KCOV and a
+/// module built with coverage (the debug flavour).
+struct Kcov {
+    _file: std::fs::File,
+    area: *mut u64,
+    words: usize,
+    /// The module's address range, from /proc/modules.
+    range: std::ops::Range<u64>,
+}
+
+const KCOV_INIT_TRACE: libc::c_ulong = 0x8008_6301; // _IOR('c', 1, unsigned long)
+const KCOV_ENABLE: libc::c_ulong = 0x6364; // _IO('c', 100)
+const KCOV_TRACE_PC: libc::c_ulong = 0;
+
+impl Kcov {
+    fn open() -> Option<Kcov> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/sys/kernel/debug/kcov")
+            .ok()?;
+        let words = 1 << 18;
+        // SAFETY: KCOV's documented setup on a file we own: size the buffer,
+        // map it shared, enable tracing for this thread.
+        let area = unsafe {
+            if libc::ioctl(file.as_raw_fd(), KCOV_INIT_TRACE, words) != 0 {
+                return None;
+            }
+            let a = libc::mmap(
+                std::ptr::null_mut(),
+                words * 8,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            if a == libc::MAP_FAILED
+                || libc::ioctl(file.as_raw_fd(), KCOV_ENABLE, KCOV_TRACE_PC) != 0
+            {
+                return None;
+            }
+            a as *mut u64
+        };
+        let modules = std::fs::read_to_string("/proc/modules").ok()?;
+        let line = modules.lines().find(|l| l.starts_with("cma "))?;
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let size: u64 = f.get(1)?.parse().ok()?;
+        let base = u64::from_str_radix(f.get(5)?.trim_start_matches("0x"), 16).ok()?;
+        Some(Kcov {
+            _file: file,
+            area,
+            words,
+            range: base..base + size,
+        })
+    }
+
+    /// Starts a call's trace.
+    fn reset(&self) {
+        // SAFETY: word 0 of the live shared buffer is the count of entries.
+        unsafe { std::ptr::write_volatile(self.area, 0) };
+    }
+
+    /// The module's coverage points the traced call reached.
+    fn collect(&self) -> Vec<u64> {
+        // SAFETY: the kernel wrote `n` entries after word 0 of the live
+        // buffer of `words` words; volatile, since the kernel writes it.
+        unsafe {
+            let n = (std::ptr::read_volatile(self.area) as usize).min(self.words - 1);
+            (1..=n)
+                .map(|i| std::ptr::read_volatile(self.area.add(i)))
+                .filter(|pc| self.range.contains(pc))
+                .collect()
+        }
+    }
+}
+
+/// How many coverage points the module at `ko` has: its calls to
+/// `__sanitizer_cov_trace_pc`, counted by objdump.
+fn coverage_points(ko: &str) -> Option<usize> {
+    let out = std::process::Command::new("objdump")
+        .args(["-dr", ko])
+        .output()
+        .ok()?;
+    let n = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("R_X86_64") && l.contains("__sanitizer_cov_trace_pc"))
+        .count();
+    (n > 0).then_some(n)
+}
+
 /// Scratch memory the fuzzer may let the kernel write anywhere into, and
 /// addresses that must always be refused.
 struct Pools {
@@ -92,7 +237,7 @@ impl Pools {
     }
 
     /// An address for a buffer: usually inside scratch, sometimes hostile.
-    fn address(&self, rng: &mut Rng) -> usize {
+    fn address(&self, rng: &mut Tape) -> usize {
         match rng.below(16) {
             0 => 0,
             1 => self.unmapped,
@@ -108,7 +253,7 @@ impl Pools {
     }
 
     /// A length: boundaries, huge values, or small random ones.
-    fn length(rng: &mut Rng) -> u64 {
+    fn length(rng: &mut Tape) -> u64 {
         let ps = page_size() as u64;
         match rng.below(24) {
             0 => 0,
@@ -125,7 +270,7 @@ impl Pools {
     }
 
     /// A count of iovecs around the interesting values.
-    fn count(rng: &mut Rng) -> u32 {
+    fn count(rng: &mut Tape) -> u32 {
         match rng.below(12) {
             0 => 0,
             1 => 1024,
@@ -139,7 +284,7 @@ impl Pools {
 
     /// Fills an iovec array (slot 0 or 1) and returns its address, or a
     /// hostile pointer instead of an array.
-    fn iovecs(&mut self, rng: &mut Rng, slot: usize, cnt: u32) -> u64 {
+    fn iovecs(&mut self, rng: &mut Tape, slot: usize, cnt: u32) -> u64 {
         match rng.below(12) {
             0 => return 0,
             1 => return self.unmapped as u64,
@@ -182,7 +327,7 @@ struct Targets {
 }
 
 impl Targets {
-    fn pid(&self, rng: &mut Rng) -> i32 {
+    fn pid(&self, rng: &mut Tape) -> i32 {
         match rng.below(12) {
             0 => 0,
             1 => -1,
@@ -197,7 +342,7 @@ impl Targets {
         }
     }
 
-    fn pidfd(&self, rng: &mut Rng) -> i32 {
+    fn pidfd(&self, rng: &mut Tape) -> i32 {
         match rng.below(6) {
             0 => -1,
             1 => self.not_pidfd.as_raw_fd(),
@@ -207,7 +352,7 @@ impl Targets {
     }
 }
 
-fn flags(rng: &mut Rng) -> u64 {
+fn flags(rng: &mut Tape) -> u64 {
     match rng.below(10) {
         0 => rng.next(),
         1 => 1 << rng.below(64),
@@ -224,7 +369,7 @@ fn one_call(
     dev: &Device,
     p: &mut Pools,
     t: &Targets,
-    rng: &mut Rng,
+    rng: &mut Tape,
     hist: &mut BTreeMap<String, u64>,
 ) -> Option<String> {
     let ioc =
@@ -466,10 +611,44 @@ fn fuzz() -> TestResult {
     let mut rng = Rng::new(seed);
     let mut hist = BTreeMap::new();
     let start = std::time::Instant::now();
+    // With KCOV, calls that reach new coverage points are kept and mutated:
+    // half the calls replay a kept one with a few choices changed.
+    let kcov = Kcov::open();
+    let mut reached = std::collections::HashSet::new();
+    let mut corpus: Vec<Vec<u64>> = Vec::new();
     for i in 0..calls {
-        if let Some(what) = one_call(&dev, &mut pools, &targets, &mut rng, &mut hist) {
+        let choices = match (&kcov, corpus.is_empty(), rng.below(2)) {
+            (Some(_), false, 0) => Tape::mutate(&corpus[rng.below(corpus.len())], &mut rng),
+            _ => Vec::new(),
+        };
+        let mut tape = Tape::new(choices, Rng::new(rng.next()));
+        if let Some(k) = &kcov {
+            k.reset();
+        }
+        if let Some(what) = one_call(&dev, &mut pools, &targets, &mut tape, &mut hist) {
             return Err(Failure::Fail(format!("call {i} (seed {seed}): {what}")));
         }
+        if let Some(k) = &kcov {
+            let before = reached.len();
+            reached.extend(k.collect());
+            if reached.len() > before && corpus.len() < 4096 {
+                corpus.push(tape.choices);
+            }
+        }
+    }
+    match (&kcov, std::env::var("CMA_KO").ok().and_then(|ko| coverage_points(&ko))) {
+        (Some(_), Some(total)) => println!(
+            "# fuzz: coverage: {} of the module's {total} coverage points ({:.1} %), {} inputs kept",
+            reached.len(),
+            100.0 * reached.len() as f64 / total as f64,
+            corpus.len()
+        ),
+        (Some(_), None) => println!(
+            "# fuzz: coverage: {} coverage points reached, {} inputs kept",
+            reached.len(),
+            corpus.len()
+        ),
+        (None, _) => println!("# fuzz: no KCOV here: random calls, no coverage feedback"),
     }
     // The device still works, and so does the target.
     check!(dev.info().is_ok(), "INFO failed after fuzzing");
