@@ -36,7 +36,7 @@ LIBS := $(LIBDIR)/libcma.so $(LIBDIR)/libcma-preload.so $(LIBDIR)/pkgconfig/cma.
 C_TESTS := tests/c/cma_abi_test tests/c/libcma_test tests/c/mpi_check \
 	tests/c/mpi_check_mpich
 
-.PHONY: all module deps kernel userspace libs ctests test test-debug fuzz run bench bench-mpi clean help fmt lint
+.PHONY: all module deps kernel userspace libs ctests test test-debug fuzz stress run bench bench-mpi clean help fmt lint
 
 all: module
 
@@ -46,6 +46,8 @@ help:
 	@echo "  make test       everything from scratch: deps, kernel, module, userspace, VM suite"
 	@echo "  make test-debug the suite on the debug kernel (KASAN, KFENCE, lockdep, kmemleak, UBSAN...)"
 	@echo "  make fuzz       the long ioctl fuzzing run on the debug kernel (FUZZ_CALLS=5000000, FUZZ_SEED=...)"
+	@echo "  make stress     load and faults on the debug kernel: 16 processes all to all, three"
+	@echo "                  60 s waves with kills, stops and module reloads; the OOM test (STRESS_SECS=60)"
 	@echo "  make run        boot the test VM, load the module, run the cma CLI"
 	@echo "  make bench      run \`cma bench\` in the test VM (BENCH_ARGS=--quick for a smoke run);"
 	@echo "                  table on stdout, out/bench.json, out/bench.svg"
@@ -127,6 +129,13 @@ test: module userspace libs ctests
 DEBUG_FUZZ_CALLS ?= 1000000
 test-debug:
 	CMA_FUZZ_CALLS=$${CMA_FUZZ_CALLS:-$(DEBUG_FUZZ_CALLS)} $(MAKE) test FLAVOUR=debug
+
+# Load and faults on the debug kernel: 16 processes copying all to all in
+# three 60-second waves (module reloaded between them), and the OOM test.
+STRESS_SECS ?= 60
+stress:
+	$(MAKE) module userspace FLAVOUR=debug
+	CMA_TESTS=stress_ CMA_STRESS_LOAD_SECS=$(STRESS_SECS) scripts/vm.sh --flavour debug test
 
 FUZZ_CALLS ?= 5000000
 fuzz:

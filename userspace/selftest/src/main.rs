@@ -14,6 +14,7 @@ mod peer;
 mod perm;
 mod pvm;
 mod race;
+mod stress;
 mod util;
 
 /// The `CMA_FEAT_*` bits this suite expects the module to report.
@@ -43,6 +44,7 @@ fn main() {
         .chain(perm::TESTS)
         .chain(fuzz::TESTS)
         .chain(race::TESTS)
+        .chain(stress::TESTS)
         .chain(basic::TESTS)
         .collect();
     if args.iter().any(|a| a == "--list") {
