@@ -18,6 +18,7 @@ use crate::mm::{MmRef, PageBatch, Pinned};
 use crate::task::{cond_resched, fatal_signal_pending};
 use crate::user;
 use kernel::page::PAGE_SIZE;
+use kernel::alloc::KVVec;
 use kernel::prelude::*;
 
 /// Pages pinned per batch: 2 MiB, so that one batch covers a PMD-sized huge page.
@@ -254,7 +255,9 @@ fn copy_direct(
         Direction::Read => (remote, local),
         Direction::Write => (local, remote),
     };
-    let mut buf = KVec::from_elem(0u8, want.min(DIRECT_CHUNK), GFP_KERNEL)?;
+    // kvmalloc: when no 64 KiB of contiguous memory is free (fragmentation),
+    // it falls back to vmalloc's single pages instead of failing.
+    let mut buf = KVVec::from_elem(0u8, want.min(DIRECT_CHUNK), GFP_KERNEL)?;
     let mut src = Cursor::new(src);
     let mut dst = Cursor::new(dst);
     while *done < want {

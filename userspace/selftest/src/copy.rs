@@ -28,6 +28,10 @@ pub const TESTS: &[Test] = &[
         run: failed_fault_efault,
     },
     Test {
+        name: "copy_direct_path_survives_fragmentation",
+        run: direct_path_fragmented,
+    },
+    Test {
         name: "copy_unwritable_result_moves_nothing",
         run: unwritable_result,
     },
@@ -275,14 +279,16 @@ fn unknown_flags() -> TestResult {
 
 const FAIL_PAGE_ALLOC: &str = "/sys/kernel/debug/fail_page_alloc";
 
-/// Sets the fail_page_alloc knobs (fault injection, debug kernel).
-fn fail_page_alloc(probability: &str) -> io::Result<()> {
+/// Sets the fail_page_alloc knobs (fault injection, debug kernel): page
+/// allocations of at least `min_order` fail with `probability` percent, for
+/// tasks that ask for it (`/proc/self/make-it-fail`).
+fn fail_page_alloc(probability: &str, min_order: &str) -> io::Result<()> {
     for (knob, value) in [
         ("verbose", "0"),
         ("task-filter", "Y"),
         ("ignore-gfp-wait", "N"),
         ("ignore-gfp-highmem", "N"),
-        ("min-order", "0"),
+        ("min-order", min_order),
         ("interval", "1"),
         ("times", "-1"),
         ("probability", probability),
@@ -311,7 +317,7 @@ fn failed_fault_efault() -> TestResult {
     let addr = target.recv()?[0] as usize;
     let dev = Device::open()?;
     let src = vec![0x5au8; 2 * ps];
-    fail_page_alloc("100")?;
+    fail_page_alloc("100", "0")?;
     let result = util::in_forked(|| {
         // Only this process's allocations fail.
         if std::fs::write("/proc/self/make-it-fail", "1").is_err() {
@@ -336,8 +342,56 @@ fn failed_fault_efault() -> TestResult {
             1
         }
     });
-    fail_page_alloc("0")?;
+    fail_page_alloc("0", "0")?;
     check_eq!(result?, 0, "cma's errno differs from process_vm_writev's");
+    Ok(())
+}
+
+/// A copy within the caller's own address space (the direct path) while no
+/// allocation of more than one page can succeed (fault injection, as under
+/// fragmentation): its staging buffer must not need contiguous memory.
+fn direct_path_fragmented() -> TestResult {
+    if !std::path::Path::new(FAIL_PAGE_ALLOC).exists() {
+        return Err(Failure::Skip(
+            "no fail_page_alloc (debug kernel only)".into(),
+        ));
+    }
+    let dev = Device::open()?;
+    let len = 64 << 10;
+    let mut src = vec![0u8; len];
+    Rng::new(11).fill(&mut src);
+    let mut dst = vec![0u8; len];
+    fail_page_alloc("100", "1")?;
+    let result = util::in_forked(|| {
+        if std::fs::write("/proc/self/make-it-fail", "1").is_err() {
+            return 200;
+        }
+        let r = copy(
+            &dev,
+            Op::Read,
+            Target::Pid(std::process::id() as i32),
+            &[iov(dst.as_mut_ptr() as usize, len)],
+            &[iov(src.as_ptr() as usize, len)],
+        );
+        let _ = std::fs::write("/proc/self/make-it-fail", "0");
+        match r {
+            Ok(t) if t.bytes == len as u64 && dst == src => 0,
+            Ok(t) => {
+                println!(
+                    "# {} bytes copied, data {}",
+                    t.bytes,
+                    if dst == src { "equal" } else { "differs" }
+                );
+                1
+            }
+            Err(e) => {
+                println!("# direct copy failed: {e}");
+                2
+            }
+        }
+    });
+    fail_page_alloc("0", "0")?;
+    check_eq!(result?, 0, "the direct path needed more than single pages");
     Ok(())
 }
 

@@ -271,6 +271,7 @@ fn cgroup_root() -> Option<std::path::PathBuf> {
     if !root.join("cgroup.controllers").exists() {
         let _ = std::process::Command::new("mount")
             .args(["-t", "cgroup2", "none", "/sys/fs/cgroup"])
+            .stderr(std::process::Stdio::null())
             .status();
     }
     let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).ok()?;
