@@ -279,6 +279,16 @@ fn unknown_flags() -> TestResult {
 
 const FAIL_PAGE_ALLOC: &str = "/sys/kernel/debug/fail_page_alloc";
 
+/// Makes this process's page allocations fail from now on (fault injection),
+/// after faulting in and locking everything it has mapped: its code and data
+/// come over 9p here, and a page fault on them would need allocations that
+/// now fail. Returns whether it worked.
+fn fail_here() -> bool {
+    // SAFETY: mlockall(2) has no memory-safety preconditions.
+    let locked = unsafe { libc::mlockall(libc::MCL_CURRENT) } == 0;
+    locked && std::fs::write("/proc/self/make-it-fail", "1").is_ok()
+}
+
 /// Sets the fail_page_alloc knobs (fault injection, debug kernel): page
 /// allocations of at least `min_order` fail with `probability` percent, for
 /// tasks that ask for it (`/proc/self/make-it-fail`).
@@ -320,7 +330,7 @@ fn failed_fault_efault() -> TestResult {
     fail_page_alloc("100", "0")?;
     let result = util::in_forked(|| {
         // Only this process's allocations fail.
-        if std::fs::write("/proc/self/make-it-fail", "1").is_err() {
+        if !fail_here() {
             return 200;
         }
         let l = [iov(src.as_ptr() as usize, 2 * ps)];
@@ -363,7 +373,7 @@ fn direct_path_fragmented() -> TestResult {
     let mut dst = vec![0u8; len];
     fail_page_alloc("100", "1")?;
     let result = util::in_forked(|| {
-        if std::fs::write("/proc/self/make-it-fail", "1").is_err() {
+        if !fail_here() {
             return 200;
         }
         let r = copy(
