@@ -525,12 +525,12 @@ fn cap_sys_ptrace() -> TestResult {
 
 const PARAM: &str = "/sys/module/cma/parameters/require_consent";
 
-/// Restores require_consent=Y however the test ends.
-struct RestoreConsent;
+/// Writes `value` to the module parameter file `path` however the test ends.
+struct Restore(&'static str, &'static str);
 
-impl Drop for RestoreConsent {
+impl Drop for Restore {
     fn drop(&mut self) {
-        let _ = std::fs::write(PARAM, "Y");
+        let _ = std::fs::write(self.0, self.1);
     }
 }
 
@@ -540,7 +540,7 @@ fn require_consent_off() -> TestResult {
     let (t, addr) = target(NOBODY, true)?;
     let mut c = caller(NOBODY)?;
     check_eq!(attempt(&mut c, &t, addr)?, EPERM);
-    let _restore = RestoreConsent;
+    let _restore = Restore(PARAM, "Y");
     std::fs::write(PARAM, "N")?;
     check_eq!(attempt(&mut c, &t, addr)?, ALLOWED);
     // The credential rule still holds without consent.
@@ -890,19 +890,10 @@ fn withdrawals_per_target() -> TestResult {
 
 const POLICY: &str = "/sys/module/cma/parameters/policy";
 
-/// Restores policy=consent however the test ends.
-struct RestorePolicy;
-
-impl Drop for RestorePolicy {
-    fn drop(&mut self) {
-        let _ = std::fs::write(POLICY, "consent");
-    }
-}
-
 fn policy_param() -> TestResult {
     needs_root()?;
     check_eq!(std::fs::read_to_string(POLICY)?.trim(), "consent");
-    let _restore = RestorePolicy;
+    let _restore = Restore(POLICY, "consent");
     let (mut t, addr) = target(NOBODY, true)?;
     let mut c = caller(NOBODY)?;
     let mut other = caller(OTHER_USER)?;
