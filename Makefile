@@ -36,7 +36,7 @@ LIBS := $(LIBDIR)/libcma.so $(LIBDIR)/libcma-preload.so $(LIBDIR)/pkgconfig/cma.
 C_TESTS := tests/c/cma_abi_test tests/c/libcma_test tests/c/mpi_check \
 	tests/c/mpi_check_mpich
 
-.PHONY: all module deps kernel userspace libs ctests test test-debug fuzz stress run bench bench-mpi clean help fmt lint
+.PHONY: all module deps kernel userspace libs ctests test test-debug fuzz stress run bench bench-mpi man install uninstall clean help fmt lint
 
 all: module
 
@@ -59,6 +59,9 @@ help:
 	@echo "  make libs       out/lib: libcma.so (C API), libcma-preload.so (process_vm_readv through"
 	@echo "                  /dev/cma for unmodified programs), pkgconfig/cma.pc"
 	@echo "  make ctests     build the C tests (UAPI header, C API, the MPI data checker)"
+	@echo "  make install    install the module (modules_install + depmod), CLI, libraries, headers,"
+	@echo "                  man pages, udev rule, modprobe.d/modules-load.d (DESTDIR, PREFIX, KVER)"
+	@echo "  make uninstall  remove what make install installed (its manifest)"
 	@echo "  make fmt        rustfmt the module and the userspace workspace"
 	@echo "  make lint       check formatting and run clippy on the userspace workspace"
 	@echo "  make clean      remove build products (not the kernel cache)"
@@ -122,7 +125,7 @@ tests/c/mpi_check: tests/c/mpi_check.c
 tests/c/mpi_check_mpich: tests/c/mpi_check.c
 	mpicc.mpich -O2 -Wall -Werror -o $@ $<
 
-test: module userspace libs ctests
+test: module userspace libs ctests man
 	scripts/vm.sh --flavour $(FLAVOUR) test
 
 # The debug run also fuzzes, coverage-guided (KCOV): 300 000 calls, about
@@ -163,6 +166,34 @@ lint:
 	rustfmt --edition 2021 --check rust/*.rs
 	cd userspace && cargo fmt --all -- --check
 	cd userspace && cargo clippy --release --workspace --all-targets -- -D warnings
+
+# Man pages: cma(1) from the CLI's --help (help2man), cma(4) from the UAPI
+# header's kernel-doc (the kernel's own scripts/kernel-doc).
+man: out/man/cma.1 out/man/cma.4
+
+out/man/cma.1: $(CARGO_TARGET)/cma
+	mkdir -p out/man
+	help2man -N -n "single-copy cross-process memory transfer through /dev/cma" \
+		--version-string=0.1.0 $< > $@
+
+out/man/cma.4: include/uapi/cma.h
+	mkdir -p out/man
+	perl $(KDIR)/source/scripts/kernel-doc -man $< > $@
+
+# make install [DESTDIR=/staging] [PREFIX=/usr/local] [SYSCONFDIR=/etc]
+# [KVER=<kernel release>]: the module (Kbuild's modules_install into
+# /lib/modules/KVER/updates, then depmod), the CLI, the C API (header,
+# libcma.so, pkg-config file), libcma-preload.so, man pages, the udev rule
+# (group cma, mode 0660), modules-load.d and modprobe.d files. Every file is
+# listed in PREFIX/share/cma/installed-files; make uninstall removes them.
+PREFIX ?= /usr/local
+INSTALL_VARS = TOP=$(TOP) KDIR=$(KDIR) KO=$(MODDIR)/cma.ko DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) \
+	$(if $(SYSCONFDIR),SYSCONFDIR=$(SYSCONFDIR)) $(if $(KVER),KVER=$(KVER))
+install: man
+	$(INSTALL_VARS) scripts/install.sh install
+
+uninstall:
+	$(INSTALL_VARS) scripts/install.sh uninstall
 
 clean:
 	-$(KMAKE) clean

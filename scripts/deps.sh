@@ -28,6 +28,8 @@ APT_PKGS=(
     kmod
     # C tests and the userspace crates' bindgen step.
     gcc libc6-dev python3-venv pkg-config
+    # make install: man pages (help2man), DKMS (dkms), the guest's group tools.
+    help2man dkms passwd
     # The real clients of libcma-preload.so, run in the guest by the tests
     # and `make bench-mpi`: Open MPI 4.1 (btl/vader), UCX 1.13 (ucx_perftest),
     # MPICH 4.0 (ch4:ucx), libfabric 1.17 (the shm provider), HPCC.

@@ -89,7 +89,7 @@ case "$mode" in
         say "running the suites in the guest (log: $log)"
         set +e
         # Pass the suite's knobs through to the guest.
-        knobs="CMA_ACCEL=$accel CMA_KO=$ko"
+        knobs="CMA_ACCEL=$accel CMA_KO=$ko CMA_FLAVOUR=$flavour"
         for v in CMA_TESTS CMA_FUZZ_CALLS CMA_FUZZ_SEED CMA_STRESS_LOAD_SECS; do
             [ -n "${!v:-}" ] && knobs="$knobs $v='${!v}'"
         done

@@ -110,6 +110,7 @@ struct cma_iovec {
  * @remote_offset: out: that byte's offset within its remote iovec.
  * @local_index: out: likewise for the local side.
  * @local_offset: out: likewise for the local side.
+ * @pad2: in: zero.
  * @reserved: in: zero.
  *
  * Bytes are copied in order: the local iovecs, concatenated, are paired with

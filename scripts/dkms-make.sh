@@ -1,0 +1,42 @@
+#!/bin/sh
+# Builds cma.ko for DKMS (dkms.conf's MAKE): `dkms-make.sh KDIR KVER`, in the
+# source copy DKMS made. A Rust module must be built with the very rustc the
+# kernel was built with, and bindgen and the kernel's LLVM; this finds them
+# and fails with a clear message when the kernel or the machine lacks them.
+# KRUSTC=, BINDGEN= and LLVM= override what it finds.
+set -eu
+kdir=$1 kver=$2
+die() { echo "cma (dkms): $*" >&2; exit 1; }
+config=$kdir/.config
+[ -r "$config" ] || die "no kernel build tree for $kver at $kdir (install its headers package)"
+grep -q '^CONFIG_RUST=y' "$config" ||
+    die "kernel $kver has no CONFIG_RUST=y: cma is a Rust module and needs a Rust-enabled kernel"
+want=$(sed -n 's/^CONFIG_RUSTC_VERSION_TEXT="\(.*\)"$/\1/p' "$config")
+found=""
+for r in ${KRUSTC:-} /usr/bin/rustc /usr/local/bin/rustc $(command -v rustc 2>/dev/null || true); do
+    [ -x "$r" ] || continue
+    if [ "$($r --version 2>/dev/null)" = "$want" ]; then found=$r; break; fi
+done
+[ -n "$found" ] ||
+    die "kernel $kver was built with '$want'; no such rustc here (tried ${KRUSTC:-} /usr/bin/rustc, PATH). Install it or set KRUSTC="
+bindgen=${BINDGEN:-}
+if [ -z "$bindgen" ]; then
+    for b in $(command -v bindgen 2>/dev/null || true) "${XDG_CACHE_HOME:-$HOME/.cache}/cma/tools/bin/bindgen" \
+             /root/.cache/cma/tools/bin/bindgen /usr/local/bin/bindgen; do
+        [ -x "$b" ] && { bindgen=$b; break; }
+    done
+fi
+[ -n "$bindgen" ] || die "bindgen not found (cargo install bindgen-cli, or set BINDGEN=)"
+llvm=${LLVM:-}
+if [ -z "$llvm" ] && grep -q '^CONFIG_CC_IS_CLANG=y' "$config"; then
+    v=$(sed -n 's/^CONFIG_CLANG_VERSION=\([0-9]*\)$/\1/p' "$config")
+    major=$((v / 10000))
+    if command -v "clang-$major" >/dev/null 2>&1; then llvm=-$major; else llvm=1; fi
+fi
+[ -n "$llvm" ] || die "kernel $kver was not built with clang; cma's build uses LLVM (set LLVM=)"
+# bindgen evaluates the header's _IOR() numbers with libclang: the kernel's.
+if [ -z "${LIBCLANG_PATH:-}" ] && [ -d "/usr/lib/llvm-${major:-0}/lib" ]; then
+    export LIBCLANG_PATH=/usr/lib/llvm-$major/lib
+fi
+echo "cma (dkms): building for $kver with $found ($want), $bindgen, LLVM=$llvm${LIBCLANG_PATH:+, libclang from $LIBCLANG_PATH}"
+exec make -C "$kdir" M="$PWD" LLVM="$llvm" RUSTC="$found" BINDGEN="$bindgen" modules
