@@ -17,8 +17,8 @@
 use crate::mm::{MmRef, PageBatch, Pinned};
 use crate::task::{cond_resched, fatal_signal_pending};
 use crate::user;
-use kernel::page::PAGE_SIZE;
 use kernel::alloc::KVVec;
+use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
 
 /// Pages pinned per batch: 2 MiB, so that one batch covers a PMD-sized huge page.
