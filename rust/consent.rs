@@ -259,13 +259,26 @@ impl Registry {
 
     /// Removes the entries of processes that exited or exec()ed.
     fn reap(&self, bucket: &mut Bucket) {
+        // Each staleness test looks a task up: one pass collects a batch of
+        // stale keys, rather than one rescan from the start per removal.
+        let mut stale = [0usize; 16];
         loop {
-            let Some(key) = bucket.iter().find(|(_, e)| e.stale()).map(|(k, _)| *k) else {
+            let mut n = 0;
+            for (key, _) in bucket.iter().filter(|(_, e)| e.stale()) {
+                stale[n] = *key;
+                n += 1;
+                if n == stale.len() {
+                    break;
+                }
+            }
+            for key in &stale[..n] {
+                if let Some(mut e) = bucket.remove(key) {
+                    e.forget(|_| true);
+                    self.uncharge(e.uid, 1 + e.grants.len());
+                }
+            }
+            if n < stale.len() {
                 return;
-            };
-            if let Some(mut e) = bucket.remove(&key) {
-                e.forget(|_| true);
-                self.uncharge(e.uid, 1 + e.grants.len());
             }
         }
     }

@@ -9,7 +9,8 @@
 //! rested on has changed: the caller's thread group and credentials, the
 //! target's credentials and address space, dumpability, and no consent
 //! withdrawn by the target (withdrawals are counted per granting process,
-//! so no one else's grants and revokes send this fd to the slow path). Held references keep every pointer compared from being reused,
+//! so no one else's grants and revokes send this fd to the slow path).
+//! Held references keep every pointer compared from being reused,
 //! so equal pointers mean the same objects. If anything differs, the full
 //! check runs again, exactly as a copy by pid would; a peer fd never allows
 //! a copy that a copy by pid would refuse. This is stricter than

@@ -779,7 +779,7 @@ fn grant_to_thread() -> TestResult {
 }
 
 /// A module parameter of cma, as a number.
-fn param(name: &str) -> io::Result<u64> {
+pub(crate) fn param(name: &str) -> io::Result<u64> {
     std::fs::read_to_string(format!("/sys/module/cma/parameters/{name}"))?
         .trim()
         .parse()

@@ -296,15 +296,12 @@ fn raw_page(pid: i32, addr: usize, buf: &mut [u8], write: bool) -> bool {
         iov_base: addr as *mut _,
         iov_len: buf.len(),
     };
-    let a = Args {
+    let a = Args::new(
         write,
-        pid: pid as i64,
-        lvec: &l as *const _ as usize,
-        liovcnt: 1,
-        rvec: &r as *const _ as usize,
-        riovcnt: 1,
-        flags: 0,
-    };
+        pid as i64,
+        std::slice::from_ref(&l),
+        std::slice::from_ref(&r),
+    );
     raw(&a).0 == buf.len() as isize
 }
 

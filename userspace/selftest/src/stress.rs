@@ -257,9 +257,7 @@ fn all_to_all() -> TestResult {
         total[OK],
         total[EPERM],
         total[ESRCH],
-        std::fs::read_to_string("/sys/module/cma/parameters/grants")
-            .unwrap_or_default()
-            .trim()
+        crate::perm::param("grants")?
     );
     check!(total[OK] > 100, "only {} copies worked", total[OK]);
     Ok(())
