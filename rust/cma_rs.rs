@@ -20,6 +20,7 @@ mod info;
 mod kcopy;
 mod mm;
 mod peer;
+mod stats;
 mod target;
 mod task;
 mod uapi;
@@ -43,6 +44,7 @@ struct CmaModule {
 
 impl kernel::Module for CmaModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
+        stats::check()?;
         kcopy::select()?;
         let consents = consent::new_registry()?;
         consent::install(&consents);

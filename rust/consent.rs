@@ -27,14 +27,23 @@
 //!   uid): at most [`MAX_PER_USER`] per user and [`MAX_TOTAL`] in all, at
 //!   most [`MAX_GRANTS_PER_PROCESS`] grants per process; past that, `ENOSPC`.
 //!   Allocations are charged to the granting task's memory cgroup.
-//! - Entries of processes that exited or exec()ed are reaped when their
-//!   bucket is next written, and all of them before `ENOSPC` is returned, so
-//!   grants made on a shared file by short-lived processes cannot pile up.
+//! - A process's entry is removed when its address space is torn down: it
+//!   exited, or exec()ed a new image. Each entry holds a watch on the mm it
+//!   was made in ([`MmWatch`], an `mmu_notifier` whose release runs in
+//!   `exit_mmap`), so grants made on a shared file by short-lived processes
+//!   go with them, not when the file is released. The one case the watch
+//!   misses, a process sharing another's mm (`vfork`, `CLONE_VM` without
+//!   `CLONE_THREAD`) that grants before the mm's first watcher exits, is
+//!   caught by staleness: entries of processes that exited or exec()ed are
+//!   also reaped when their bucket is next written, and all of them before
+//!   `ENOSPC` is returned.
 //! - Withdrawals are counted per granting process ([`Owner`]): a peer fd
 //!   whose access rested on a process's grants rechecks only when that
 //!   process withdrew one, not when anyone anywhere did.
 
 use crate::glue::*;
+use crate::mm::MmWatch;
+use crate::stats::{self, Stat};
 use crate::task::{current_ids, PidRef, TaskRef};
 use crate::uapi;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -77,6 +86,8 @@ struct Entry {
     exec_id: u64,
     /// The user charged for the entry and its grants.
     uid: u32,
+    /// The mm the entry was made in: its teardown removes the entry.
+    watch: MmWatch,
     /// Shared with the peer fds that rely on these grants.
     owner: Arc<Owner>,
     /// The grants; `None` slots are free (KVec has no removal here).
@@ -158,9 +169,56 @@ pub(crate) fn install(registry: &KBox<Registry>) {
     REGISTRY.store(ptr as *mut _, Ordering::Release);
 }
 
-/// Withdraws the registry; called once the device is deregistered.
+/// Withdraws the registry; called once the device is deregistered and no
+/// file of the module is open. Every entry goes (dropping its watch), and no
+/// watch's release callback runs any more when this returns.
 pub(crate) fn uninstall() {
+    let ptr = REGISTRY.load(Ordering::Acquire);
+    if ptr.is_null() {
+        return;
+    }
+    // SAFETY: installed and not yet withdrawn: the module owns it and frees
+    // it only after this returns.
+    let reg = unsafe { &*ptr };
+    for bucket in reg.buckets.iter() {
+        let entries = core::mem::replace(&mut *bucket.lock(), RBTree::new());
+        drop(entries);
+    }
+    // A release callback that started before its watch was dropped may
+    // still be looking at the registry: wait for it.
+    MmWatch::synchronize();
     REGISTRY.store(core::ptr::null_mut(), Ordering::Release);
+}
+
+/// Called by the glue's exit watch when `mm` is torn down (in `exit_mmap`,
+/// in whatever task dropped the last user). `owner` is the thread-group pid
+/// of the process that first watched `mm`, for identity only: its entry goes
+/// if it was made in `mm`.
+#[no_mangle]
+pub(crate) extern "C" fn cma_rs_mm_released(
+    mm: *mut kernel::bindings::mm_struct,
+    owner: *mut kernel::bindings::pid,
+) {
+    let ptr = REGISTRY.load(Ordering::Acquire);
+    if ptr.is_null() {
+        return;
+    }
+    // SAFETY: the registry is withdrawn only after every watch is dropped
+    // and `MmWatch::synchronize` waited for running callbacks such as this.
+    let reg = unsafe { &*ptr };
+    let key = owner as usize;
+    let mut bucket = reg.bucket(owner).lock();
+    // The entry's own pid reference keeps its key unique, and the watch's
+    // reference keeps `mm` from being reused: equal mm, same entry.
+    if !bucket.get(&key).is_some_and(|e| e.watch.mm() == mm) {
+        return;
+    }
+    if let Some(mut e) = bucket.remove(&key) {
+        e.forget(|_| true);
+        reg.uncharge(e.uid, 1 + e.grants.len());
+        stats::inc(Stat::GrantsReapedAtExit);
+        // Dropping `e` puts its watch, which a release callback may do.
+    }
 }
 
 fn registry() -> &'static Registry {
@@ -301,16 +359,32 @@ pub(crate) fn grant(file: usize, arg: UserPtr) -> Result<isize> {
     let owner_pid = PidRef::tgid_of(&me);
     let exec_id = me.exec_id();
     let uid = current_ids().uid;
+    // Before any registry lock: it takes the mm's mmap_lock.
+    let watch = MmWatch::current()?;
     let reg = registry();
     // At most a new entry and a slot for the grant; the unused part is
     // returned below. Charged before the bucket is locked, since making
     // room may take every bucket's lock.
     reg.charge_or_reap(uid, 2)?;
     let mut bucket = reg.bucket(owner_pid.as_ptr()).lock();
-    let (result, used) = add(reg, &mut bucket, owner_pid, exec_id, uid, file, peer);
+    let granting = Granting {
+        pid: owner_pid,
+        exec_id,
+        uid,
+        watch,
+    };
+    let (result, used) = add(reg, &mut bucket, granting, file, peer);
     drop(bucket);
     reg.uncharge(uid, 2 - used);
     result.map(|()| 0)
+}
+
+/// The process making a grant, as its registry entry records it.
+struct Granting {
+    pid: PidRef,
+    exec_id: u64,
+    uid: u32,
+    watch: MmWatch,
 }
 
 /// Adds a grant under the bucket lock. Returns the result and how many of
@@ -318,15 +392,13 @@ pub(crate) fn grant(file: usize, arg: UserPtr) -> Result<isize> {
 fn add(
     reg: &Registry,
     bucket: &mut Bucket,
-    owner_pid: PidRef,
-    exec_id: u64,
-    uid: u32,
+    who: Granting,
     file: usize,
     peer: Option<PidRef>,
 ) -> (Result, usize) {
-    let key = owner_pid.as_ptr() as usize;
+    let key = who.pid.as_ptr() as usize;
     let mut used = 0;
-    if bucket.get(&key).map_or(true, |e| e.exec_id != exec_id) {
+    if bucket.get(&key).map_or(true, |e| e.exec_id != who.exec_id) {
         // A process new to the registry, or one that exec()ed since: make
         // room first (its old entry is stale too, and goes).
         reg.reap(bucket);
@@ -340,9 +412,10 @@ fn add(
             Err(e) => return (Err(e.into()), 0),
         };
         let entry = Entry {
-            pid: owner_pid,
-            exec_id,
-            uid,
+            pid: who.pid,
+            exec_id: who.exec_id,
+            uid: who.uid,
+            watch: who.watch,
             owner,
             grants: KVec::new(),
             live: 0,
@@ -445,6 +518,7 @@ impl Seen {
 pub(crate) fn given(target: &TaskRef, caller: &TaskRef) -> Option<Token> {
     let exec_id = target.exec_id();
     let tgid = target.tgid_ptr();
+    stats::inc(Stat::RegistryLookups);
     let bucket = registry().bucket(tgid).lock();
     let entry = bucket.get(&(tgid as usize))?;
     let allowed = entry.exec_id == exec_id

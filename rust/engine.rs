@@ -15,6 +15,7 @@
 //!   kernel buffer of [`DIRECT_CHUNK`] bytes: no pinning, no `mmap_lock`.
 
 use crate::mm::{MmRef, PageBatch, Pinned};
+use crate::stats::{self, Stat};
 use crate::task::{cond_resched, fatal_signal_pending};
 use crate::user;
 use kernel::alloc::KVVec;
@@ -122,10 +123,13 @@ pub(crate) fn copy(mm: &MmRef, dir: Direction, local: &[IoVec], remote: &[IoVec]
         error: None,
     };
     let result = if mm.is_current() {
+        stats::inc(Stat::DirectCopies);
         copy_direct(dir, local, remote, want, &mut out.bytes)
     } else {
         copy_remote(mm, dir, local, remote, want, &mut out.bytes)
     };
+    stats::inc(Stat::Copies);
+    stats::add(Stat::Bytes, out.bytes);
     out.error = result.err();
     out
 }

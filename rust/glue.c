@@ -18,6 +18,8 @@
 #include <linux/magic.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
+#include <linux/mmu_notifier.h>
+#include <linux/percpu.h>
 #include <linux/mmap_lock.h>
 #include <linux/module.h>
 #include <linux/pid.h>
@@ -33,6 +35,55 @@ long cma_rs_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 int cma_rs_release(struct inode *inode, struct file *file);
 long cma_rs_peer_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 int cma_rs_peer_release(struct inode *inode, struct file *file);
+/* Implemented in Rust (rust/consent.rs). */
+void cma_rs_mm_released(struct mm_struct *mm, struct pid *owner);
+
+/* Prototypes of the functions of this file that Rust calls (rust/glue.rs). */
+int cma_glue_register(void);
+void cma_glue_unregister(void);
+int cma_glue_policy(void);
+long cma_glue_pin_remote(struct mm_struct *mm, unsigned long start, unsigned long nr_pages,
+			 unsigned int gup_flags, struct page **pages);
+int cma_glue_get_dumpable(struct mm_struct *mm);
+struct user_namespace *cma_glue_mm_user_ns(struct mm_struct *mm);
+struct mm_struct *cma_glue_current_mm(void);
+void cma_glue_mmgrab(struct mm_struct *mm);
+void cma_glue_mmdrop(struct mm_struct *mm);
+bool cma_glue_mmget_not_zero(struct mm_struct *mm);
+const struct cred *cma_glue_get_current_cred(void);
+void cma_glue_peer_state(struct task_struct *task, struct mm_struct *mm,
+			 struct pid **caller_group, const struct cred **caller_cred,
+			 const struct cred **task_cred, struct mm_struct **task_mm, int *dumpable);
+int cma_glue_peer_fd(void *peer);
+const struct cred *cma_glue_current_cred(void);
+void cma_glue_put_cred(const struct cred *cred);
+bool cma_glue_fatal_signal_pending(void);
+void cma_glue_cond_resched(void);
+bool cma_glue_same_thread_group(struct task_struct *task);
+int cma_glue_exec_update_lock_killable(struct task_struct *task);
+void cma_glue_exec_update_unlock(struct task_struct *task);
+u64 cma_glue_self_exec_id(struct task_struct *task);
+struct pid *cma_glue_task_tgid(struct task_struct *task);
+struct pid *cma_glue_get_task_tgid(struct task_struct *task);
+struct pid *cma_glue_pidfd_get_pid(int fd);
+unsigned long cma_glue_page_to_user(void __user *to, struct page *page, size_t offset, size_t n);
+unsigned long cma_glue_user_to_page(struct page *page, size_t offset, const void __user *from,
+				    size_t n);
+bool cma_glue_simd_usable(void);
+void cma_glue_simd_copy(void *dst, const void *src, size_t len);
+void cma_glue_memcpy(void *dst, const void *src, size_t len);
+int cma_glue_simd_param(void);
+bool cma_glue_access_ok(unsigned long addr, unsigned long len);
+void cma_glue_set_grants(u64 n);
+void cma_glue_cred_ids(const struct cred *cred, u32 ids[6], u64 *permitted,
+		       struct user_namespace **user_ns);
+void *cma_glue_file_private(struct file *file);
+unsigned int cma_glue_stat_names(void);
+void cma_glue_stat_add(unsigned int i, u64 n);
+struct mmu_notifier *cma_glue_watch_exit(void);
+struct mm_struct *cma_glue_watch_mm(struct mmu_notifier *mn);
+void cma_glue_unwatch_exit(struct mmu_notifier *mn);
+void cma_glue_watch_sync(void);
 
 /*
  * Who may copy (rust/access.rs): the administrator's choice, changed only by
@@ -107,12 +158,74 @@ static unsigned long grants;
 module_param(grants, ulong, 0444);
 MODULE_PARM_DESC(grants, "Consent registry slots in use (an entry per granting process, one per grant)");
 
-/* Full access rechecks made for copies through peer fds: read-only. */
-static atomic_long_t peer_rechecks = ATOMIC_LONG_INIT(0);
+/*
+ * Counters, per CPU so that copies on different CPUs never write a shared
+ * cache line, summed when read from /sys/class/misc/cma/stats/<name>. The
+ * order is rust/stats.rs's `Stat`; cma_glue_stat_names() lets the module
+ * refuse to load if the two disagree.
+ */
+static const char *const cma_stat_names[] = {
+	"copies", "bytes", "gup_calls", "pages_pinned", "local_gup_calls",
+	"local_pages_pinned", "direct_copies", "registry_lookups", "peer_copies",
+	"peer_rechecks" /* 9: also the peer_rechecks parameter */, "grants_reaped_at_exit",
+};
+#define CMA_NR_STATS ARRAY_SIZE(cma_stat_names)
 
+struct cma_stats {
+	u64 v[CMA_NR_STATS];
+};
+static DEFINE_PER_CPU(struct cma_stats, cma_stats);
+
+static u64 cma_stat_sum(unsigned int i)
+{
+	u64 sum = 0;
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		sum += READ_ONCE(per_cpu(cma_stats, cpu).v[i]);
+	return sum;
+}
+
+struct cma_stat_attr {
+	struct device_attribute attr;
+	unsigned int index;
+};
+
+static ssize_t cma_stat_show(struct device *dev, struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%llu\n",
+			  cma_stat_sum(container_of(attr, struct cma_stat_attr, attr)->index));
+}
+
+#define CMA_STAT(i) { .attr = __ATTR(_, 0444, cma_stat_show, NULL), .index = (i) }
+static struct cma_stat_attr cma_stat_attrs[CMA_NR_STATS] = {
+	CMA_STAT(0), CMA_STAT(1), CMA_STAT(2), CMA_STAT(3), CMA_STAT(4), CMA_STAT(5),
+	CMA_STAT(6), CMA_STAT(7), CMA_STAT(8), CMA_STAT(9), CMA_STAT(10),
+};
+static struct attribute *cma_stat_attr_list[CMA_NR_STATS + 1];
+static const struct attribute_group cma_stats_group = {
+	.name = "stats",
+	.attrs = cma_stat_attr_list,
+};
+static const struct attribute_group *cma_groups[] = { &cma_stats_group, NULL };
+
+/* The number of counters the C side names (rust/stats.rs checks it). */
+unsigned int cma_glue_stat_names(void)
+{
+	return CMA_NR_STATS;
+}
+
+/* Adds @n to counter @i on this CPU. */
+void cma_glue_stat_add(unsigned int i, u64 n)
+{
+	if (i < CMA_NR_STATS)
+		this_cpu_add(cma_stats.v[i], n);
+}
+
+/* Full access rechecks made for copies through peer fds (the stat's value). */
 static int peer_rechecks_get(char *buf, const struct kernel_param *kp)
 {
-	return sysfs_emit(buf, "%ld\n", atomic_long_read(&peer_rechecks));
+	return sysfs_emit(buf, "%llu\n", cma_stat_sum(9));
 }
 
 static const struct kernel_param_ops peer_rechecks_ops = {
@@ -140,58 +253,26 @@ static const struct file_operations cma_peer_fops = {
 	.llseek = noop_llseek,
 };
 
+
 static struct miscdevice cma_miscdev = {
 	.minor = MISC_DYNAMIC_MINOR,
 	.name = "cma",
 	/* Anyone may open: every request is checked on its own. */
 	.mode = 0666,
 	.fops = &cma_fops,
+	.groups = cma_groups,
 };
 
-/* Prototypes for the functions below, all called from Rust. */
-int cma_glue_register(void);
-void cma_glue_unregister(void);
-int cma_glue_policy(void);
-long cma_glue_pin_remote(struct mm_struct *mm, unsigned long start, unsigned long nr_pages,
-			 unsigned int gup_flags, struct page **pages);
-int cma_glue_get_dumpable(struct mm_struct *mm);
-struct user_namespace *cma_glue_mm_user_ns(struct mm_struct *mm);
-struct mm_struct *cma_glue_current_mm(void);
-void cma_glue_mmgrab(struct mm_struct *mm);
-void cma_glue_mmdrop(struct mm_struct *mm);
-bool cma_glue_mmget_not_zero(struct mm_struct *mm);
-const struct cred *cma_glue_get_current_cred(void);
-void cma_glue_peer_state(struct task_struct *task, struct mm_struct *mm,
-			 struct pid **caller_group, const struct cred **caller_cred,
-			 const struct cred **task_cred, struct mm_struct **task_mm, int *dumpable);
-int cma_glue_peer_fd(void *peer);
-const struct cred *cma_glue_current_cred(void);
-void cma_glue_put_cred(const struct cred *cred);
-bool cma_glue_fatal_signal_pending(void);
-void cma_glue_cond_resched(void);
-bool cma_glue_same_thread_group(struct task_struct *task);
-int cma_glue_exec_update_lock_killable(struct task_struct *task);
-void cma_glue_exec_update_unlock(struct task_struct *task);
-u64 cma_glue_self_exec_id(struct task_struct *task);
-struct pid *cma_glue_task_tgid(struct task_struct *task);
-struct pid *cma_glue_get_task_tgid(struct task_struct *task);
-struct pid *cma_glue_pidfd_get_pid(int fd);
-unsigned long cma_glue_page_to_user(void __user *to, struct page *page, size_t offset, size_t n);
-unsigned long cma_glue_user_to_page(struct page *page, size_t offset, const void __user *from,
-				    size_t n);
-bool cma_glue_simd_usable(void);
-void cma_glue_simd_copy(void *dst, const void *src, size_t len);
-void cma_glue_memcpy(void *dst, const void *src, size_t len);
-int cma_glue_simd_param(void);
-bool cma_glue_access_ok(unsigned long addr, unsigned long len);
-void cma_glue_set_grants(u64 n);
-void cma_glue_cred_ids(const struct cred *cred, u32 ids[6], u64 *permitted,
-		       struct user_namespace **user_ns);
-void *cma_glue_file_private(struct file *file);
-void cma_glue_count_peer_recheck(void);
 
 int cma_glue_register(void)
 {
+	unsigned int i;
+
+	/* The attribute names come from the one list above. */
+	for (i = 0; i < CMA_NR_STATS; i++) {
+		cma_stat_attrs[i].attr.attr.name = cma_stat_names[i];
+		cma_stat_attr_list[i] = &cma_stat_attrs[i].attr.attr;
+	}
 	return misc_register(&cma_miscdev);
 }
 
@@ -234,11 +315,6 @@ void *cma_glue_file_private(struct file *file)
 void cma_glue_set_grants(u64 n)
 {
 	WRITE_ONCE(grants, n);
-}
-
-void cma_glue_count_peer_recheck(void)
-{
-	atomic_long_inc(&peer_rechecks);
 }
 
 /*
@@ -490,6 +566,78 @@ void cma_glue_simd_copy(void *dst, const void *src, size_t len)
 void cma_glue_memcpy(void *dst, const void *src, size_t len)
 {
 	memcpy(dst, src, len);
+}
+
+
+/*
+ * Exit watches (rust/consent.rs): the registry forgets a process's grants
+ * when its address space is torn down (it exited, or exec()ed a new image),
+ * through an mmu_notifier's release on that mm. One notifier per mm
+ * (mmu_notifier_get), one reference per registry entry; it remembers the
+ * thread-group pid of the process that first watched the mm (identity only:
+ * Rust compares it with its entries' keys), since the release may run in
+ * another task's context (the last mmput).
+ */
+struct cma_exit_watch {
+	struct mmu_notifier mn;
+	struct pid *owner;
+};
+
+static void cma_exit_release(struct mmu_notifier *mn, struct mm_struct *mm)
+{
+	cma_rs_mm_released(mm, container_of(mn, struct cma_exit_watch, mn)->owner);
+}
+
+static struct mmu_notifier *cma_exit_alloc(struct mm_struct *mm)
+{
+	struct cma_exit_watch *w = kzalloc(sizeof(*w), GFP_KERNEL_ACCOUNT);
+
+	if (!w)
+		return ERR_PTR(-ENOMEM);
+	/* Called by mmu_notifier_get() on current->mm, in the granting task. */
+	w->owner = task_tgid(current);
+	return &w->mn;
+}
+
+static void cma_exit_free(struct mmu_notifier *mn)
+{
+	kfree(container_of(mn, struct cma_exit_watch, mn));
+}
+
+static const struct mmu_notifier_ops cma_exit_ops = {
+	.release = cma_exit_release,
+	.alloc_notifier = cma_exit_alloc,
+	.free_notifier = cma_exit_free,
+};
+
+/*
+ * A reference on the exit watch of the caller's mm (made if none), or an
+ * ERR_PTR. Takes the mm's mmap_lock for writing.
+ */
+struct mmu_notifier *cma_glue_watch_exit(void)
+{
+	return mmu_notifier_get(&cma_exit_ops, current->mm);
+}
+
+/* The mm a watch is on (identity only). */
+struct mm_struct *cma_glue_watch_mm(struct mmu_notifier *mn)
+{
+	return mn->mm;
+}
+
+/* Drops a reference from cma_glue_watch_exit(); may be called from release. */
+void cma_glue_unwatch_exit(struct mmu_notifier *mn)
+{
+	mmu_notifier_put(mn);
+}
+
+/*
+ * Waits until no release callback runs and every watch is freed: after the
+ * registry dropped all its references, before the module's code goes away.
+ */
+void cma_glue_watch_sync(void)
+{
+	mmu_notifier_synchronize();
 }
 
 MODULE_VERSION("0.3.0");

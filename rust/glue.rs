@@ -74,7 +74,13 @@ extern "C" {
         user_ns: *mut *mut bindings::user_namespace,
     );
     pub(crate) fn cma_glue_file_private(file: *mut bindings::file) -> *mut core::ffi::c_void;
-    pub(crate) fn cma_glue_count_peer_recheck();
+    pub(crate) fn cma_glue_stat_names() -> u32;
+    pub(crate) fn cma_glue_stat_add(i: u32, n: u64);
+    // The `struct mmu_notifier` is opaque here: only the glue looks inside.
+    pub(crate) fn cma_glue_watch_exit() -> *mut core::ffi::c_void;
+    pub(crate) fn cma_glue_watch_mm(mn: *mut core::ffi::c_void) -> *mut bindings::mm_struct;
+    pub(crate) fn cma_glue_unwatch_exit(mn: *mut core::ffi::c_void);
+    pub(crate) fn cma_glue_watch_sync();
     pub(crate) fn cma_glue_simd_usable() -> bool;
     pub(crate) fn cma_glue_simd_copy(dst: *mut u8, src: *const u8, len: usize);
     pub(crate) fn cma_glue_memcpy(dst: *mut u8, src: *const u8, len: usize);

@@ -8,6 +8,7 @@
 //! above is safe Rust.
 
 use crate::glue::*;
+use crate::stats::{self, Stat};
 use core::ffi::c_int;
 use core::ptr::NonNull;
 use kernel::bindings;
@@ -188,6 +189,8 @@ impl PageBatch {
                 slots.as_mut_ptr(),
             )
         };
+        stats::inc(Stat::GupCalls);
+        stats::add(Stat::PagesPinned, ret.max(0) as usize);
         // SAFETY: `ret` is what GUP returned for these slots just now.
         unsafe { Pinned::from_gup(slots, ret as _, write) }
     }
@@ -218,6 +221,8 @@ impl PageBatch {
                 slots.as_mut_ptr(),
             )
         };
+        stats::inc(Stat::LocalGupCalls);
+        stats::add(Stat::LocalPagesPinned, ret.max(0) as usize);
         // SAFETY: `ret` is what GUP returned for these slots just now.
         unsafe { Pinned::from_gup(slots, ret as _, write) }
     }
@@ -363,5 +368,58 @@ impl Drop for Pinned<'_> {
                 self.dirty,
             )
         };
+    }
+}
+
+/// A watch on the caller's address space: the consent registry's hook for
+/// forgetting a process's grants when its mm is torn down (the process
+/// exited or exec()ed). One `mmu_notifier` per mm, shared by all watches on
+/// it; each value owns one reference (`mmu_notifier_get`/`mmu_notifier_put`).
+/// The module must call [`MmWatch::synchronize`] once every watch is dropped,
+/// before its code goes away.
+///
+/// # Invariants
+///
+/// `self.0` is a notifier returned by `cma_glue_watch_exit` on which this
+/// value owns one reference.
+pub(crate) struct MmWatch(NonNull<core::ffi::c_void>);
+
+// SAFETY: notifier references are counted under the mm's notifier lock and
+// may be dropped from any thread; shared access only reads the mm pointer,
+// which is fixed for the notifier's life.
+unsafe impl Send for MmWatch {}
+// SAFETY: as above.
+unsafe impl Sync for MmWatch {}
+
+impl MmWatch {
+    /// A watch on the caller's mm. Takes its `mmap_lock` for writing.
+    pub(crate) fn current() -> Result<MmWatch> {
+        // SAFETY: called from a file operation, by a user task with an mm;
+        // returns a referenced notifier or an `ERR_PTR`.
+        let mn = unsafe { cma_glue_watch_exit() };
+        let mn = kernel::error::from_err_ptr(mn)?;
+        // INVARIANT: a notifier that is not an error carries our reference.
+        NonNull::new(mn).map(MmWatch).ok_or(ENOMEM)
+    }
+
+    /// The watched mm, for identity comparisons only.
+    pub(crate) fn mm(&self) -> *mut bindings::mm_struct {
+        // SAFETY: the notifier is live (type invariant); its mm is fixed.
+        unsafe { cma_glue_watch_mm(self.0.as_ptr()) }
+    }
+
+    /// Waits until no release callback of any watch runs and every dropped
+    /// watch is freed.
+    pub(crate) fn synchronize() {
+        // SAFETY: `mmu_notifier_synchronize` has no preconditions; it sleeps.
+        unsafe { cma_glue_watch_sync() };
+    }
+}
+
+impl Drop for MmWatch {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant we own one reference. The glue's
+        // `mmu_notifier_put` may be called from the release callback too.
+        unsafe { cma_glue_unwatch_exit(self.0.as_ptr()) };
     }
 }

@@ -23,6 +23,7 @@ use crate::access;
 use crate::consent::{self, Seen};
 use crate::glue::*;
 use crate::mm::{MmGrab, MmRef};
+use crate::stats::{self, Stat};
 use crate::target::{self, TargetId};
 use crate::task::{Inputs, PidRef, TaskCred, TaskRef};
 use crate::uapi;
@@ -70,6 +71,7 @@ impl Peer {
     /// the target has exited or exec()ed, else the decision of the full
     /// check if anything it rested on has changed.
     pub(crate) fn target(&self) -> Result<MmRef> {
+        stats::inc(Stat::PeerCopies);
         let consent_holds =
             consent::policy() == self.policy && self.consent.as_ref().map_or(true, Seen::holds);
         let now = Inputs::now(&self.task, self.mm.as_ptr());
@@ -86,8 +88,7 @@ impl Peer {
             return Ok(mm);
         }
         drop(mm);
-        // SAFETY: increments a counter; no preconditions.
-        unsafe { cma_glue_count_peer_recheck() };
+        stats::inc(Stat::PeerRechecks);
         let (mm, decision) = self.recheck()?;
         if let (true, Some(seen), Some(token)) = (same, &self.consent, &decision.consent) {
             // Only the target's withdrawals moved, and the check passed on

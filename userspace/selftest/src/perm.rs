@@ -103,6 +103,18 @@ pub const TESTS: &[Test] = &[
         run: withdrawals_per_target,
     },
     Test {
+        name: "consent_grants_reaped_at_exit",
+        run: grants_reaped_at_exit,
+    },
+    Test {
+        name: "consent_grants_reaped_at_exec",
+        run: grants_reaped_at_exec,
+    },
+    Test {
+        name: "consent_peer_readers_take_no_registry_lock",
+        run: peer_readers_take_no_registry_lock,
+    },
+    Test {
         name: "perm_policy_param",
         run: policy_param,
     },
@@ -843,12 +855,138 @@ fn grant_flood() -> TestResult {
     check_eq!(t.command(GRANT, &[0])?[0], 0);
     let mut c = caller(OTHER_USER)?;
     check_eq!(attempt(&mut c, &t, addr)?, ALLOWED);
-    // Its grants died with the flooders; whatever the registry still holds
-    // of them is bounded by the per-user limit.
+    // Its grants died with the flooders, each at its exit: the registry
+    // holds what it held before, plus the other user's one entry and grant.
     check!(
-        param("grants")? <= before + MAX_PER_USER,
-        "the registry holds {} slots",
-        param("grants")?
+        param("grants")? <= before + 2,
+        "the registry holds {} slots, {} before the flood",
+        param("grants")?,
+        before
+    );
+    check!(
+        before + MAX_PER_USER >= param("grants")?,
+        "past the per-user bound"
+    );
+    Ok(())
+}
+
+/// A counter of `/sys/class/misc/cma/stats`.
+pub(crate) fn stat(name: &str) -> io::Result<u64> {
+    std::fs::read_to_string(format!("/sys/class/misc/cma/stats/{name}"))?
+        .trim()
+        .parse()
+        .map_err(io::Error::other)
+}
+
+fn grants_reaped_at_exit() -> TestResult {
+    needs_root()?;
+    // The file outlives the granting process: only its exit can end the
+    // grant's entry.
+    let dev = Device::open()?;
+    let before = param("grants")?;
+    let reaped = stat("grants_reaped_at_exit")?;
+    let status = util::in_forked(|| {
+        if dev.grant(None).is_err() {
+            return 1;
+        }
+        // An entry and a grant.
+        match param("grants") {
+            Ok(n) if n >= before + 2 => 0,
+            _ => 2,
+        }
+    })?;
+    check_eq!(status, 0, "the child's grant was not registered");
+    // exit_mmap ran before the parent's wait returned.
+    check!(
+        param("grants")? <= before,
+        "an exited process's grants stayed: {} slots, {} before",
+        param("grants")?,
+        before
+    );
+    check!(stat("grants_reaped_at_exit")? > reaped, "no reap counted");
+    drop(dev);
+    Ok(())
+}
+
+fn grants_reaped_at_exec() -> TestResult {
+    needs_root()?;
+    let dev = Device::open()?;
+    let before = param("grants")?;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    check_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the test process is single-threaded here.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // Grant on the inherited file, say so, and become `sleep`: the
+        // process lives on, its old image's grants must not.
+        let ok = dev.grant(None).is_ok() as u8;
+        // SAFETY: writes one byte from a local.
+        unsafe { libc::write(fds[1], (&ok as *const u8).cast(), 1) };
+        let _ = util::exec_sleep();
+        // SAFETY: ends the child.
+        unsafe { libc::_exit(3) };
+    }
+    let mut ok = 0u8;
+    // SAFETY: reads one byte into a local.
+    let n = unsafe { libc::read(fds[0], (&mut ok as *mut u8).cast(), 1) };
+    // SAFETY: closing our pipe ends.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    let result = (|| -> TestResult {
+        check!(n == 1 && ok == 1, "the child could not grant");
+        check_eq!(util::wait_for_comm(pid, "sleep")?, "sleep");
+        check!(
+            param("grants")? <= before,
+            "grants of the image before exec stayed: {} slots, {} before",
+            param("grants")?,
+            before
+        );
+        Ok(())
+    })();
+    // SAFETY: the child is ours.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    util::wait_child(pid)?;
+    result
+}
+
+fn peer_readers_take_no_registry_lock() -> TestResult {
+    needs_root()?;
+    // Unprivileged readers of one consenting target: by pid, every copy
+    // looks its consent up (one bucket's lock); through a peer fd, only
+    // the attach does, and copies read the target's withdrawal count.
+    let (mut t, addr) = target(NOBODY, true)?;
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        readers.push(caller(NOBODY)?);
+    }
+    let lookups = stat("registry_lookups")?;
+    for r in readers.iter_mut() {
+        check_eq!(attempt(r, &t, addr)?, ALLOWED);
+    }
+    let by_pid = stat("registry_lookups")? - lookups;
+    check!(
+        by_pid >= 12,
+        "4 readers x 3 calls by pid looked up {by_pid} times"
+    );
+    let lookups = stat("registry_lookups")?;
+    let copies = stat("peer_copies")?;
+    for r in readers.iter_mut() {
+        check_eq!(r.command(ATTACH, &[t.pid as u64])?[0], 0);
+    }
+    for _ in 0..10 {
+        for r in readers.iter_mut() {
+            check_eq!(attempt_peer(r, addr)?, ALLOWED);
+        }
+    }
+    check_eq!(stat("peer_copies")? - copies, 120);
+    check_eq!(
+        stat("registry_lookups")? - lookups,
+        4,
+        "120 copies through 4 peer fds: only the 4 attaches may look up"
     );
     Ok(())
 }
