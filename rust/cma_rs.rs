@@ -10,6 +10,7 @@
 use kernel::prelude::*;
 
 mod access;
+mod cache;
 mod consent;
 mod copy;
 mod device;
@@ -56,8 +57,9 @@ impl kernel::Module for CmaModule {
             }
         };
         pr_info!(
-            "/dev/cma registered (ABI version {}, page copies by {})\n",
+            "/dev/cma registered (ABI version {}, engine {}, page copies by {})\n",
             uapi::CMA_ABI_VERSION,
+            kcopy::engine_name(),
             kcopy::routine_name()
         );
         Ok(CmaModule {

@@ -359,8 +359,11 @@ pub(crate) fn grant(file: usize, arg: UserPtr) -> Result<isize> {
     let owner_pid = PidRef::tgid_of(&me);
     let exec_id = me.exec_id();
     let uid = current_ids().uid;
-    // Before any registry lock: it takes the mm's mmap_lock.
-    let watch = MmWatch::current()?;
+    // Before any registry lock: it takes the mm's mmap_lock. The first
+    // watch on an mm gives up with EINTR when a signal is pending (it takes
+    // all of the mm's locks, `mm_take_all_locks`); the grant is then
+    // restarted after the signal is handled, never failed with EINTR.
+    let watch = MmWatch::current().map_err(|e| if e == EINTR { ERESTARTNOINTR } else { e })?;
     let reg = registry();
     // At most a new entry and a slot for the grant; the unused part is
     // returned below. Charged before the bucket is locked, since making

@@ -4,6 +4,7 @@
 //! / `CMA_IOC_WRITE1`, on `/dev/cma` or on a peer fd: read and validate the
 //! request, find the target, run the copy engine, report the result.
 
+use crate::cache::Cache;
 use crate::engine::{self, Direction, IoVec};
 use crate::mm::MmRef;
 use crate::peer::Peer;
@@ -51,6 +52,14 @@ impl<'a> Named<'a> {
             Named::Peer(p) => p.target(),
         }
     }
+
+    /// The page cache of the peer fd the request came through, if any.
+    fn cache(&self) -> Option<&'a Cache> {
+        match self {
+            Named::Id(_) => None,
+            Named::Peer(p) => Some(p.cache()),
+        }
+    }
 }
 
 /// Handles one copy ioctl whose `struct cma_copy` is at `arg`.
@@ -96,7 +105,7 @@ pub(crate) fn ioctl(via: Via<'_>, arg: UserPtr, dir: Direction) -> Result<isize>
             error: None,
         }
     } else {
-        engine::copy(&named.open()?, dir, &local, &remote)
+        engine::copy(&named.open()?, named.cache(), dir, &local, &remote)
     };
 
     let (remote_index, remote_offset) = engine::position(&remote, outcome.bytes);
@@ -144,7 +153,7 @@ fn ioctl_pvm(via: Via<'_>, req: &uapi::cma_copy, dir: Direction) -> Result<isize
     // No more than MAX_RW_COUNT bytes can move, so capping the remote side
     // too changes nothing the caller sees, and keeps its total in range.
     cap_total(&mut remote);
-    let outcome = engine::copy(&named.open()?, dir, &local, &remote);
+    let outcome = engine::copy(&named.open()?, named.cache(), dir, &local, &remote);
     match outcome.error {
         // The system call reports every failure of the copy itself as EFAULT.
         Some(_) if outcome.bytes == 0 => Err(EFAULT),
@@ -185,7 +194,7 @@ pub(crate) fn ioctl1(via: Via<'_>, arg: UserPtr, dir: Direction) -> Result<isize
         base: req.remote as usize,
         len,
     }];
-    let outcome = engine::copy(&named.open()?, dir, &local, &remote);
+    let outcome = engine::copy(&named.open()?, named.cache(), dir, &local, &remote);
     match outcome.error {
         Some(e) if outcome.bytes == 0 => Err(e),
         // `len <= CMA_COPY1_MAX`, so the count fits.

@@ -8,12 +8,20 @@
 //! - **remote**: the target is another address space. For each remote range,
 //!   pin a batch of its pages under its `mmap_lock` (dropped right after), then
 //!   copy page by page between the pinned pages and the caller's iovecs, then
-//!   unpin (dirty if written). No `mmap_lock` is held while copying. Long
-//!   pieces of the caller's iovecs are pinned too (without `mmap_lock`, by
-//!   `pin_user_pages_fast`) and copied kernel to kernel (see [`LocalPages`]).
-//! - **direct**: the target is the caller's own address space. Copy through a
-//!   kernel buffer of [`DIRECT_CHUNK`] bytes: no pinning, no `mmap_lock`.
+//!   unpin (dirty if written). No `mmap_lock` is held while copying. With the
+//!   `pinned` engine, long pieces of the caller's iovecs are pinned too
+//!   (without `mmap_lock`, by `pin_user_pages_fast`) and copied kernel to
+//!   kernel (see [`LocalPages`]); with `usercopy`, the kernel's user-copy
+//!   routines reach the caller's memory, as `process_vm_readv` does.
+//! - **direct**: the target is the caller's own address space. The same
+//!   single copy, but the "remote" pages are pinned by `pin_user_pages_fast`
+//!   (no `mmap_lock`, no remote GUP). Only when the source and destination
+//!   ranges may overlap does it copy twice, through a kernel buffer of
+//!   [`DIRECT_CHUNK`] bytes, so that each chunk is read before any of it is
+//!   written (`memmove` within a chunk).
 
+use crate::cache::Cache;
+use crate::kcopy::{self, Engine};
 use crate::mm::{MmRef, PageBatch, Pinned};
 use crate::stats::{self, Stat};
 use crate::task::{cond_resched, fatal_signal_pending};
@@ -116,17 +124,37 @@ pub(crate) fn position(iovs: &[IoVec], bytes: usize) -> (usize, usize) {
 
 /// Copies between the caller's `local` iovecs and `remote` iovecs in `mm`,
 /// until either side is exhausted or something fails.
-pub(crate) fn copy(mm: &MmRef, dir: Direction, local: &[IoVec], remote: &[IoVec]) -> Outcome {
+///
+/// `cache` is the peer fd's page cache, when the copy came through one.
+pub(crate) fn copy(
+    mm: &MmRef,
+    cache: Option<&Cache>,
+    dir: Direction,
+    local: &[IoVec],
+    remote: &[IoVec],
+) -> Outcome {
     let want = total(local).min(total(remote));
     let mut out = Outcome {
         bytes: 0,
         error: None,
     };
-    let result = if mm.is_current() {
+    let engine = kcopy::engine();
+    let result = if !mm.is_current() {
+        copy_pinned(
+            Side::Remote(mm, cache),
+            engine,
+            dir,
+            local,
+            remote,
+            want,
+            &mut out.bytes,
+        )
+    } else if may_overlap(local, remote, want) {
         stats::inc(Stat::DirectCopies);
-        copy_direct(dir, local, remote, want, &mut out.bytes)
+        copy_staged(dir, local, remote, want, &mut out.bytes)
     } else {
-        copy_remote(mm, dir, local, remote, want, &mut out.bytes)
+        stats::inc(Stat::DirectCopies);
+        copy_pinned(Side::Own, engine, dir, local, remote, want, &mut out.bytes)
     };
     stats::inc(Stat::Copies);
     stats::add(Stat::Bytes, out.bytes);
@@ -134,9 +162,21 @@ pub(crate) fn copy(mm: &MmRef, dir: Direction, local: &[IoVec], remote: &[IoVec]
     out
 }
 
-/// The remote path: pin the target's pages in batches, copy, unpin.
-fn copy_remote(
-    mm: &MmRef,
+/// Where the "remote" iovecs' pages are.
+#[derive(Clone, Copy)]
+enum Side<'a> {
+    /// In another address space: pinned with `pin_user_pages_remote`, or
+    /// kept pinned by a peer fd's cache.
+    Remote(&'a MmRef, Option<&'a Cache>),
+    /// In the caller's own: pinned with `pin_user_pages_fast`.
+    Own,
+}
+
+/// The single copy: pin the remote iovecs' pages in batches, copy between
+/// them and the caller's iovecs, unpin.
+fn copy_pinned(
+    side: Side<'_>,
+    engine: Engine,
     dir: Direction,
     local: &[IoVec],
     remote: &[IoVec],
@@ -144,7 +184,7 @@ fn copy_remote(
     done: &mut usize,
 ) -> Result {
     let mut batch = PageBatch::new(pages_spanned(remote, want).clamp(1, BATCH_PAGES))?;
-    let mut own = LocalPages::new(local, want);
+    let mut own = LocalPages::new(local, want, engine);
     let mut local = Cursor::new(local);
     let mut remote = Cursor::new(remote);
     while *done < want {
@@ -154,9 +194,20 @@ fn copy_remote(
         let first_page = addr & !(PAGE_SIZE - 1);
         let in_page = addr - first_page;
         let nr_pages = (in_page + len).div_ceil(PAGE_SIZE).min(batch.capacity());
-        let mut pinned = batch
-            .pin(mm, first_page, nr_pages, dir == Direction::Write)
-            .map_err(gup_error)?;
+        let write = dir == Direction::Write;
+        let cached = match side {
+            Side::Remote(mm, Some(cache)) => cache.get(mm, first_page, nr_pages, write),
+            _ => None,
+        };
+        let mut pinned = match (&cached, side) {
+            (Some(region), _) => region.pages(first_page, nr_pages, write),
+            (None, Side::Remote(mm, _)) => batch
+                .pin(mm, first_page, nr_pages, write)
+                .map_err(gup_error)?,
+            (None, Side::Own) => batch
+                .pin_own(first_page, nr_pages, write)
+                .map_err(gup_error)?,
+        };
         let mut n = len.min(pinned.span() - in_page);
         let mut off = in_page;
         while n > 0 {
@@ -195,14 +246,17 @@ struct LocalPages {
     batch: Option<PageBatch>,
     /// The most pages any batch needs.
     max_pages: usize,
+    /// Whether to pin at all (the `pinned` engine).
+    pin: bool,
 }
 
 impl LocalPages {
     #[inline]
-    fn new(local: &[IoVec], want: usize) -> Self {
+    fn new(local: &[IoVec], want: usize, engine: Engine) -> Self {
         LocalPages {
             batch: None,
             max_pages: pages_spanned(local, want).clamp(1, BATCH_PAGES),
+            pin: engine == Engine::Pinned,
         }
     }
 
@@ -218,7 +272,7 @@ impl LocalPages {
         addr: usize,
         len: usize,
     ) -> (usize, bool) {
-        if len >= PIN_OWN_MIN {
+        if self.pin && len >= PIN_OWN_MIN {
             let first_page = addr & !(PAGE_SIZE - 1);
             let in_page = addr - first_page;
             let nr_pages = (in_page + len).div_ceil(PAGE_SIZE);
@@ -247,8 +301,41 @@ impl LocalPages {
     }
 }
 
-/// The direct path: both sides are in the caller's address space.
-fn copy_direct(
+/// Whether, within the first `want` bytes, some of `local` and some of
+/// `remote` (both in the caller's address space) may be the same memory:
+/// whether the spans from the lowest to the highest address of each meet.
+/// Cheap and conservative: a single copy between ranges that overlap would
+/// read bytes it already wrote.
+fn may_overlap(local: &[IoVec], remote: &[IoVec], want: usize) -> bool {
+    match (envelope(local, want), envelope(remote, want)) {
+        (Some((ls, le)), Some((rs, re))) => ls < re && rs < le,
+        _ => false,
+    }
+}
+
+/// The lowest start and highest end of the first `want` bytes of `iovs`;
+/// an end past the address space counts as its end.
+fn envelope(iovs: &[IoVec], want: usize) -> Option<(usize, usize)> {
+    let mut left = want;
+    let mut span: Option<(usize, usize)> = None;
+    for v in iovs {
+        if left == 0 {
+            break;
+        }
+        let n = v.len.min(left);
+        if n == 0 {
+            continue;
+        }
+        left -= n;
+        let end = v.base.saturating_add(n);
+        span = Some(span.map_or((v.base, end), |(s, e)| (s.min(v.base), e.max(end))));
+    }
+    span
+}
+
+/// The direct path when the two sides may overlap: copy through a kernel
+/// buffer, a chunk at a time.
+fn copy_staged(
     dir: Direction,
     local: &[IoVec],
     remote: &[IoVec],

@@ -19,6 +19,7 @@
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
+#include <linux/workqueue.h>
 #include <linux/percpu.h>
 #include <linux/mmap_lock.h>
 #include <linux/module.h>
@@ -37,6 +38,11 @@ long cma_rs_peer_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 int cma_rs_peer_release(struct inode *inode, struct file *file);
 /* Implemented in Rust (rust/consent.rs). */
 void cma_rs_mm_released(struct mm_struct *mm, struct pid *owner);
+/* Implemented in Rust (rust/cache.rs). */
+void cma_rs_cache_reap(void *cache);
+
+struct cma_cache_hook;
+struct cma_region_watch;
 
 /* Prototypes of the functions of this file that Rust calls (rust/glue.rs). */
 int cma_glue_register(void);
@@ -70,9 +76,14 @@ unsigned long cma_glue_page_to_user(void __user *to, struct page *page, size_t o
 unsigned long cma_glue_user_to_page(struct page *page, size_t offset, const void __user *from,
 				    size_t n);
 bool cma_glue_simd_usable(void);
+unsigned long cma_glue_contiguous_pages(struct page *const *pages, unsigned long n);
+void *cma_glue_page_address(struct page *page);
 void cma_glue_simd_copy(void *dst, const void *src, size_t len);
 void cma_glue_memcpy(void *dst, const void *src, size_t len);
 int cma_glue_simd_param(void);
+int cma_glue_engine(void);
+void cma_glue_choose_engine(int engine);
+void cma_glue_usercopy_routine(void *dst, const void *src, size_t len);
 bool cma_glue_access_ok(unsigned long addr, unsigned long len);
 void cma_glue_set_grants(u64 n);
 void cma_glue_cred_ids(const struct cred *cred, u32 ids[6], u64 *permitted,
@@ -84,6 +95,17 @@ struct mmu_notifier *cma_glue_watch_exit(void);
 struct mm_struct *cma_glue_watch_mm(struct mmu_notifier *mn);
 void cma_glue_unwatch_exit(struct mmu_notifier *mn);
 void cma_glue_watch_sync(void);
+struct cma_cache_hook *cma_glue_cache_hook_new(void *cache);
+void cma_glue_cache_hook_free(struct cma_cache_hook *hook);
+struct cma_region_watch *cma_glue_region_watch(struct mm_struct *mm, unsigned long start,
+					       unsigned long len, struct cma_cache_hook *hook,
+					       unsigned long *seq);
+void cma_glue_region_unwatch(struct cma_region_watch *w);
+bool cma_glue_region_valid(struct cma_region_watch *w, unsigned long seq);
+int cma_glue_account_locked(struct mm_struct *mm, unsigned long pages, bool inc);
+unsigned long cma_glue_totalram_pages(void);
+int cma_glue_cache_param(void);
+void cma_glue_dirty_pages(struct page *const *pages, unsigned long n);
 
 /*
  * Who may copy (rust/access.rs): the administrator's choice, changed only by
@@ -168,6 +190,8 @@ static const char *const cma_stat_names[] = {
 	"copies", "bytes", "gup_calls", "pages_pinned", "local_gup_calls",
 	"local_pages_pinned", "direct_copies", "registry_lookups", "peer_copies",
 	"peer_rechecks" /* 9: also the peer_rechecks parameter */, "grants_reaped_at_exit",
+	"cache_hits", "cache_misses", "cache_fallbacks", "cache_invalidations",
+	"cache_evictions", "cache_pages",
 };
 #define CMA_NR_STATS ARRAY_SIZE(cma_stat_names)
 
@@ -200,7 +224,8 @@ static ssize_t cma_stat_show(struct device *dev, struct device_attribute *attr, 
 #define CMA_STAT(i) { .attr = __ATTR(_, 0444, cma_stat_show, NULL), .index = (i) }
 static struct cma_stat_attr cma_stat_attrs[CMA_NR_STATS] = {
 	CMA_STAT(0), CMA_STAT(1), CMA_STAT(2), CMA_STAT(3), CMA_STAT(4), CMA_STAT(5),
-	CMA_STAT(6), CMA_STAT(7), CMA_STAT(8), CMA_STAT(9), CMA_STAT(10),
+	CMA_STAT(6), CMA_STAT(7), CMA_STAT(8), CMA_STAT(9), CMA_STAT(10), CMA_STAT(11),
+	CMA_STAT(12), CMA_STAT(13), CMA_STAT(14), CMA_STAT(15), CMA_STAT(16),
 };
 static struct attribute *cma_stat_attr_list[CMA_NR_STATS + 1];
 static const struct attribute_group cma_stats_group = {
@@ -477,20 +502,43 @@ bool cma_glue_access_ok(unsigned long addr, unsigned long len)
 }
 
 /*
- * Copies @n bytes at @offset of @page (pinned) to user @to, through a local
- * mapping of the page. Returns the number of bytes not copied.
+ * Pinned pages are reached through the direct map: one mapping covers a run
+ * of physically consecutive pages (a folio, or pages that happen to follow
+ * each other), so that a run is copied in one routine call. x86_64 only,
+ * where there is no highmem.
  */
-unsigned long cma_glue_page_to_user(void __user *to, struct page *page, size_t offset, size_t n)
-{
-	void *k = kmap_local_page(page);
-	unsigned long left = copy_to_user(to, k + offset, n);
+static_assert(!IS_ENABLED(CONFIG_HIGHMEM));
 
-	kunmap_local(k);
-	return left;
+/* How many of @pages[0..@n) (n >= 1) follow @pages[0] in physical memory. */
+unsigned long cma_glue_contiguous_pages(struct page *const *pages, unsigned long n)
+{
+	unsigned long pfn = page_to_pfn(pages[0]), i;
+
+	for (i = 1; i < n; i++)
+		if (page_to_pfn(pages[i]) != pfn + i)
+			break;
+	return i;
+}
+
+/* The kernel address of a pinned @page (its direct map), and of its run. */
+void *cma_glue_page_address(struct page *page)
+{
+	return page_address(page);
 }
 
 /*
- * Copies @n bytes from user @from to @offset of @page (pinned): like
+ * Copies @n bytes at @offset of the run of pinned pages starting at @page
+ * (see cma_glue_contiguous_pages) to user @to. Returns the number of bytes
+ * not copied.
+ */
+unsigned long cma_glue_page_to_user(void __user *to, struct page *page, size_t offset, size_t n)
+{
+	return copy_to_user(to, page_address(page) + offset, n);
+}
+
+/*
+ * Copies @n bytes from user @from to @offset of the run of pinned pages
+ * starting at @page: like
  * copy_from_user() but without its zeroing of the bytes it could not copy,
  * which here would write to another process's page outside what the caller
  * asked for (as copy_from_user_iter() in lib/iov_iter.c). Returns the number
@@ -505,12 +553,78 @@ unsigned long cma_glue_user_to_page(struct page *page, size_t offset, const void
 	might_fault();
 	if (should_fail_usercopy() || !access_ok(from, n))
 		return n;
-	k = kmap_local_page(page);
+	k = page_address(page);
 	instrument_copy_from_user_before(k + offset, from, n);
 	left = raw_copy_from_user(k + offset, from, n);
 	instrument_copy_from_user_after(k + offset, from, n, left);
-	kunmap_local(k);
 	return left;
+}
+
+/*
+ * How the engine copies (rust/engine.rs), chosen at load by measurement
+ * (rust/kcopy.rs) unless given, changeable by root, every change logged:
+ *   pinned    the caller's pages are pinned too and the bytes move between
+ *             two kernel mappings with the routine chosen at load
+ *   usercopy  the kernel's user-copy routines between the caller's memory
+ *             and the target's pinned pages, as process_vm_readv does
+ */
+enum cma_engine { CMA_ENGINE_AUTO = -1, CMA_ENGINE_PINNED, CMA_ENGINE_USERCOPY };
+static const char *const cma_engine_names[] = { "pinned", "usercopy" };
+static int cma_engine = CMA_ENGINE_AUTO;
+
+static int engine_set(const char *val, const struct kernel_param *kp)
+{
+	int i = sysfs_match_string(cma_engine_names, val);
+	int old;
+
+	if (i < 0)
+		return -EINVAL;
+	old = xchg(&cma_engine, i);
+	/* Not while loading: that choice is logged with the measurement. */
+	if (old != CMA_ENGINE_AUTO && old != i)
+		pr_notice("cma: engine %s -> %s (by uid %u, pid %d)\n", cma_engine_names[old],
+			  cma_engine_names[i], from_kuid(&init_user_ns, current_uid()),
+			  task_pid_nr(current));
+	return 0;
+}
+
+static int engine_get(char *buf, const struct kernel_param *kp)
+{
+	int e = READ_ONCE(cma_engine);
+
+	return sysfs_emit(buf, "%s\n", e == CMA_ENGINE_AUTO ? "auto" : cma_engine_names[e]);
+}
+
+static const struct kernel_param_ops engine_ops = {
+	.set = engine_set,
+	.get = engine_get,
+};
+module_param_cb(engine, &engine_ops, NULL, 0644);
+MODULE_PARM_DESC(engine, "How copies move bytes: pinned or usercopy (default: measured at load)");
+
+/* The engine: -1 until the load chose, then 0 (pinned) or 1 (usercopy). */
+int cma_glue_engine(void)
+{
+	return READ_ONCE(cma_engine);
+}
+
+/* The load's choice, if none was given. */
+void cma_glue_choose_engine(int engine)
+{
+	cmpxchg(&cma_engine, CMA_ENGINE_AUTO, engine);
+}
+
+/*
+ * Copies @len bytes between two kernel buffers with the routine the user
+ * copies use on this CPU (copy_user_generic: rep movsb with FSRM, else
+ * rep_movs_alternative), for the load's measurement only.
+ */
+void cma_glue_usercopy_routine(void *dst, const void *src, size_t len)
+{
+	instrument_read(src, len);
+	instrument_write(dst, len);
+	if (copy_user_generic(dst, src, len))
+		pr_warn_once("cma: a kernel-to-kernel calibration copy fell short\n");
 }
 
 static int simd_copy = -1;
@@ -638,6 +752,141 @@ void cma_glue_unwatch_exit(struct mmu_notifier *mn)
 void cma_glue_watch_sync(void)
 {
 	mmu_notifier_synchronize();
+}
+
+/*
+ * The page cache of a peer fd (rust/cache.rs): regions of the target's
+ * memory kept pinned across copies, each watched by an interval notifier
+ * that marks it stale when the target's mapping of the range changes
+ * (munmap, mremap, mprotect, MADV_DONTNEED, fork's COW, THP split or
+ * collapse, migration, exit). Stale regions are unpinned later, by the
+ * cache's work item: an invalidation may run where sleeping is not allowed
+ * (unpinning a dirty page takes its lock), or with a page locked that
+ * unpinning would lock again.
+ */
+static int cache_pages = 65536;
+module_param(cache_pages, int, 0644);
+MODULE_PARM_DESC(cache_pages,
+		 "Pages of a target a peer fd may keep pinned between copies (0: no cache)");
+
+int cma_glue_cache_param(void)
+{
+	return READ_ONCE(cache_pages);
+}
+
+struct cma_cache_hook {
+	struct work_struct work;
+	void *cache;	/* the Rust cache's shared part, for the work */
+};
+
+static void cma_cache_work(struct work_struct *work)
+{
+	cma_rs_cache_reap(container_of(work, struct cma_cache_hook, work)->cache);
+}
+
+/* The work item of the cache @cache, or NULL. */
+struct cma_cache_hook *cma_glue_cache_hook_new(void *cache)
+{
+	struct cma_cache_hook *hook = kzalloc(sizeof(*hook), GFP_KERNEL_ACCOUNT);
+
+	if (!hook)
+		return NULL;
+	INIT_WORK(&hook->work, cma_cache_work);
+	hook->cache = cache;
+	return hook;
+}
+
+/* Waits for the work item and frees it; no region of its cache is left. */
+void cma_glue_cache_hook_free(struct cma_cache_hook *hook)
+{
+	cancel_work_sync(&hook->work);
+	kfree(hook);
+}
+
+struct cma_region_watch {
+	struct mmu_interval_notifier mni;
+	/* Orders mmu_interval_set_seq() with mmu_interval_read_retry(). */
+	spinlock_t lock;
+	struct cma_cache_hook *hook;
+};
+
+static bool cma_region_invalidate(struct mmu_interval_notifier *mni,
+				  const struct mmu_notifier_range *range, unsigned long cur_seq)
+{
+	struct cma_region_watch *w = container_of(mni, struct cma_region_watch, mni);
+
+	spin_lock(&w->lock);
+	mmu_interval_set_seq(mni, cur_seq);
+	spin_unlock(&w->lock);
+	schedule_work(&w->hook->work);
+	return true;
+}
+
+static const struct mmu_interval_notifier_ops cma_region_ops = {
+	.invalidate = cma_region_invalidate,
+};
+
+/*
+ * A watch on [@start, @start + @len) of @mm, whose invalidations kick @hook,
+ * and in @seq the sequence to check the pages pinned next against; or an
+ * ERR_PTR. Sleeps; no lock may be held.
+ */
+struct cma_region_watch *cma_glue_region_watch(struct mm_struct *mm, unsigned long start,
+					       unsigned long len, struct cma_cache_hook *hook,
+					       unsigned long *seq)
+{
+	struct cma_region_watch *w = kzalloc(sizeof(*w), GFP_KERNEL_ACCOUNT);
+	int ret;
+
+	if (!w)
+		return ERR_PTR(-ENOMEM);
+	spin_lock_init(&w->lock);
+	w->hook = hook;
+	ret = mmu_interval_notifier_insert(&w->mni, mm, start, len, &cma_region_ops);
+	if (ret) {
+		kfree(w);
+		return ERR_PTR(ret);
+	}
+	*seq = mmu_interval_read_begin(&w->mni);
+	return w;
+}
+
+/* Removes a watch (waiting for a running invalidation of it) and frees it. */
+void cma_glue_region_unwatch(struct cma_region_watch *w)
+{
+	mmu_interval_notifier_remove(&w->mni);
+	kfree(w);
+}
+
+/* Whether no invalidation of the range began since @seq was read. */
+bool cma_glue_region_valid(struct cma_region_watch *w, unsigned long seq)
+{
+	bool valid;
+
+	spin_lock(&w->lock);
+	valid = !mmu_interval_read_retry(&w->mni, seq);
+	spin_unlock(&w->lock);
+	return valid;
+}
+
+/* account_locked_vm(): RLIMIT_MEMLOCK unless CAP_IPC_LOCK, -ENOMEM past it. */
+int cma_glue_account_locked(struct mm_struct *mm, unsigned long pages, bool inc)
+{
+	return account_locked_vm(mm, pages, inc);
+}
+
+unsigned long cma_glue_totalram_pages(void)
+{
+	return totalram_pages();
+}
+
+/* Marks pages written through the kernel mapping dirty (pinned, not unpinned). */
+void cma_glue_dirty_pages(struct page *const *pages, unsigned long n)
+{
+	unsigned long i;
+
+	for (i = 0; i < n; i++)
+		set_page_dirty_lock(pages[i]);
 }
 
 MODULE_VERSION("0.3.0");

@@ -65,6 +65,9 @@ extern "C" {
         n: usize,
     ) -> usize;
     pub(crate) fn cma_glue_simd_param() -> c_int;
+    pub(crate) fn cma_glue_engine() -> c_int;
+    pub(crate) fn cma_glue_choose_engine(engine: c_int);
+    pub(crate) fn cma_glue_usercopy_routine(dst: *mut u8, src: *const u8, len: usize);
     pub(crate) fn cma_glue_access_ok(addr: usize, len: usize) -> bool;
     pub(crate) fn cma_glue_set_grants(n: u64);
     pub(crate) fn cma_glue_cred_ids(
@@ -81,7 +84,31 @@ extern "C" {
     pub(crate) fn cma_glue_watch_mm(mn: *mut core::ffi::c_void) -> *mut bindings::mm_struct;
     pub(crate) fn cma_glue_unwatch_exit(mn: *mut core::ffi::c_void);
     pub(crate) fn cma_glue_watch_sync();
+    // The cache's C objects are opaque here too.
+    pub(crate) fn cma_glue_cache_hook_new(
+        cache: *const core::ffi::c_void,
+    ) -> *mut core::ffi::c_void;
+    pub(crate) fn cma_glue_cache_hook_free(hook: *mut core::ffi::c_void);
+    pub(crate) fn cma_glue_region_watch(
+        mm: *mut bindings::mm_struct,
+        start: usize,
+        len: usize,
+        hook: *mut core::ffi::c_void,
+        seq: *mut usize,
+    ) -> *mut core::ffi::c_void;
+    pub(crate) fn cma_glue_region_unwatch(w: *mut core::ffi::c_void);
+    pub(crate) fn cma_glue_region_valid(w: *mut core::ffi::c_void, seq: usize) -> bool;
+    pub(crate) fn cma_glue_account_locked(
+        mm: *mut bindings::mm_struct,
+        pages: usize,
+        inc: bool,
+    ) -> c_int;
+    pub(crate) fn cma_glue_totalram_pages() -> usize;
+    pub(crate) fn cma_glue_cache_param() -> c_int;
+    pub(crate) fn cma_glue_dirty_pages(pages: *const *mut bindings::page, n: usize);
     pub(crate) fn cma_glue_simd_usable() -> bool;
+    pub(crate) fn cma_glue_contiguous_pages(pages: *const *mut bindings::page, n: usize) -> usize;
+    pub(crate) fn cma_glue_page_address(page: *mut bindings::page) -> *mut u8;
     pub(crate) fn cma_glue_simd_copy(dst: *mut u8, src: *const u8, len: usize);
     pub(crate) fn cma_glue_memcpy(dst: *mut u8, src: *const u8, len: usize);
     pub(crate) fn cma_glue_register() -> core::ffi::c_int;

@@ -88,6 +88,31 @@ unsafe impl Send for MmGrab {}
 unsafe impl Sync for MmGrab {}
 
 impl MmGrab {
+    /// The caller's own `mm_struct`.
+    pub(crate) fn current() -> MmGrab {
+        // SAFETY: called from a file operation, by a user task, whose mm is
+        // live while it runs; `mmgrab` takes an `mm_count` reference.
+        let mm = unsafe { cma_glue_current_mm() };
+        // SAFETY: as above.
+        unsafe { cma_glue_mmgrab(mm) };
+        // INVARIANT: we own the reference just taken; user tasks have an mm.
+        MmGrab(NonNull::new(mm).expect("a user task has an mm"))
+    }
+
+    /// Charges `pages` to the mm's locked memory (`RLIMIT_MEMLOCK`, unless
+    /// the caller has `CAP_IPC_LOCK`): `ENOMEM` past the limit.
+    pub(crate) fn charge_locked(&self, pages: usize) -> Result {
+        // SAFETY: the `mm_struct` is allocated (type invariant); the
+        // accounting takes its mmap_lock, which an mm without users has too.
+        kernel::error::to_result(unsafe { cma_glue_account_locked(self.0.as_ptr(), pages, true) })
+    }
+
+    /// Returns what [`MmGrab::charge_locked`] charged.
+    pub(crate) fn uncharge_locked(&self, pages: usize) {
+        // SAFETY: as above.
+        unsafe { cma_glue_account_locked(self.0.as_ptr(), pages, false) };
+    }
+
     /// Keeps `mm`'s `mm_struct` allocated for as long as the result lives.
     pub(crate) fn of(mm: &MmRef) -> MmGrab {
         // SAFETY: `mm` is live (its type invariant); `mmgrab` takes an
@@ -228,15 +253,19 @@ impl PageBatch {
     }
 }
 
-/// Pages pinned by [`PageBatch::pin`] or [`PageBatch::pin_own`]; unpinned on
-/// drop (and marked dirty if they were pinned for writing).
+/// Pages pinned for one batch of a copy: by [`PageBatch::pin`] or
+/// [`PageBatch::pin_own`], unpinned on drop (and marked dirty if they were
+/// pinned for writing); or borrowed from a [`LongPins`] of a peer fd's
+/// cache, which stay pinned (and are marked dirty on drop if written).
 ///
 /// # Invariants
 ///
-/// Each pointer in `pages` is a page pinned with `FOLL_PIN` by this value.
+/// Each pointer in `pages` is a page pinned with `FOLL_PIN`: by this value
+/// if `owned`, else by a [`LongPins`] that outlives it.
 pub(crate) struct Pinned<'a> {
-    pages: &'a mut [*mut bindings::page],
+    pages: &'a [*mut bindings::page],
     dirty: bool,
+    owned: bool,
 }
 
 impl<'a> Pinned<'a> {
@@ -261,8 +290,9 @@ impl<'a> Pinned<'a> {
         // INVARIANT: by the safety requirement the first `ret` slots hold
         // pages pinned with `FOLL_PIN`, now owned by this value.
         Ok(Pinned {
-            pages: &mut slots[..ret as usize],
+            pages: &slots[..ret as usize],
             dirty,
+            owned: true,
         })
     }
 
@@ -305,23 +335,35 @@ impl<'a> Pinned<'a> {
             let (d, s) = (offset + done, src_offset + done);
             let (d_page, d_in) = (d / PAGE_SIZE, d % PAGE_SIZE);
             let (s_page, s_in) = (s / PAGE_SIZE, s % PAGE_SIZE);
-            let n = (PAGE_SIZE - d_in).min(PAGE_SIZE - s_in).min(len - done);
+            let n = (self.run_bytes(d_page) - d_in)
+                .min(src.run_bytes(s_page) - s_in)
+                .min(len - done);
             // SAFETY: both pages are pinned (type invariant of each `Pinned`),
-            // so they stay allocated; each mapping is undone below, the later
-            // one first, as `kmap_local_page` requires.
-            unsafe {
-                let dk = bindings::kmap_local_page(self.pages[d_page]) as *mut u8;
-                let sk = bindings::kmap_local_page(src.pages[s_page]) as *mut u8;
-                // SAFETY: `d_in + n` and `s_in + n` are at most a page, so
-                // both sides stay within their mapped page, and `n` is at
-                // most a page, as `kcopy::copy` requires (it allows the two
-                // to be the same page, when both processes map it).
-                crate::kcopy::copy(dk.add(d_in), sk.add(s_in), n);
-                bindings::kunmap_local(sk.cast());
-                bindings::kunmap_local(dk.cast());
-            }
+            // so they stay allocated and in the direct map.
+            let (dk, sk) = unsafe {
+                (
+                    cma_glue_page_address(self.pages[d_page]),
+                    cma_glue_page_address(src.pages[s_page]),
+                )
+            };
+            // SAFETY: `d_in + n` and `s_in + n` lie within the runs of
+            // physically consecutive pinned pages that start at these pages
+            // (`run_bytes`), which the direct map covers without a gap. The
+            // two may be the same memory when both processes map it, which
+            // `kcopy::copy` allows.
+            unsafe { crate::kcopy::copy(dk.add(d_in), sk.add(s_in), n) };
             done += n;
         }
+    }
+
+    /// How many bytes, from the start of page `index`, the run of physically
+    /// consecutive pages starting there spans (at least a page: a folio
+    /// pinned whole gives its size, up to the end of the batch).
+    fn run_bytes(&self, index: usize) -> usize {
+        let rest = &self.pages[index..];
+        // SAFETY: `rest` holds at least one pinned page pointer (the caller's
+        // index is within the span); the glue only reads the pointers.
+        unsafe { cma_glue_contiguous_pages(rest.as_ptr(), rest.len()) * PAGE_SIZE }
     }
 
     fn copy(&self, offset: usize, user: usize, len: usize, into_pages: bool) -> usize {
@@ -332,12 +374,13 @@ impl<'a> Pinned<'a> {
         while done < len {
             let pos = offset + done;
             let (index, in_page) = (pos / PAGE_SIZE, pos % PAGE_SIZE);
-            let n = (PAGE_SIZE - in_page).min(len - done);
+            let n = (self.run_bytes(index) - in_page).min(len - done);
             let page = self.pages[index];
             let u = (user + done) as *mut core::ffi::c_void;
             // SAFETY: `page` is pinned (type invariant), so it stays
-            // allocated; `in_page + n <= PAGE_SIZE`, so the kernel side stays
-            // in the page; the user side is checked by the copy routine,
+            // allocated; `in_page + n` lies within the run of consecutive
+            // pinned pages starting at it, which the glue reaches through
+            // the direct map; the user side is checked by the copy routine,
             // which returns how many bytes it could not copy. Not
             // `copy_from_user`: on a fault it zeroes the rest of the
             // destination, which here is the target's page.
@@ -359,15 +402,196 @@ impl<'a> Pinned<'a> {
 
 impl Drop for Pinned<'_> {
     fn drop(&mut self) {
+        if !self.owned {
+            if self.dirty {
+                // SAFETY: the pages are pinned by the `LongPins` they were
+                // borrowed from (type invariant); marking them dirty is what
+                // an unpin for writing would do, without the unpin.
+                unsafe { cma_glue_dirty_pages(self.pages.as_ptr(), self.pages.len()) };
+            }
+            return;
+        }
         // SAFETY: by the type invariant every page here is pinned by us; they
-        // are unpinned exactly once, dirtied if we wrote to them.
+        // are unpinned exactly once, dirtied if we wrote to them. The array
+        // is only read.
         unsafe {
             bindings::unpin_user_pages_dirty_lock(
-                self.pages.as_mut_ptr(),
+                self.pages.as_ptr() as *mut _,
                 self.pages.len() as _,
                 self.dirty,
             )
         };
+    }
+}
+
+/// Pages of a target pinned for as long as a peer fd's cache keeps them
+/// (`FOLL_LONGTERM`: moved out of movable zones first, as RDMA's
+/// registrations are), unpinned on drop.
+///
+/// # Invariants
+///
+/// Each pointer in `pages` is a page pinned by this value with `FOLL_PIN |
+/// FOLL_LONGTERM`, for writing if `write`.
+pub(crate) struct LongPins {
+    pages: KVVec<*mut bindings::page>,
+    write: bool,
+}
+
+// SAFETY: the pointers are pinned pages, which may be reached and unpinned
+// from any thread; shared access only reads the array.
+unsafe impl Send for LongPins {}
+// SAFETY: as above.
+unsafe impl Sync for LongPins {}
+
+impl LongPins {
+    /// Pins exactly `nr_pages` pages of `mm` from the page-aligned `start`,
+    /// for writing if `write`: `None` if GUP could not pin them all (the
+    /// copy then pins for itself, and sees the fault where it is).
+    pub(crate) fn pin(mm: &MmRef, start: usize, nr_pages: usize, write: bool) -> Option<LongPins> {
+        let mut pages = KVVec::from_elem(core::ptr::null_mut(), nr_pages, GFP_KERNEL).ok()?;
+        let mut flags = bindings::FOLL_LONGTERM;
+        if write {
+            flags |= bindings::FOLL_WRITE;
+        }
+        // SAFETY: as in `PageBatch::pin`: the mm is live, `pages` has room
+        // for `nr_pages` pointers, the glue takes and drops the mmap_lock.
+        let ret = unsafe {
+            cma_glue_pin_remote(mm.0.as_ptr(), start, nr_pages, flags, pages.as_mut_ptr())
+        };
+        stats::inc(Stat::GupCalls);
+        stats::add(Stat::PagesPinned, ret.max(0) as usize);
+        if ret <= 0 {
+            return None;
+        }
+        if ret as usize != nr_pages {
+            // SAFETY: GUP pinned the first `ret` pages; unpinned once here.
+            unsafe { bindings::unpin_user_pages(pages.as_mut_ptr(), ret as _) };
+            return None;
+        }
+        // INVARIANT: all `nr_pages` pages were pinned with these flags.
+        Some(LongPins { pages, write })
+    }
+
+    /// How many pages.
+    pub(crate) fn len(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Whether they were pinned for writing.
+    pub(crate) fn writable(&self) -> bool {
+        self.write
+    }
+
+    /// `nr` of the pages from index `first`, for one batch of a copy
+    /// (`dirty` if it writes them). Panics if out of range.
+    pub(crate) fn borrow(&self, first: usize, nr: usize, dirty: bool) -> Pinned<'_> {
+        // INVARIANT: pinned by `self`, which the borrow cannot outlive.
+        Pinned {
+            pages: &self.pages[first..first + nr],
+            dirty: dirty && self.write,
+            owned: false,
+        }
+    }
+}
+
+impl Drop for LongPins {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant every page is pinned by us; unpinned
+        // once, dirtied if they could have been written.
+        unsafe {
+            bindings::unpin_user_pages_dirty_lock(
+                self.pages.as_mut_ptr(),
+                self.pages.len() as _,
+                self.write,
+            )
+        };
+    }
+}
+
+/// The watch on one region of a target's address space that a peer fd's
+/// cache keeps pinned: an interval notifier whose invalidations (any change
+/// to the target's mapping of the range) make [`RegionWatch::valid`] false
+/// and kick the cache's [`CacheHook`].
+///
+/// # Invariants
+///
+/// `self.0` is a watch made by `cma_glue_region_watch`, owned by this value.
+pub(crate) struct RegionWatch(NonNull<core::ffi::c_void>);
+
+// SAFETY: the watch's state is a sequence under its own spinlock; it may be
+// checked and removed from any thread.
+unsafe impl Send for RegionWatch {}
+// SAFETY: as above.
+unsafe impl Sync for RegionWatch {}
+
+impl RegionWatch {
+    /// Watches `len` bytes of `mm` from `start` for `hook`'s cache; returns
+    /// the watch and the sequence to pin against. Sleeps.
+    pub(crate) fn new(
+        mm: &MmRef,
+        start: usize,
+        len: usize,
+        hook: &CacheHook,
+    ) -> Result<(RegionWatch, usize)> {
+        let mut seq = 0usize;
+        // SAFETY: the mm is live (we hold `mm_users`); the hook outlives the
+        // watch (the cache drops its regions before its hook).
+        let w =
+            unsafe { cma_glue_region_watch(mm.0.as_ptr(), start, len, hook.0.as_ptr(), &mut seq) };
+        let w = kernel::error::from_err_ptr(w)?;
+        // INVARIANT: a non-error pointer is a new watch, now ours.
+        Ok((NonNull::new(w).map(RegionWatch).ok_or(ENOMEM)?, seq))
+    }
+
+    /// Whether the target's mapping of the range is unchanged since `seq`.
+    pub(crate) fn valid(&self, seq: usize) -> bool {
+        // SAFETY: the watch is live (type invariant).
+        unsafe { cma_glue_region_valid(self.0.as_ptr(), seq) }
+    }
+}
+
+impl Drop for RegionWatch {
+    fn drop(&mut self) {
+        // SAFETY: we own the watch (type invariant); removing it waits for a
+        // running invalidation of it, which takes only its spinlock.
+        unsafe { cma_glue_region_unwatch(self.0.as_ptr()) };
+    }
+}
+
+/// A cache's work item, which invalidations schedule and which calls
+/// `cma_rs_cache_reap` with the cache's shared part.
+///
+/// # Invariants
+///
+/// `self.0` is a hook made by `cma_glue_cache_hook_new`, owned by this value.
+pub(crate) struct CacheHook(NonNull<core::ffi::c_void>);
+
+// SAFETY: scheduling and cancelling work is thread-safe; nothing else is
+// reached through the pointer from Rust.
+unsafe impl Send for CacheHook {}
+// SAFETY: as above.
+unsafe impl Sync for CacheHook {}
+
+impl CacheHook {
+    /// A work item that will call `cma_rs_cache_reap(cache)`.
+    ///
+    /// # Safety
+    ///
+    /// `cache` must stay valid until this value is dropped, and every
+    /// [`RegionWatch`] made with it must be dropped before it is.
+    pub(crate) unsafe fn new(cache: *const core::ffi::c_void) -> Result<CacheHook> {
+        // SAFETY: allocates and initialises a work item; no preconditions.
+        let h = unsafe { cma_glue_cache_hook_new(cache) };
+        // INVARIANT: a non-NULL hook is new and ours.
+        NonNull::new(h).map(CacheHook).ok_or(ENOMEM)
+    }
+}
+
+impl Drop for CacheHook {
+    fn drop(&mut self) {
+        // SAFETY: we own the hook; by `new`'s contract no watch can schedule
+        // it any more, and cancelling waits for a running reap.
+        unsafe { cma_glue_cache_hook_free(self.0.as_ptr()) };
     }
 }
 

@@ -20,6 +20,7 @@
 //! memory is freed when it exits, and copies then fail with `ESRCH`.
 
 use crate::access;
+use crate::cache::Cache;
 use crate::consent::{self, Seen};
 use crate::glue::*;
 use crate::mm::{MmGrab, MmRef};
@@ -47,6 +48,8 @@ pub(crate) struct Peer {
     /// only input a later check that passed may move forward (the target
     /// revoking one grant and granting again must not leave the fd slow).
     consent: Option<Seen>,
+    /// The target's pages kept pinned between copies.
+    cache: Cache,
 }
 
 impl Peer {
@@ -64,7 +67,13 @@ impl Peer {
             caller_cred: TaskCred::of_caller(),
             policy,
             consent: decision.consent.map(Seen::new),
+            cache: Cache::new()?,
         })
+    }
+
+    /// The fd's page cache.
+    pub(crate) fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     /// The target's address space for one copy by the caller: `ESRCH` once

@@ -36,16 +36,36 @@ pub(crate) enum Stat {
     PeerRechecks,
     /// Registry entries removed because their process's mm was torn down.
     GrantsReapedAtExit,
+    /// Batches of a copy through a peer fd served by its page cache.
+    CacheHits,
+    /// Batches for which the cache pinned and kept a new region.
+    CacheMisses,
+    /// Batches the cache could not keep (bounds, memlock, a hole, a range
+    /// that changed while pinning): pinned for the copy only.
+    CacheFallbacks,
+    /// Regions dropped because the target's mapping of them changed.
+    CacheInvalidations,
+    /// Regions dropped to make room.
+    CacheEvictions,
+    /// Pages the caches hold pinned now (a level, not a count).
+    CachePages,
 }
 
 /// How many counters [`Stat`] has.
-const COUNT: u32 = Stat::GrantsReapedAtExit as u32 + 1;
+const COUNT: u32 = Stat::CachePages as u32 + 1;
 
 /// Adds `n` to `stat`.
 #[inline]
 pub(crate) fn add(stat: Stat, n: usize) {
     // SAFETY: adds to a per-CPU counter; the glue bounds-checks the index.
     unsafe { cma_glue_stat_add(stat as u32, n as u64) };
+}
+
+/// Subtracts `n` from `stat` (a level; the per-CPU parts wrap, their sum
+/// does not).
+#[inline]
+pub(crate) fn sub(stat: Stat, n: usize) {
+    add(stat, (n as u64).wrapping_neg() as usize);
 }
 
 /// Adds one to `stat`.

@@ -2,14 +2,23 @@
 //! one run: `process_vm_readv`/`writev` (the upstream mechanism), the
 //! shared-memory double copy it replaces (two processes, pipelined through a
 //! two-slot ring of 64 KiB chunks, as MPI shared-memory transports do), and
-//! `memcpy` in one process (the limit of any single copy).
+//! `memcpy` and a plain vector loop in one process (the better of the two is
+//! the limit of any single copy on this machine).
 //!
 //! Every process is a real one: buffers are mapped before `fork()`, so each
 //! process has its own private copy at the same address, touched before any
 //! timing. Each measurement is the median over repeats of a timed loop, the
 //! mechanisms run in a shuffled order in every repeat, and a warm-up repeat
 //! comes first.
+//!
+//! The `/dev/cma` mechanisms are measured under both settings of the
+//! module's `engine` parameter when it can be written (`pinned`, and
+//! `usercopy`: the routine `process_vm_readv` copies with), and every
+//! one-to-one measurement also reports hardware-neutral counts per MiB moved
+//! (pages pinned, GUP calls, system calls), read from the module's counters
+//! and `/proc/vmstat` around its timed loops.
 
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -47,6 +56,53 @@ pub struct Options {
     /// Seed of the order in which mechanisms run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Settings of the module's `engine` parameter to measure the `/dev/cma`
+    /// mechanisms under (peer fd and direct; by pid under the current one
+    /// only). Switching needs root; the setting found is restored at the end.
+    #[arg(long, value_enum, default_value_t = Engines::Both)]
+    engines: Engines,
+}
+
+/// Which engine settings `--engines` asks for.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+enum Engines {
+    /// `pinned` and `usercopy`.
+    Both,
+    /// Whatever the module is set to; the parameter is not written.
+    Current,
+    /// `pinned` only.
+    Pinned,
+    /// `usercopy` only.
+    Usercopy,
+}
+
+/// A setting of the module's `engine` parameter.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Engine {
+    /// The caller's pages are pinned too; kernel-to-kernel copy.
+    Pinned,
+    /// The kernel's user-copy routines from the pinned target pages, as
+    /// `process_vm_readv` copies.
+    Usercopy,
+}
+
+impl Engine {
+    /// The parameter's spelling.
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Pinned => "pinned",
+            Engine::Usercopy => "usercopy",
+        }
+    }
+
+    /// Parses the parameter's value (`None`: unknown, e.g. `auto`).
+    fn parse(s: &str) -> Option<Engine> {
+        match s.trim() {
+            "pinned" => Some(Engine::Pinned),
+            "usercopy" => Some(Engine::Usercopy),
+            _ => None,
+        }
+    }
 }
 
 /// What kind of pages back the buffers.
@@ -57,6 +113,7 @@ enum Pages {
 }
 
 impl Pages {
+    /// The name in the tables and the JSON.
     fn name(self) -> &'static str {
         match self {
             Pages::Small => "4k",
@@ -65,34 +122,96 @@ impl Pages {
     }
 }
 
-/// A way of moving a message from one buffer to another.
+/// A way of moving a message from one buffer to another. The `/dev/cma`
+/// ones come in two labels, one per engine setting they ran under (the
+/// `-uc` ones under `usercopy`); [`Mech::base`] is the path they take.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mech {
     /// `/dev/cma` against another process, through a peer fd (attached
     /// once per target, as an MPI library would).
     Cma,
+    /// `Cma` under the `usercopy` engine.
+    CmaUc,
     /// `/dev/cma` against another process named by pid on every copy.
     CmaPid,
+    /// `CmaPid` under the `usercopy` engine.
+    CmaPidUc,
     /// `/dev/cma` against the caller's own address space.
     CmaDirect,
+    /// `CmaDirect` under the `usercopy` engine.
+    CmaDirectUc,
     /// `process_vm_readv` / `process_vm_writev`.
     Pvm,
     /// Sender copies into shared memory, receiver copies out.
     Double,
     /// `memcpy` within one process.
     Memcpy,
+    /// A plain vector loop within one process (no `rep movsb`).
+    Vecloop,
 }
 
 impl Mech {
+    /// The name in the JSON.
     fn name(self) -> &'static str {
         match self {
             Mech::Cma => "cma",
+            Mech::CmaUc => "cma-uc",
             Mech::CmaPid => "cma-pid",
+            Mech::CmaPidUc => "cma-pid-uc",
             Mech::CmaDirect => "cma-direct",
+            Mech::CmaDirectUc => "cma-direct-uc",
             Mech::Pvm => "pvm",
             Mech::Double => "double-copy",
             Mech::Memcpy => "memcpy",
+            Mech::Vecloop => "vecloop",
         }
+    }
+
+    /// The heading in the tables.
+    fn head(self) -> &'static str {
+        match self {
+            Mech::Cma => "cma",
+            Mech::CmaUc => "cma-uc",
+            Mech::CmaPid => "by-pid",
+            Mech::CmaPidUc => "by-pid-uc",
+            Mech::CmaDirect => "direct",
+            Mech::CmaDirectUc => "direct-uc",
+            Mech::Pvm => "pvm",
+            Mech::Double => "double",
+            Mech::Memcpy => "memcpy",
+            Mech::Vecloop => "vecloop",
+        }
+    }
+
+    /// The path a copy takes, whatever engine label it carries.
+    fn base(self) -> Mech {
+        match self {
+            Mech::CmaUc => Mech::Cma,
+            Mech::CmaPidUc => Mech::CmaPid,
+            Mech::CmaDirectUc => Mech::CmaDirect,
+            m => m,
+        }
+    }
+
+    /// The label of this `/dev/cma` mechanism under `engine` (`None`: the
+    /// module has no engine parameter; the plain label). Others unchanged.
+    fn under(self, engine: Option<Engine>) -> Mech {
+        match (self.base(), engine) {
+            (Mech::Cma, Some(Engine::Usercopy)) => Mech::CmaUc,
+            (Mech::CmaPid, Some(Engine::Usercopy)) => Mech::CmaPidUc,
+            (Mech::CmaDirect, Some(Engine::Usercopy)) => Mech::CmaDirectUc,
+            (m, _) => m,
+        }
+    }
+
+    /// Whether it goes through `/dev/cma`.
+    fn is_cma(self) -> bool {
+        matches!(self.base(), Mech::Cma | Mech::CmaPid | Mech::CmaDirect)
+    }
+
+    /// Whether every copy is one system call.
+    fn is_syscall(self) -> bool {
+        self.is_cma() || self == Mech::Pvm
     }
 }
 
@@ -110,8 +229,16 @@ struct Record {
     min: f64,
     max: f64,
     reps: usize,
+    /// The engine setting a `/dev/cma` measurement ran under, if known.
+    engine: Option<Engine>,
+    /// One-to-one: the single-copy limit of its cell, the better median of
+    /// `memcpy` and `vecloop` (MB/s).
+    limit: Option<f64>,
+    /// One-to-one: counts per MiB moved over its timed loops.
+    counts: Option<Counts>,
 }
 
+/// The name of a direction in the tables and the JSON.
 fn op_name(op: Op) -> &'static str {
     match op {
         Op::Read => "read",
@@ -353,6 +480,359 @@ fn idle_child(ctl: &Ctl, bufs: &[&Buf]) {
 }
 
 // ---------------------------------------------------------------------------
+// Hardware-neutral counters.
+
+/// The module's counters, one decimal file each.
+const STATS_DIR: &str = "/sys/class/misc/cma/stats";
+
+/// Pages pinned system-wide (FOLL_PIN: `/dev/cma` and `process_vm_readv`).
+const VMSTAT_PINS: &str = "nr_foll_pin_acquired";
+
+/// The counters this system has. They are system-wide: read around a timed
+/// loop, they count that loop's copies because nothing else of the bench
+/// copies meanwhile (its children are idle, or the double-copy sender,
+/// which pins nothing).
+struct CounterSources {
+    /// The module's counter names (files in [`STATS_DIR`]), sorted;
+    /// `None` when the module has none.
+    module: Option<Vec<String>>,
+    /// Whether `/proc/vmstat` has [`VMSTAT_PINS`].
+    vmstat: bool,
+}
+
+/// One reading of the counters.
+struct Snapshot {
+    /// In the order of [`CounterSources::module`] (empty if none).
+    module: Vec<u64>,
+    /// [`VMSTAT_PINS`] (0 if absent).
+    pins: u64,
+}
+
+/// Reads [`VMSTAT_PINS`] from `/proc/vmstat`; `None` if it is not there.
+fn vmstat_pins() -> io::Result<Option<u64>> {
+    let text = match std::fs::read_to_string("/proc/vmstat") {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        r => r?,
+    };
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .find(|(name, _)| *name == VMSTAT_PINS)
+        .map(|(_, v)| parse_counter(VMSTAT_PINS, v))
+        .transpose()
+}
+
+/// Parses one counter's decimal value.
+fn parse_counter(name: &str, text: &str) -> io::Result<u64> {
+    text.trim().parse().map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("counter {name}: {text:?}: {e}"),
+        )
+    })
+}
+
+impl CounterSources {
+    /// Finds the counters; notes for the reader on what is missing.
+    fn probe(notes: &mut Vec<String>) -> io::Result<CounterSources> {
+        let module = match std::fs::read_dir(STATS_DIR) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                notes.push(format!(
+                    "{STATS_DIR} not found (a module without counters): GUP calls and module counts are not reported"
+                ));
+                None
+            }
+            r => {
+                let mut names = Vec::new();
+                for entry in r? {
+                    names.push(entry?.file_name().to_string_lossy().into_owned());
+                }
+                names.sort();
+                Some(names)
+            }
+        };
+        let vmstat = vmstat_pins()?.is_some();
+        if !vmstat {
+            notes.push(format!(
+                "/proc/vmstat has no {VMSTAT_PINS}: pins are not reported"
+            ));
+        }
+        Ok(CounterSources { module, vmstat })
+    }
+
+    /// Reads every counter now.
+    fn snapshot(&self) -> io::Result<Snapshot> {
+        let mut module = Vec::new();
+        for name in self.module.iter().flatten() {
+            let text = std::fs::read_to_string(format!("{STATS_DIR}/{name}"))?;
+            module.push(parse_counter(name, &text)?);
+        }
+        let pins = if self.vmstat {
+            vmstat_pins()?.unwrap_or(0)
+        } else {
+            0
+        };
+        Ok(Snapshot { module, pins })
+    }
+
+    /// The value of the module's counter `name` in `values` (ordered as
+    /// [`CounterSources::module`]).
+    fn module_value(&self, values: &[u64], name: &str) -> Option<u64> {
+        let i = self.module.as_ref()?.iter().position(|n| n == name)?;
+        values.get(i).copied()
+    }
+}
+
+/// Counter deltas summed over the timed loops of one case, with what those
+/// loops moved and how many copy calls they made.
+#[derive(Clone, Default)]
+struct Tally {
+    /// Bytes the loops moved.
+    bytes: u64,
+    /// Copy system calls they made.
+    calls: u64,
+    /// Pages pinned system-wide meanwhile.
+    pins: u64,
+    /// The module's counters' deltas, ordered as [`CounterSources::module`].
+    module: Vec<u64>,
+}
+
+impl Tally {
+    /// Adds one timed loop: the readings around it and what it did.
+    fn add(&mut self, before: &Snapshot, after: &Snapshot, bytes: u64, calls: u64) {
+        self.bytes += bytes;
+        self.calls += calls;
+        self.pins += after.pins.saturating_sub(before.pins);
+        self.module.resize(after.module.len(), 0);
+        for ((sum, a), b) in self
+            .module
+            .iter_mut()
+            .zip(&after.module)
+            .zip(&before.module)
+        {
+            *sum += a.saturating_sub(*b);
+        }
+    }
+}
+
+/// Counts per MiB moved by one case (`None`: not available here).
+#[derive(Clone, Debug)]
+struct Counts {
+    /// Copy system calls the bench issued.
+    calls: f64,
+    /// Pages pinned system-wide (`nr_foll_pin_acquired`).
+    pins: Option<f64>,
+    /// The module's GUP calls (`gup_calls + local_gup_calls`); `None` for
+    /// `process_vm_readv`, whose GUP calls no counter shows.
+    gup: Option<f64>,
+    /// `/dev/cma` only: the module's target pages pinned.
+    pages_pinned: Option<f64>,
+    /// `/dev/cma` only: the module's caller pages pinned.
+    local_pages_pinned: Option<f64>,
+    /// Every module counter, by name.
+    module: Vec<(String, f64)>,
+    /// The module counted copies or bytes the bench did not make (another
+    /// user of `/dev/cma` ran meanwhile): the counts are suspect.
+    stray: bool,
+}
+
+impl Counts {
+    /// The counts of `mech` from its tally.
+    fn new(sources: &CounterSources, mech: Mech, t: &Tally) -> Counts {
+        let mib = t.bytes as f64 / f64::from(1u32 << 20);
+        let per = |n: u64| n as f64 / mib;
+        let module = |name: &str| sources.module_value(&t.module, name);
+        let gup = match (module("gup_calls"), module("local_gup_calls")) {
+            _ if mech == Mech::Pvm => None,
+            (None, None) => None,
+            (a, b) => Some(per(a.unwrap_or(0) + b.unwrap_or(0))),
+        };
+        let (want_copies, want_bytes) = if mech.is_cma() {
+            (t.calls, t.bytes)
+        } else {
+            (0, 0)
+        };
+        let stray = module("copies").is_some_and(|c| c != want_copies)
+            || module("bytes").is_some_and(|b| b != want_bytes);
+        let cma_only = |name: &str| module(name).filter(|_| mech.is_cma()).map(per);
+        Counts {
+            calls: per(t.calls),
+            pins: sources.vmstat.then(|| per(t.pins)),
+            gup,
+            pages_pinned: cma_only("pages_pinned"),
+            local_pages_pinned: cma_only("local_pages_pinned"),
+            module: sources
+                .module
+                .iter()
+                .flatten()
+                .zip(&t.module)
+                .map(|(name, &n)| (name.clone(), per(n)))
+                .collect(),
+            stray,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The engine parameter.
+
+/// The module's engine parameter (root-writable).
+const ENGINE_PARAM: &str = "/sys/module/cma/parameters/engine";
+
+/// The engine parameter while the bench switches it: remembers the setting
+/// found at start and puts it back when dropped (at the end, on an error,
+/// on a panic; not in a forked child).
+struct EngineParam {
+    /// The setting found at start.
+    original: Engine,
+    /// The setting last written.
+    set: Cell<Engine>,
+    /// The bench's pid: a child unwinding a copy of this must not write.
+    owner: u32,
+}
+
+impl EngineParam {
+    /// Makes `engine` the module's setting, unless it already is.
+    fn set(&self, engine: Engine) -> io::Result<()> {
+        if self.set.get() != engine {
+            std::fs::write(ENGINE_PARAM, engine.name()).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("{ENGINE_PARAM} <- {}: {e}", engine.name()),
+                )
+            })?;
+            self.set.set(engine);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EngineParam {
+    fn drop(&mut self) {
+        if std::process::id() != self.owner {
+            return;
+        }
+        if let Err(e) = self.set(self.original) {
+            eprintln!(
+                "cma bench: could not restore the engine to {}: {e}",
+                self.original.name()
+            );
+        }
+    }
+}
+
+/// Which engine settings the `/dev/cma` mechanisms run under.
+struct EnginePlan {
+    /// The setting found at start; `None` when the module has no engine
+    /// parameter (or an unknown value): one unnamed setting.
+    current: Option<Engine>,
+    /// The settings the peer-fd and direct mechanisms are measured under
+    /// (by pid and the multi-process cells: `current` only).
+    measured: Vec<Option<Engine>>,
+    /// Present when the bench has to switch the parameter.
+    param: Option<EngineParam>,
+}
+
+impl EnginePlan {
+    /// Reads the parameter and plans what `want` asks for, as far as this
+    /// module and user allow; notes for the reader on what it could not do.
+    fn new(want: Engines, notes: &mut Vec<String>) -> io::Result<EnginePlan> {
+        let found = match std::fs::read_to_string(ENGINE_PARAM) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                notes.push(format!(
+                    "{ENGINE_PARAM} not found: the cma mechanisms ran under the module's only engine"
+                ));
+                return Ok(EnginePlan {
+                    current: None,
+                    measured: vec![None],
+                    param: None,
+                });
+            }
+            r => r?,
+        };
+        let Some(current) = Engine::parse(&found) else {
+            notes.push(format!(
+                "engine parameter is {:?}: the cma mechanisms ran under it, unnamed",
+                found.trim()
+            ));
+            return Ok(EnginePlan {
+                current: None,
+                measured: vec![None],
+                param: None,
+            });
+        };
+        let measured = match want {
+            Engines::Both => vec![Engine::Pinned, Engine::Usercopy],
+            Engines::Current => vec![current],
+            Engines::Pinned => vec![Engine::Pinned],
+            Engines::Usercopy => vec![Engine::Usercopy],
+        };
+        let only_current = EnginePlan {
+            current: Some(current),
+            measured: vec![Some(current)],
+            param: None,
+        };
+        if measured == [current] {
+            return Ok(only_current);
+        }
+        // Writing the value it has changes nothing (and logs nothing).
+        if let Err(e) = std::fs::write(ENGINE_PARAM, current.name()) {
+            notes.push(format!(
+                "{ENGINE_PARAM} is not writable ({e}; switching needs root): the cma mechanisms ran under the current engine, {}, only",
+                current.name()
+            ));
+            return Ok(only_current);
+        }
+        Ok(EnginePlan {
+            current: Some(current),
+            measured: measured.into_iter().map(Some).collect(),
+            param: Some(EngineParam {
+                original: current,
+                set: Cell::new(current),
+                owner: std::process::id(),
+            }),
+        })
+    }
+
+    /// Makes `engine` the module's setting if the bench switches it.
+    fn set(&self, engine: Option<Engine>) -> io::Result<()> {
+        match (&self.param, engine) {
+            (Some(p), Some(e)) => p.set(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The setting last written (or found), for grouping the cases.
+    fn in_force(&self) -> Option<Engine> {
+        self.param
+            .as_ref()
+            .map_or(self.current, |p| Some(p.set.get()))
+    }
+
+    /// Puts the setting found at start back (for the cells that use it).
+    fn restore(&self) -> io::Result<()> {
+        self.set(self.current)
+    }
+
+    /// A line on what ran under what.
+    fn describe(&self) -> String {
+        match (self.current, self.param.is_some()) {
+            (None, _) => "engine: not named by the module".to_string(),
+            (Some(c), false) => format!("engine: {} (as found)", c.name()),
+            (Some(c), true) => format!(
+                "engines: {} for cma and direct (\"-uc\": usercopy), by-pid and N-process cells under {} (found, restored)",
+                self.measured
+                    .iter()
+                    .flatten()
+                    .map(|e| e.name())
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                c.name()
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The copies.
 
 /// The target of a copy: its pid, and a peer fd on it for the mechanisms
@@ -377,7 +857,7 @@ fn one_copy(
     // (and the target's), which no Rust reference aliases. One range each
     // side goes by the single-range ioctl, as the library's
     // process_vm_readv/writev do.
-    let moved = match (mech, local, remote) {
+    let moved = match (mech.base(), local, remote) {
         (Mech::Cma | Mech::CmaDirect, [l], [r]) => unsafe {
             to.peer.copy1_raw(op, l.base, r.base, l.len)?
         },
@@ -408,7 +888,12 @@ fn one_copy(
             }
             n as u64
         }
-        (Mech::Double | Mech::Memcpy, _, _) => unreachable!("not a syscall mechanism"),
+        (Mech::Double | Mech::Memcpy | Mech::Vecloop, _, _) => {
+            unreachable!("not a syscall mechanism")
+        }
+        (Mech::CmaUc | Mech::CmaPidUc | Mech::CmaDirectUc, _, _) => {
+            unreachable!("a label, not a path (see Mech::base)")
+        }
     };
     if moved != want {
         return Err(io::Error::other(format!(
@@ -423,6 +908,122 @@ fn one_copy(
 fn memcpy(dst: &Buf, src: &Buf, len: usize) {
     // SAFETY: both buffers are mapped, at least `len` long, and distinct.
     unsafe { std::ptr::copy_nonoverlapping(src.addr as *const u8, dst.addr as *mut u8, len) };
+}
+
+/// A plain vector-loop copy of `len` bytes between two of the bench's
+/// buffers: AVX2 when the CPU has it, else SSE2; never `rep movsb`, so with
+/// `memcpy` (which may use it) it bounds what one copy can do here.
+fn vecloop(dst: &Buf, src: &Buf, len: usize) {
+    let (d, s) = (dst.addr as *mut u8, src.addr as *const u8);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2; both buffers are mapped, at least
+            // `len` long, and distinct.
+            unsafe { copy_avx2(d, s, len) };
+        } else {
+            // SAFETY: SSE2 is part of x86_64; the buffers as above.
+            unsafe { copy_sse2(d, s, len) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // SAFETY: both buffers are mapped, at least `len` long, and distinct.
+        unsafe { copy_tail(d, s, 0, len) };
+    }
+}
+
+/// Copies `len` bytes with 256-bit unaligned loads and stores, four
+/// registers (128 bytes) per iteration, then 32 bytes at a time, then bytes.
+///
+/// # Safety
+///
+/// The CPU has AVX2; `src` is readable and `dst` writable for `len` bytes,
+/// and the two do not overlap.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn copy_avx2(dst: *mut u8, src: *const u8, len: usize) {
+    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_storeu_si256};
+    let mut i = 0;
+    while len - i >= 128 {
+        // SAFETY: bytes `i..i + 128` lie inside both ranges (caller's
+        // contract); unaligned loads and stores need no alignment.
+        unsafe {
+            let (s, d) = (src.add(i) as *const __m256i, dst.add(i) as *mut __m256i);
+            let a = _mm256_loadu_si256(s);
+            let b = _mm256_loadu_si256(s.add(1));
+            let c = _mm256_loadu_si256(s.add(2));
+            let e = _mm256_loadu_si256(s.add(3));
+            _mm256_storeu_si256(d, a);
+            _mm256_storeu_si256(d.add(1), b);
+            _mm256_storeu_si256(d.add(2), c);
+            _mm256_storeu_si256(d.add(3), e);
+        }
+        i += 128;
+    }
+    while len - i >= 32 {
+        // SAFETY: bytes `i..i + 32` lie inside both ranges.
+        unsafe {
+            let v = _mm256_loadu_si256(src.add(i) as *const __m256i);
+            _mm256_storeu_si256(dst.add(i) as *mut __m256i, v);
+        }
+        i += 32;
+    }
+    // SAFETY: bytes `i..len` lie inside both ranges.
+    unsafe { copy_tail(dst, src, i, len) };
+}
+
+/// Copies `len` bytes with 128-bit unaligned loads and stores, four
+/// registers (64 bytes) per iteration, then 16 bytes at a time, then bytes.
+///
+/// # Safety
+///
+/// `src` is readable and `dst` writable for `len` bytes, and the two do not
+/// overlap.
+#[cfg(target_arch = "x86_64")]
+unsafe fn copy_sse2(dst: *mut u8, src: *const u8, len: usize) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_storeu_si128};
+    let mut i = 0;
+    while len - i >= 64 {
+        // SAFETY: bytes `i..i + 64` lie inside both ranges (caller's
+        // contract); SSE2 is part of x86_64.
+        unsafe {
+            let (s, d) = (src.add(i) as *const __m128i, dst.add(i) as *mut __m128i);
+            let a = _mm_loadu_si128(s);
+            let b = _mm_loadu_si128(s.add(1));
+            let c = _mm_loadu_si128(s.add(2));
+            let e = _mm_loadu_si128(s.add(3));
+            _mm_storeu_si128(d, a);
+            _mm_storeu_si128(d.add(1), b);
+            _mm_storeu_si128(d.add(2), c);
+            _mm_storeu_si128(d.add(3), e);
+        }
+        i += 64;
+    }
+    while len - i >= 16 {
+        // SAFETY: bytes `i..i + 16` lie inside both ranges.
+        unsafe {
+            let v = _mm_loadu_si128(src.add(i) as *const __m128i);
+            _mm_storeu_si128(dst.add(i) as *mut __m128i, v);
+        }
+        i += 16;
+    }
+    // SAFETY: bytes `i..len` lie inside both ranges.
+    unsafe { copy_tail(dst, src, i, len) };
+}
+
+/// Copies bytes `from..len` one at a time. Volatile, so that the compiler
+/// does not turn the loop into a call to `memcpy`.
+///
+/// # Safety
+///
+/// `src` is readable and `dst` writable for `len` bytes, and the two do not
+/// overlap.
+unsafe fn copy_tail(dst: *mut u8, src: *const u8, from: usize, len: usize) {
+    for i in from..len {
+        // SAFETY: `i < len`, inside both ranges (caller's contract).
+        unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
+    }
 }
 
 /// Size of one slot of the double-copy ring.
@@ -558,13 +1159,45 @@ impl Progress {
     }
 }
 
-/// One-to-one: every mechanism moves one message of `size` bytes, `op` way.
+/// One case of a one-to-one cell: a labelled mechanism, a direction, and
+/// the engine setting it runs under (`None`: any, or unnamed).
+#[derive(Clone, Copy)]
+struct Case {
+    /// The mechanism, labelled with its engine.
+    mech: Mech,
+    /// The direction.
+    op: Op,
+    /// The setting to make before its loops (`None`: any).
+    engine: Option<Engine>,
+}
+
+/// Regroups the engine-bound cases in the shuffled `order` so that each
+/// setting's run one after another, `first`'s first, in their shuffled
+/// order, while every other case keeps its shuffled place: one switch of
+/// the parameter per repeat (alternating which setting comes first)
+/// instead of one per case.
+fn group_by_engine(order: &mut [usize], cases: &[Case], first: Option<Engine>) {
+    let slots: Vec<usize> = (0..order.len())
+        .filter(|&k| cases[order[k]].engine.is_some())
+        .collect();
+    let mut bound: Vec<usize> = slots.iter().map(|&k| order[k]).collect();
+    bound.sort_by_key(|&i| cases[i].engine != first);
+    for (&k, i) in slots.iter().zip(bound) {
+        order[k] = i;
+    }
+}
+
+/// One-to-one: every mechanism moves one message of `size` bytes, `op` way;
+/// the `/dev/cma` ones under each setting of `plan`. The counters of
+/// `sources` are read around every timed loop.
 fn one_to_one(
     dev: &Device,
     o: &Options,
     size: usize,
     pages: Pages,
     rng: &mut u64,
+    plan: &EnginePlan,
+    sources: &CounterSources,
 ) -> io::Result<Vec<Record>> {
     let target_buf = Buf::new(size, pages, false)?; // the target's message
     let local_src = Buf::new(size, pages, false)?; // the bench's source (write, memcpy)
@@ -589,20 +1222,29 @@ fn one_to_one(
         peer: &dev.attach(Target::Pid(me))?,
     };
 
-    let cases: Vec<(Mech, Op)> = vec![
-        (Mech::Cma, Op::Read),
-        (Mech::Cma, Op::Write),
-        (Mech::CmaPid, Op::Read),
-        (Mech::Pvm, Op::Read),
-        (Mech::Pvm, Op::Write),
-        (Mech::CmaDirect, Op::Read),
-        (Mech::Double, Op::Read),
-        (Mech::Memcpy, Op::Read),
-    ];
+    let case = |mech: Mech, op: Op, engine: Option<Engine>| Case {
+        mech: mech.under(engine),
+        op,
+        engine,
+    };
+    let mut cases: Vec<Case> = Vec::new();
+    for &e in &plan.measured {
+        cases.push(case(Mech::Cma, Op::Read, e));
+        cases.push(case(Mech::Cma, Op::Write, e));
+        cases.push(case(Mech::CmaDirect, Op::Read, e));
+    }
+    cases.extend([
+        case(Mech::CmaPid, Op::Read, plan.current),
+        case(Mech::Pvm, Op::Read, None),
+        case(Mech::Pvm, Op::Write, None),
+        case(Mech::Double, Op::Read, None),
+        case(Mech::Memcpy, Op::Read, None),
+        case(Mech::Vecloop, Op::Read, None),
+    ]);
     let min = Duration::from_millis(o.min_ms);
     let run = |mech: Mech, op: Op, iters: u64| -> io::Result<()> {
         let ctl = team.ctl();
-        match mech {
+        match mech.base() {
             Mech::Cma | Mech::CmaPid | Mech::Pvm => {
                 let (l, r) = match op {
                     Op::Read => (local_dst.iov(size), target_buf.iov(size)),
@@ -637,34 +1279,54 @@ fn one_to_one(
                     std::hint::black_box(&local_dst.addr);
                 }
             }
+            Mech::Vecloop => {
+                for _ in 0..iters {
+                    vecloop(&local_dst, &local_src, size);
+                    std::hint::black_box(&local_dst.addr);
+                }
+            }
+            Mech::CmaUc | Mech::CmaPidUc | Mech::CmaDirectUc => {
+                unreachable!("a label, not a path (see Mech::base)")
+            }
         }
         Ok(())
     };
 
-    let mut iters = Vec::new();
-    for &(mech, op) in &cases {
-        iters.push(calibrate(min, &mut |n| run(mech, op, n))?);
+    let mut iters = vec![0u64; cases.len()];
+    let mut order: Vec<usize> = (0..cases.len()).collect();
+    group_by_engine(&mut order, &cases, plan.in_force());
+    for &i in &order {
+        let c = cases[i];
+        plan.set(c.engine)?;
+        iters[i] = calibrate(min, &mut |n| run(c.mech, c.op, n))?;
     }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    let mut order: Vec<usize> = (0..cases.len()).collect();
+    let mut tallies: Vec<Tally> = vec![Tally::default(); cases.len()];
     for rep in 0..=o.reps {
         shuffle(&mut order, rng);
+        group_by_engine(&mut order, &cases, plan.in_force());
         for &i in &order {
-            let (mech, op) = cases[i];
-            let t = time_per_iter(iters[i], &mut |n| run(mech, op, n))?;
+            let c = cases[i];
+            plan.set(c.engine)?;
+            let before = sources.snapshot()?;
+            let t = time_per_iter(iters[i], &mut |n| run(c.mech, c.op, n))?;
+            let after = sources.snapshot()?;
+            let calls = if c.mech.is_syscall() { iters[i] } else { 0 };
+            tallies[i].add(&before, &after, iters[i] * size as u64, calls);
             if rep > 0 {
                 samples[i].push(size as f64 / t / 1e6);
             }
         }
     }
-    Ok(cases
+    let mut recs: Vec<Record> = cases
         .iter()
         .zip(samples.iter_mut())
-        .map(|(&(mech, op), s)| {
+        .zip(&tallies)
+        .map(|((c, s), tally)| {
             let (median, min, max) = summarise(s);
             Record {
-                mech,
-                op: op_name(op),
+                mech: c.mech,
+                op: op_name(c.op),
                 size,
                 pages,
                 procs: 1,
@@ -673,9 +1335,21 @@ fn one_to_one(
                 min,
                 max,
                 reps: o.reps,
+                engine: c.engine,
+                limit: None,
+                counts: Some(Counts::new(sources, c.mech, tally)),
             }
         })
-        .collect())
+        .collect();
+    let limit = recs
+        .iter()
+        .filter(|r| matches!(r.mech, Mech::Memcpy | Mech::Vecloop))
+        .map(|r| r.median)
+        .reduce(f64::max);
+    for r in &mut recs {
+        r.limit = limit;
+    }
+    Ok(recs)
 }
 
 /// N processes copying at once: `readers` all read one target's buffer;
@@ -715,10 +1389,10 @@ fn many(
                 } else {
                     ctl.pids[0].load(Ordering::Acquire)
                 };
-                let mech = if ctl.mech.load(Ordering::Acquire) == Mech::Cma as u32 {
-                    Mech::Cma
-                } else {
+                let mech = if ctl.mech.load(Ordering::Acquire) == Mech::Pvm as u32 {
                     Mech::Pvm
+                } else {
+                    Mech::Cma
                 };
                 if !attached.as_ref().is_some_and(|(pid, _)| *pid == peer) {
                     let fd = dev.attach(Target::Pid(peer)).expect("attach");
@@ -764,16 +1438,18 @@ fn many(
 /// Every multi-process cell of one size and page kind, each set up
 /// `o.setups` times in a fresh random order (so that a slow phase of the
 /// host does not land on one cell), with the samples of all setups pooled.
+/// `/dev/cma` runs under `engine`, the setting in force.
 fn many_cells(
     o: &Options,
     size: usize,
     pages: Pages,
     cpus: usize,
+    engine: Option<Engine>,
     rng: &mut u64,
     progress: &mut Progress,
 ) -> io::Result<Vec<Record>> {
     let mut cells: Vec<(&'static str, Mech, usize)> = Vec::new();
-    for mech in [Mech::Cma, Mech::Pvm] {
+    for mech in [Mech::Cma.under(engine), Mech::Pvm] {
         cells.extend((1..=cpus).map(|n| ("readers", mech, n)));
         cells.extend((2..=cpus.max(2)).map(|n| ("ring", mech, n)));
     }
@@ -808,6 +1484,9 @@ fn many_cells(
                 min,
                 max,
                 reps: s.len(),
+                engine: engine.filter(|_| mech.is_cma()),
+                limit: None,
+                counts: None,
             }
         })
         .collect())
@@ -929,71 +1608,142 @@ fn find<'a>(
     })
 }
 
+/// One column of a table.
+struct Column {
+    /// The heading.
+    head: &'static str,
+    /// Decimals of the values (`None`: as [`count`] writes them).
+    decimals: Option<usize>,
+    /// One per row; `None`: not measured.
+    values: Vec<Option<f64>>,
+}
+
+/// Writes a table: `labels` (the sizes) down the left, then the groups of
+/// columns, separated by `|`. Columns without any value and rows without
+/// any value are left out; a missing value is `-`.
+fn render(out: &mut String, labels: &[String], groups: Vec<Vec<Column>>) {
+    let groups: Vec<Vec<Column>> = groups
+        .into_iter()
+        .map(|g| {
+            g.into_iter()
+                .filter(|c| c.values.iter().any(Option::is_some))
+                .collect::<Vec<_>>()
+        })
+        .filter(|g| !g.is_empty())
+        .collect();
+    let cell = |c: &Column, row: usize| match c.values[row] {
+        Some(v) if v.is_finite() => match c.decimals {
+            Some(d) => format!("{v:.d$}"),
+            None => count(v),
+        },
+        _ => "-".to_string(),
+    };
+    let width = |c: &Column| c.head.len().max(8);
+    let _ = write!(out, "{:>6}", "size");
+    for (k, g) in groups.iter().enumerate() {
+        out.push_str(if k > 0 { " |" } else { "" });
+        for c in g {
+            let _ = write!(out, " {:>w$}", c.head, w = width(c));
+        }
+    }
+    out.push('\n');
+    for (row, label) in labels.iter().enumerate() {
+        if !groups.iter().flatten().any(|c| c.values[row].is_some()) {
+            continue;
+        }
+        let _ = write!(out, "{label:>6}");
+        for (k, g) in groups.iter().enumerate() {
+            out.push_str(if k > 0 { " |" } else { "" });
+            for c in g {
+                let _ = write!(out, " {:>w$}", cell(c, row), w = width(c));
+            }
+        }
+        out.push('\n');
+    }
+}
+
+/// A count per MiB with about three significant digits.
+fn count(v: f64) -> String {
+    match v.abs() {
+        0.0 => "0".to_string(),
+        a if a >= 100.0 => format!("{v:.0}"),
+        a if a >= 10.0 => format!("{v:.1}"),
+        a if a >= 1.0 => format!("{v:.2}"),
+        _ => format!("{v:.3}"),
+    }
+}
+
+/// `a / b` when both were measured.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    a.zip(b).map(|(a, b)| a / b)
+}
+
+/// The one-to-one bandwidth tables (per page kind and direction) and the
+/// multi-process ones.
 fn table(recs: &[Record], sizes: &[usize], pages_list: &[Pages]) -> String {
     let mut out = String::new();
+    let labels: Vec<String> = sizes.iter().map(|&s| human(s)).collect();
     for &pages in pages_list {
         for op in ["read", "write"] {
             let _ = writeln!(
                 out,
-                "\none-to-one {op}, {} pages (MB/s, median; ratios of medians)",
+                "\none-to-one {op}, {} pages (MB/s, median; ratios of medians; limit: the better of memcpy and vecloop)",
                 pages.name()
             );
-            let _ = writeln!(
-                out,
-                "{:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>7} {:>10} {:>10}",
-                "size",
-                "cma",
-                "by-pid",
-                "pvm",
-                "double",
-                "memcpy",
-                "direct",
-                "cma/pvm",
-                "cma/double",
-                "cma/memcpy"
-            );
-            for &size in sizes {
-                let get = |m: Mech, op: &str| {
-                    find(recs, m, op, size, pages, "one-to-one", 1).map(|r| r.median)
-                };
-                let (Some(cma), Some(pvm), Some(dbl), Some(mem)) = (
-                    get(Mech::Cma, op),
-                    get(Mech::Pvm, op),
-                    get(Mech::Double, "read"),
-                    get(Mech::Memcpy, "read"),
-                ) else {
-                    continue;
-                };
-                let direct = get(Mech::CmaDirect, "read").unwrap_or(f64::NAN);
-                let by_pid = get(Mech::CmaPid, op).unwrap_or(f64::NAN);
-                let _ = writeln!(
-                    out,
-                    "{:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} | {:>7.2} {:>10.2} {:>10.2}",
-                    human(size),
-                    cma,
-                    by_pid,
-                    pvm,
-                    dbl,
-                    mem,
-                    direct,
-                    cma / pvm,
-                    cma / dbl,
-                    cma / mem
-                );
-            }
+            let get = |m: Mech, op: &str, size: usize| {
+                find(recs, m, op, size, pages, "one-to-one", 1).map(|r| r.median)
+            };
+            let limit = |size: usize| {
+                find(recs, Mech::Memcpy, "read", size, pages, "one-to-one", 1).and_then(|r| r.limit)
+            };
+            let col = |head, decimals, f: &dyn Fn(usize) -> Option<f64>| Column {
+                head,
+                decimals: Some(decimals),
+                values: sizes.iter().map(|&s| f(s)).collect(),
+            };
+            let bw = |m: Mech, op: &'static str| col(m.head(), 1, &move |s| get(m, op, s));
+            let bandwidth = vec![
+                bw(Mech::Cma, op),
+                bw(Mech::CmaUc, op),
+                bw(Mech::CmaPid, op),
+                bw(Mech::CmaPidUc, op),
+                bw(Mech::Pvm, op),
+                bw(Mech::Double, "read"),
+                bw(Mech::Memcpy, "read"),
+                col("limit", 1, &limit),
+                bw(Mech::CmaDirect, "read"),
+                bw(Mech::CmaDirectUc, "read"),
+            ];
+            let ratios = vec![
+                col("cma/pvm", 2, &|s| {
+                    ratio(get(Mech::Cma, op, s), get(Mech::Pvm, op, s))
+                }),
+                col("cma-uc/pvm", 2, &|s| {
+                    ratio(get(Mech::CmaUc, op, s), get(Mech::Pvm, op, s))
+                }),
+                col("cma/double", 2, &|s| {
+                    ratio(get(Mech::Cma, op, s), get(Mech::Double, "read", s))
+                }),
+                col("cma/limit", 2, &|s| ratio(get(Mech::Cma, op, s), limit(s))),
+            ];
+            render(&mut out, &labels, vec![bandwidth, ratios]);
         }
     }
     for pattern in ["readers", "ring"] {
         let rows: Vec<&Record> = recs
             .iter()
-            .filter(|r| r.pattern == pattern && r.mech == Mech::Cma)
+            .filter(|r| r.pattern == pattern && r.mech.base() == Mech::Cma)
             .collect();
         if rows.is_empty() {
             continue;
         }
         let _ = writeln!(
             out,
-            "\n{pattern}: aggregate read MB/s (median), N processes"
+            "\n{pattern}: aggregate read MB/s (median), N processes{}",
+            rows[0].engine.map_or(String::new(), |e| format!(
+                ", cma under the {} engine",
+                e.name()
+            ))
         );
         let _ = writeln!(
             out,
@@ -1016,7 +1766,7 @@ fn table(recs: &[Record], sizes: &[usize], pages_list: &[Pages]) -> String {
                 r.median,
                 pvm,
                 r.median / pvm,
-                r.median / (r.procs as f64 * one(Mech::Cma)),
+                r.median / (r.procs as f64 * one(r.mech)),
                 pvm / (r.procs as f64 * one(Mech::Pvm))
             );
         }
@@ -1024,15 +1774,129 @@ fn table(recs: &[Record], sizes: &[usize], pages_list: &[Pages]) -> String {
     out
 }
 
+/// The hardware-neutral table: counts per MiB moved by each mechanism in
+/// the one-to-one reads, per page kind and size.
+fn counts_table(recs: &[Record], sizes: &[usize], pages_list: &[Pages]) -> String {
+    let mut out = String::new();
+    let with_counts = |r: &&Record| r.counts.is_some();
+    if !recs.iter().any(|r| with_counts(&r)) {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\nCounts per MiB moved (hardware-neutral): one-to-one reads, system-wide counters around the timed loops"
+    );
+    let labels: Vec<String> = sizes.iter().map(|&s| human(s)).collect();
+    let mechs = [
+        Mech::Cma,
+        Mech::CmaUc,
+        Mech::CmaPid,
+        Mech::CmaPidUc,
+        Mech::CmaDirect,
+        Mech::CmaDirectUc,
+        Mech::Pvm,
+        Mech::Double,
+        Mech::Memcpy,
+        Mech::Vecloop,
+    ];
+    type Metric = fn(&Counts) -> Option<f64>;
+    let metrics: [(&str, Metric); 3] = [
+        ("pins/MiB (nr_foll_pin_acquired: pages pinned)", |c| c.pins),
+        (
+            "GUP calls/MiB (module: gup_calls + local_gup_calls; pvm's are not counted)",
+            |c| c.gup,
+        ),
+        ("syscalls/MiB (copy calls the bench made)", |c| {
+            Some(c.calls)
+        }),
+    ];
+    for &pages in pages_list {
+        for (title, metric) in metrics {
+            let _ = writeln!(out, "{} pages, {title}", pages.name());
+            let columns = mechs
+                .iter()
+                .map(|&m| Column {
+                    head: m.head(),
+                    decimals: None,
+                    values: sizes
+                        .iter()
+                        .map(|&s| {
+                            find(recs, m, "read", s, pages, "one-to-one", 1)
+                                .and_then(|r| r.counts.as_ref())
+                                .and_then(metric)
+                        })
+                        .collect(),
+                })
+                .collect();
+            render(&mut out, &labels, vec![columns]);
+        }
+    }
+    let stray = recs
+        .iter()
+        .filter_map(|r| r.counts.as_ref())
+        .filter(|c| c.stray)
+        .count();
+    if stray > 0 {
+        let _ = writeln!(
+            out,
+            "note: in {stray} measurements the module counted copies the bench did not make (another /dev/cma user?): their counts are suspect"
+        );
+    }
+    out
+}
+
+/// A JSON number, or `null` when not measured (or not finite).
+fn jnum(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.6}"),
+        _ => "null".to_string(),
+    }
+}
+
+/// One JSON record per measurement. One-to-one ones also carry the cell's
+/// `limit` and counts per MiB (`*_per_mib`); `/dev/cma` ones their
+/// `engine`, when the module names it.
 fn json(recs: &[Record]) -> String {
     let mut out = String::from("[\n");
     for (i, r) in recs.iter().enumerate() {
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "  {{\"mechanism\": \"{}\", \"op\": \"{}\", \"size\": {}, \"pages\": \"{}\", \"procs\": {}, \"pattern\": \"{}\", \"mb_per_s\": {:.3}, \"min\": {:.3}, \"max\": {:.3}, \"reps\": {}}}{}",
+            "  {{\"mechanism\": \"{}\", \"op\": \"{}\", \"size\": {}, \"pages\": \"{}\", \"procs\": {}, \"pattern\": \"{}\", \"mb_per_s\": {:.3}, \"min\": {:.3}, \"max\": {:.3}, \"reps\": {}",
             r.mech.name(), r.op, r.size, r.pages.name(), r.procs, r.pattern, r.median, r.min, r.max, r.reps,
-            if i + 1 < recs.len() { "," } else { "" }
         );
+        if let Some(e) = r.engine {
+            let _ = write!(out, ", \"engine\": \"{}\"", e.name());
+        }
+        if r.pattern == "one-to-one" {
+            let _ = write!(out, ", \"limit\": {}", jnum(r.limit));
+        }
+        if let Some(c) = &r.counts {
+            let _ = write!(
+                out,
+                ", \"calls_per_mib\": {}, \"pins_per_mib\": {}, \"gup_per_mib\": {}",
+                jnum(Some(c.calls)),
+                jnum(c.pins),
+                jnum(c.gup)
+            );
+            if r.mech.is_cma() {
+                let _ = write!(
+                    out,
+                    ", \"pages_pinned_per_mib\": {}, \"local_pages_pinned_per_mib\": {}",
+                    jnum(c.pages_pinned),
+                    jnum(c.local_pages_pinned)
+                );
+            }
+            if !c.module.is_empty() {
+                let fields: Vec<String> = c
+                    .module
+                    .iter()
+                    .map(|(name, v)| format!("\"{name}\": {}", jnum(Some(*v))))
+                    .collect();
+                let _ = write!(out, ", \"module_per_mib\": {{{}}}", fields.join(", "));
+            }
+            let _ = write!(out, ", \"counts_suspect\": {}", c.stray);
+        }
+        let _ = writeln!(out, "}}{}", if i + 1 < recs.len() { "," } else { "" });
     }
     out.push_str("]\n");
     out
@@ -1053,6 +1917,8 @@ fn svg(recs: &[Record], sizes: &[usize], pages_list: &[Pages], title: &str) -> S
         (Mech::Memcpy, "#7f7f7f"),
         (Mech::CmaDirect, "#ff7f0e"),
         (Mech::CmaPid, "#9467bd"),
+        (Mech::CmaUc, "#e377c2"),
+        (Mech::Vecloop, "#bcbd22"),
     ];
     let all: Vec<f64> = recs
         .iter()
@@ -1165,16 +2031,31 @@ pub fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
         start: Instant::now(),
     };
     let mut rng = o.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut notes = Vec::new();
+    let sources = CounterSources::probe(&mut notes)?;
+    // Restores the engine found when dropped, also on an error below.
+    let plan = EnginePlan::new(o.engines, &mut notes)?;
     let mut recs = Vec::new();
     for &pages in &pages_list {
         for &size in &sizes {
             progress.step(&format!("one-to-one {} {}", human(size), pages.name()));
-            recs.extend(one_to_one(&dev, &o, size, pages, &mut rng)?);
+            recs.extend(one_to_one(
+                &dev, &o, size, pages, &mut rng, &plan, &sources,
+            )?);
         }
     }
+    plan.restore()?;
     for &pages in &pages_list {
         for &size in &many_sizes {
-            recs.extend(many_cells(&o, size, pages, cpus, &mut rng, &mut progress)?);
+            recs.extend(many_cells(
+                &o,
+                size,
+                pages,
+                cpus,
+                plan.current,
+                &mut rng,
+                &mut progress,
+            )?);
         }
     }
     progress.step("latency breakdown");
@@ -1192,7 +2073,12 @@ pub fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
         "cma bench: {cpus} CPUs ({accel}), {} repeats after a warm-up, timed loops >= {} ms",
         o.reps, o.min_ms
     );
+    println!("{}", plan.describe());
+    for note in &notes {
+        println!("note: {note}");
+    }
     print!("{}", table(&recs, &sizes, &pages_list));
+    print!("{}", counts_table(&recs, &sizes, &pages_list));
     println!("\nlatency breakdown (ns per call, median)");
     for (name, ns) in &breakdown {
         println!("{name:>30} {ns:>10.0}");

@@ -151,6 +151,10 @@ pub const TESTS: &[Test] = &[
         name: "direct_path_overlap",
         run: direct_overlap,
     },
+    Test {
+        name: "direct_path_single_copy",
+        run: direct_single_copy,
+    },
 ];
 
 const OPS: [Op; 2] = [Op::Read, Op::Write];
@@ -368,22 +372,27 @@ fn direct_path_fragmented() -> TestResult {
     }
     let dev = Device::open()?;
     let len = 64 << 10;
-    let mut src = vec![0u8; len];
-    Rng::new(11).fill(&mut src);
-    let mut dst = vec![0u8; len];
+    // Overlapping ranges, so that the copy is staged through the kernel
+    // buffer (the allocation this test is about): dst = buf[0..len],
+    // src = buf[4096..4096 + len], one chunk, so a memmove.
+    let mut buf = vec![0u8; len + 4096];
+    Rng::new(11).fill(&mut buf);
+    let src = buf[4096..].to_vec();
     fail_page_alloc("100", "1")?;
     let result = util::in_forked(|| {
         if !fail_here() {
             return 200;
         }
+        let base = buf.as_mut_ptr() as usize;
         let r = copy(
             &dev,
             Op::Read,
             Target::Pid(std::process::id() as i32),
-            &[iov(dst.as_mut_ptr() as usize, len)],
-            &[iov(src.as_ptr() as usize, len)],
+            &[iov(base, len)],
+            &[iov(base + 4096, len)],
         );
         let _ = std::fs::write("/proc/self/make-it-fail", "0");
+        let dst = &buf[..len];
         match r {
             Ok(t) if t.bytes == len as u64 && dst == src => 0,
             Ok(t) => {
@@ -1729,5 +1738,58 @@ fn direct_overlap() -> TestResult {
             );
         }
     }
+    Ok(())
+}
+
+/// A direct copy between ranges that do not overlap is one copy from the
+/// source's pinned pages (pinned with `pin_user_pages_fast`: the stats count
+/// them as the caller's), with the same bytes and partial-copy report as a
+/// remote copy; ranges that may overlap go through the staging buffer and
+/// pin nothing.
+fn direct_single_copy() -> TestResult {
+    let dev = Device::open()?;
+    let me = Target::Pid(std::process::id() as i32);
+    let ps = page_size();
+    let len = 1 << 20;
+    let mut src = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE)?;
+    Rng::new(97).fill(src.bytes_mut());
+    let mut dst = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE)?;
+    for op in OPS {
+        dst.bytes_mut().fill(0);
+        let pinned = crate::perm::stat("local_pages_pinned")?;
+        let (local, remote) = match op {
+            Op::Read => (iov(dst.addr(), len), iov(src.addr(), len)),
+            Op::Write => (iov(src.addr(), len), iov(dst.addr(), len)),
+        };
+        let t = copy(&dev, op, me, &[local], &[remote])?;
+        check_eq!((t.bytes, t.error), (len as u64, 0));
+        check!(dst.bytes() == src.bytes(), "{op:?}: wrong bytes");
+        let n = crate::perm::stat("local_pages_pinned")? - pinned;
+        check!(
+            n >= (len / ps) as u64,
+            "{op:?}: {n} pages pinned, the source was not"
+        );
+    }
+    // A hole in the source: the copy stops at it, as a remote one would.
+    src.punch(len / 2, ps)?;
+    let t = copy(
+        &dev,
+        Op::Read,
+        me,
+        &[iov(dst.addr(), len)],
+        &[iov(src.addr(), len)],
+    )?;
+    check_eq!((t.bytes, t.error), ((len / 2) as u64, libc::EFAULT));
+    // Overlap: staged, nothing pinned.
+    let pinned = crate::perm::stat("local_pages_pinned")?;
+    let t = copy(
+        &dev,
+        Op::Read,
+        me,
+        &[iov(dst.addr(), ps)],
+        &[iov(dst.addr() + 64, ps)],
+    )?;
+    check_eq!((t.bytes, t.error), (ps as u64, 0));
+    check_eq!(crate::perm::stat("local_pages_pinned")? - pinned, 0);
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 mod attach;
 mod basic;
+mod cache;
 mod copy;
 mod fuzz;
 mod ktap;
@@ -43,6 +44,7 @@ fn main() {
         .chain(attach::TESTS)
         .chain(perm::TESTS)
         .chain(fuzz::TESTS)
+        .chain(cache::TESTS)
         .chain(race::TESTS)
         .chain(stress::TESTS)
         .chain(basic::TESTS)

@@ -103,6 +103,10 @@ pub const TESTS: &[Test] = &[
         run: withdrawals_per_target,
     },
     Test {
+        name: "consent_grant_restarted_under_signals",
+        run: grant_under_signals,
+    },
+    Test {
         name: "consent_grants_reaped_at_exit",
         run: grants_reaped_at_exit,
     },
@@ -538,7 +542,7 @@ fn cap_sys_ptrace() -> TestResult {
 const PARAM: &str = "/sys/module/cma/parameters/require_consent";
 
 /// Writes `value` to the module parameter file `path` however the test ends.
-struct Restore(&'static str, &'static str);
+pub(crate) struct Restore(pub(crate) &'static str, pub(crate) &'static str);
 
 impl Drop for Restore {
     fn drop(&mut self) {
@@ -876,6 +880,47 @@ pub(crate) fn stat(name: &str) -> io::Result<u64> {
         .trim()
         .parse()
         .map_err(io::Error::other)
+}
+
+extern "C" fn on_alarm(_: libc::c_int) {}
+
+fn grant_under_signals() -> TestResult {
+    let dev = Device::open()?;
+    let mut failed = Vec::new();
+    for _ in 0..40 {
+        // A process's first grant sets up the watch on its mm, which gives up
+        // when a signal is pending; with a timer signal every 300 us and a
+        // handler (no SA_RESTART), the grant must still succeed, restarted.
+        let status = util::in_forked(|| {
+            // SAFETY: installs a handler that does nothing, and a timer.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_alarm as *const () as usize;
+                libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+                let every = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 300,
+                };
+                let t = libc::itimerval {
+                    it_interval: every,
+                    it_value: every,
+                };
+                libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut());
+            }
+            match dev.grant(None) {
+                Ok(()) => 0,
+                Err(e) => e.raw_os_error().unwrap_or(255),
+            }
+        })?;
+        if status != 0 {
+            failed.push(status);
+        }
+    }
+    check!(
+        failed.is_empty(),
+        "grants failed under a signal storm, errnos {failed:?}"
+    );
+    Ok(())
 }
 
 fn grants_reaped_at_exit() -> TestResult {

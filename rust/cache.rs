@@ -1,0 +1,348 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A peer fd's page cache: the target's pages kept pinned across copies.
+//!
+//! MPI libraries copy to and from the same buffers again and again; pinning
+//! the target's pages on every copy (GUP under its `mmap_lock`, then unpin)
+//! is most of what a copy costs beside the bytes. A peer fd keeps the pages
+//! of the ranges it copied pinned, in [`Region`]s, as RDMA keeps a memory
+//! registration, and serves later copies of those ranges without GUP.
+//!
+//! What keeps it exact: each region has a [`RegionWatch`], an interval
+//! notifier on the target's mm over the region's range. Any change to the
+//! target's mapping of it (`munmap`, `mremap`, `mprotect`, `MADV_DONTNEED`,
+//! fork's copy-on-write, THP split or collapse, migration, exit) invalidates
+//! the watch before the change takes effect, and a copy uses a region only
+//! if its watch is still valid; otherwise it pins afresh, so a copy that
+//! starts after a change sees the new mapping, with the same bytes and the
+//! same `EFAULT` at the same byte as without a cache. A copy running while
+//! the target changes its mapping may see the old or the new pages, as
+//! `process_vm_readv` may. Regions are pinned whole or not at all: a range
+//! GUP cannot pin completely (a hole, a protection) is copied without the
+//! cache, which finds the fault where it is.
+//!
+//! Bounds: at most the `cache_pages` parameter's pages per fd (0 turns the
+//! cache off) and [`MAX_REGIONS`] regions, least recently used first out;
+//! at most a quarter of RAM in all caches; and every region is charged to
+//! the locked memory of the process that made it (`RLIMIT_MEMLOCK` unless
+//! `CAP_IPC_LOCK`, as RDMA's registrations are): past a bound, copies go
+//! uncached. Invalidated regions are unpinned by the cache's work item soon
+//! after, so a target's memory is freed when it exits even if the fd stays
+//! open. The `cache_*` counters show hits, misses, fallbacks, invalidations,
+//! evictions and the pages held.
+
+use crate::mm::{CacheHook, LongPins, MmGrab, MmRef, Pinned, RegionWatch};
+use crate::stats::{self, Stat};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use kernel::page::PAGE_SIZE;
+use kernel::prelude::*;
+use kernel::sync::{Arc, Mutex};
+
+/// The most regions one cache holds.
+const MAX_REGIONS: usize = 64;
+
+/// Pages held by all caches.
+static TOTAL_PAGES: AtomicUsize = AtomicUsize::new(0);
+
+/// The most pages one cache may hold (the `cache_pages` parameter).
+fn per_fd_pages() -> usize {
+    // SAFETY: reads a module parameter; no preconditions.
+    unsafe { crate::glue::cma_glue_cache_param() }.max(0) as usize
+}
+
+/// The most pages all caches may hold: a quarter of RAM.
+fn total_pages_max() -> usize {
+    // SAFETY: reads a counter; no preconditions.
+    let ram = unsafe { crate::glue::cma_glue_totalram_pages() };
+    ram / 4
+}
+
+/// A range of the target's pages, pinned, and the watch that says whether
+/// they are still the ones mapped there.
+pub(crate) struct Region {
+    /// First page's address.
+    start: usize,
+    /// The watch, and the sequence the pins were taken at.
+    watch: RegionWatch,
+    seq: usize,
+    /// The pinned pages (dropped after the watch, once nothing can use
+    /// them: an `Arc` holds the region while a copy does).
+    pins: LongPins,
+    /// The mm whose locked memory pays for the pins.
+    charged: MmGrab,
+}
+
+impl Region {
+    fn end(&self) -> usize {
+        self.start + self.pins.len() * PAGE_SIZE
+    }
+
+    fn valid(&self) -> bool {
+        self.watch.valid(self.seq)
+    }
+
+    /// Whether the region serves `nr_pages` pages from `start`, for writing
+    /// if `write`.
+    fn covers(&self, start: usize, nr_pages: usize, write: bool) -> bool {
+        start >= self.start
+            && start + nr_pages * PAGE_SIZE <= self.end()
+            && (self.pins.writable() || !write)
+    }
+
+    /// The pages for one batch (see [`Region::covers`]).
+    pub(crate) fn pages(&self, start: usize, nr_pages: usize, write: bool) -> Pinned<'_> {
+        self.pins
+            .borrow((start - self.start) / PAGE_SIZE, nr_pages, write)
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        let n = self.pins.len();
+        self.charged.uncharge_locked(n);
+        TOTAL_PAGES.fetch_sub(n, Ordering::Relaxed);
+        stats::sub(Stat::CachePages, n);
+    }
+}
+
+/// The regions of a cache, in fixed slots (nothing is allocated under the
+/// lock), each with the time it was last used.
+struct Slots {
+    slot: [Option<(Arc<Region>, u64)>; MAX_REGIONS],
+    clock: u64,
+}
+
+impl Slots {
+    /// Empties slot `i`; its region is unpinned now, or by the copy still
+    /// using it.
+    fn take(&mut self, i: usize, pages: &AtomicUsize) {
+        if let Some((r, _)) = self.slot[i].take() {
+            pages.fetch_sub(r.pins.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// The part of a cache its work item reaches.
+struct Shared {
+    regions: Pin<KBox<Mutex<Slots>>>,
+    /// Pages in `regions`.
+    pages: AtomicUsize,
+}
+
+impl Shared {
+    /// Drops the regions `pred` picks; returns how many.
+    fn drop_where(&self, mut pred: impl FnMut(&Region) -> bool) -> usize {
+        let mut slots = self.regions.lock();
+        let mut n = 0;
+        for i in 0..MAX_REGIONS {
+            if slots.slot[i].as_ref().is_some_and(|(r, _)| pred(r)) {
+                slots.take(i, &self.pages);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Drops the least recently used region; whether there was one.
+    fn evict_one(&self) -> bool {
+        let mut slots = self.regions.lock();
+        let oldest = (0..MAX_REGIONS)
+            .filter_map(|i| slots.slot[i].as_ref().map(|(_, t)| (*t, i)))
+            .min();
+        match oldest {
+            Some((_, i)) => {
+                slots.take(i, &self.pages);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether every slot is taken.
+    fn full(&self) -> bool {
+        self.regions.lock().slot.iter().all(Option::is_some)
+    }
+}
+
+/// Called by the cache's work item, which invalidations schedule: unpins
+/// the regions whose watch was invalidated.
+#[no_mangle]
+pub(crate) extern "C" fn cma_rs_cache_reap(shared: *const core::ffi::c_void) {
+    // SAFETY: the hook was made with a pointer to the `Shared` of a live
+    // `Cache`, which cancels the work before it lets go of `Shared`.
+    let shared = unsafe { &*(shared as *const Shared) };
+    let n = shared.drop_where(|r| !r.valid());
+    stats::add(Stat::CacheInvalidations, n);
+}
+
+/// A peer fd's cache of its target's pages.
+pub(crate) struct Cache {
+    /// Declared before `shared`: the work item is cancelled before the
+    /// shared part it uses goes.
+    hook: CacheHook,
+    shared: Arc<Shared>,
+}
+
+impl Cache {
+    /// An empty cache.
+    pub(crate) fn new() -> Result<Cache> {
+        let shared = Arc::new(
+            Shared {
+                regions: KBox::pin_init(
+                    kernel::new_mutex!(
+                        Slots {
+                            slot: core::array::from_fn(|_| None),
+                            clock: 0,
+                        },
+                        "cma_cache"
+                    ),
+                    GFP_KERNEL_ACCOUNT,
+                )?,
+                pages: AtomicUsize::new(0),
+            },
+            GFP_KERNEL_ACCOUNT,
+        )?;
+        let ptr: *const Shared = &*shared;
+        // SAFETY: `shared` lives in the cache with the hook, and `Drop`
+        // drops every region (so every watch) before the hook.
+        let hook = unsafe { CacheHook::new(ptr.cast())? };
+        Ok(Cache { hook, shared })
+    }
+
+    /// The target's pages for one batch of a copy: `nr_pages` from the
+    /// page-aligned `start` of `mm`, for writing if `write`, kept in the
+    /// cache. `None` if the cache is off or cannot keep them: the copy then
+    /// pins them itself.
+    pub(crate) fn get(
+        &self,
+        mm: &MmRef,
+        start: usize,
+        nr_pages: usize,
+        write: bool,
+    ) -> Option<Arc<Region>> {
+        let max = per_fd_pages();
+        if nr_pages > max {
+            return None;
+        }
+        if let Some(r) = self.lookup(start, nr_pages, write) {
+            stats::inc(Stat::CacheHits);
+            return Some(r);
+        }
+        let r = self.make(mm, start, nr_pages, write, max);
+        stats::inc(if r.is_some() {
+            Stat::CacheMisses
+        } else {
+            Stat::CacheFallbacks
+        });
+        r
+    }
+
+    /// A valid region that covers the batch, now the most recently used;
+    /// invalid ones met on the way are dropped.
+    fn lookup(&self, start: usize, nr_pages: usize, write: bool) -> Option<Arc<Region>> {
+        let mut slots = self.shared.regions.lock();
+        for i in 0..MAX_REGIONS {
+            let covers = slots.slot[i]
+                .as_ref()
+                .is_some_and(|(r, _)| r.covers(start, nr_pages, write));
+            if !covers {
+                continue;
+            }
+            if !slots.slot[i].as_ref().is_some_and(|(r, _)| r.valid()) {
+                slots.take(i, &self.shared.pages);
+                stats::inc(Stat::CacheInvalidations);
+                continue;
+            }
+            slots.clock += 1;
+            let now = slots.clock;
+            if let Some((r, used)) = slots.slot[i].as_mut() {
+                *used = now;
+                return Some(r.clone());
+            }
+        }
+        None
+    }
+
+    /// Pins and keeps a new region, making room first; `None` past a bound
+    /// or if the range cannot be pinned whole and unchanged.
+    fn make(
+        &self,
+        mm: &MmRef,
+        start: usize,
+        nr_pages: usize,
+        write: bool,
+        max: usize,
+    ) -> Option<Arc<Region>> {
+        // Room in this cache: least recently used first.
+        while self.shared.pages.load(Ordering::Relaxed) + nr_pages > max || self.shared.full() {
+            if !self.shared.evict_one() {
+                break;
+            }
+            stats::inc(Stat::CacheEvictions);
+        }
+        // Room in all caches.
+        if TOTAL_PAGES.fetch_add(nr_pages, Ordering::Relaxed) + nr_pages > total_pages_max() {
+            TOTAL_PAGES.fetch_sub(nr_pages, Ordering::Relaxed);
+            return None;
+        }
+        let charged = MmGrab::current();
+        if charged.charge_locked(nr_pages).is_err() {
+            TOTAL_PAGES.fetch_sub(nr_pages, Ordering::Relaxed);
+            return None;
+        }
+        stats::add(Stat::CachePages, nr_pages);
+        // From here on, dropping a half-made region returns all of it.
+        let mut undo = Undo {
+            charged: Some(charged),
+            pages: nr_pages,
+        };
+        let (watch, seq) = RegionWatch::new(mm, start, nr_pages * PAGE_SIZE, &self.hook).ok()?;
+        let pins = LongPins::pin(mm, start, nr_pages, write)?;
+        let region = Region {
+            start,
+            watch,
+            seq,
+            pins,
+            charged: undo.charged.take()?,
+        };
+        // Changed while it was being pinned: not kept (dropping it returns
+        // everything); the copy pins again for itself.
+        if !region.valid() {
+            return None;
+        }
+        let region = Arc::new(region, GFP_KERNEL_ACCOUNT).ok()?;
+        let mut slots = self.shared.regions.lock();
+        // Another copy through this fd may have filled the last slot.
+        let free = slots.slot.iter().position(Option::is_none)?;
+        slots.clock += 1;
+        let now = slots.clock;
+        slots.slot[free] = Some((region.clone(), now));
+        self.shared.pages.fetch_add(nr_pages, Ordering::Relaxed);
+        Some(region)
+    }
+}
+
+/// The accounting of a region being made, returned if it is not made (once
+/// it is, the region's `Drop` returns it, and `charged` was taken).
+struct Undo {
+    charged: Option<MmGrab>,
+    pages: usize,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if let Some(charged) = &self.charged {
+            charged.uncharge_locked(self.pages);
+            TOTAL_PAGES.fetch_sub(self.pages, Ordering::Relaxed);
+            stats::sub(Stat::CachePages, self.pages);
+        }
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        // Every region (so every watch) goes before the hook, which the
+        // fields drop next, cancelling a reap that may still run.
+        self.shared.drop_where(|_| true);
+    }
+}

@@ -1,0 +1,515 @@
+//! The page cache of a peer fd: a copy after each change to the target's
+//! mapping sees the new state (never the old pages), in steady state a copy
+//! pins nothing, and the cache is bounded, charged and emptied.
+//!
+//! Each change test reads (and writes) a target's buffer twice through a
+//! peer fd, so that the second copy is served by the cache (the counters
+//! say so), has the target change its mapping, and then checks that the
+//! next read returns the new bytes (or the new fault) and that a write
+//! lands in the pages the target now has.
+
+use std::io;
+
+use cma::sys::cma_iovec;
+use cma::{Device, Op, Target};
+
+use crate::copy::iov;
+use crate::ktap::{Failure, Test, TestResult};
+use crate::peer::Peer;
+use crate::perm::stat;
+use crate::util::{self, page_size, Mapping, Rng};
+use crate::{check, check_eq};
+
+/// The tests of this file, in order.
+pub const TESTS: &[Test] = &[
+    Test {
+        name: "cache_steady_state_pins_nothing",
+        run: steady_state,
+    },
+    Test {
+        name: "cache_sees_munmap_and_new_mapping",
+        run: || change(REMAP, Expect::NewBytes),
+    },
+    Test {
+        name: "cache_sees_munmap",
+        run: || change(UNMAP, Expect::Fault),
+    },
+    Test {
+        name: "cache_sees_mremap",
+        run: || change(MREMAP, Expect::Fault),
+    },
+    Test {
+        name: "cache_sees_mprotect",
+        run: || change(PROTECT_NONE, Expect::Fault),
+    },
+    Test {
+        name: "cache_sees_mprotect_read_only",
+        run: || change(PROTECT_RO, Expect::ReadOnly),
+    },
+    Test {
+        name: "cache_sees_madv_dontneed",
+        run: || change(DONTNEED, Expect::Zeros),
+    },
+    Test {
+        name: "cache_sees_fork_and_cow",
+        run: || change(FORK_THEN_WRITE, Expect::NewBytes),
+    },
+    Test {
+        name: "cache_sees_child_cow_write_not",
+        run: || change(CHILD_WRITES, Expect::OldBytes),
+    },
+    Test {
+        name: "cache_sees_thp_split",
+        run: || change(SPLIT_THP, Expect::NewBytes),
+    },
+    Test {
+        name: "cache_sees_thp_collapse",
+        run: || change(COLLAPSE_THP, Expect::NewBytes),
+    },
+    Test {
+        name: "cache_sees_compaction",
+        run: || change(COMPACT, Expect::NewBytes),
+    },
+    Test {
+        name: "cache_target_exit_unpins",
+        run: target_exit,
+    },
+    Test {
+        name: "cache_bounded_per_fd",
+        run: bounded,
+    },
+    Test {
+        name: "cache_charged_to_memlock",
+        run: memlock,
+    },
+];
+
+/// The target's buffer: 4 MiB, 2 MiB-aligned (THP-able).
+const LEN: usize = 4 << 20;
+const HUGE: usize = 2 << 20;
+
+// Target commands.
+const FILL: u8 = b'f';
+const SUM: u8 = b's';
+const REMAP: u8 = b'm';
+const UNMAP: u8 = b'u';
+const MREMAP: u8 = b'r';
+const PROTECT_NONE: u8 = b'n';
+const PROTECT_RO: u8 = b'o';
+const DONTNEED: u8 = b'd';
+const FORK_THEN_WRITE: u8 = b'F';
+const CHILD_WRITES: u8 = b'C';
+const SPLIT_THP: u8 = b'S';
+const COLLAPSE_THP: u8 = b'L';
+const COMPACT: u8 = b'K';
+
+/// What the next read must see after a change.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Expect {
+    /// The bytes the target wrote after the change (seed 2).
+    NewBytes,
+    /// The bytes from before (seed 1): the change was not to this mapping.
+    OldBytes,
+    /// Zero-filled pages.
+    Zeros,
+    /// EFAULT at the first byte.
+    Fault,
+    /// Reads see the old bytes; writes fault.
+    ReadOnly,
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn pattern(seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; LEN];
+    Rng::new(seed).fill(&mut v);
+    v
+}
+
+/// A 2 MiB-aligned anonymous mapping of `LEN` bytes with THP asked for.
+fn aligned_buffer() -> io::Result<usize> {
+    // SAFETY: a fresh anonymous mapping, trimmed to alignment below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            LEN + HUGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let start = p as usize;
+    let aligned = (start + HUGE - 1) & !(HUGE - 1);
+    // SAFETY: unmapping the unaligned head and tail of our own mapping.
+    unsafe {
+        if aligned > start {
+            libc::munmap(p, aligned - start);
+        }
+        let end = start + LEN + HUGE;
+        if end > aligned + LEN {
+            libc::munmap((aligned + LEN) as *mut _, end - aligned - LEN);
+        }
+        libc::madvise(aligned as *mut _, LEN, libc::MADV_HUGEPAGE);
+    }
+    Ok(aligned)
+}
+
+fn fill(addr: usize, seed: u64) {
+    // SAFETY: the target's own buffer of `LEN` bytes.
+    let b = unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, LEN) };
+    Rng::new(seed).fill(b);
+}
+
+fn errno(ret: libc::c_int) -> u64 {
+    if ret == 0 {
+        0
+    } else {
+        io::Error::last_os_error().raw_os_error().unwrap_or(-1) as u64
+    }
+}
+
+/// A target process with the buffer, filled with seed 1, serving changes.
+fn cache_target() -> Result<(Peer, usize), Failure> {
+    let mut peer = Peer::spawn(|mut ch| {
+        let addr = aligned_buffer()?;
+        fill(addr, 1);
+        ch.send(&[addr as u64])?;
+        ch.serve(move |c, args| {
+            let p = addr as *mut libc::c_void;
+            // SAFETY (every arm): system calls on the target's own buffer,
+            // or a fork whose child only writes its copy and exits.
+            let r = unsafe {
+                match c {
+                    FILL => {
+                        fill(addr, args[0]);
+                        0
+                    }
+                    SUM => {
+                        let b = std::slice::from_raw_parts(addr as *const u8, LEN);
+                        return Ok(vec![fnv(b)]);
+                    }
+                    REMAP => {
+                        libc::munmap(p, LEN);
+                        let q = libc::mmap(
+                            p,
+                            LEN,
+                            libc::PROT_READ | libc::PROT_WRITE,
+                            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                            -1,
+                            0,
+                        );
+                        if q != p {
+                            return Ok(vec![1]);
+                        }
+                        fill(addr, 2);
+                        0
+                    }
+                    UNMAP => errno(libc::munmap(p, LEN)),
+                    MREMAP => {
+                        let q = libc::mremap(
+                            p,
+                            LEN,
+                            LEN,
+                            libc::MREMAP_MAYMOVE | 4, /* DONTUNMAP */
+                        );
+                        if q == libc::MAP_FAILED {
+                            // Without MREMAP_DONTUNMAP: a plain move.
+                            let q = libc::mremap(p, LEN, LEN * 2, libc::MREMAP_MAYMOVE);
+                            (q == libc::MAP_FAILED || q == p) as u64
+                        } else {
+                            // The old range stays mapped, empty: unmap it
+                            // so the move is what the copy meets.
+                            libc::munmap(p, LEN);
+                            0
+                        }
+                    }
+                    PROTECT_NONE => errno(libc::mprotect(p, LEN, libc::PROT_NONE)),
+                    PROTECT_RO => errno(libc::mprotect(p, LEN, libc::PROT_READ)),
+                    DONTNEED => errno(libc::madvise(p, LEN, libc::MADV_DONTNEED)),
+                    FORK_THEN_WRITE => {
+                        let child = libc::fork();
+                        if child == 0 {
+                            libc::sleep(5);
+                            libc::_exit(0);
+                        }
+                        // The child shares the pages copy-on-write; the
+                        // target writes, the copy must see its new pages.
+                        fill(addr, 2);
+                        libc::kill(child, libc::SIGKILL);
+                        libc::waitpid(child, std::ptr::null_mut(), 0);
+                        0
+                    }
+                    CHILD_WRITES => {
+                        let child = libc::fork();
+                        if child == 0 {
+                            fill(addr, 3);
+                            libc::_exit(0);
+                        }
+                        libc::waitpid(child, std::ptr::null_mut(), 0);
+                        0
+                    }
+                    SPLIT_THP => {
+                        // Changing one page's protection splits the huge
+                        // page around it; then new bytes everywhere.
+                        let r = errno(libc::mprotect(p, page_size(), libc::PROT_READ));
+                        libc::mprotect(p, page_size(), libc::PROT_READ | libc::PROT_WRITE);
+                        fill(addr, 2);
+                        r
+                    }
+                    COLLAPSE_THP => {
+                        // MADV_COLLAPSE (25): may fail while pages are pinned;
+                        // either way, the bytes change after it.
+                        libc::madvise(p, LEN, 25);
+                        fill(addr, 2);
+                        0
+                    }
+                    COMPACT => {
+                        let _ = std::fs::write("/proc/sys/vm/compact_memory", "1");
+                        fill(addr, 2);
+                        0
+                    }
+                    _ => libc::EBADF as u64,
+                }
+            };
+            Ok(vec![r])
+        })
+    })?;
+    let addr = peer.recv()?[0] as usize;
+    Ok((peer, addr))
+}
+
+/// Reads the target's whole buffer through `peer` into `buf`.
+fn read(peer: &cma::Peer, buf: &mut Mapping, addr: usize) -> io::Result<(u64, i32)> {
+    let l: [cma_iovec; 1] = [iov(buf.addr(), LEN)];
+    let r = [iov(addr, LEN)];
+    // SAFETY: `buf` is our own mapping of `LEN` bytes.
+    let t = unsafe { peer.copy_raw(Op::Read, &l, &r)? };
+    Ok((t.bytes, t.error))
+}
+
+/// Writes `buf` over the target's buffer through `peer`.
+fn write(peer: &cma::Peer, buf: &Mapping, addr: usize) -> io::Result<(u64, i32)> {
+    let l = [iov(buf.addr(), LEN)];
+    let r = [iov(addr, LEN)];
+    // SAFETY: `buf` is our own mapping of `LEN` bytes, only read.
+    let t = unsafe { peer.copy_raw(Op::Write, &l, &r)? };
+    Ok((t.bytes, t.error))
+}
+
+fn steady_state() -> TestResult {
+    let dev = Device::open()?;
+    let (t, addr) = cache_target()?;
+    let peer = dev.attach(Target::Pid(t.pid))?;
+    let mut buf = Mapping::new(LEN, libc::PROT_READ | libc::PROT_WRITE)?;
+    check_eq!(read(&peer, &mut buf, addr)?, (LEN as u64, 0));
+    let gup = stat("gup_calls")?;
+    let pins = vmstat("nr_foll_pin_acquired")?;
+    let hits = stat("cache_hits")?;
+    for _ in 0..10 {
+        check_eq!(read(&peer, &mut buf, addr)?, (LEN as u64, 0));
+    }
+    check!(buf.bytes() == &pattern(1)[..], "wrong bytes from the cache");
+    let (gup, pins) = (
+        stat("gup_calls")? - gup,
+        vmstat("nr_foll_pin_acquired")? - pins,
+    );
+    println!("# 10 reads of 4 MiB after the first: {gup} GUP calls, {pins} pages pinned");
+    check_eq!(gup, 0, "GUP calls in steady state");
+    check_eq!(pins, 0, "pages pinned in steady state");
+    check!(stat("cache_hits")? - hits >= 10, "no cache hits");
+    Ok(())
+}
+
+/// A counter of /proc/vmstat.
+pub(crate) fn vmstat(name: &str) -> io::Result<u64> {
+    let s = std::fs::read_to_string("/proc/vmstat")?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no {name} in /proc/vmstat")))
+}
+
+fn change(cmd: u8, expect: Expect) -> TestResult {
+    let dev = Device::open()?;
+    let (mut t, addr) = cache_target()?;
+    let peer = dev.attach(Target::Pid(t.pid))?;
+    let mut buf = Mapping::new(LEN, libc::PROT_READ | libc::PROT_WRITE)?;
+    // Cached for reading and for writing, and served from the cache.
+    let hits = stat("cache_hits")?;
+    for _ in 0..2 {
+        check_eq!(read(&peer, &mut buf, addr)?, (LEN as u64, 0));
+        check_eq!(write(&peer, &buf, addr)?, (LEN as u64, 0));
+    }
+    check!(
+        buf.bytes() == &pattern(1)[..],
+        "wrong bytes before the change"
+    );
+    check!(
+        stat("cache_hits")? - hits >= 2,
+        "the copies did not use the cache"
+    );
+    check_eq!(t.command(cmd, &[])?[0], 0, "the target's change failed");
+    buf.bytes_mut().fill(0xee);
+    let got = read(&peer, &mut buf, addr)?;
+    match expect {
+        Expect::Fault => check_eq!(got, (0, libc::EFAULT)),
+        Expect::NewBytes | Expect::OldBytes | Expect::Zeros | Expect::ReadOnly => {
+            check_eq!(got, (LEN as u64, 0));
+            let want = match expect {
+                Expect::NewBytes => pattern(2),
+                Expect::Zeros => vec![0; LEN],
+                _ => pattern(1),
+            };
+            check!(
+                buf.bytes() == &want[..],
+                "{expect:?}: the read saw other bytes"
+            );
+        }
+    }
+    // A write lands in the pages the target has now (or faults).
+    Rng::new(4).fill(buf.bytes_mut());
+    let got = write(&peer, &buf, addr)?;
+    match expect {
+        Expect::Fault | Expect::ReadOnly => check_eq!(got, (0, libc::EFAULT)),
+        _ => {
+            check_eq!(got, (LEN as u64, 0));
+            check_eq!(
+                t.command(SUM, &[])?[0],
+                fnv(buf.bytes()),
+                "the write did not reach the target's pages"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Pages pinned and not yet unpinned, system-wide.
+fn outstanding() -> io::Result<u64> {
+    Ok(vmstat("nr_foll_pin_acquired")? - vmstat("nr_foll_pin_released")?)
+}
+
+fn target_exit() -> TestResult {
+    let dev = Device::open()?;
+    let before = outstanding()?;
+    let (t, addr) = cache_target()?;
+    let peer = dev.attach(Target::Pid(t.pid))?;
+    let mut buf = Mapping::new(LEN, libc::PROT_READ | libc::PROT_WRITE)?;
+    check_eq!(read(&peer, &mut buf, addr)?, (LEN as u64, 0));
+    check!(
+        outstanding()? >= before + (LEN / page_size()) as u64,
+        "the cache holds no pins"
+    );
+    drop(t);
+    // The fd stays open; the target's pages are unpinned by the cache's
+    // work item after its exit invalidated them.
+    let mut now = outstanding()?;
+    for _ in 0..100 {
+        if now <= before {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        now = outstanding()?;
+    }
+    check!(
+        now <= before,
+        "{} pins left after the target exited",
+        now - before
+    );
+    crate::ktap::expect_errno(
+        read(&peer, &mut buf, addr),
+        libc::ESRCH,
+        "a read after the exit",
+    )?;
+    Ok(())
+}
+
+fn bounded() -> TestResult {
+    const PARAM: &str = "/sys/module/cma/parameters/cache_pages";
+    let old = std::fs::read_to_string(PARAM)?;
+    let _restore = crate::perm::Restore(PARAM, old.trim().to_string().leak());
+    // At most 1 MiB per fd: reading 4 MiB in 512 KiB pieces, twice, keeps
+    // at most 256 pages, evicting.
+    std::fs::write(PARAM, "256")?;
+    let dev = Device::open()?;
+    let (t, addr) = cache_target()?;
+    let peer = dev.attach(Target::Pid(t.pid))?;
+    let held = stat("cache_pages")?;
+    let evictions = stat("cache_evictions")?;
+    let buf = Mapping::new(LEN, libc::PROT_READ | libc::PROT_WRITE)?;
+    let piece = 512 << 10;
+    for _ in 0..2 {
+        for off in (0..LEN).step_by(piece) {
+            let l = [iov(buf.addr() + off, piece)];
+            let r = [iov(addr + off, piece)];
+            // SAFETY: within our own mapping.
+            let got = unsafe { peer.copy_raw(Op::Read, &l, &r)? };
+            check_eq!((got.bytes, got.error), (piece as u64, 0));
+            let now = stat("cache_pages")?.wrapping_sub(held);
+            check!(now <= 256, "the cache holds {now} pages, over its bound");
+        }
+    }
+    check!(buf.bytes() == &pattern(1)[..], "wrong bytes");
+    check!(stat("cache_evictions")? > evictions, "nothing was evicted");
+    drop(peer);
+    check_eq!(stat("cache_pages")?, held, "pages held after the fd closed");
+    drop(t);
+    Ok(())
+}
+
+fn memlock() -> TestResult {
+    crate::perm::needs_root()?;
+    // A target (nobody) that consents; a caller (nobody, so no
+    // CAP_IPC_LOCK) whose RLIMIT_MEMLOCK is 0: its copies work, uncached.
+    let mut t = Peer::spawn(|mut ch| {
+        util::become_user(util::NOBODY)?;
+        let dev = Device::open()?;
+        dev.grant(None)?;
+        let addr = aligned_buffer()?;
+        fill(addr, 1);
+        ch.send(&[addr as u64])?;
+        ch.wait()
+    })?;
+    let addr = t.recv()?[0] as usize;
+    let fallbacks = stat("cache_fallbacks")?;
+    let misses = stat("cache_misses")?;
+    let pid = t.pid;
+    let status = util::in_forked(|| {
+        let run = || -> io::Result<i32> {
+            util::become_user(util::NOBODY)?;
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: sets our own limit from a valid struct.
+            if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &none) } != 0 {
+                return Ok(3);
+            }
+            let dev = Device::open()?;
+            let peer = dev.attach(Target::Pid(pid))?;
+            let mut buf = Mapping::new(LEN, libc::PROT_READ | libc::PROT_WRITE)?;
+            for _ in 0..2 {
+                if read(&peer, &mut buf, addr)? != (LEN as u64, 0) {
+                    return Ok(4);
+                }
+            }
+            Ok(if buf.bytes() == &pattern(1)[..] { 0 } else { 5 })
+        };
+        run().unwrap_or(6)
+    })?;
+    check_eq!(status, 0, "the uncached copies failed");
+    check!(stat("cache_fallbacks")? > fallbacks, "no fallback counted");
+    check_eq!(
+        stat("cache_misses")?,
+        misses,
+        "pages cached past RLIMIT_MEMLOCK"
+    );
+    drop(t);
+    Ok(())
+}
