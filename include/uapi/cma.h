@@ -123,10 +123,13 @@ struct cma_iovec {
  * remote total is zero returns 0 without looking at the target.
  *
  * When the target is the caller's own address space (itself, or another
- * thread of it), the copy runs through a kernel buffer of %CMA_DIRECT_CHUNK
- * bytes: each chunk is read completely before it is written, so overlapping
- * ranges behave like memmove(3) when the destination is below the source,
- * and like a forward copy in %CMA_DIRECT_CHUNK steps otherwise.
+ * thread of it) and the local and remote ranges cannot overlap, it is one
+ * copy, as between two processes. When they may (the span from the lowest
+ * to the highest address of one side meets the other's), the copy runs
+ * through a kernel buffer of %CMA_DIRECT_CHUNK bytes: each chunk is read
+ * completely before it is written, so overlapping ranges behave like
+ * memmove(3) when the destination is below the source, and like a forward
+ * copy in %CMA_DIRECT_CHUNK steps otherwise.
  */
 struct cma_copy {
 	__u64 local_iov;
