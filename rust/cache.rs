@@ -84,8 +84,13 @@ impl Region {
     /// Whether the region serves `nr_pages` pages from `start`, for writing
     /// if `write`.
     fn covers(&self, start: usize, nr_pages: usize, write: bool) -> bool {
+        // A batch's end may wrap around (a bad address the copy will fault
+        // on): such a batch is in no region.
+        let end = nr_pages
+            .checked_mul(PAGE_SIZE)
+            .and_then(|n| start.checked_add(n));
         start >= self.start
-            && start + nr_pages * PAGE_SIZE <= self.end()
+            && end.is_some_and(|end| end <= self.end())
             && (self.pins.writable() || !write)
     }
 

@@ -71,6 +71,10 @@ pub const TESTS: &[Test] = &[
         run: || change(COMPACT, Expect::NewBytes),
     },
     Test {
+        name: "cache_wrapping_address_efault",
+        run: wrapping_address,
+    },
+    Test {
         name: "cache_target_exit_unpins",
         run: target_exit,
     },
@@ -413,6 +417,32 @@ fn change(cmd: u8, expect: Expect) -> TestResult {
             );
         }
     }
+    Ok(())
+}
+
+/// A copy whose remote range wraps around the address space, through a fd
+/// whose cache holds a region: EFAULT, as without a cache (the fuzzer found
+/// the lookup's end overflowing).
+fn wrapping_address() -> TestResult {
+    let dev = Device::open()?;
+    let (t, addr) = cache_target()?;
+    let peer = dev.attach(Target::Pid(t.pid))?;
+    let mut buf = Mapping::new(LEN, libc::PROT_READ | libc::PROT_WRITE)?;
+    check_eq!(read(&peer, &mut buf, addr)?, (LEN as u64, 0));
+    let top = usize::MAX - page_size() + 1;
+    for op in [Op::Read, Op::Write] {
+        let l = [iov(buf.addr(), 2 * page_size())];
+        let r = [iov(top, 2 * page_size())];
+        // SAFETY: the local range is our own mapping.
+        let got = unsafe { peer.copy_raw(op, &l, &r) };
+        expect_errno(
+            got,
+            libc::EFAULT,
+            format!("{op:?} at the top of the address space"),
+        )?;
+    }
+    check_eq!(read(&peer, &mut buf, addr)?, (LEN as u64, 0));
+    drop(t);
     Ok(())
 }
 
