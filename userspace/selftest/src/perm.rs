@@ -887,9 +887,9 @@ extern "C" fn on_alarm(_: libc::c_int) {}
 fn grant_under_signals() -> TestResult {
     let dev = Device::open()?;
     let mut failed = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..100 {
         // A process's first grant sets up the watch on its mm, which gives up
-        // when a signal is pending; with a timer signal every 300 us and a
+        // when a signal is pending; with a timer signal every 200 us and a
         // handler (no SA_RESTART), the grant must still succeed, restarted.
         let status = util::in_forked(|| {
             // SAFETY: installs a handler that does nothing, and a timer.
@@ -899,7 +899,7 @@ fn grant_under_signals() -> TestResult {
                 libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
                 let every = libc::timeval {
                     tv_sec: 0,
-                    tv_usec: 300,
+                    tv_usec: 200,
                 };
                 let t = libc::itimerval {
                     it_interval: every,
