@@ -68,8 +68,9 @@ pub(crate) struct Region {
     /// The pinned pages (dropped after the watch, once nothing can use
     /// them: an `Arc` holds the region while a copy does).
     pins: LongPins,
-    /// The mm whose locked memory pays for the pins.
-    charged: MmGrab,
+    /// What the pins are charged to, returned after they are unpinned (the
+    /// fields drop in this order).
+    _account: Account,
 }
 
 impl Region {
@@ -101,12 +102,37 @@ impl Region {
     }
 }
 
-impl Drop for Region {
+/// Pages charged to the bound of all caches, to the locked memory of the
+/// process that made a region, and to the `cache_pages` counter; returned
+/// on drop.
+struct Account {
+    charged: MmGrab,
+    pages: usize,
+}
+
+impl Account {
+    /// Charges `pages`, or `None` past the bound of all caches or the
+    /// caller's `RLIMIT_MEMLOCK`.
+    fn charge(pages: usize) -> Option<Account> {
+        if TOTAL_PAGES.fetch_add(pages, Ordering::Relaxed) + pages > total_pages_max() {
+            TOTAL_PAGES.fetch_sub(pages, Ordering::Relaxed);
+            return None;
+        }
+        let charged = MmGrab::current();
+        if charged.charge_locked(pages).is_err() {
+            TOTAL_PAGES.fetch_sub(pages, Ordering::Relaxed);
+            return None;
+        }
+        stats::add(Stat::CachePages, pages);
+        Some(Account { charged, pages })
+    }
+}
+
+impl Drop for Account {
     fn drop(&mut self) {
-        let n = self.pins.len();
-        self.charged.uncharge_locked(n);
-        TOTAL_PAGES.fetch_sub(n, Ordering::Relaxed);
-        stats::sub(Stat::CachePages, n);
+        self.charged.uncharge_locked(self.pages);
+        TOTAL_PAGES.fetch_sub(self.pages, Ordering::Relaxed);
+        stats::sub(Stat::CachePages, self.pages);
     }
 }
 
@@ -285,22 +311,9 @@ impl Cache {
             }
             stats::inc(Stat::CacheEvictions);
         }
-        // Room in all caches.
-        if TOTAL_PAGES.fetch_add(nr_pages, Ordering::Relaxed) + nr_pages > total_pages_max() {
-            TOTAL_PAGES.fetch_sub(nr_pages, Ordering::Relaxed);
-            return None;
-        }
-        let charged = MmGrab::current();
-        if charged.charge_locked(nr_pages).is_err() {
-            TOTAL_PAGES.fetch_sub(nr_pages, Ordering::Relaxed);
-            return None;
-        }
-        stats::add(Stat::CachePages, nr_pages);
-        // From here on, dropping a half-made region returns all of it.
-        let mut undo = Undo {
-            charged: Some(charged),
-            pages: nr_pages,
-        };
+        // Room in all caches, and in the caller's locked memory; from here
+        // on, dropping a half-made region returns all of it.
+        let account = Account::charge(nr_pages)?;
         let (watch, seq) = RegionWatch::new(mm, start, nr_pages * PAGE_SIZE, &self.hook).ok()?;
         let pins = LongPins::pin(mm, start, nr_pages, write)?;
         let region = Region {
@@ -308,7 +321,7 @@ impl Cache {
             watch,
             seq,
             pins,
-            charged: undo.charged.take()?,
+            _account: account,
         };
         // Changed while it was being pinned: not kept (dropping it returns
         // everything); the copy pins again for itself.
@@ -324,23 +337,6 @@ impl Cache {
         slots.slot[free] = Some((region.clone(), now));
         self.shared.pages.fetch_add(nr_pages, Ordering::Relaxed);
         Some(region)
-    }
-}
-
-/// The accounting of a region being made, returned if it is not made (once
-/// it is, the region's `Drop` returns it, and `charged` was taken).
-struct Undo {
-    charged: Option<MmGrab>,
-    pages: usize,
-}
-
-impl Drop for Undo {
-    fn drop(&mut self) {
-        if let Some(charged) = &self.charged {
-            charged.uncharge_locked(self.pages);
-            TOTAL_PAGES.fetch_sub(self.pages, Ordering::Relaxed);
-            stats::sub(Stat::CachePages, self.pages);
-        }
     }
 }
 
