@@ -77,7 +77,8 @@ ucx_run() { # config size rep
         "$(awk '/Final:/ { print $7 }' "$work/client.log")" >> "$raw"
 }
 
-echo "# bench-mpi: $(date -u +%F), $(uname -r), $(nproc) CPUs, accelerator ${CMA_ACCEL:-unknown}" >&2
+engine=$(cat /sys/module/cma/parameters/engine 2>/dev/null || echo unknown)
+echo "# bench-mpi: $(date -u +%F), $(uname -r), $(nproc) CPUs, accelerator ${CMA_ACCEL:-unknown}, cma engine $engine" >&2
 echo "# $(mpirun.openmpi --version 2>&1 | head -1), hpcc $(dpkg-query -W -f='${Version}' hpcc 2>/dev/null), HPL N=$hpl_n, $reps repetitions" >&2
 configs=(Base CMA cma)
 for rep in $(seq "$reps"); do
@@ -94,9 +95,9 @@ for rep in $(seq "$reps"); do
     done
 done
 
-python3 - "$raw" "$top/out/bench-mpi.json" "${CMA_ACCEL:-unknown}" "$hpl_n" <<'EOF'
+python3 - "$raw" "$top/out/bench-mpi.json" "${CMA_ACCEL:-unknown}" "$hpl_n" "$engine" <<'EOF'
 import json, statistics, sys, datetime, platform
-raw, out, accel, hpl_n = sys.argv[1:5]
+raw, out, accel, hpl_n, engine = sys.argv[1:6]
 rows = [l.rstrip("\n").split("\t") for l in open(raw) if l.strip()]
 hpcc, ucx = {}, {}
 for r in rows:
@@ -110,9 +111,9 @@ keys = [("NaturallyOrderedRingBandwidth_GBytes", "Naturally ordered ring", (1235
         ("RandomlyOrderedRingBandwidth_GBytes", "Randomly ordered ring", (1227, 4666)),
         ("MaxPingPongBandwidth_GBytes", "Max ping-pong", (2028, 7424))]
 doc = {"date": datetime.date.today().isoformat(), "kernel": platform.release(),
-       "accelerator": accel, "hpl_n": int(hpl_n), "ranks": 2,
+       "accelerator": accel, "engine": engine, "hpl_n": int(hpl_n), "ranks": 2,
        "hpcc": [], "ucx_perftest": []}
-print(f"HPCC b_eff, Open MPI 4.1 btl/vader, 2 ranks, {accel.upper()} guest "
+print(f"HPCC b_eff, Open MPI 4.1 btl/vader, 2 ranks, {accel.upper()} guest, cma engine {engine} "
       f"(MB/s, median of {len(next(iter(hpcc.values())))}; min-max)")
 print(f"{'':24} {'Base':>17} {'CMA':>17} {'cma':>17} | {'cma/Base':>8} {'cma/CMA':>8} | seed (POWER6, 4 procs): Base, CMA, CMA/Base")
 for key, name, seed in keys:

@@ -8,6 +8,7 @@
 #                                                 (results in out/)
 #   scripts/vm.sh [--flavour normal|debug] bench-mpi [ARGS]  load cma.ko and run
 #                                                 scripts/bench-mpi.sh ARGS (HPCC, ucx_perftest)
+#   CMA_INSMOD_ARGS="engine=usercopy" ...           module parameters for bench and bench-mpi
 #   scripts/vm.sh [--flavour normal|debug] shell -- CMD...   run CMD in the guest
 #
 # KVM is used when it works on this machine (probed with a real boot) and TCG
@@ -113,13 +114,13 @@ case "$mode" in
     bench)
         mkdir -p "$top/out"
         vng_args+=(--rwdir "$top/out")
-        guest "insmod $ko && echo '# accelerator: $accel' && userspace/target/release/cma bench $* ; s=\$?; rmmod cma; exit \$s" \
+        guest "insmod $ko ${CMA_INSMOD_ARGS:-} && echo '# accelerator: $accel' && userspace/target/release/cma bench $* ; s=\$?; rmmod cma; exit \$s" \
             | tee "$top/out/bench-$accel.txt"
         ;;
     bench-mpi)
         mkdir -p "$top/out"
         vng_args+=(--rwdir "$top/out")
-        guest "insmod $ko && CMA_ACCEL=$accel scripts/bench-mpi.sh $* ; s=\$?; rmmod cma; exit \$s" \
+        guest "insmod $ko ${CMA_INSMOD_ARGS:-} && CMA_ACCEL=$accel scripts/bench-mpi.sh $* ; s=\$?; rmmod cma; exit \$s" \
             | tee "$top/out/bench-mpi-$accel.txt"
         ;;
     shell)
