@@ -141,23 +141,28 @@ impl Drop for Account {
 struct Slots {
     slot: [Option<(Arc<Region>, u64)>; MAX_REGIONS],
     clock: u64,
+    /// Pages of the regions in `slot`.
+    pages: usize,
 }
 
 impl Slots {
     /// Empties slot `i`; its region is unpinned now, or by the copy still
     /// using it.
-    fn take(&mut self, i: usize, pages: &AtomicUsize) {
+    fn take(&mut self, i: usize) {
         if let Some((r, _)) = self.slot[i].take() {
-            pages.fetch_sub(r.pins.len(), Ordering::Relaxed);
+            self.pages -= r.pins.len();
         }
+    }
+
+    /// Whether a region of `nr_pages` fits beside the others, within `max`.
+    fn room(&self, nr_pages: usize, max: usize) -> bool {
+        self.pages + nr_pages <= max && self.slot.iter().any(Option::is_none)
     }
 }
 
 /// The part of a cache its work item reaches.
 struct Shared {
     regions: Pin<KBox<Mutex<Slots>>>,
-    /// Pages in `regions`.
-    pages: AtomicUsize,
 }
 
 impl Shared {
@@ -167,7 +172,7 @@ impl Shared {
         let mut n = 0;
         for i in 0..MAX_REGIONS {
             if slots.slot[i].as_ref().is_some_and(|(r, _)| pred(r)) {
-                slots.take(i, &self.pages);
+                slots.take(i);
                 n += 1;
             }
         }
@@ -182,16 +187,11 @@ impl Shared {
             .min();
         match oldest {
             Some((_, i)) => {
-                slots.take(i, &self.pages);
+                slots.take(i);
                 true
             }
             None => false,
         }
-    }
-
-    /// Whether every slot is taken.
-    fn full(&self) -> bool {
-        self.regions.lock().slot.iter().all(Option::is_some)
     }
 }
 
@@ -224,12 +224,12 @@ impl Cache {
                         Slots {
                             slot: core::array::from_fn(|_| None),
                             clock: 0,
+                            pages: 0,
                         },
                         "cma_cache"
                     ),
                     GFP_KERNEL_ACCOUNT,
                 )?,
-                pages: AtomicUsize::new(0),
             },
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -280,7 +280,7 @@ impl Cache {
                 continue;
             }
             if !slots.slot[i].as_ref().is_some_and(|(r, _)| r.valid()) {
-                slots.take(i, &self.shared.pages);
+                slots.take(i);
                 stats::inc(Stat::CacheInvalidations);
                 continue;
             }
@@ -305,7 +305,7 @@ impl Cache {
         max: usize,
     ) -> Option<Arc<Region>> {
         // Room in this cache: least recently used first.
-        while self.shared.pages.load(Ordering::Relaxed) + nr_pages > max || self.shared.full() {
+        while !self.shared.regions.lock().room(nr_pages, max) {
             if !self.shared.evict_one() {
                 break;
             }
@@ -330,12 +330,15 @@ impl Cache {
         }
         let region = Arc::new(region, GFP_KERNEL_ACCOUNT).ok()?;
         let mut slots = self.shared.regions.lock();
-        // Another copy through this fd may have filled the last slot.
+        // Another copy through this fd may have taken the room meanwhile.
+        if !slots.room(nr_pages, max) {
+            return None;
+        }
         let free = slots.slot.iter().position(Option::is_none)?;
         slots.clock += 1;
         let now = slots.clock;
         slots.slot[free] = Some((region.clone(), now));
-        self.shared.pages.fetch_add(nr_pages, Ordering::Relaxed);
+        slots.pages += nr_pages;
         Some(region)
     }
 }

@@ -149,12 +149,13 @@ pub(crate) fn copy(
             want,
             &mut out.bytes,
         )
-    } else if may_overlap(local, remote, want) {
-        stats::inc(Stat::DirectCopies);
-        copy_staged(dir, local, remote, want, &mut out.bytes)
     } else {
         stats::inc(Stat::DirectCopies);
-        copy_pinned(Side::Own, engine, dir, local, remote, want, &mut out.bytes)
+        if may_overlap(local, remote, want) {
+            copy_staged(dir, local, remote, want, &mut out.bytes)
+        } else {
+            copy_pinned(Side::Own, engine, dir, local, remote, want, &mut out.bytes)
+        }
     };
     stats::inc(Stat::Copies);
     stats::add(Stat::Bytes, out.bytes);

@@ -39,6 +39,29 @@ impl MmRef {
         self.0.as_ptr()
     }
 
+    /// Pins up to `slots.len()` pages of this address space from the
+    /// page-aligned `start` with `pin_user_pages_remote` (`FOLL_PIN` and
+    /// `gup_flags`), under its `mmap_lock`, taken and dropped in the glue so
+    /// that it is never held while copying; counted. Returns what GUP
+    /// returned: how many of the first slots hold pinned pages, or an errno.
+    fn pin_remote(&self, start: usize, gup_flags: u32, slots: &mut [*mut bindings::page]) -> i64 {
+        // SAFETY: the mm is live (type invariant); `slots` has room for the
+        // pages asked for. Without FOLL_FORCE, GUP honours the target's
+        // protections (no writes to read-only memory).
+        let ret = unsafe {
+            cma_glue_pin_remote(
+                self.0.as_ptr(),
+                start,
+                slots.len(),
+                gup_flags,
+                slots.as_mut_ptr(),
+            )
+        };
+        stats::inc(Stat::GupCalls);
+        stats::add(Stat::PagesPinned, ret.max(0) as usize);
+        ret
+    }
+
     /// Whether this is the caller's own address space.
     pub(crate) fn is_current(&self) -> bool {
         // SAFETY: reads `current->mm`; no preconditions.
@@ -201,21 +224,7 @@ impl PageBatch {
         let slots = self.slots();
         let nr_pages = nr_pages.min(slots.len());
         let gup_flags = if write { bindings::FOLL_WRITE } else { 0 };
-        // SAFETY: the mm is live (we hold `mm_users`); `slots` has room for
-        // `nr_pages` pointers. The glue takes and drops the `mmap_lock`
-        // around GUP. Without FOLL_FORCE, GUP honours the target's
-        // protections (no writes to read-only memory).
-        let ret = unsafe {
-            cma_glue_pin_remote(
-                mm.0.as_ptr(),
-                start,
-                nr_pages,
-                gup_flags,
-                slots.as_mut_ptr(),
-            )
-        };
-        stats::inc(Stat::GupCalls);
-        stats::add(Stat::PagesPinned, ret.max(0) as usize);
+        let ret = mm.pin_remote(start, gup_flags, &mut slots[..nr_pages]);
         // SAFETY: `ret` is what GUP returned for these slots just now.
         unsafe { Pinned::from_gup(slots, ret as _, write) }
     }
@@ -453,13 +462,7 @@ impl LongPins {
         if write {
             flags |= bindings::FOLL_WRITE;
         }
-        // SAFETY: as in `PageBatch::pin`: the mm is live, `pages` has room
-        // for `nr_pages` pointers, the glue takes and drops the mmap_lock.
-        let ret = unsafe {
-            cma_glue_pin_remote(mm.0.as_ptr(), start, nr_pages, flags, pages.as_mut_ptr())
-        };
-        stats::inc(Stat::GupCalls);
-        stats::add(Stat::PagesPinned, ret.max(0) as usize);
+        let ret = mm.pin_remote(start, flags, &mut pages);
         if ret <= 0 {
             return None;
         }
