@@ -794,12 +794,17 @@ fn grant_to_thread() -> TestResult {
     Ok(())
 }
 
-/// A module parameter of cma, as a number.
-pub(crate) fn param(name: &str) -> io::Result<u64> {
-    std::fs::read_to_string(format!("/sys/module/cma/parameters/{name}"))?
+/// A sysfs file holding one decimal number.
+fn sysfs_number(path: &str) -> io::Result<u64> {
+    std::fs::read_to_string(path)?
         .trim()
         .parse()
         .map_err(io::Error::other)
+}
+
+/// A module parameter of cma, as a number.
+pub(crate) fn param(name: &str) -> io::Result<u64> {
+    sysfs_number(&format!("/sys/module/cma/parameters/{name}"))
 }
 
 /// The most registry slots one user may hold (`MAX_PER_USER` in the module).
@@ -876,10 +881,7 @@ fn grant_flood() -> TestResult {
 
 /// A counter of `/sys/class/misc/cma/stats`.
 pub(crate) fn stat(name: &str) -> io::Result<u64> {
-    std::fs::read_to_string(format!("/sys/class/misc/cma/stats/{name}"))?
-        .trim()
-        .parse()
-        .map_err(io::Error::other)
+    sysfs_number(&format!("/sys/class/misc/cma/stats/{name}"))
 }
 
 extern "C" fn on_alarm(_: libc::c_int) {}
