@@ -1,12 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A peer fd's page cache: the target's pages kept pinned across copies.
+//! Page caches: pages of one address space kept pinned across copies.
 //!
 //! MPI libraries copy to and from the same buffers again and again; pinning
-//! the target's pages on every copy (GUP under its `mmap_lock`, then unpin)
-//! is most of what a copy costs beside the bytes. A peer fd keeps the pages
-//! of the ranges it copied pinned, in [`Region`]s, as RDMA keeps a memory
-//! registration, and serves later copies of those ranges without GUP.
+//! the pages on every copy (GUP, then unpin) is most of what a copy costs
+//! beside the bytes. A cache keeps the pages of the ranges copied pinned, in
+//! [`Region`]s, as RDMA keeps a memory registration, and serves later copies
+//! of those ranges without GUP. There are two kinds, the same code: a peer
+//! fd's cache of its target's pages, and an open `/dev/cma`'s cache of its
+//! opener's own pages (the caller's side of a copy under the `pinned`
+//! engine, shared by the peer fds attached through that file so that a
+//! process's buffers are pinned and charged once, not once per peer). A
+//! cache serves only the address space it was made for: a copy by another
+//! process (a fd passed on, or inherited across `fork`) goes uncached.
 //!
 //! What keeps it exact: each region has a [`RegionWatch`], an interval
 //! notifier on the target's mm over the region's range. Any change to the
@@ -21,7 +27,7 @@
 //! GUP cannot pin completely (a hole, a protection) is copied without the
 //! cache, which finds the fault where it is.
 //!
-//! Bounds: at most the `cache_pages` parameter's pages per fd (0 turns the
+//! Bounds: at most the `cache_pages` parameter's pages per cache (0 turns the
 //! cache off) and [`MAX_REGIONS`] regions, least recently used first out;
 //! at most a quarter of RAM in all caches; and every region is charged to
 //! the locked memory of the process that made it (`RLIMIT_MEMLOCK` unless
@@ -45,7 +51,7 @@ const MAX_REGIONS: usize = 64;
 static TOTAL_PAGES: AtomicUsize = AtomicUsize::new(0);
 
 /// The most pages one cache may hold (the `cache_pages` parameter).
-fn per_fd_pages() -> usize {
+fn per_cache_pages() -> usize {
     // SAFETY: reads a module parameter; no preconditions.
     unsafe { crate::glue::cma_glue_cache_param() }.max(0) as usize
 }
@@ -206,17 +212,20 @@ pub(crate) extern "C" fn cma_rs_cache_reap(shared: *const core::ffi::c_void) {
     stats::add(Stat::CacheInvalidations, n);
 }
 
-/// A peer fd's cache of its target's pages.
+/// A cache of the pages of one address space.
 pub(crate) struct Cache {
     /// Declared before `shared`: the work item is cancelled before the
     /// shared part it uses goes.
     hook: CacheHook,
     shared: Arc<Shared>,
+    /// The address space the regions belong to (held, so that no other can
+    /// take its address while the cache lives).
+    mm: MmGrab,
 }
 
 impl Cache {
-    /// An empty cache.
-    pub(crate) fn new() -> Result<Cache> {
+    /// An empty cache for the pages of `mm`.
+    pub(crate) fn new(mm: MmGrab) -> Result<Cache> {
         let shared = Arc::new(
             Shared {
                 regions: KBox::pin_init(
@@ -237,13 +246,18 @@ impl Cache {
         // SAFETY: `shared` lives in the cache with the hook, and `Drop`
         // drops every region (so every watch) before the hook.
         let hook = unsafe { CacheHook::new(ptr.cast())? };
-        Ok(Cache { hook, shared })
+        Ok(Cache { hook, shared, mm })
     }
 
-    /// The target's pages for one batch of a copy: `nr_pages` from the
-    /// page-aligned `start` of `mm`, for writing if `write`, kept in the
-    /// cache. `None` if the cache is off or cannot keep them: the copy then
-    /// pins them itself.
+    /// Whether the cache is for the pages of `mm`.
+    pub(crate) fn is_for(&self, mm: &MmRef) -> bool {
+        self.mm.as_ptr() == mm.as_ptr()
+    }
+
+    /// The pages for one batch of a copy: `nr_pages` from the page-aligned
+    /// `start` of `mm`, for writing if `write`, kept in the cache. `None` if
+    /// the cache is off, is for another address space, or cannot keep them:
+    /// the copy then pins them itself.
     pub(crate) fn get(
         &self,
         mm: &MmRef,
@@ -251,8 +265,8 @@ impl Cache {
         nr_pages: usize,
         write: bool,
     ) -> Option<Arc<Region>> {
-        let max = per_fd_pages();
-        if nr_pages > max {
+        let max = per_cache_pages();
+        if nr_pages > max || !self.is_for(mm) {
             return None;
         }
         if let Some(r) = self.lookup(start, nr_pages, write) {

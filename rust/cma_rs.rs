@@ -16,6 +16,7 @@ mod copy;
 mod device;
 mod dispatch;
 mod engine;
+mod file;
 mod glue;
 mod info;
 mod kcopy;

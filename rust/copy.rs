@@ -4,8 +4,8 @@
 //! / `CMA_IOC_WRITE1`, on `/dev/cma` or on a peer fd: read and validate the
 //! request, find the target, run the copy engine, report the result.
 
-use crate::cache::Cache;
-use crate::engine::{self, Direction, IoVec};
+use crate::engine::{self, Caches, Direction, IoVec};
+use crate::file::DevFile;
 use crate::mm::MmRef;
 use crate::peer::Peer;
 use crate::target::{self, TargetId};
@@ -22,7 +22,7 @@ const MAX_IOV: u32 = kernel::bindings::UIO_MAXIOV;
 #[derive(Clone, Copy)]
 pub(crate) enum Via<'a> {
     /// `/dev/cma`: by the request's pid or pidfd.
-    Device,
+    Device(&'a DevFile),
     /// A peer fd: the target attached to; the request's pid and
     /// `CMA_COPY_PIDFD` must be zero.
     Peer(&'a Peer),
@@ -31,15 +31,15 @@ pub(crate) enum Via<'a> {
 /// The target a request names, not yet looked up. Building it validates the
 /// naming fields (`EINVAL`), before any other work.
 enum Named<'a> {
-    Id(TargetId),
+    Id(TargetId, &'a DevFile),
     Peer(&'a Peer),
 }
 
 impl<'a> Named<'a> {
     fn new(via: Via<'a>, pid: i32, pidfd: bool) -> Result<Named<'a>> {
         Ok(match via {
-            Via::Device if pidfd => Named::Id(TargetId::PidFd(pid)),
-            Via::Device => Named::Id(TargetId::Pid(pid)),
+            Via::Device(f) if pidfd => Named::Id(TargetId::PidFd(pid), f),
+            Via::Device(f) => Named::Id(TargetId::Pid(pid), f),
             Via::Peer(_) if pid != 0 || pidfd => return Err(EINVAL),
             Via::Peer(p) => Named::Peer(p),
         })
@@ -48,16 +48,24 @@ impl<'a> Named<'a> {
     /// Looks the target up and checks access.
     fn open(&self) -> Result<MmRef> {
         match self {
-            Named::Id(id) => Ok(target::open(*id)?.mm),
+            Named::Id(id, _) => Ok(target::open(*id)?.mm),
             Named::Peer(p) => p.target(),
         }
     }
 
-    /// The page cache of the peer fd the request came through, if any.
-    fn cache(&self) -> Option<&'a Cache> {
+    /// The page caches the copy may use: the peer fd's of its target's
+    /// pages, and the caller's own pages' of the `/dev/cma` file the
+    /// request (or its peer fd) came from.
+    fn caches(&self) -> Caches<'a> {
         match self {
-            Named::Id(_) => None,
-            Named::Peer(p) => Some(p.cache()),
+            Named::Id(_, f) => Caches {
+                target: None,
+                own: Some(f.own_cache()),
+            },
+            Named::Peer(p) => Caches {
+                target: Some(p.cache()),
+                own: Some(p.own_cache()),
+            },
         }
     }
 }
@@ -105,7 +113,7 @@ pub(crate) fn ioctl(via: Via<'_>, arg: UserPtr, dir: Direction) -> Result<isize>
             error: None,
         }
     } else {
-        engine::copy(&named.open()?, named.cache(), dir, &local, &remote)
+        engine::copy(&named.open()?, named.caches(), dir, &local, &remote)
     };
 
     let (remote_index, remote_offset) = engine::position(&remote, outcome.bytes);
@@ -153,7 +161,7 @@ fn ioctl_pvm(via: Via<'_>, req: &uapi::cma_copy, dir: Direction) -> Result<isize
     // No more than MAX_RW_COUNT bytes can move, so capping the remote side
     // too changes nothing the caller sees, and keeps its total in range.
     cap_total(&mut remote);
-    let outcome = engine::copy(&named.open()?, named.cache(), dir, &local, &remote);
+    let outcome = engine::copy(&named.open()?, named.caches(), dir, &local, &remote);
     match outcome.error {
         // The system call reports every failure of the copy itself as EFAULT.
         Some(_) if outcome.bytes == 0 => Err(EFAULT),
@@ -194,7 +202,7 @@ pub(crate) fn ioctl1(via: Via<'_>, arg: UserPtr, dir: Direction) -> Result<isize
         base: req.remote as usize,
         len,
     }];
-    let outcome = engine::copy(&named.open()?, named.cache(), dir, &local, &remote);
+    let outcome = engine::copy(&named.open()?, named.caches(), dir, &local, &remote);
     match outcome.error {
         Some(e) if outcome.bytes == 0 => Err(e),
         // `len <= CMA_COPY1_MAX`, so the count fits.

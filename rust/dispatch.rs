@@ -7,7 +7,7 @@
 
 use crate::copy::Via;
 use crate::engine::Direction;
-use crate::{consent, copy, info, peer, uapi};
+use crate::{consent, copy, file, info, peer, uapi};
 use core::ffi::{c_int, c_long, c_uint, c_ulong};
 use kernel::prelude::*;
 
@@ -20,20 +20,29 @@ pub(crate) extern "C" fn cma_rs_ioctl(
     cmd: c_uint,
     arg: c_ulong,
 ) -> c_long {
-    match dispatch(file as usize, cmd, arg as usize) {
+    // SAFETY: the glue calls this only as the `unlocked_ioctl` of
+    // `/dev/cma`, whose `open` stored the state, and the VFS does not
+    // release a file while one of its ioctls runs.
+    let dev = unsafe { file::borrow(crate::glue::cma_glue_file_private(file)) };
+    match dispatch(dev, file as usize, cmd, arg as usize) {
         Ok(ret) => ret as c_long,
         Err(e) => e.to_errno() as c_long,
     }
 }
 
 /// The `release` of `/dev/cma`, called by the C glue when the last reference
-/// to an open file goes away: the grants made on it are forgotten.
+/// to an open file goes away: the grants made on it are forgotten, and its
+/// state freed.
 #[no_mangle]
 pub(crate) extern "C" fn cma_rs_release(
     _inode: *mut kernel::bindings::inode,
     file: *mut kernel::bindings::file,
 ) -> c_int {
     consent::release(file as usize);
+    // SAFETY: the glue calls this only as the `release` of `/dev/cma`, once,
+    // after every other file operation on it has returned; its `open`
+    // stored the state.
+    unsafe { file::close(crate::glue::cma_glue_file_private(file)) };
     0
 }
 
@@ -76,17 +85,18 @@ pub(crate) extern "C" fn cma_rs_peer_release(
     0
 }
 
-/// `file` identifies the open file (it is never dereferenced here).
-fn dispatch(file: usize, cmd: u32, arg: usize) -> Result<isize> {
+/// `file` identifies the open file (it is never dereferenced here); `dev`
+/// is its state.
+fn dispatch(dev: &file::DevFile, file: usize, cmd: u32, arg: usize) -> Result<isize> {
     match cmd {
         uapi::CMA_IOC_INFO => info::info(arg),
-        uapi::CMA_IOC_READ => copy::ioctl(Via::Device, arg, Direction::Read),
-        uapi::CMA_IOC_WRITE => copy::ioctl(Via::Device, arg, Direction::Write),
-        uapi::CMA_IOC_READ1 => copy::ioctl1(Via::Device, arg, Direction::Read),
-        uapi::CMA_IOC_WRITE1 => copy::ioctl1(Via::Device, arg, Direction::Write),
+        uapi::CMA_IOC_READ => copy::ioctl(Via::Device(dev), arg, Direction::Read),
+        uapi::CMA_IOC_WRITE => copy::ioctl(Via::Device(dev), arg, Direction::Write),
+        uapi::CMA_IOC_READ1 => copy::ioctl1(Via::Device(dev), arg, Direction::Read),
+        uapi::CMA_IOC_WRITE1 => copy::ioctl1(Via::Device(dev), arg, Direction::Write),
         uapi::CMA_IOC_GRANT => consent::grant(file, arg),
         uapi::CMA_IOC_REVOKE => consent::revoke(),
-        uapi::CMA_IOC_ATTACH => peer::attach(arg),
+        uapi::CMA_IOC_ATTACH => peer::attach(dev, arg),
         _ => Err(ENOTTY),
     }
 }

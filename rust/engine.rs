@@ -20,7 +20,7 @@
 //!   [`DIRECT_CHUNK`] bytes, so that each chunk is read before any of it is
 //!   written (`memmove` within a chunk).
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Region};
 use crate::kcopy::{self, Engine};
 use crate::mm::{MmRef, PageBatch, Pinned};
 use crate::stats::{self, Stat};
@@ -29,6 +29,7 @@ use crate::user;
 use kernel::alloc::KVVec;
 use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
+use kernel::sync::Arc;
 
 /// Pages pinned per batch: 2 MiB, so that one batch covers a PMD-sized huge page.
 const BATCH_PAGES: usize = 512;
@@ -122,13 +123,21 @@ pub(crate) fn position(iovs: &[IoVec], bytes: usize) -> (usize, usize) {
     (iovs.len(), 0)
 }
 
+/// The page caches a copy may use (see [`crate::cache`]); each serves only
+/// the address space it is for.
+#[derive(Clone, Copy)]
+pub(crate) struct Caches<'a> {
+    /// The target's pages: the peer fd's cache.
+    pub(crate) target: Option<&'a Cache>,
+    /// The caller's own pages: its `/dev/cma` file's cache.
+    pub(crate) own: Option<&'a Cache>,
+}
+
 /// Copies between the caller's `local` iovecs and `remote` iovecs in `mm`,
 /// until either side is exhausted or something fails.
-///
-/// `cache` is the peer fd's page cache, when the copy came through one.
 pub(crate) fn copy(
     mm: &MmRef,
-    cache: Option<&Cache>,
+    caches: Caches<'_>,
     dir: Direction,
     local: &[IoVec],
     remote: &[IoVec],
@@ -140,9 +149,10 @@ pub(crate) fn copy(
     };
     let engine = kcopy::engine();
     let result = if !mm.is_current() {
+        let own = LocalPages::new(local, want, engine, caches.own);
         copy_pinned(
-            Side::Remote(mm, cache),
-            engine,
+            Side::Remote(mm, caches.target),
+            own,
             dir,
             local,
             remote,
@@ -154,7 +164,19 @@ pub(crate) fn copy(
         if may_overlap(local, remote, want) {
             copy_staged(dir, local, remote, want, &mut out.bytes)
         } else {
-            copy_pinned(Side::Own, engine, dir, local, remote, want, &mut out.bytes)
+            // Both sides are the caller's pages: a peer fd on the caller
+            // itself caches both in its one cache.
+            let cache = caches.target.or(caches.own);
+            let own = LocalPages::new(local, want, engine, cache);
+            copy_pinned(
+                Side::Own(mm, cache),
+                own,
+                dir,
+                local,
+                remote,
+                want,
+                &mut out.bytes,
+            )
         }
     };
     stats::inc(Stat::Copies);
@@ -163,21 +185,20 @@ pub(crate) fn copy(
     out
 }
 
-/// Where the "remote" iovecs' pages are.
+/// Where the "remote" iovecs' pages are, and the cache that may hold them.
 #[derive(Clone, Copy)]
 enum Side<'a> {
-    /// In another address space: pinned with `pin_user_pages_remote`, or
-    /// kept pinned by a peer fd's cache.
+    /// In another address space: pinned with `pin_user_pages_remote`.
     Remote(&'a MmRef, Option<&'a Cache>),
-    /// In the caller's own: pinned with `pin_user_pages_fast`.
-    Own,
+    /// In the caller's own (`mm`): pinned with `pin_user_pages_fast`.
+    Own(&'a MmRef, Option<&'a Cache>),
 }
 
-/// The single copy: pin the remote iovecs' pages in batches, copy between
-/// them and the caller's iovecs, unpin.
+/// The single copy: pin the remote iovecs' pages in batches (or find them
+/// in a cache), copy between them and the caller's iovecs, unpin.
 fn copy_pinned(
     side: Side<'_>,
-    engine: Engine,
+    mut own: LocalPages<'_>,
     dir: Direction,
     local: &[IoVec],
     remote: &[IoVec],
@@ -185,9 +206,11 @@ fn copy_pinned(
     done: &mut usize,
 ) -> Result {
     let mut batch = PageBatch::new(pages_spanned(remote, want).clamp(1, BATCH_PAGES))?;
-    let mut own = LocalPages::new(local, want, engine);
     let mut local = Cursor::new(local);
     let mut remote = Cursor::new(remote);
+    let (mm, cache) = match side {
+        Side::Remote(mm, cache) | Side::Own(mm, cache) => (mm, cache),
+    };
     while *done < want {
         let Some((addr, len)) = remote.peek(want - *done) else {
             break;
@@ -196,16 +219,13 @@ fn copy_pinned(
         let in_page = addr - first_page;
         let nr_pages = (in_page + len).div_ceil(PAGE_SIZE).min(batch.capacity());
         let write = dir == Direction::Write;
-        let cached = match side {
-            Side::Remote(mm, Some(cache)) => cache.get(mm, first_page, nr_pages, write),
-            _ => None,
-        };
+        let cached = cache.and_then(|c| c.get(mm, first_page, nr_pages, write));
         let mut pinned = match (&cached, side) {
             (Some(region), _) => region.pages(first_page, nr_pages, write),
-            (None, Side::Remote(mm, _)) => batch
+            (None, Side::Remote(..)) => batch
                 .pin(mm, first_page, nr_pages, write)
                 .map_err(gup_error)?,
-            (None, Side::Own) => batch
+            (None, Side::Own(..)) => batch
                 .pin_own(first_page, nr_pages, write)
                 .map_err(gup_error)?,
         };
@@ -236,29 +256,47 @@ fn copy_pinned(
 /// cost less than a pin and unpin for them.
 const PIN_OWN_MIN: usize = 2048;
 
-/// The caller's side of a remote copy: long pieces are pinned (in batches of
-/// up to [`BATCH_PAGES`]) so that the bytes move between two kernel mappings
-/// with [`crate::kcopy`]'s routine, which on CPUs without fast short `rep
-/// movs` is much faster than the user copy routines. Memory GUP cannot pin
-/// falls back to the user copy routines, so faults are reported exactly as
-/// they would be without pinning.
-struct LocalPages {
+/// The caller's side of a copy: long pieces are pinned (in batches of up
+/// to [`BATCH_PAGES`]), or found pinned in the cache of the caller's own
+/// pages, so that the bytes move between two kernel mappings with
+/// [`crate::kcopy`]'s routine, which on CPUs without fast short `rep movs`
+/// is much faster than the user copy routines. Memory GUP cannot pin falls
+/// back to the user copy routines, so faults are reported exactly as they
+/// would be without pinning.
+struct LocalPages<'a> {
     /// Room for the pinned pages, made when the first long piece comes.
     batch: Option<PageBatch>,
     /// The most pages any batch needs.
     max_pages: usize,
     /// Whether to pin at all (the `pinned` engine).
     pin: bool,
+    /// The cache of the caller's pages, if the copy has one, and the
+    /// caller's address space, taken when the first long piece comes.
+    cache: Option<&'a Cache>,
+    mm: Option<MmRef>,
 }
 
-impl LocalPages {
+impl<'a> LocalPages<'a> {
     #[inline]
-    fn new(local: &[IoVec], want: usize, engine: Engine) -> Self {
+    fn new(local: &[IoVec], want: usize, engine: Engine, cache: Option<&'a Cache>) -> Self {
         LocalPages {
             batch: None,
             max_pages: pages_spanned(local, want).clamp(1, BATCH_PAGES),
             pin: engine == Engine::Pinned,
+            cache,
+            mm: None,
         }
+    }
+
+    /// The cached region holding `nr_pages` of the caller's pages from
+    /// `first_page`, for writing if `write`, if the cache has or can keep
+    /// them.
+    fn cached(&mut self, first_page: usize, nr_pages: usize, write: bool) -> Option<Arc<Region>> {
+        let cache = self.cache?;
+        if self.mm.is_none() {
+            self.mm = MmRef::current();
+        }
+        cache.get(self.mm.as_ref()?, first_page, nr_pages, write)
     }
 
     /// Copies up to `len` bytes between the caller's address `addr` and byte
@@ -277,6 +315,11 @@ impl LocalPages {
             let first_page = addr & !(PAGE_SIZE - 1);
             let in_page = addr - first_page;
             let nr_pages = (in_page + len).div_ceil(PAGE_SIZE);
+            let write = dir == Direction::Read;
+            if let Some(region) = self.cached(first_page, nr_pages, write) {
+                let mut own = region.pages(first_page, nr_pages, write);
+                return (kernel_copy(dir, pinned, off, &mut own, in_page, len), false);
+            }
             if self.batch.is_none() {
                 // Without room to pin, the user copy below does the job.
                 self.batch = PageBatch::new(self.max_pages).ok();
@@ -284,14 +327,9 @@ impl LocalPages {
             let pinned_own = self
                 .batch
                 .as_mut()
-                .map(|b| b.pin_own(first_page, nr_pages, dir == Direction::Read));
+                .map(|b| b.pin_own(first_page, nr_pages, write));
             if let Some(Ok(mut own)) = pinned_own {
-                let n = len.min(own.span() - in_page);
-                match dir {
-                    Direction::Read => own.copy_from_pinned(in_page, pinned, off, n),
-                    Direction::Write => pinned.copy_from_pinned(off, &own, in_page, n),
-                }
-                return (n, false);
+                return (kernel_copy(dir, pinned, off, &mut own, in_page, len), false);
             }
         }
         let copied = match dir {
@@ -300,6 +338,25 @@ impl LocalPages {
         };
         (copied, copied < len)
     }
+}
+
+/// Copies up to `len` bytes between byte `off` of `pinned` (the target's
+/// pages) and byte `own_off` of `own` (the caller's), as far as `own`
+/// reaches; returns the bytes copied.
+fn kernel_copy(
+    dir: Direction,
+    pinned: &mut Pinned<'_>,
+    off: usize,
+    own: &mut Pinned<'_>,
+    own_off: usize,
+    len: usize,
+) -> usize {
+    let n = len.min(own.span() - own_off);
+    match dir {
+        Direction::Read => own.copy_from_pinned(own_off, pinned, off, n),
+        Direction::Write => pinned.copy_from_pinned(off, own, own_off, n),
+    }
+    n
 }
 
 /// Whether, within the first `want` bytes, some of `local` and some of

@@ -36,6 +36,8 @@ long cma_rs_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 int cma_rs_release(struct inode *inode, struct file *file);
 long cma_rs_peer_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 int cma_rs_peer_release(struct inode *inode, struct file *file);
+/* Implemented in Rust (rust/file.rs). */
+int cma_rs_open(void **private);
 /* Implemented in Rust (rust/consent.rs). */
 void cma_rs_mm_released(struct mm_struct *mm, struct pid *owner);
 /* Implemented in Rust (rust/cache.rs). */
@@ -259,9 +261,17 @@ static const struct kernel_param_ops peer_rechecks_ops = {
 module_param_cb(peer_rechecks, &peer_rechecks_ops, NULL, 0444);
 MODULE_PARM_DESC(peer_rechecks, "Copies through a peer fd that ran the full access check again");
 
+/* The file's state (the cache of its opener's pages) replaces the
+ * miscdevice pointer misc_open() left in private_data. */
+static int cma_open(struct inode *inode, struct file *file)
+{
+	return cma_rs_open(&file->private_data);
+}
+
 static const struct file_operations cma_fops = {
 	/* Pins the module while a file is open: rmmod is refused until close. */
 	.owner = THIS_MODULE,
+	.open = cma_open,
 	.unlocked_ioctl = cma_rs_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
 	.release = cma_rs_release,
@@ -331,7 +341,8 @@ void cma_glue_cred_ids(const struct cred *cred, u32 ids[6], u64 *permitted,
 	*user_ns = cred->user_ns;
 }
 
-/* A file's private_data (a peer fd's Peer), read in C for the same reason. */
+/* A file's private_data (a peer fd's Peer, an open /dev/cma's state), read
+ * in C for the same reason. */
 void *cma_glue_file_private(struct file *file)
 {
 	return file->private_data;

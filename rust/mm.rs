@@ -34,6 +34,20 @@ impl MmRef {
         NonNull::new(mm).map(MmRef).ok_or(ESRCH)
     }
 
+    /// The caller's own address space; `None` for a task without one.
+    pub(crate) fn current() -> Option<MmRef> {
+        // SAFETY: reads `current->mm`, which stays valid while the task runs
+        // (it holds a `mm_users` reference of its own).
+        let mm = NonNull::new(unsafe { cma_glue_current_mm() })?;
+        // SAFETY: `mm` is live (above); a successful try takes a reference.
+        if unsafe { cma_glue_mmget_not_zero(mm.as_ptr()) } {
+            // INVARIANT: `mmget_not_zero` took the `mm_users` reference.
+            Some(MmRef(mm))
+        } else {
+            None
+        }
+    }
+
     /// The raw pointer, for identity comparisons only.
     pub(crate) fn as_ptr(&self) -> *mut bindings::mm_struct {
         self.0.as_ptr()

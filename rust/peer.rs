@@ -22,6 +22,7 @@
 use crate::access;
 use crate::cache::Cache;
 use crate::consent::{self, Seen};
+use crate::file::DevFile;
 use crate::glue::*;
 use crate::mm::{MmGrab, MmRef};
 use crate::stats::{self, Stat};
@@ -29,6 +30,7 @@ use crate::target::{self, TargetId};
 use crate::task::{Inputs, PidRef, TaskCred, TaskRef};
 use crate::uapi;
 use kernel::prelude::*;
+use kernel::sync::Arc;
 use kernel::uaccess::{UserPtr, UserSlice};
 
 /// A target attached to, with the state of the access decision made then.
@@ -50,16 +52,21 @@ pub(crate) struct Peer {
     consent: Option<Seen>,
     /// The target's pages kept pinned between copies.
     cache: Cache,
+    /// The caller's own pages kept pinned between copies: the cache of the
+    /// `/dev/cma` file attached through, which its other peer fds share.
+    own: Arc<Cache>,
 }
 
 impl Peer {
     /// Looks up and checks the target, as a copy by pid does.
-    fn attach(id: TargetId) -> Result<Peer> {
+    fn attach(id: TargetId, dev: &DevFile) -> Result<Peer> {
         let task = target::find(id)?;
         let policy = consent::policy();
         let (mm, decision) = target::check(&task)?;
         let me = TaskRef::current();
         Ok(Peer {
+            cache: Cache::new(MmGrab::of(&mm))?,
+            own: dev.own_cache().clone(),
             mm: MmGrab::of(&mm),
             task,
             target_cred: decision.cred,
@@ -67,13 +74,17 @@ impl Peer {
             caller_cred: TaskCred::of_caller(),
             policy,
             consent: decision.consent.map(Seen::new),
-            cache: Cache::new()?,
         })
     }
 
-    /// The fd's page cache.
+    /// The fd's cache of the target's pages.
     pub(crate) fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    /// The cache of the caller's own pages.
+    pub(crate) fn own_cache(&self) -> &Cache {
+        &self.own
     }
 
     /// The target's address space for one copy by the caller: `ESRCH` once
@@ -124,7 +135,7 @@ impl Peer {
 
 /// `CMA_IOC_ATTACH`: checks access to the target named at `arg` and returns
 /// a new peer fd for it.
-pub(crate) fn attach(arg: UserPtr) -> Result<isize> {
+pub(crate) fn attach(dev: &DevFile, arg: UserPtr) -> Result<isize> {
     let req: uapi::cma_attach = UserSlice::new(arg, core::mem::size_of::<uapi::cma_attach>())
         .reader()
         .read()?;
@@ -136,7 +147,7 @@ pub(crate) fn attach(arg: UserPtr) -> Result<isize> {
     } else {
         TargetId::Pid(req.pid)
     };
-    let peer = KBox::into_raw(KBox::new(Peer::attach(id)?, GFP_KERNEL)?);
+    let peer = KBox::into_raw(KBox::new(Peer::attach(id, dev)?, GFP_KERNEL)?);
     // SAFETY: `peer` is a valid, exclusively owned allocation. On success the
     // new file owns it, and `release` below frees it; we do not touch it
     // again, since another thread may close the fd at once.

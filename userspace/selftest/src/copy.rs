@@ -1742,21 +1742,25 @@ fn direct_overlap() -> TestResult {
 }
 
 /// A direct copy between ranges that do not overlap is one copy from the
-/// source's pinned pages (pinned with `pin_user_pages_fast`: the stats count
-/// them as the caller's), with the same bytes and partial-copy report as a
-/// remote copy; ranges that may overlap go through the staging buffer and
-/// pin nothing.
+/// source's pinned pages (pinned with `pin_user_pages_fast`, or kept pinned
+/// by the cache of the caller's pages: the stats count them), with the same
+/// bytes and partial-copy report as a remote copy; ranges that may overlap
+/// go through the staging buffer and pin nothing.
 fn direct_single_copy() -> TestResult {
-    let dev = Device::open()?;
     let me = Target::Pid(std::process::id() as i32);
     let ps = page_size();
     let len = 1 << 20;
     let mut src = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE)?;
     Rng::new(97).fill(src.bytes_mut());
     let mut dst = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE)?;
+    let pinned = || -> io::Result<u64> {
+        Ok(crate::perm::stat("local_pages_pinned")? + crate::perm::stat("pages_pinned")?)
+    };
     for op in OPS {
+        // A new file each time: its cache of our pages is empty.
+        let dev = Device::open()?;
         dst.bytes_mut().fill(0);
-        let pinned = crate::perm::stat("local_pages_pinned")?;
+        let before = pinned()?;
         let (local, remote) = match op {
             Op::Read => (iov(dst.addr(), len), iov(src.addr(), len)),
             Op::Write => (iov(src.addr(), len), iov(dst.addr(), len)),
@@ -1764,12 +1768,13 @@ fn direct_single_copy() -> TestResult {
         let t = copy(&dev, op, me, &[local], &[remote])?;
         check_eq!((t.bytes, t.error), (len as u64, 0));
         check!(dst.bytes() == src.bytes(), "{op:?}: wrong bytes");
-        let n = crate::perm::stat("local_pages_pinned")? - pinned;
+        let n = pinned()? - before;
         check!(
             n >= (len / ps) as u64,
             "{op:?}: {n} pages pinned, the source was not"
         );
     }
+    let dev = Device::open()?;
     // A hole in the source: the copy stops at it, as a remote one would.
     src.punch(len / 2, ps)?;
     let t = copy(
@@ -1781,7 +1786,7 @@ fn direct_single_copy() -> TestResult {
     )?;
     check_eq!((t.bytes, t.error), ((len / 2) as u64, libc::EFAULT));
     // Overlap: staged, nothing pinned.
-    let pinned = crate::perm::stat("local_pages_pinned")?;
+    let before = pinned()?;
     let t = copy(
         &dev,
         Op::Read,
@@ -1790,6 +1795,6 @@ fn direct_single_copy() -> TestResult {
         &[iov(dst.addr() + 64, ps)],
     )?;
     check_eq!((t.bytes, t.error), (ps as u64, 0));
-    check_eq!(crate::perm::stat("local_pages_pinned")? - pinned, 0);
+    check_eq!(pinned()? - before, 0);
     Ok(())
 }
