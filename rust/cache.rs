@@ -45,7 +45,10 @@ use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 
 /// The most regions one cache holds.
-const MAX_REGIONS: usize = 64;
+/// 128: the regions of a copy are its batches (up to 2 MiB each), and a
+/// direct copy keeps both of its sides in one cache: 64 MiB each way is 66
+/// regions, if the buffers are not 2 MiB-aligned.
+const MAX_REGIONS: usize = 128;
 
 /// Pages held by all caches.
 static TOTAL_PAGES: AtomicUsize = AtomicUsize::new(0);
@@ -147,6 +150,8 @@ impl Drop for Account {
 struct Slots {
     slot: [Option<(Arc<Region>, u64)>; MAX_REGIONS],
     clock: u64,
+    /// The slot of the last hit, looked at first (copies repeat).
+    last: usize,
     /// Pages of the regions in `slot`.
     pages: usize,
 }
@@ -233,6 +238,7 @@ impl Cache {
                         Slots {
                             slot: core::array::from_fn(|_| None),
                             clock: 0,
+                            last: 0,
                             pages: 0,
                         },
                         "cma_cache"
@@ -286,7 +292,9 @@ impl Cache {
     /// invalid ones met on the way are dropped.
     fn lookup(&self, start: usize, nr_pages: usize, write: bool) -> Option<Arc<Region>> {
         let mut slots = self.shared.regions.lock();
-        for i in 0..MAX_REGIONS {
+        let last = slots.last;
+        let order = (0..MAX_REGIONS).filter(|&i| i != last);
+        for i in Iterator::chain(core::iter::once(last), order) {
             let covers = slots.slot[i]
                 .as_ref()
                 .is_some_and(|(r, _)| r.covers(start, nr_pages, write));
@@ -299,6 +307,7 @@ impl Cache {
                 continue;
             }
             slots.clock += 1;
+            slots.last = i;
             let now = slots.clock;
             if let Some((r, used)) = slots.slot[i].as_mut() {
                 *used = now;
@@ -352,6 +361,7 @@ impl Cache {
         slots.clock += 1;
         let now = slots.clock;
         slots.slot[free] = Some((region.clone(), now));
+        slots.last = free;
         slots.pages += nr_pages;
         Some(region)
     }
