@@ -24,7 +24,7 @@ MODDIR := $(TOP)
 else
 MODDIR := $(TOP)/out/module-$(FLAVOUR)
 endif
-KMAKE = $(MAKE) -C $(KDIR) M=$(MODDIR) LLVM=-19 RUSTC=$(KRUSTC) BINDGEN=$(BINDGEN)
+KMAKE = $(MAKE) -C $(KDIR) M=$(MODDIR) LLVM=-19 RUSTC=$(KRUSTC) BINDGEN=$(BINDGEN) $(KMAKE_ARGS)
 MODULE_SOURCES := Kbuild include/uapi/cma.h rust/glue.c \
 	$(filter-out %_generated.rs,$(wildcard rust/*.rs))
 CARGO_TARGET := $(TOP)/userspace/target/release
@@ -63,7 +63,7 @@ help:
 	@echo "                  man pages, udev rule, modprobe.d/modules-load.d (DESTDIR, PREFIX, KVER)"
 	@echo "  make uninstall  remove what make install installed (its manifest)"
 	@echo "  make fmt        rustfmt the module and the userspace workspace"
-	@echo "  make lint       check formatting and run clippy on the userspace workspace"
+	@echo "  make lint       check formatting and run clippy on the userspace workspace and the module"
 	@echo "  make clean      remove build products (not the kernel cache)"
 	@echo "variables: KDIR=<kernel build dir> (your own Rust-enabled kernel), FLAVOUR=normal|debug"
 	@echo "kernel cache: $(CACHE)"
@@ -162,10 +162,15 @@ fmt:
 	rustfmt --edition 2021 rust/*.rs
 	cd userspace && cargo fmt --all
 
+# The module's clippy: a copy of its sources under out/ built by the
+# clippy-driver that comes with the kernel's rustc, warnings as errors.
 lint:
 	rustfmt --edition 2021 --check rust/*.rs
 	cd userspace && cargo fmt --all -- --check
 	cd userspace && cargo clippy --release --workspace --all-targets -- -D warnings
+	rm -rf $(TOP)/out/module-lint
+	$(MAKE) module MODDIR=$(TOP)/out/module-lint \
+		KMAKE_ARGS="CLIPPY=1 CLIPPY_DRIVER=$(dir $(KRUSTC))clippy-driver KRUSTFLAGS=-Dwarnings"
 
 # Man pages: cma(1) from the CLI's --help (help2man), cma(4) from the UAPI
 # header's kernel-doc (the kernel's own scripts/kernel-doc).

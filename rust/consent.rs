@@ -125,11 +125,13 @@ impl Entry {
 
 type Bucket = RBTree<usize, Entry>;
 
+/// `(uid, slots)` for every user with slots; few users, so a list.
+type Users = KVec<(u32, usize)>;
+
 /// Every live grant, and what each user is charged.
 pub(crate) struct Registry {
     buckets: KVec<Pin<KBox<Mutex<Bucket>>>>,
-    /// `(uid, slots)` for every user with slots; few users, so a list.
-    users: Pin<KBox<Mutex<KVec<(u32, usize)>>>>,
+    users: Pin<KBox<Mutex<Users>>>,
     /// Slots in all.
     total: AtomicUsize,
 }
@@ -181,7 +183,7 @@ pub(crate) fn uninstall() {
     // it only after this returns.
     let reg = unsafe { &*ptr };
     for bucket in reg.buckets.iter() {
-        let entries = core::mem::replace(&mut *bucket.lock(), RBTree::new());
+        let entries = core::mem::take(&mut *bucket.lock());
         drop(entries);
     }
     // A release callback that started before its watch was dropped may

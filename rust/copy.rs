@@ -186,10 +186,10 @@ pub(crate) fn ioctl1(via: Via<'_>, arg: UserPtr, dir: Direction) -> Result<isize
     let req: uapi::cma_copy1 = UserSlice::new(arg, size_of::<uapi::cma_copy1>())
         .reader()
         .read()?;
-    if req.flags & !(uapi::CMA_COPY_PIDFD as u32) != 0 {
+    if req.flags & !uapi::CMA_COPY_PIDFD != 0 {
         return Err(EINVAL);
     }
-    let named = Named::new(via, req.pid, req.flags & uapi::CMA_COPY_PIDFD as u32 != 0)?;
+    let named = Named::new(via, req.pid, req.flags & uapi::CMA_COPY_PIDFD != 0)?;
     let len = req.len.min(uapi::CMA_COPY1_MAX.into()) as usize;
     if len == 0 {
         return Ok(0);

@@ -139,10 +139,10 @@ pub(crate) fn attach(dev: &DevFile, arg: UserPtr) -> Result<isize> {
     let req: uapi::cma_attach = UserSlice::new(arg, core::mem::size_of::<uapi::cma_attach>())
         .reader()
         .read()?;
-    if req.flags & !(uapi::CMA_COPY_PIDFD as u32) != 0 || req.reserved != [0; 3] {
+    if req.flags & !uapi::CMA_COPY_PIDFD != 0 || req.reserved != [0; 3] {
         return Err(EINVAL);
     }
-    let id = if req.flags & uapi::CMA_COPY_PIDFD as u32 != 0 {
+    let id = if req.flags & uapi::CMA_COPY_PIDFD != 0 {
         TargetId::PidFd(req.pid)
     } else {
         TargetId::Pid(req.pid)
