@@ -209,13 +209,14 @@ impl Shared {
 /// Called by the cache's work item, which invalidations schedule: unpins
 /// the regions whose watch was invalidated.
 #[no_mangle]
-pub(crate) extern "C" fn cma_rs_cache_reap(shared: *const core::ffi::c_void) {
+pub(crate) extern "C" fn cma_rs_cache_reap(shared: *mut kernel::ffi::c_void) {
     // SAFETY: the hook was made with a pointer to the `Shared` of a live
     // `Cache`, which cancels the work before it lets go of `Shared`.
     let shared = unsafe { &*(shared as *const Shared) };
     let n = shared.drop_where(|r| !r.valid());
     stats::add(Stat::CacheInvalidations, n);
 }
+const _: crate::glue::cma_rs_cache_reap_fn = Some(cma_rs_cache_reap);
 
 /// A cache of the pages of one address space.
 pub(crate) struct Cache {

@@ -201,6 +201,7 @@ pub(crate) extern "C" fn cma_rs_mm_released(
     mm: *mut kernel::bindings::mm_struct,
     owner: *mut kernel::bindings::pid,
 ) {
+    const _: crate::glue::cma_rs_mm_released_fn = Some(cma_rs_mm_released);
     let ptr = REGISTRY.load(Ordering::Acquire);
     if ptr.is_null() {
         return;

@@ -8,7 +8,7 @@
 use crate::copy::Via;
 use crate::engine::Direction;
 use crate::{consent, copy, file, info, peer, uapi};
-use core::ffi::{c_int, c_long, c_uint, c_ulong};
+use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
 use kernel::prelude::*;
 
 /// The `unlocked_ioctl` of `/dev/cma`, called by the C glue.
@@ -20,14 +20,12 @@ pub(crate) extern "C" fn cma_rs_ioctl(
     cmd: c_uint,
     arg: c_ulong,
 ) -> c_long {
+    const _: crate::glue::cma_rs_ioctl_fn = Some(cma_rs_ioctl);
     // SAFETY: the glue calls this only as the `unlocked_ioctl` of
     // `/dev/cma`, whose `open` stored the state, and the VFS does not
     // release a file while one of its ioctls runs.
     let dev = unsafe { file::borrow(crate::glue::cma_glue_file_private(file)) };
-    match dispatch(dev, file as usize, cmd, arg as usize) {
-        Ok(ret) => ret as c_long,
-        Err(e) => e.to_errno() as c_long,
-    }
+    result(dispatch(Via::Device(dev), file as usize, cmd, arg))
 }
 
 /// The `release` of `/dev/cma`, called by the C glue when the last reference
@@ -38,6 +36,7 @@ pub(crate) extern "C" fn cma_rs_release(
     _inode: *mut kernel::bindings::inode,
     file: *mut kernel::bindings::file,
 ) -> c_int {
+    const _: crate::glue::cma_rs_release_fn = Some(cma_rs_release);
     consent::release(file as usize);
     // SAFETY: the glue calls this only as the `release` of `/dev/cma`, once,
     // after every other file operation on it has returned; its `open`
@@ -53,23 +52,11 @@ pub(crate) extern "C" fn cma_rs_peer_ioctl(
     cmd: c_uint,
     arg: c_ulong,
 ) -> c_long {
+    const _: crate::glue::cma_rs_ioctl_fn = Some(cma_rs_peer_ioctl);
     // SAFETY: the glue calls this only as the `unlocked_ioctl` of a peer fd,
     // and the VFS does not release a file while one of its ioctls runs.
     let peer = unsafe { peer::of_file(file) };
-    let via = Via::Peer(peer);
-    let arg = arg as usize;
-    let ret = match cmd {
-        uapi::CMA_IOC_INFO => info::info(arg),
-        uapi::CMA_IOC_READ => copy::ioctl(via, arg, Direction::Read),
-        uapi::CMA_IOC_WRITE => copy::ioctl(via, arg, Direction::Write),
-        uapi::CMA_IOC_READ1 => copy::ioctl1(via, arg, Direction::Read),
-        uapi::CMA_IOC_WRITE1 => copy::ioctl1(via, arg, Direction::Write),
-        _ => Err(ENOTTY),
-    };
-    match ret {
-        Ok(ret) => ret as c_long,
-        Err(e) => e.to_errno() as c_long,
-    }
+    result(dispatch(Via::Peer(peer), file as usize, cmd, arg))
 }
 
 /// The `release` of a peer fd, called by the C glue once, when its last
@@ -79,24 +66,34 @@ pub(crate) extern "C" fn cma_rs_peer_release(
     _inode: *mut kernel::bindings::inode,
     file: *mut kernel::bindings::file,
 ) -> c_int {
+    const _: crate::glue::cma_rs_release_fn = Some(cma_rs_peer_release);
     // SAFETY: the glue calls this only as the `release` of a peer fd, once,
     // after every other file operation on it has returned.
     unsafe { peer::release(file) };
     0
 }
 
-/// `file` identifies the open file (it is never dereferenced here); `dev`
-/// is its state.
-fn dispatch(dev: &file::DevFile, file: usize, cmd: u32, arg: usize) -> Result<isize> {
-    match cmd {
-        uapi::CMA_IOC_INFO => info::info(arg),
-        uapi::CMA_IOC_READ => copy::ioctl(Via::Device(dev), arg, Direction::Read),
-        uapi::CMA_IOC_WRITE => copy::ioctl(Via::Device(dev), arg, Direction::Write),
-        uapi::CMA_IOC_READ1 => copy::ioctl1(Via::Device(dev), arg, Direction::Read),
-        uapi::CMA_IOC_WRITE1 => copy::ioctl1(Via::Device(dev), arg, Direction::Write),
-        uapi::CMA_IOC_GRANT => consent::grant(file, arg),
-        uapi::CMA_IOC_REVOKE => consent::revoke(),
-        uapi::CMA_IOC_ATTACH => peer::attach(dev, arg),
+/// An ioctl's result as the VFS takes it: the value, or a negative errno.
+fn result(r: Result<isize>) -> c_long {
+    match r {
+        Ok(ret) => ret,
+        Err(e) => e.to_errno() as c_long,
+    }
+}
+
+/// The one command table, for both kinds of file: `via` says which file
+/// the command came in on (a peer fd takes the copies and `INFO` only);
+/// `file` identifies it (never dereferenced here).
+fn dispatch(via: Via<'_>, file: usize, cmd: u32, arg: usize) -> Result<isize> {
+    match (cmd, via) {
+        (uapi::CMA_IOC_INFO, _) => info::info(arg),
+        (uapi::CMA_IOC_READ, _) => copy::ioctl(via, arg, Direction::Read),
+        (uapi::CMA_IOC_WRITE, _) => copy::ioctl(via, arg, Direction::Write),
+        (uapi::CMA_IOC_READ1, _) => copy::ioctl1(via, arg, Direction::Read),
+        (uapi::CMA_IOC_WRITE1, _) => copy::ioctl1(via, arg, Direction::Write),
+        (uapi::CMA_IOC_GRANT, Via::Device(_)) => consent::grant(file, arg),
+        (uapi::CMA_IOC_REVOKE, Via::Device(_)) => consent::revoke(),
+        (uapi::CMA_IOC_ATTACH, Via::Device(dev)) => peer::attach(dev, arg),
         _ => Err(ENOTTY),
     }
 }

@@ -32,7 +32,8 @@ impl DevFile {
 /// The `open` of `/dev/cma`, called by the C glue: makes the file's state
 /// and stores it in `*private`.
 #[no_mangle]
-pub(crate) extern "C" fn cma_rs_open(private: *mut *mut core::ffi::c_void) -> core::ffi::c_int {
+pub(crate) extern "C" fn cma_rs_open(private: *mut *mut kernel::ffi::c_void) -> kernel::ffi::c_int {
+    const _: crate::glue::cma_rs_open_fn = Some(cma_rs_open);
     let state = Cache::new(MmGrab::current())
         .and_then(|c| Arc::new(c, GFP_KERNEL_ACCOUNT).map_err(Into::into))
         .and_then(|own| KBox::new(DevFile { own }, GFP_KERNEL_ACCOUNT).map_err(Into::into));

@@ -140,7 +140,7 @@ fn time_routines(avx_usable: bool) -> Result<[i64; 3]> {
                     match routine {
                         Routine::Memcpy => raw_copy(d, s, n, false),
                         Routine::Avx => raw_copy(d, s, n, true),
-                        Routine::UserCopy => cma_glue_usercopy_routine(d, s, n),
+                        Routine::UserCopy => cma_glue_usercopy_routine(d.cast(), s.cast(), n),
                     }
                 }
             }
@@ -183,9 +183,9 @@ pub(crate) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
 unsafe fn raw_copy(dst: *mut u8, src: *const u8, len: usize, simd: bool) {
     if simd {
         // SAFETY: the caller's guarantees, which are the glue's preconditions.
-        unsafe { cma_glue_simd_copy(dst, src, len) };
+        unsafe { cma_glue_simd_copy(dst.cast(), src.cast(), len) };
     } else {
         // SAFETY: as above.
-        unsafe { cma_glue_memcpy(dst, src, len) };
+        unsafe { cma_glue_memcpy(dst.cast(), src.cast(), len) };
     }
 }

@@ -58,7 +58,7 @@ impl MmRef {
     /// `gup_flags`), under its `mmap_lock`, taken and dropped in the glue so
     /// that it is never held while copying; counted. Returns what GUP
     /// returned: how many of the first slots hold pinned pages, or an errno.
-    fn pin_remote(&self, start: usize, gup_flags: u32, slots: &mut [*mut bindings::page]) -> i64 {
+    fn pin_remote(&self, start: usize, gup_flags: u32, slots: &mut [*mut bindings::page]) -> isize {
         // SAFETY: the mm is live (type invariant); `slots` has room for the
         // pages asked for. Without FOLL_FORCE, GUP honours the target's
         // protections (no writes to read-only memory).
@@ -301,7 +301,7 @@ impl<'a> Pinned<'a> {
     /// of pages it pinned with `FOLL_PIN` into the first `ret` slots.
     unsafe fn from_gup(
         slots: &'a mut [*mut bindings::page],
-        ret: i64,
+        ret: isize,
         dirty: bool,
     ) -> Result<Pinned<'a>> {
         if ret < 0 {
@@ -374,7 +374,7 @@ impl<'a> Pinned<'a> {
             // (`run_bytes`), which the direct map covers without a gap. The
             // two may be the same memory when both processes map it, which
             // `kcopy::copy` allows.
-            unsafe { crate::kcopy::copy(dk.add(d_in), sk.add(s_in), n) };
+            unsafe { crate::kcopy::copy(dk.cast::<u8>().add(d_in), sk.cast::<u8>().add(s_in), n) };
             done += n;
         }
     }
@@ -533,7 +533,7 @@ impl Drop for LongPins {
 /// # Invariants
 ///
 /// `self.0` is a watch made by `cma_glue_region_watch`, owned by this value.
-pub(crate) struct RegionWatch(NonNull<core::ffi::c_void>);
+pub(crate) struct RegionWatch(NonNull<cma_region_watch>);
 
 // SAFETY: the watch's state is a sequence under its own spinlock; it may be
 // checked and removed from any thread.
@@ -581,7 +581,7 @@ impl Drop for RegionWatch {
 /// # Invariants
 ///
 /// `self.0` is a hook made by `cma_glue_cache_hook_new`, owned by this value.
-pub(crate) struct CacheHook(NonNull<core::ffi::c_void>);
+pub(crate) struct CacheHook(NonNull<cma_cache_hook>);
 
 // SAFETY: scheduling and cancelling work is thread-safe; nothing else is
 // reached through the pointer from Rust.
@@ -598,7 +598,7 @@ impl CacheHook {
     /// [`RegionWatch`] made with it must be dropped before it is.
     pub(crate) unsafe fn new(cache: *const core::ffi::c_void) -> Result<CacheHook> {
         // SAFETY: allocates and initialises a work item; no preconditions.
-        let h = unsafe { cma_glue_cache_hook_new(cache) };
+        let h = unsafe { cma_glue_cache_hook_new(cache.cast_mut()) };
         // INVARIANT: a non-NULL hook is new and ours.
         NonNull::new(h).map(CacheHook).ok_or(ENOMEM)
     }
@@ -623,7 +623,7 @@ impl Drop for CacheHook {
 ///
 /// `self.0` is a notifier returned by `cma_glue_watch_exit` on which this
 /// value owns one reference.
-pub(crate) struct MmWatch(NonNull<core::ffi::c_void>);
+pub(crate) struct MmWatch(NonNull<bindings::mmu_notifier>);
 
 // SAFETY: notifier references are counted under the mm's notifier lock and
 // may be dropped from any thread; shared access only reads the mm pointer,

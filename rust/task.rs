@@ -208,7 +208,7 @@ unsafe fn ids_of(cred: *const bindings::cred) -> Ids {
     // SAFETY: the caller guarantees `cred` is live (credentials are immutable
     // once published); the outputs are live locals of the types the glue
     // writes.
-    unsafe { cma_glue_cred_ids(cred, &mut ids, &mut permitted, &mut user_ns) };
+    unsafe { cma_glue_cred_ids(cred, ids.as_mut_ptr(), &mut permitted, &mut user_ns) };
     let [uid, euid, suid, gid, egid, sgid] = ids;
     Ids {
         uid,

@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The interface between cma's C glue (glue.c) and its Rust crate, in one
+ * place: glue.c includes it, and Kbuild generates the Rust declarations
+ * from it with bindgen (rust/cma_glue_generated.rs, included by glue.rs),
+ * so that the two sides cannot disagree on a prototype.
+ *
+ * Two kinds of function:
+ *   cma_glue_*   C, called by Rust: the kernel's static inlines and macros
+ *                that 6.12's Rust bindings do not provide, the misc device
+ *                and its parameters, the notifier callbacks' plumbing;
+ *   cma_rs_*     Rust (#[no_mangle] extern "C"), called by C: the file
+ *                operations and the notifier callbacks. Each is declared
+ *                through a function type cma_rs_*_fn, which Rust checks its
+ *                definition against (a `const` of that type in the file
+ *                that defines it).
+ *
+ * The kernel's structs are only named here, never looked into: Rust takes
+ * them from its kernel::bindings; the glue's own (cma_cache_hook,
+ * cma_region_watch) and struct mmu_notifier are opaque to Rust.
+ */
+#ifndef CMA_GLUE_H
+#define CMA_GLUE_H
+
+#include <linux/types.h>
+
+struct cred;
+struct file;
+struct inode;
+struct mm_struct;
+struct mmu_notifier;
+struct page;
+struct pid;
+struct task_struct;
+struct user_namespace;
+
+struct cma_cache_hook;
+struct cma_region_watch;
+
+/* Implemented in Rust: rust/dispatch.rs. */
+typedef long cma_rs_ioctl_fn(struct file *file, unsigned int cmd, unsigned long arg);
+typedef int cma_rs_release_fn(struct inode *inode, struct file *file);
+cma_rs_ioctl_fn cma_rs_ioctl;
+cma_rs_release_fn cma_rs_release;
+cma_rs_ioctl_fn cma_rs_peer_ioctl;
+cma_rs_release_fn cma_rs_peer_release;
+/* rust/file.rs: the open of /dev/cma stores its state in *private. */
+typedef int cma_rs_open_fn(void **private);
+cma_rs_open_fn cma_rs_open;
+/* rust/consent.rs: the exit watch's release. */
+typedef void cma_rs_mm_released_fn(struct mm_struct *mm, struct pid *owner);
+cma_rs_mm_released_fn cma_rs_mm_released;
+/* rust/cache.rs: the cache's work item. */
+typedef void cma_rs_cache_reap_fn(void *cache);
+cma_rs_cache_reap_fn cma_rs_cache_reap;
+
+/* Implemented in C: glue.c. */
+int cma_glue_register(void);
+void cma_glue_unregister(void);
+int cma_glue_policy(void);
+long cma_glue_pin_remote(struct mm_struct *mm, unsigned long start, unsigned long nr_pages,
+			 unsigned int gup_flags, struct page **pages);
+int cma_glue_get_dumpable(struct mm_struct *mm);
+struct user_namespace *cma_glue_mm_user_ns(struct mm_struct *mm);
+struct mm_struct *cma_glue_current_mm(void);
+void cma_glue_mmgrab(struct mm_struct *mm);
+void cma_glue_mmdrop(struct mm_struct *mm);
+bool cma_glue_mmget_not_zero(struct mm_struct *mm);
+const struct cred *cma_glue_get_current_cred(void);
+void cma_glue_peer_state(struct task_struct *task, struct mm_struct *mm,
+			 struct pid **caller_group, const struct cred **caller_cred,
+			 const struct cred **task_cred, struct mm_struct **task_mm, int *dumpable);
+int cma_glue_peer_fd(void *peer);
+const struct cred *cma_glue_current_cred(void);
+void cma_glue_put_cred(const struct cred *cred);
+bool cma_glue_fatal_signal_pending(void);
+void cma_glue_cond_resched(void);
+bool cma_glue_same_thread_group(struct task_struct *task);
+int cma_glue_exec_update_lock_killable(struct task_struct *task);
+void cma_glue_exec_update_unlock(struct task_struct *task);
+u64 cma_glue_self_exec_id(struct task_struct *task);
+struct pid *cma_glue_task_tgid(struct task_struct *task);
+struct pid *cma_glue_get_task_tgid(struct task_struct *task);
+struct pid *cma_glue_pidfd_get_pid(int fd);
+unsigned long cma_glue_page_to_user(void __user *to, struct page *page, size_t offset, size_t n);
+unsigned long cma_glue_user_to_page(struct page *page, size_t offset, const void __user *from,
+				    size_t n);
+bool cma_glue_simd_usable(void);
+unsigned long cma_glue_contiguous_pages(struct page *const *pages, unsigned long n);
+void *cma_glue_page_address(struct page *page);
+void cma_glue_simd_copy(void *dst, const void *src, size_t len);
+void cma_glue_memcpy(void *dst, const void *src, size_t len);
+int cma_glue_simd_param(void);
+int cma_glue_engine(void);
+void cma_glue_choose_engine(int engine);
+void cma_glue_usercopy_routine(void *dst, const void *src, size_t len);
+bool cma_glue_access_ok(unsigned long addr, unsigned long len);
+void cma_glue_set_grants(u64 n);
+void cma_glue_cred_ids(const struct cred *cred, u32 ids[6], u64 *permitted,
+		       struct user_namespace **user_ns);
+void *cma_glue_file_private(struct file *file);
+unsigned int cma_glue_stat_names(void);
+void cma_glue_stat_add(unsigned int i, u64 n);
+struct mmu_notifier *cma_glue_watch_exit(void);
+struct mm_struct *cma_glue_watch_mm(struct mmu_notifier *mn);
+void cma_glue_unwatch_exit(struct mmu_notifier *mn);
+void cma_glue_watch_sync(void);
+struct cma_cache_hook *cma_glue_cache_hook_new(void *cache);
+void cma_glue_cache_hook_free(struct cma_cache_hook *hook);
+struct cma_region_watch *cma_glue_region_watch(struct mm_struct *mm, unsigned long start,
+					       unsigned long len, struct cma_cache_hook *hook,
+					       unsigned long *seq);
+void cma_glue_region_unwatch(struct cma_region_watch *w);
+bool cma_glue_region_valid(struct cma_region_watch *w, unsigned long seq);
+int cma_glue_account_locked(struct mm_struct *mm, unsigned long pages, bool inc);
+unsigned long cma_glue_totalram_pages(void);
+int cma_glue_cache_param(void);
+void cma_glue_dirty_pages(struct page *const *pages, unsigned long n);
+
+#endif /* CMA_GLUE_H */
