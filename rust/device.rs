@@ -2,7 +2,7 @@
 
 //! The `/dev/cma` misc device registration, as an RAII guard.
 //!
-//! The `struct miscdevice` and its file operations live in `rust/glue.c`
+//! The `struct miscdevice` and its file operations live in `rust/glue/device.c`
 //! because 6.12's Rust bindings cannot express them; this type makes sure the
 //! registration is undone exactly once.
 

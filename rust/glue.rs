@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The functions of the C glue (`rust/glue.c`), declared by bindgen from its
-//! one header, `rust/glue.h` (see `Kbuild`): the kernel's static inlines and
+//! The functions of the C glue (`rust/glue/*.c`), declared by bindgen from
+//! its one header, `rust/glue/glue.h` (see `Kbuild`): the kernel's static inlines and
 //! macros that 6.12's Rust bindings do not provide, the misc device, its
 //! parameters and counters, and the plumbing of the notifier callbacks. Only
 //! the RAII wrappers (`device`, `mm`, `peer`, `task`, `file`), the parameter

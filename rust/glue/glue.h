@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The interface between cma's C glue (glue.c) and its Rust crate, in one
- * place: glue.c includes it, and Kbuild generates the Rust declarations
- * from it with bindgen (rust/cma_glue_generated.rs, included by glue.rs),
- * so that the two sides cannot disagree on a prototype.
+ * The interface between cma's C glue (the .c files beside it) and its Rust
+ * crate, in one place: every glue file includes it, and Kbuild generates
+ * the Rust declarations from it with bindgen (rust/cma_glue_generated.rs,
+ * included by rust/glue.rs), so that the two sides cannot disagree on a
+ * prototype.
  *
  * Two kinds of function:
  *   cma_glue_*   C, called by Rust: the kernel's static inlines and macros
@@ -54,7 +55,7 @@ cma_rs_mm_released_fn cma_rs_mm_released;
 typedef void cma_rs_cache_reap_fn(void *cache);
 cma_rs_cache_reap_fn cma_rs_cache_reap;
 
-/* Implemented in C: glue.c. */
+/* Implemented in C: the .c files of rust/glue/. */
 int cma_glue_register(void);
 void cma_glue_unregister(void);
 int cma_glue_policy(void);

@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * cma's C glue: one function per kernel static inline or macro that
+ * 6.12's Rust bindings do not provide, named after what it wraps.
+ *
+ * Why C: static inlines and macros are not in the generated bindings (6.12
+ * has Rust helpers for only a few), and some structs (task_struct) have
+ * different field offsets in this kernel's generated bindings than in C, so
+ * their fields are read here.
+ */
+#include <linux/cred.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/magic.h>
+#include <linux/mm.h>
+#include <linux/mmap_lock.h>
+#include <linux/pid.h>
+#include <linux/sched/coredump.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
+#include <linux/uaccess.h>
+
+#include "glue.h"
+
+/*
+ * The fields of a cred the access rule compares: uid, euid, suid, gid, egid,
+ * sgid (in the initial namespace's numbering, as kuid_t holds them), the
+ * permitted capabilities and the user namespace. Read here, not through the
+ * Rust bindings' struct layouts, which this kernel's bindgen got wrong for
+ * task_struct.
+ */
+void cma_glue_cred_ids(const struct cred *cred, u32 ids[6], u64 *permitted,
+		       struct user_namespace **user_ns)
+{
+	ids[0] = __kuid_val(cred->uid);
+	ids[1] = __kuid_val(cred->euid);
+	ids[2] = __kuid_val(cred->suid);
+	ids[3] = __kgid_val(cred->gid);
+	ids[4] = __kgid_val(cred->egid);
+	ids[5] = __kgid_val(cred->sgid);
+	*permitted = cred->cap_permitted.val;
+	*user_ns = cred->user_ns;
+}
+
+/* A file's private_data (a peer fd's Peer, an open /dev/cma's state), read
+ * in C for the same reason. */
+void *cma_glue_file_private(struct file *file)
+{
+	return file->private_data;
+}
+
+/*
+ * pin_user_pages_remote() under @mm's mmap_lock, taken (killably) and dropped
+ * here, so that the lock is never held outside this function: -EINTR if a
+ * fatal signal came while waiting, else what GUP returned.
+ */
+long cma_glue_pin_remote(struct mm_struct *mm, unsigned long start, unsigned long nr_pages,
+			 unsigned int gup_flags, struct page **pages)
+{
+	int locked = 1;
+	long ret;
+
+	if (mmap_read_lock_killable(mm))
+		return -EINTR;
+	ret = pin_user_pages_remote(mm, start, nr_pages, gup_flags, pages, &locked);
+	if (locked)
+		mmap_read_unlock(mm);
+	return ret;
+}
+
+int cma_glue_get_dumpable(struct mm_struct *mm)
+{
+	return get_dumpable(mm);
+}
+
+struct user_namespace *cma_glue_mm_user_ns(struct mm_struct *mm)
+{
+	return mm->user_ns;
+}
+
+struct mm_struct *cma_glue_current_mm(void)
+{
+	return current->mm;
+}
+
+void cma_glue_mmgrab(struct mm_struct *mm)
+{
+	mmgrab(mm);
+}
+
+void cma_glue_mmdrop(struct mm_struct *mm)
+{
+	mmdrop(mm);
+}
+
+bool cma_glue_mmget_not_zero(struct mm_struct *mm)
+{
+	return mmget_not_zero(mm);
+}
+
+/*
+ * What a peer fd's check compares, read in one call (a copy's hot path): the
+ * caller's thread-group pid and credentials, @task's credentials and mm, and
+ * get_dumpable(@mm) (@mm is held by mmgrab at least). Rust must not read
+ * task_struct itself: in this kernel's generated bindings its field offsets
+ * differ from the C compiler's (mm at 832 rather than 848; cred and
+ * signal_struct match).
+ */
+void cma_glue_peer_state(struct task_struct *task, struct mm_struct *mm,
+			 struct pid **caller_group, const struct cred **caller_cred,
+			 const struct cred **task_cred, struct mm_struct **task_mm, int *dumpable)
+{
+	*caller_group = task_tgid(current);
+	*caller_cred = current_cred();
+	*task_cred = rcu_access_pointer(task->real_cred);
+	*task_mm = READ_ONCE(task->mm);
+	*dumpable = get_dumpable(mm);
+}
+
+const struct cred *cma_glue_get_current_cred(void)
+{
+	return get_current_cred();
+}
+
+const struct cred *cma_glue_current_cred(void)
+{
+	return current_cred();
+}
+
+void cma_glue_put_cred(const struct cred *cred)
+{
+	put_cred(cred);
+}
+
+bool cma_glue_fatal_signal_pending(void)
+{
+	return fatal_signal_pending(current);
+}
+
+void cma_glue_cond_resched(void)
+{
+	cond_resched();
+}
+
+bool cma_glue_same_thread_group(struct task_struct *task)
+{
+	return same_thread_group(task, current);
+}
+
+int cma_glue_exec_update_lock_killable(struct task_struct *task)
+{
+	return down_read_killable(&task->signal->exec_update_lock);
+}
+
+void cma_glue_exec_update_unlock(struct task_struct *task)
+{
+	up_read(&task->signal->exec_update_lock);
+}
+
+u64 cma_glue_self_exec_id(struct task_struct *task)
+{
+	return READ_ONCE(task->self_exec_id);
+}
+
+struct pid *cma_glue_task_tgid(struct task_struct *task)
+{
+	return task_tgid(task);
+}
+
+struct pid *cma_glue_get_task_tgid(struct task_struct *task)
+{
+	return get_pid(task_tgid(task));
+}
+
+/*
+ * The struct pid a pidfd refers to, with a reference, or ERR_PTR(-EBADF) if
+ * @fd is not an open pidfd. pidfd_pid() is not exported; a pidfd is a file
+ * of pidfs, whose inode keeps the pid in i_private.
+ */
+struct pid *cma_glue_pidfd_get_pid(int fd)
+{
+	struct fd f = fdget(fd);
+	struct pid *pid = ERR_PTR(-EBADF);
+	struct inode *inode;
+
+	if (!fd_file(f))
+		return pid;
+	inode = file_inode(fd_file(f));
+	if (inode->i_sb->s_magic == PID_FS_MAGIC && inode->i_private)
+		pid = get_pid(inode->i_private);
+	fdput(f);
+	return pid;
+}
+
+/* access_ok() is a macro: whether [@addr, @addr + @len) is user memory at all. */
+bool cma_glue_access_ok(unsigned long addr, unsigned long len)
+{
+	return access_ok((const void __user *)addr, len);
+}
+
+/* account_locked_vm(): RLIMIT_MEMLOCK unless CAP_IPC_LOCK, -ENOMEM past it. */
+int cma_glue_account_locked(struct mm_struct *mm, unsigned long pages, bool inc)
+{
+	return account_locked_vm(mm, pages, inc);
+}
+
+unsigned long cma_glue_totalram_pages(void)
+{
+	return totalram_pages();
+}
+
+/* Marks pages written through the kernel mapping dirty (pinned, not unpinned). */
+void cma_glue_dirty_pages(struct page *const *pages, unsigned long n)
+{
+	unsigned long i;
+
+	for (i = 0; i < n; i++)
+		set_page_dirty_lock(pages[i]);
+}
