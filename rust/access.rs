@@ -27,8 +27,8 @@
 //! in between, as `mm_access()` does.
 
 use crate::consent::{self, Policy, Token};
-use crate::mm::MmRef;
-use crate::task::{current_ids, TaskCred, TaskRef};
+use crate::mm::{MmExt, MmRef};
+use crate::task::{current_ids, current_task, CredExt, TaskCred, TaskExt, TaskRef};
 use kernel::prelude::*;
 
 /// What an access decision rested on.
@@ -76,7 +76,7 @@ pub(crate) fn check(task: &TaskRef, mm: &MmRef) -> Result<Decision> {
     }
     let consent = match policy != Policy::Consent {
         true => None,
-        false => match consent::given(task, &TaskRef::current()) {
+        false => match consent::given(task, &current_task()) {
             Some(token) => Some(token),
             None if privileged() => None,
             None => return Err(EPERM),

@@ -37,7 +37,7 @@
 //! open. The `cache_*` counters show hits, misses, fallbacks, invalidations,
 //! evictions and the pages held.
 
-use crate::mm::{CacheHook, LongPins, MmGrab, MmRef, Pinned, RegionWatch};
+use crate::mm::{CacheHook, LongPins, MmExt, MmGrab, MmRef, Pinned, RegionWatch};
 use crate::stats::{self, Stat};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::page::PAGE_SIZE;
@@ -127,7 +127,7 @@ impl Account {
             TOTAL_PAGES.fetch_sub(pages, Ordering::Relaxed);
             return None;
         }
-        let charged = MmGrab::current();
+        let charged = crate::mm::grab_current_mm();
         if charged.charge_locked(pages).is_err() {
             TOTAL_PAGES.fetch_sub(pages, Ordering::Relaxed);
             return None;
@@ -258,7 +258,7 @@ impl Cache {
 
     /// Whether the cache is for the pages of `mm`.
     pub(crate) fn is_for(&self, mm: &MmRef) -> bool {
-        self.mm.as_ptr() == mm.as_ptr()
+        self.mm.as_raw() == mm.as_raw()
     }
 
     /// The pages for one batch of a copy: `nr_pages` from the page-aligned

@@ -11,6 +11,7 @@ use kernel::prelude::*;
 
 mod access;
 mod cache;
+mod compat;
 mod consent;
 mod copy;
 mod device;

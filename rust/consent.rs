@@ -44,7 +44,7 @@
 use crate::glue::*;
 use crate::mm::MmWatch;
 use crate::stats::{self, Stat};
-use crate::task::{current_ids, PidRef, TaskRef};
+use crate::task::{current_ids, current_task, find_pid, PidExt, PidRef, TaskExt, TaskRef};
 use crate::uapi;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use kernel::prelude::*;
@@ -356,10 +356,10 @@ pub(crate) fn grant(file: usize, arg: UserPtr) -> Result<isize> {
     // A thread names its process.
     let peer = match req.pid {
         0 => None,
-        pid => Some(PidRef::tgid_of(&PidRef::find(pid)?.task()?)),
+        pid => Some(find_pid(pid)?.task()?.tgid()),
     };
-    let me = TaskRef::current();
-    let owner_pid = PidRef::tgid_of(&me);
+    let me = current_task();
+    let owner_pid = me.tgid();
     let exec_id = me.exec_id();
     let uid = current_ids().uid;
     // Before any registry lock: it takes the mm's mmap_lock. The first
@@ -372,7 +372,7 @@ pub(crate) fn grant(file: usize, arg: UserPtr) -> Result<isize> {
     // returned below. Charged before the bucket is locked, since making
     // room may take every bucket's lock.
     reg.charge_or_reap(uid, 2)?;
-    let mut bucket = reg.bucket(owner_pid.as_ptr()).lock();
+    let mut bucket = reg.bucket(owner_pid.as_raw()).lock();
     let granting = Granting {
         pid: owner_pid,
         exec_id,
@@ -402,7 +402,7 @@ fn add(
     file: usize,
     peer: Option<PidRef>,
 ) -> (Result, usize) {
-    let key = who.pid.as_ptr() as usize;
+    let key = who.pid.as_raw() as usize;
     let mut used = 0;
     if bucket.get(&key).map_or(true, |e| e.exec_id != who.exec_id) {
         // A process new to the registry, or one that exec()ed since: make
@@ -434,12 +434,12 @@ fn add(
     let Some(entry) = bucket.get_mut(&key) else {
         return (Err(EINVAL), used);
     };
-    let peer_ptr = peer.as_ref().map(PidRef::as_ptr);
+    let peer_ptr = peer.as_ref().map(|p| p.as_raw());
     if entry
         .grants
         .iter()
         .flatten()
-        .any(|g| g.file == file && g.peer.as_ref().map(PidRef::as_ptr) == peer_ptr)
+        .any(|g| g.file == file && g.peer.as_ref().map(|p| p.as_raw()) == peer_ptr)
     {
         return (Ok(()), used);
     }
@@ -463,9 +463,9 @@ fn add(
 
 /// `CMA_IOC_REVOKE`: forgets every grant of the calling process.
 pub(crate) fn revoke() -> Result<isize> {
-    let me = PidRef::tgid_of(&TaskRef::current());
-    let key = me.as_ptr() as usize;
-    let mut bucket = registry().bucket(me.as_ptr()).lock();
+    let me = current_task().tgid();
+    let key = me.as_raw() as usize;
+    let mut bucket = registry().bucket(me.as_raw()).lock();
     if let Some(entry) = bucket.get_mut(&key) {
         entry.forget(|_| true);
     }

@@ -22,7 +22,7 @@
 
 use crate::cache::{Cache, Region};
 use crate::kcopy::{self, Engine};
-use crate::mm::{MmRef, PageBatch, Pinned};
+use crate::mm::{MmExt, MmRef, PageBatch, Pinned};
 use crate::stats::{self, Stat};
 use crate::task::{cond_resched, fatal_signal_pending};
 use crate::user;
@@ -294,7 +294,7 @@ impl<'a> LocalPages<'a> {
     fn cached(&mut self, first_page: usize, nr_pages: usize, write: bool) -> Option<Arc<Region>> {
         let cache = self.cache?;
         if self.mm.is_none() {
-            self.mm = MmRef::current();
+            self.mm = crate::mm::current_mm();
         }
         cache.get(self.mm.as_ref()?, first_page, nr_pages, write)
     }

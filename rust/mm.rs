@@ -14,57 +14,120 @@ use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
+use kernel::task::Task;
+use kernel::types::ARef;
 
-/// A reference that keeps a target's address space alive (`mm_users`).
-///
-/// # Invariants
-///
-/// `self.0` points to an `mm_struct` on which this value owns one `mm_users`
-/// reference (taken by `get_task_mm`).
-pub(crate) struct MmRef(NonNull<bindings::mm_struct>);
+pub(crate) use crate::compat::mm::{Mm, MmWithUser};
 
-impl MmRef {
-    /// The address space of `task`; `ESRCH` if it has none (a kernel thread,
-    /// or a process that is exiting or a zombie).
-    pub(crate) fn of_task(task: &crate::task::TaskRef) -> Result<MmRef> {
-        // SAFETY: `task` is live (we hold a reference); `get_task_mm` returns
-        // its mm with a new `mm_users` reference, or NULL.
-        let mm = unsafe { bindings::get_task_mm(task.as_ptr()) };
-        // INVARIANT: a non-NULL mm carries the reference we now own.
-        NonNull::new(mm).map(MmRef).ok_or(ESRCH)
+/// A reference that keeps an address space alive (`mm_users`).
+pub(crate) type MmRef = ARef<MmWithUser>;
+
+/// A reference that keeps an `mm_struct` allocated (`mm_count`) but not the
+/// address space it describes: when the last user goes (the process exits
+/// or execs), its mappings and pages are freed as usual. This is what a
+/// long-lived handle on a target holds, as `/proc/pid/mem` does.
+pub(crate) type MmGrab = ARef<Mm>;
+
+/// The address space of `task`; `ESRCH` if it has none (a kernel thread,
+/// or a process that is exiting or a zombie).
+pub(crate) fn mm_of_task(task: &Task) -> Result<MmRef> {
+    // SAFETY: `task` is live (borrowed); `get_task_mm` returns its mm with
+    // a new `mm_users` reference, or NULL.
+    let mm = unsafe { bindings::get_task_mm(crate::task::TaskExt::as_raw(task)) };
+    let mm = NonNull::new(mm).ok_or(ESRCH)?;
+    // SAFETY: a non-NULL mm carries the `mm_users` increment the `ARef`
+    // takes over.
+    Ok(unsafe { ARef::from_raw(mm.cast()) })
+}
+
+/// The caller's own address space; `None` for a task without one.
+pub(crate) fn current_mm() -> Option<MmRef> {
+    // SAFETY: reads `current->mm`, which stays valid while the task runs
+    // (it holds a `mm_users` reference of its own).
+    let mm = unsafe { cma_glue_current_mm() };
+    if mm.is_null() {
+        return None;
+    }
+    // SAFETY: as above, `mm_count` is above zero while we run.
+    unsafe { Mm::from_raw(mm) }.mmget_not_zero()
+}
+
+/// The caller's own `mm_struct`.
+pub(crate) fn grab_current_mm() -> MmGrab {
+    // SAFETY: called from a file operation, by a user task, whose mm is
+    // live while it runs.
+    let mm = unsafe { cma_glue_current_mm() };
+    assert!(!mm.is_null(), "a user task has an mm");
+    // SAFETY: as above.
+    ARef::from(unsafe { Mm::from_raw(mm) })
+}
+
+/// What cma asks of any `mm_struct` it holds, beside what upstream's `Mm`
+/// gives.
+pub(crate) trait MmExt {
+    /// Whether this is the caller's own address space.
+    fn is_current(&self) -> bool;
+    /// Whether the address space may be inspected by a non-privileged peer
+    /// (`get_dumpable(mm) == SUID_DUMP_USER`).
+    fn is_user_dumpable(&self) -> bool;
+    /// Whether the caller has `CAP_SYS_PTRACE` in the user namespace that
+    /// owns this address space.
+    fn caller_may_ptrace(&self) -> bool;
+    /// Charges `pages` to the mm's locked memory (`RLIMIT_MEMLOCK`, unless
+    /// the caller has `CAP_IPC_LOCK`): `ENOMEM` past the limit.
+    fn charge_locked(&self, pages: usize) -> Result;
+    /// Returns what [`MmExt::charge_locked`] charged.
+    fn uncharge_locked(&self, pages: usize);
+}
+
+impl MmExt for Mm {
+    fn is_current(&self) -> bool {
+        // SAFETY: reads `current->mm`; no preconditions.
+        self.as_raw() == unsafe { cma_glue_current_mm() }
     }
 
-    /// The caller's own address space; `None` for a task without one.
-    pub(crate) fn current() -> Option<MmRef> {
-        // SAFETY: reads `current->mm`, which stays valid while the task runs
-        // (it holds a `mm_users` reference of its own).
-        let mm = NonNull::new(unsafe { cma_glue_current_mm() })?;
-        // SAFETY: `mm` is live (above); a successful try takes a reference.
-        if unsafe { cma_glue_mmget_not_zero(mm.as_ptr()) } {
-            // INVARIANT: `mmget_not_zero` took the `mm_users` reference.
-            Some(MmRef(mm))
-        } else {
-            None
-        }
+    fn is_user_dumpable(&self) -> bool {
+        // SAFETY: the mm is allocated (borrowed); `get_dumpable` reads a flag.
+        unsafe { cma_glue_get_dumpable(self.as_raw()) == bindings::SUID_DUMP_USER as c_int }
     }
 
-    /// The raw pointer, for identity comparisons only.
-    pub(crate) fn as_ptr(&self) -> *mut bindings::mm_struct {
-        self.0.as_ptr()
+    fn caller_may_ptrace(&self) -> bool {
+        // SAFETY: the mm is allocated (borrowed) and holds its user_ns.
+        let ns = unsafe { cma_glue_mm_user_ns(self.as_raw()) };
+        // SAFETY: `ns` is live for as long as the mm is.
+        unsafe { bindings::ns_capable(ns, bindings::CAP_SYS_PTRACE as c_int) }
     }
 
+    fn charge_locked(&self, pages: usize) -> Result {
+        // SAFETY: the `mm_struct` is allocated (borrowed); the accounting
+        // takes its mmap_lock, which an mm without users has too.
+        kernel::error::to_result(unsafe { cma_glue_account_locked(self.as_raw(), pages, true) })
+    }
+
+    fn uncharge_locked(&self, pages: usize) {
+        // SAFETY: as above.
+        unsafe { cma_glue_account_locked(self.as_raw(), pages, false) };
+    }
+}
+
+/// What cma asks of an address space with users.
+pub(crate) trait MmUserExt {
     /// Pins up to `slots.len()` pages of this address space from the
     /// page-aligned `start` with `pin_user_pages_remote` (`FOLL_PIN` and
     /// `gup_flags`), under its `mmap_lock`, taken and dropped in the glue so
     /// that it is never held while copying; counted. Returns what GUP
     /// returned: how many of the first slots hold pinned pages, or an errno.
+    fn pin_remote(&self, start: usize, gup_flags: u32, slots: &mut [*mut bindings::page]) -> isize;
+}
+
+impl MmUserExt for MmWithUser {
     fn pin_remote(&self, start: usize, gup_flags: u32, slots: &mut [*mut bindings::page]) -> isize {
-        // SAFETY: the mm is live (type invariant); `slots` has room for the
-        // pages asked for. Without FOLL_FORCE, GUP honours the target's
-        // protections (no writes to read-only memory).
+        // SAFETY: the mm has users (borrowed `MmWithUser`); `slots` has room
+        // for the pages asked for. Without FOLL_FORCE, GUP honours the
+        // target's protections (no writes to read-only memory).
         let ret = unsafe {
             cma_glue_pin_remote(
-                self.0.as_ptr(),
+                self.as_raw(),
                 start,
                 slots.len(),
                 gup_flags,
@@ -74,114 +137,6 @@ impl MmRef {
         stats::inc(Stat::GupCalls);
         stats::add(Stat::PagesPinned, ret.max(0) as usize);
         ret
-    }
-
-    /// Whether this is the caller's own address space.
-    pub(crate) fn is_current(&self) -> bool {
-        // SAFETY: reads `current->mm`; no preconditions.
-        self.0.as_ptr() == unsafe { cma_glue_current_mm() }
-    }
-
-    /// Whether the address space may be inspected by a non-privileged peer
-    /// (`get_dumpable(mm) == SUID_DUMP_USER`).
-    pub(crate) fn is_user_dumpable(&self) -> bool {
-        // SAFETY: the mm is live (type invariant).
-        unsafe { cma_glue_get_dumpable(self.0.as_ptr()) == bindings::SUID_DUMP_USER as c_int }
-    }
-
-    /// Whether the caller has `CAP_SYS_PTRACE` in the user namespace that owns
-    /// this address space.
-    pub(crate) fn caller_may_ptrace(&self) -> bool {
-        // SAFETY: the mm is live (type invariant) and holds its user_ns.
-        let ns = unsafe { cma_glue_mm_user_ns(self.0.as_ptr()) };
-        // SAFETY: `ns` is live for as long as the mm is.
-        unsafe { bindings::ns_capable(ns, bindings::CAP_SYS_PTRACE as c_int) }
-    }
-}
-
-impl Drop for MmRef {
-    fn drop(&mut self) {
-        // SAFETY: by the type invariant we own one `mm_users` reference.
-        unsafe { bindings::mmput(self.0.as_ptr()) };
-    }
-}
-
-/// A reference that keeps an `mm_struct` allocated (`mm_count`, taken by
-/// `mmgrab`) but not the address space it describes: when the last user goes
-/// (the process exits or execs), its mappings and pages are freed as usual.
-/// This is what a long-lived handle on a target holds, as `/proc/pid/mem` does.
-///
-/// # Invariants
-///
-/// `self.0` points to an `mm_struct` on which this value owns one `mm_count`
-/// reference.
-pub(crate) struct MmGrab(NonNull<bindings::mm_struct>);
-
-// SAFETY: `mm_count` references are atomic and may be dropped from any
-// thread; shared access only compares the pointer or calls `mmget_not_zero`,
-// which is safe from any thread.
-unsafe impl Send for MmGrab {}
-// SAFETY: as above.
-unsafe impl Sync for MmGrab {}
-
-impl MmGrab {
-    /// The caller's own `mm_struct`.
-    pub(crate) fn current() -> MmGrab {
-        // SAFETY: called from a file operation, by a user task, whose mm is
-        // live while it runs; `mmgrab` takes an `mm_count` reference.
-        let mm = unsafe { cma_glue_current_mm() };
-        // SAFETY: as above.
-        unsafe { cma_glue_mmgrab(mm) };
-        // INVARIANT: we own the reference just taken; user tasks have an mm.
-        MmGrab(NonNull::new(mm).expect("a user task has an mm"))
-    }
-
-    /// Charges `pages` to the mm's locked memory (`RLIMIT_MEMLOCK`, unless
-    /// the caller has `CAP_IPC_LOCK`): `ENOMEM` past the limit.
-    pub(crate) fn charge_locked(&self, pages: usize) -> Result {
-        // SAFETY: the `mm_struct` is allocated (type invariant); the
-        // accounting takes its mmap_lock, which an mm without users has too.
-        kernel::error::to_result(unsafe { cma_glue_account_locked(self.0.as_ptr(), pages, true) })
-    }
-
-    /// Returns what [`MmGrab::charge_locked`] charged.
-    pub(crate) fn uncharge_locked(&self, pages: usize) {
-        // SAFETY: as above.
-        unsafe { cma_glue_account_locked(self.0.as_ptr(), pages, false) };
-    }
-
-    /// Keeps `mm`'s `mm_struct` allocated for as long as the result lives.
-    pub(crate) fn of(mm: &MmRef) -> MmGrab {
-        // SAFETY: `mm` is live (its type invariant); `mmgrab` takes an
-        // `mm_count` reference on it.
-        unsafe { cma_glue_mmgrab(mm.0.as_ptr()) };
-        // INVARIANT: we own the reference just taken.
-        MmGrab(mm.0)
-    }
-
-    /// The address space, if it still has users; `ESRCH` once the process
-    /// it belonged to has exited or exec()ed.
-    pub(crate) fn get(&self) -> Result<MmRef> {
-        // SAFETY: the `mm_struct` is allocated (type invariant), so its
-        // `mm_users` may be tried; a successful try takes a reference.
-        if unsafe { cma_glue_mmget_not_zero(self.0.as_ptr()) } {
-            // INVARIANT: `mmget_not_zero` took the `mm_users` reference.
-            Ok(MmRef(self.0))
-        } else {
-            Err(ESRCH)
-        }
-    }
-
-    /// The raw pointer, for identity comparisons only.
-    pub(crate) fn as_ptr(&self) -> *mut bindings::mm_struct {
-        self.0.as_ptr()
-    }
-}
-
-impl Drop for MmGrab {
-    fn drop(&mut self) {
-        // SAFETY: by the type invariant we own one `mm_count` reference.
-        unsafe { cma_glue_mmdrop(self.0.as_ptr()) };
     }
 }
 
@@ -554,7 +509,7 @@ impl RegionWatch {
         // SAFETY: the mm is live (we hold `mm_users`); the hook outlives the
         // watch (the cache drops its regions before its hook).
         let w =
-            unsafe { cma_glue_region_watch(mm.0.as_ptr(), start, len, hook.0.as_ptr(), &mut seq) };
+            unsafe { cma_glue_region_watch(mm.as_raw(), start, len, hook.0.as_ptr(), &mut seq) };
         let w = kernel::error::from_err_ptr(w)?;
         // INVARIANT: a non-error pointer is a new watch, now ours.
         Ok((NonNull::new(w).map(RegionWatch).ok_or(ENOMEM)?, seq))

@@ -27,10 +27,11 @@ use crate::glue::*;
 use crate::mm::{MmGrab, MmRef};
 use crate::stats::{self, Stat};
 use crate::target::{self, TargetId};
-use crate::task::{Inputs, PidRef, TaskCred, TaskRef};
+use crate::task::{caller_cred, current_task, Inputs, PidRef, TaskCred, TaskExt, TaskRef};
 use crate::uapi;
 use kernel::prelude::*;
 use kernel::sync::Arc;
+use kernel::types::{ARef, ForeignOwnable};
 use kernel::uaccess::{UserPtr, UserSlice};
 
 /// A target attached to, with the state of the access decision made then.
@@ -63,15 +64,15 @@ impl Peer {
         let task = target::find(id)?;
         let policy = consent::policy();
         let (mm, decision) = target::check(&task)?;
-        let me = TaskRef::current();
+        let me = current_task();
         Ok(Peer {
-            cache: Cache::new(MmGrab::of(&mm))?,
+            cache: Cache::new(ARef::from(&**mm))?,
             own: dev.own_cache().clone(),
-            mm: MmGrab::of(&mm),
+            mm: ARef::from(&**mm),
             task,
             target_cred: decision.cred,
-            caller_group: PidRef::tgid_of(&me),
-            caller_cred: TaskCred::of_caller(),
+            caller_group: me.tgid(),
+            caller_cred: caller_cred(),
             policy,
             consent: decision.consent.map(Seen::new),
         })
@@ -94,16 +95,16 @@ impl Peer {
         stats::inc(Stat::PeerCopies);
         let consent_holds =
             consent::policy() == self.policy && self.consent.as_ref().map_or(true, Seen::holds);
-        let now = Inputs::now(&self.task, self.mm.as_ptr());
+        let now = Inputs::now(&self.task, self.mm.as_raw());
         let same = now
             == Inputs {
-                caller_group: self.caller_group.as_ptr(),
-                caller_cred: self.caller_cred.as_ptr(),
-                target_cred: self.target_cred.as_ptr(),
-                target_mm: self.mm.as_ptr(),
+                caller_group: self.caller_group.as_raw(),
+                caller_cred: self.caller_cred.as_raw(),
+                target_cred: self.target_cred.as_raw(),
+                target_mm: self.mm.as_raw(),
                 dumpable: true,
             };
-        let mm = self.mm.get()?;
+        let mm = self.mm.mmget_not_zero().ok_or(ESRCH)?;
         if same && consent_holds {
             return Ok(mm);
         }
@@ -125,7 +126,7 @@ impl Peer {
     #[cold]
     fn recheck(&self) -> Result<(MmRef, access::Decision)> {
         let (mm, decision) = target::check(&self.task)?;
-        if mm.as_ptr() != self.mm.as_ptr() {
+        if mm.as_raw() != self.mm.as_raw() {
             // The target exec()ed: this fd was for the old image.
             return Err(ESRCH);
         }
@@ -147,14 +148,14 @@ pub(crate) fn attach(dev: &DevFile, arg: UserPtr) -> Result<isize> {
     } else {
         TargetId::Pid(req.pid)
     };
-    let peer = KBox::into_raw(KBox::new(Peer::attach(id, dev)?, GFP_KERNEL)?);
-    // SAFETY: `peer` is a valid, exclusively owned allocation. On success the
-    // new file owns it, and `release` below frees it; we do not touch it
+    let peer = KBox::new(Peer::attach(id, dev)?, GFP_KERNEL)?.into_foreign();
+    // SAFETY: `peer` came from `into_foreign` just now. On success the new
+    // file owns it, and `release` below takes it back; we do not touch it
     // again, since another thread may close the fd at once.
-    let fd = unsafe { cma_glue_peer_fd(peer.cast()) };
+    let fd = unsafe { cma_glue_peer_fd(peer.cast_mut()) };
     if fd < 0 {
         // SAFETY: on failure no file took `peer`; it is still ours alone.
-        drop(unsafe { KBox::from_raw(peer) });
+        drop(unsafe { KBox::<Peer>::from_foreign(peer) });
         return Err(Error::from_errno(fd));
     }
     Ok(fd as isize)
@@ -168,9 +169,9 @@ pub(crate) fn attach(dev: &DevFile, arg: UserPtr) -> Result<isize> {
 /// released, for the whole of `'a`.
 pub(crate) unsafe fn of_file<'a>(file: *mut kernel::bindings::file) -> &'a Peer {
     // SAFETY: by the caller's guarantee `file` is a live peer fd file, whose
-    // `private_data` is the `Peer` `attach` stored, freed only on release;
-    // it is only ever shared (`Peer` is `Sync`: every field is).
-    unsafe { &*(cma_glue_file_private(file) as *const Peer) }
+    // `private_data` came from `into_foreign` in `attach` and is taken back
+    // only on release; it is only ever shared (`Peer` is `Sync`).
+    unsafe { KBox::<Peer>::borrow(cma_glue_file_private(file)) }
 }
 
 /// Frees the peer of a peer fd's file that is being released.
@@ -180,7 +181,7 @@ pub(crate) unsafe fn of_file<'a>(file: *mut kernel::bindings::file) -> &'a Peer 
 /// `file` must be a peer fd file in its `release`, called once, with no
 /// other file operation running on it.
 pub(crate) unsafe fn release(file: *mut kernel::bindings::file) {
-    // SAFETY: `private_data` is the pointer `KBox::into_raw` gave `attach`,
-    // owned by the file until now; nothing else can reach it any more.
-    drop(unsafe { KBox::from_raw(cma_glue_file_private(file) as *mut Peer) });
+    // SAFETY: `private_data` came from `into_foreign` in `attach`, owned by
+    // the file until now; nothing else can reach it any more.
+    drop(unsafe { KBox::<Peer>::from_foreign(cma_glue_file_private(file)) });
 }

@@ -3,8 +3,8 @@
 //! From a pid or pidfd to the target's address space, with the access check.
 
 use crate::access::{self, Decision};
-use crate::mm::MmRef;
-use crate::task::{PidRef, TaskRef};
+use crate::mm::{mm_of_task, MmRef};
+use crate::task::{find_pid, pidfd_pid, PidExt, TaskExt, TaskRef};
 use kernel::prelude::*;
 
 /// How the caller names the target.
@@ -33,8 +33,8 @@ pub(crate) fn open(id: TargetId) -> Result<Target> {
 /// The task `id` names; `ESRCH` or `EBADF` as for [`open`].
 pub(crate) fn find(id: TargetId) -> Result<TaskRef> {
     let pid = match id {
-        TargetId::Pid(nr) => PidRef::find(nr)?,
-        TargetId::PidFd(fd) => PidRef::from_pidfd(fd)?,
+        TargetId::Pid(nr) => find_pid(nr)?,
+        TargetId::PidFd(fd) => pidfd_pid(fd)?,
     };
     pid.task()
 }
@@ -44,7 +44,7 @@ pub(crate) fn find(id: TargetId) -> Result<TaskRef> {
 pub(crate) fn check(task: &TaskRef) -> Result<(MmRef, Decision)> {
     // Like mm_access(): hold off exec while the mm is taken and checked.
     let exec_lock = task.lock_exec()?;
-    let mm = MmRef::of_task(task)?;
+    let mm = mm_of_task(task)?;
     let decision = access::check(task, &mm)?;
     drop(exec_lock);
     Ok((mm, decision))

@@ -11,138 +11,137 @@ use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::error::from_err_ptr;
 use kernel::prelude::*;
+use kernel::task::Task;
+use kernel::types::{ARef, AlwaysRefCounted};
+
+pub(crate) use crate::compat::cred::Credential;
+pub(crate) use crate::compat::pid::Pid;
 
 /// A counted reference to a `struct pid`.
-///
-/// # Invariants
-///
-/// `self.0` points to a `struct pid` on which this value owns one reference.
-pub(crate) struct PidRef(NonNull<bindings::pid>);
-
-// SAFETY: `struct pid` references are atomically counted and may be dropped
-// from any thread; the pointer is only compared or passed to the kernel.
-unsafe impl Send for PidRef {}
-// SAFETY: as above: shared access only compares the pointer.
-unsafe impl Sync for PidRef {}
-
-impl PidRef {
-    /// The pid numbered `nr` in the caller's pid namespace; `ESRCH` if none.
-    pub(crate) fn find(nr: i32) -> Result<PidRef> {
-        if nr <= 0 {
-            return Err(ESRCH);
-        }
-        // SAFETY: `find_get_pid` may be called from process context with any
-        // number; it returns a new reference or NULL.
-        let pid = unsafe { bindings::find_get_pid(nr) };
-        // INVARIANT: a non-NULL result carries a reference we now own.
-        NonNull::new(pid).map(PidRef).ok_or(ESRCH)
-    }
-
-    /// The pid a pidfd refers to; `EBADF` if `fd` is not a pidfd.
-    pub(crate) fn from_pidfd(fd: i32) -> Result<PidRef> {
-        // SAFETY: the glue looks `fd` up in the caller's file table itself and
-        // returns a new reference or an ERR_PTR; any integer is acceptable.
-        let pid = from_err_ptr(unsafe { cma_glue_pidfd_get_pid(fd) })?;
-        // INVARIANT: a non-error result carries a reference we now own.
-        NonNull::new(pid).map(PidRef).ok_or(EBADF)
-    }
-
-    /// The thread-group (process) pid of `task`.
-    pub(crate) fn tgid_of(task: &TaskRef) -> PidRef {
-        // SAFETY: `task` is a live task (we hold a reference); the glue takes
-        // a reference on its thread-group pid, which is never NULL for it.
-        let pid = unsafe { cma_glue_get_task_tgid(task.as_ptr()) };
-        // INVARIANT: `get_pid` took the reference we now own.
-        PidRef(NonNull::new(pid).expect("task without tgid"))
-    }
-
-    /// The task this pid (a thread or a process) currently names; `ESRCH` if
-    /// it has exited.
-    pub(crate) fn task(&self) -> Result<TaskRef> {
-        // SAFETY: `self.0` is a valid pid by the type invariant.
-        let task =
-            unsafe { bindings::get_pid_task(self.0.as_ptr(), bindings::pid_type_PIDTYPE_PID) };
-        // INVARIANT: a non-NULL result carries a task reference we now own.
-        NonNull::new(task).map(TaskRef).ok_or(ESRCH)
-    }
-
-    /// The raw pointer, for identity comparisons only.
-    pub(crate) fn as_ptr(&self) -> *mut bindings::pid {
-        self.0.as_ptr()
-    }
-}
-
-impl Drop for PidRef {
-    fn drop(&mut self) {
-        // SAFETY: by the type invariant we own one reference to the pid.
-        unsafe { bindings::put_pid(self.0.as_ptr()) };
-    }
-}
+pub(crate) type PidRef = ARef<Pid>;
 
 /// A counted reference to a task.
+pub(crate) type TaskRef = ARef<Task>;
+
+/// A counted reference to a task's credentials.
+pub(crate) type TaskCred = ARef<Credential>;
+
+/// Takes over the reference a kernel function returned with `ptr`.
 ///
-/// # Invariants
+/// # Safety
 ///
-/// `self.0` points to a `task_struct` on which this value owns one reference.
-pub(crate) struct TaskRef(NonNull<bindings::task_struct>);
+/// `ptr` must be NULL or carry one reference of `T`'s count, which the
+/// caller gives up.
+unsafe fn take<T: AlwaysRefCounted, U>(ptr: *mut U) -> Option<ARef<T>> {
+    let ptr = NonNull::new(ptr)?;
+    // SAFETY: `T` wraps `U` transparently (every `T` here does), and the
+    // caller gives up the reference.
+    Some(unsafe { ARef::from_raw(ptr.cast()) })
+}
 
-// SAFETY: task references are atomically counted and may be dropped from any
-// thread; every method either reads fields that are stable or read once
-// (`READ_ONCE`-like), or calls kernel functions that may run on any thread.
-unsafe impl Send for TaskRef {}
-// SAFETY: as above.
-unsafe impl Sync for TaskRef {}
-
-impl TaskRef {
-    /// The calling task.
-    pub(crate) fn current() -> TaskRef {
-        // SAFETY: `current` is always a valid task; we take a reference on it.
-        let task = unsafe {
-            let task = bindings::get_current();
-            bindings::get_task_struct(task);
-            task
-        };
-        // INVARIANT: we own the reference just taken.
-        TaskRef(NonNull::new(task).expect("no current task"))
+/// The pid numbered `nr` in the caller's pid namespace; `ESRCH` if none.
+pub(crate) fn find_pid(nr: i32) -> Result<PidRef> {
+    if nr <= 0 {
+        return Err(ESRCH);
     }
+    // SAFETY: `find_get_pid` may be called from process context with any
+    // number; it returns a new reference or NULL, which `take` takes over.
+    unsafe { take(bindings::find_get_pid(nr)) }.ok_or(ESRCH)
+}
 
-    /// The raw pointer, valid for as long as `self` lives.
-    pub(crate) fn as_ptr(&self) -> *mut bindings::task_struct {
-        self.0.as_ptr()
+/// The pid a pidfd refers to; `EBADF` if `fd` is not a pidfd.
+pub(crate) fn pidfd_pid(fd: i32) -> Result<PidRef> {
+    // SAFETY: the glue looks `fd` up in the caller's file table itself and
+    // returns a new reference or an ERR_PTR; any integer is acceptable.
+    let pid = from_err_ptr(unsafe { cma_glue_pidfd_get_pid(fd) })?;
+    // SAFETY: a non-error result carries a reference, taken over here.
+    unsafe { take(pid) }.ok_or(EBADF)
+}
+
+/// The calling task.
+pub(crate) fn current_task() -> TaskRef {
+    ARef::from(kernel::current!())
+}
+
+/// What cma asks of a `struct pid`.
+pub(crate) trait PidExt {
+    /// The task this pid (a thread or a process) currently names; `ESRCH`
+    /// if it has exited.
+    fn task(&self) -> Result<TaskRef>;
+}
+
+impl PidExt for Pid {
+    fn task(&self) -> Result<TaskRef> {
+        // SAFETY: the pid is live (borrowed); `get_pid_task` returns a new
+        // task reference or NULL, which `take` takes over.
+        unsafe {
+            take(bindings::get_pid_task(
+                self.as_raw(),
+                bindings::pid_type_PIDTYPE_PID,
+            ))
+        }
+        .ok_or(ESRCH)
     }
+}
 
+/// What cma asks of a task, beside what the kernel crate's `Task` gives.
+pub(crate) trait TaskExt {
+    /// The raw pointer.
+    fn as_raw(&self) -> *mut bindings::task_struct;
     /// Whether this task belongs to the caller's thread group.
-    pub(crate) fn is_current_thread_group(&self) -> bool {
-        // SAFETY: the task is live (type invariant); `same_thread_group`
-        // only compares its signal struct with current's.
-        unsafe { cma_glue_same_thread_group(self.as_ptr()) }
-    }
-
+    fn is_current_thread_group(&self) -> bool;
     /// The exec generation of this task: it changes when the process execs.
-    pub(crate) fn exec_id(&self) -> u64 {
-        // SAFETY: the task is live (type invariant); the read is atomic.
-        unsafe { cma_glue_self_exec_id(self.as_ptr()) }
-    }
-
+    fn exec_id(&self) -> u64;
     /// The address of this task's thread-group pid, for identity only.
-    pub(crate) fn tgid_ptr(&self) -> *mut bindings::pid {
-        // SAFETY: the task is live (type invariant), so is its tgid pid; the
-        // pointer is only compared.
-        unsafe { cma_glue_task_tgid(self.as_ptr()) }
-    }
-
+    fn tgid_ptr(&self) -> *mut bindings::pid;
+    /// This task's thread-group (process) pid.
+    fn tgid(&self) -> PidRef;
     /// Whether this task's thread group is the one `pid` names.
-    pub(crate) fn in_group(&self, pid: &PidRef) -> bool {
-        // SAFETY: as in `is_named_by`.
-        pid.as_ptr() == unsafe { cma_glue_task_tgid(self.as_ptr()) }
+    fn in_group(&self, pid: &Pid) -> bool;
+    /// Takes the task's `exec_update_lock` for reading, so that it cannot
+    /// exec (and change credentials or mm) while the guard lives. `EINTR`
+    /// if a fatal signal arrives while waiting.
+    fn lock_exec(&self) -> Result<ExecLockGuard<'_>>;
+    /// The task's objective credentials.
+    fn cred(&self) -> TaskCred;
+}
+
+impl TaskExt for Task {
+    fn as_raw(&self) -> *mut bindings::task_struct {
+        // `Task` is a transparent wrapper of `task_struct`.
+        (self as *const Task).cast_mut().cast()
     }
 
-    /// Takes the task's `exec_update_lock` for reading, so that it cannot
-    /// exec (and change credentials or mm) while the guard lives. `EINTR` if
-    /// a fatal signal arrives while waiting.
-    pub(crate) fn lock_exec(&self) -> Result<ExecLockGuard<'_>> {
-        // SAFETY: the task is live (type invariant), so is its signal struct.
-        let ret = unsafe { cma_glue_exec_update_lock_killable(self.as_ptr()) };
+    fn is_current_thread_group(&self) -> bool {
+        // SAFETY: the task is live (borrowed); `same_thread_group` only
+        // compares its signal struct with current's.
+        unsafe { cma_glue_same_thread_group(self.as_raw()) }
+    }
+
+    fn exec_id(&self) -> u64 {
+        // SAFETY: the task is live (borrowed); the read is atomic.
+        unsafe { cma_glue_self_exec_id(self.as_raw()) }
+    }
+
+    fn tgid_ptr(&self) -> *mut bindings::pid {
+        // SAFETY: the task is live (borrowed), so is its tgid pid; the
+        // pointer is only compared.
+        unsafe { cma_glue_task_tgid(self.as_raw()) }
+    }
+
+    fn tgid(&self) -> PidRef {
+        // SAFETY: the task is live (borrowed); the glue takes a reference on
+        // its thread-group pid, never NULL for it, which `take` takes over.
+        unsafe { take(cma_glue_get_task_tgid(self.as_raw())) }.expect("task without tgid")
+    }
+
+    fn in_group(&self, pid: &Pid) -> bool {
+        pid.as_raw() == self.tgid_ptr()
+    }
+
+    fn lock_exec(&self) -> Result<ExecLockGuard<'_>> {
+        // SAFETY: the task is live (borrowed), so is its signal struct.
+        let ret = unsafe { cma_glue_exec_update_lock_killable(self.as_raw()) };
         if ret != 0 {
             return Err(EINTR);
         }
@@ -150,20 +149,11 @@ impl TaskRef {
         Ok(ExecLockGuard { task: self })
     }
 
-    /// The task's objective credentials.
-    pub(crate) fn cred(&self) -> TaskCred {
-        // SAFETY: the task is live; `get_task_cred` returns a new reference
-        // to its (never NULL) credentials.
-        let cred = unsafe { bindings::get_task_cred(self.as_ptr()) };
-        // INVARIANT: we own the reference `get_task_cred` took.
-        TaskCred(NonNull::new(cred as *mut _).expect("task without cred"))
-    }
-}
-
-impl Drop for TaskRef {
-    fn drop(&mut self) {
-        // SAFETY: by the type invariant we own one reference to the task.
-        unsafe { bindings::put_task_struct(self.0.as_ptr()) };
+    fn cred(&self) -> TaskCred {
+        // SAFETY: the task is live (borrowed); `get_task_cred` returns a new
+        // reference to its (never NULL) credentials, taken over here.
+        unsafe { take(bindings::get_task_cred(self.as_raw()).cast_mut()) }
+            .expect("task without cred")
     }
 }
 
@@ -173,13 +163,13 @@ impl Drop for TaskRef {
 ///
 /// `task`'s `signal->exec_update_lock` is held for reading by this guard.
 pub(crate) struct ExecLockGuard<'a> {
-    task: &'a TaskRef,
+    task: &'a Task,
 }
 
 impl Drop for ExecLockGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: by the type invariant the lock is held for reading by us.
-        unsafe { cma_glue_exec_update_unlock(self.task.as_ptr()) };
+        unsafe { cma_glue_exec_update_unlock(self.task.as_raw()) };
     }
 }
 
@@ -222,53 +212,32 @@ unsafe fn ids_of(cred: *const bindings::cred) -> Ids {
     }
 }
 
-/// A counted reference to a task's credentials.
-///
-/// # Invariants
-///
-/// `self.0` points to credentials on which this value owns one reference.
-pub(crate) struct TaskCred(NonNull<bindings::cred>);
+/// The caller's subjective credentials (`current_cred()`).
+pub(crate) fn caller_cred() -> TaskCred {
+    // SAFETY: `get_current_cred` returns a new reference to the caller's
+    // (never NULL) credentials, taken over here.
+    unsafe { take(cma_glue_get_current_cred().cast_mut()) }.expect("caller without cred")
+}
 
-// SAFETY: credentials are immutable once published and atomically counted;
-// they may be read and put from any thread.
-unsafe impl Send for TaskCred {}
-// SAFETY: as above.
-unsafe impl Sync for TaskCred {}
-
-impl TaskCred {
-    /// The caller's subjective credentials (`current_cred()`).
-    pub(crate) fn of_caller() -> TaskCred {
-        // SAFETY: `get_current_cred` returns a new reference to the caller's
-        // (never NULL) credentials.
-        let cred = unsafe { cma_glue_get_current_cred() };
-        // INVARIANT: we own the reference `get_current_cred` took.
-        TaskCred(NonNull::new(cred as *mut _).expect("caller without cred"))
-    }
-
-    /// The raw pointer, for identity comparisons only.
-    pub(crate) fn as_ptr(&self) -> *const bindings::cred {
-        self.0.as_ptr()
-    }
-
+/// What cma asks of credentials.
+pub(crate) trait CredExt {
     /// The ids these credentials carry.
-    pub(crate) fn ids(&self) -> Ids {
-        // SAFETY: the credentials are live (type invariant).
-        unsafe { ids_of(self.0.as_ptr()) }
-    }
-
+    fn ids(&self) -> Ids;
     /// Whether the caller has `CAP_SYS_PTRACE` in these credentials' user
     /// namespace (ptrace's `ptrace_has_cap`).
-    pub(crate) fn caller_may_ptrace(&self) -> bool {
+    fn caller_may_ptrace(&self) -> bool;
+}
+
+impl CredExt for Credential {
+    fn ids(&self) -> Ids {
+        // SAFETY: the credentials are live (borrowed).
+        unsafe { ids_of(self.as_raw()) }
+    }
+
+    fn caller_may_ptrace(&self) -> bool {
         let ns = self.ids().user_ns;
         // SAFETY: `ns` is a live user namespace (held by the credentials).
         unsafe { bindings::ns_capable(ns.cast_mut(), bindings::CAP_SYS_PTRACE as c_int) }
-    }
-}
-
-impl Drop for TaskCred {
-    fn drop(&mut self) {
-        // SAFETY: by the type invariant we own one reference.
-        unsafe { cma_glue_put_cred(self.0.as_ptr()) };
     }
 }
 
@@ -295,7 +264,7 @@ pub(crate) struct Inputs {
 impl Inputs {
     /// The inputs as they stand now, for a copy to `task` whose address
     /// space was `mm` (still allocated, by an `mmgrab` at least).
-    pub(crate) fn now(task: &TaskRef, mm: *mut bindings::mm_struct) -> Inputs {
+    pub(crate) fn now(task: &Task, mm: *mut bindings::mm_struct) -> Inputs {
         let (mut group, mut ccred, mut tcred, mut tmm, mut dumpable) = (
             core::ptr::null_mut(),
             core::ptr::null(),
@@ -308,7 +277,7 @@ impl Inputs {
         // into the out-parameters, which are valid locals.
         unsafe {
             cma_glue_peer_state(
-                task.as_ptr(),
+                task.as_raw(),
                 mm,
                 &mut group,
                 &mut ccred,

@@ -67,6 +67,9 @@ struct mm_struct *cma_glue_current_mm(void);
 void cma_glue_mmgrab(struct mm_struct *mm);
 void cma_glue_mmdrop(struct mm_struct *mm);
 bool cma_glue_mmget_not_zero(struct mm_struct *mm);
+void cma_glue_mmget(struct mm_struct *mm);
+void cma_glue_get_cred(const struct cred *cred);
+void cma_glue_get_pid(struct pid *pid);
 const struct cred *cma_glue_get_current_cred(void);
 void cma_glue_peer_state(struct task_struct *task, struct mm_struct *mm,
 			 struct pid **caller_group, const struct cred **caller_cred,

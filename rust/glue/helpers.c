@@ -98,6 +98,21 @@ bool cma_glue_mmget_not_zero(struct mm_struct *mm)
 	return mmget_not_zero(mm);
 }
 
+void cma_glue_mmget(struct mm_struct *mm)
+{
+	mmget(mm);
+}
+
+void cma_glue_get_cred(const struct cred *cred)
+{
+	get_cred(cred);
+}
+
+void cma_glue_get_pid(struct pid *pid)
+{
+	get_pid(pid);
+}
+
 /*
  * What a peer fd's check compares, read in one call (a copy's hot path): the
  * caller's thread-group pid and credentials, @task's credentials and mm, and
