@@ -26,7 +26,7 @@ MODDIR := $(TOP)/out/module-$(FLAVOUR)
 endif
 KMAKE = $(MAKE) -C $(KDIR) M=$(MODDIR) LLVM=-19 RUSTC=$(KRUSTC) BINDGEN=$(BINDGEN) $(KMAKE_ARGS)
 MODULE_SOURCES := Kbuild include/uapi/cma.h $(wildcard rust/glue/*.[ch]) \
-	$(filter-out %_generated.rs,$(wildcard rust/*.rs))
+	$(filter-out %_generated.rs,$(wildcard rust/*.rs rust/compat/*.rs))
 CARGO_TARGET := $(TOP)/userspace/target/release
 # The C libraries: libcma.so (the C API, a Rust cdylib) and
 # libcma-preload.so (process_vm_readv/writev through /dev/cma: the Rust
