@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Who may copy from or to whom: never more loosely than ptrace.
+//! From a pid or pidfd to the target's address space, and who may copy
+//! from or to whom: upstream's `mm_access()` in one file, never more
+//! loosely than ptrace.
 //!
 //! `ptrace_may_access()` is not exported to modules, so this is its
 //! `PTRACE_MODE_ATTACH_REALCREDS` rule rebuilt from exported pieces, plus
@@ -27,9 +29,60 @@
 //! in between, as `mm_access()` does.
 
 use crate::consent::{self, Policy, Token};
-use crate::mm::{MmExt, MmRef};
-use crate::task::{current_ids, current_task, CredExt, TaskCred, TaskExt, TaskRef};
+use crate::mm::{mm_of_task, MmExt, MmRef};
+use crate::task::{
+    current_ids, current_task, find_pid, pidfd_pid, CredExt, PidExt, TaskCred, TaskExt, TaskRef,
+};
 use kernel::prelude::*;
+
+/// How the caller names the target.
+#[derive(Clone, Copy)]
+pub(crate) enum TargetId {
+    /// A pid (process or thread) in the caller's pid namespace.
+    Pid(i32),
+    /// A pidfd open in the caller.
+    PidFd(i32),
+}
+
+impl TargetId {
+    /// The target a request's `pid` field names: a pidfd if the request
+    /// has `CMA_COPY_PIDFD`.
+    pub(crate) fn new(pid: i32, pidfd: bool) -> TargetId {
+        if pidfd {
+            TargetId::PidFd(pid)
+        } else {
+            TargetId::Pid(pid)
+        }
+    }
+}
+
+/// Finds the target and checks access; returns its address space, alive for
+/// the copy. `ESRCH` if there is no such process or it has no address space
+/// (kernel thread, zombie), `EBADF` for a bad pidfd, `EPERM` if the caller
+/// may not, `EINTR` on a fatal signal.
+pub(crate) fn open(id: TargetId) -> Result<MmRef> {
+    Ok(mm_access(&find(id)?)?.0)
+}
+
+/// The task `id` names; `ESRCH` or `EBADF` as for [`open`].
+pub(crate) fn find(id: TargetId) -> Result<TaskRef> {
+    let pid = match id {
+        TargetId::Pid(nr) => find_pid(nr)?,
+        TargetId::PidFd(fd) => pidfd_pid(fd)?,
+    };
+    pid.task()
+}
+
+/// Takes `task`'s address space and checks that the caller may copy from and
+/// to it. Returns it with what the decision rested on.
+pub(crate) fn mm_access(task: &TaskRef) -> Result<(MmRef, Decision)> {
+    // Like mm_access(): hold off exec while the mm is taken and checked.
+    let exec_lock = task.lock_exec()?;
+    let mm = mm_of_task(task)?;
+    let decision = check(task, &mm)?;
+    drop(exec_lock);
+    Ok((mm, decision))
+}
 
 /// What an access decision rested on.
 pub(crate) struct Decision {
@@ -41,7 +94,7 @@ pub(crate) struct Decision {
 
 /// Decides whether the caller may copy from and to `task`, whose address
 /// space is `mm`. `EPERM` if not; if so, what the decision rested on.
-pub(crate) fn check(task: &TaskRef, mm: &MmRef) -> Result<Decision> {
+fn check(task: &TaskRef, mm: &MmRef) -> Result<Decision> {
     let tcred = task.cred();
     if task.is_current_thread_group() {
         return Ok(Decision {

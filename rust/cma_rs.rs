@@ -5,26 +5,32 @@
 //! The module registers a misc character device whose ioctls copy between the
 //! caller's address space and another process's. This file is the crate root:
 //! it declares the module and owns the device registration; each step of a
-//! request lives in its own file (see the `mod` list below).
+//! request lives in its own file (see the `mod` list below). The files that
+//! decide (access, the copy ioctls, the engine, info) may not contain
+//! `unsafe` (`deny(unsafe_code)`): they build on the RAII wrappers (`mm`,
+//! `task`, `user`, `file`, `compat`) and the glue's declarations (`glue`).
 
 use kernel::prelude::*;
 
+#[deny(unsafe_code)]
 mod access;
 mod cache;
 mod compat;
 mod consent;
+#[deny(unsafe_code)]
 mod copy;
 mod device;
 mod dispatch;
+#[deny(unsafe_code)]
 mod engine;
 mod file;
 mod glue;
+#[deny(unsafe_code)]
 mod info;
 mod kcopy;
 mod mm;
 mod peer;
 mod stats;
-mod target;
 mod task;
 mod uapi;
 mod user;

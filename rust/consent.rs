@@ -46,11 +46,11 @@ use crate::mm::MmWatch;
 use crate::stats::{self, Stat};
 use crate::task::{current_ids, current_task, find_pid, PidExt, PidRef, TaskExt, TaskRef};
 use crate::uapi;
+use crate::user::IoctlArg;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use kernel::prelude::*;
 use kernel::rbtree::RBTree;
 use kernel::sync::{Arc, Mutex};
-use kernel::uaccess::{UserPtr, UserSlice};
 
 /// The most grants one process may hold at once.
 const MAX_GRANTS_PER_PROCESS: usize = 1024;
@@ -346,10 +346,8 @@ impl Registry {
 }
 
 /// `CMA_IOC_GRANT`: records the caller's consent, made on `file`.
-pub(crate) fn grant(file: usize, arg: UserPtr) -> Result<isize> {
-    let req: uapi::cma_grant = UserSlice::new(arg, core::mem::size_of::<uapi::cma_grant>())
-        .reader()
-        .read()?;
+pub(crate) fn grant(file: usize, arg: IoctlArg) -> Result<isize> {
+    let req: uapi::cma_grant = arg.read()?;
     if req.flags != 0 || req.reserved != [0; 3] || req.pid < 0 {
         return Err(EINVAL);
     }

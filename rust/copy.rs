@@ -4,13 +4,13 @@
 //! / `CMA_IOC_WRITE1`, on `/dev/cma` or on a peer fd: read and validate the
 //! request, find the target, run the copy engine, report the result.
 
+use crate::access::{self, TargetId};
 use crate::engine::{self, Caches, Direction, IoVec};
 use crate::file::DevFile;
 use crate::mm::MmRef;
 use crate::peer::Peer;
-use crate::target::{self, TargetId};
 use crate::uapi;
-use crate::user;
+use crate::user::{self, IoctlArg};
 use core::mem::size_of;
 use kernel::prelude::*;
 use kernel::uaccess::{UserPtr, UserSlice};
@@ -38,8 +38,7 @@ enum Named<'a> {
 impl<'a> Named<'a> {
     fn new(via: Via<'a>, pid: i32, pidfd: bool) -> Result<Named<'a>> {
         Ok(match via {
-            Via::Device(f) if pidfd => Named::Id(TargetId::PidFd(pid), f),
-            Via::Device(f) => Named::Id(TargetId::Pid(pid), f),
+            Via::Device(f) => Named::Id(TargetId::new(pid, pidfd), f),
             Via::Peer(_) if pid != 0 || pidfd => return Err(EINVAL),
             Via::Peer(p) => Named::Peer(p),
         })
@@ -48,7 +47,7 @@ impl<'a> Named<'a> {
     /// Looks the target up and checks access.
     fn open(&self) -> Result<MmRef> {
         match self {
-            Named::Id(id, _) => Ok(target::open(*id)?.mm),
+            Named::Id(id, _) => access::open(*id),
             Named::Peer(p) => p.target(),
         }
     }
@@ -71,9 +70,8 @@ impl<'a> Named<'a> {
 }
 
 /// Handles one copy ioctl whose `struct cma_copy` is at `arg`.
-pub(crate) fn ioctl(via: Via<'_>, arg: UserPtr, dir: Direction) -> Result<isize> {
-    let (mut reader, mut writer) = UserSlice::new(arg, size_of::<uapi::cma_copy>()).reader_writer();
-    let mut req: uapi::cma_copy = reader.read()?;
+pub(crate) fn ioctl(via: Via<'_>, arg: IoctlArg, dir: Direction) -> Result<isize> {
+    let mut req: uapi::cma_copy = arg.read()?;
     if req.flags & !(uapi::CMA_COPY_FLAGS_ALL as u64) != 0
         || req.pad != 0
         || req.pad2 != 0
@@ -95,9 +93,7 @@ pub(crate) fn ioctl(via: Via<'_>, arg: UserPtr, dir: Direction) -> Result<isize>
     // The result goes where the request came from. Make sure it can before
     // any byte moves: a write that changed the target and then could not
     // say how much would leave the caller no way to learn it.
-    UserSlice::new(arg, size_of::<uapi::cma_copy>())
-        .writer()
-        .write(&req)?;
+    arg.write(&req)?;
 
     let outcome = if local.is_empty() && remote.is_empty() {
         // A probe: may the caller reach the target at all?
@@ -124,7 +120,7 @@ pub(crate) fn ioctl(via: Via<'_>, arg: UserPtr, dir: Direction) -> Result<isize>
     req.remote_offset = remote_offset as u64;
     req.local_index = local_index as u32;
     req.local_offset = local_offset as u64;
-    writer.write(&req)?;
+    arg.write(&req)?;
     match outcome.error {
         Some(e) if outcome.bytes == 0 => Err(e),
         _ => Ok(0),
@@ -182,10 +178,8 @@ fn cap_total(iovs: &mut [IoVec]) {
 
 /// Handles one single-range copy ioctl whose `struct cma_copy1` is at `arg`.
 /// Returns the bytes copied.
-pub(crate) fn ioctl1(via: Via<'_>, arg: UserPtr, dir: Direction) -> Result<isize> {
-    let req: uapi::cma_copy1 = UserSlice::new(arg, size_of::<uapi::cma_copy1>())
-        .reader()
-        .read()?;
+pub(crate) fn ioctl1(via: Via<'_>, arg: IoctlArg, dir: Direction) -> Result<isize> {
+    let req: uapi::cma_copy1 = arg.read()?;
     if req.flags & !uapi::CMA_COPY_PIDFD != 0 {
         return Err(EINVAL);
     }

@@ -7,6 +7,7 @@
 
 use crate::copy::Via;
 use crate::engine::Direction;
+use crate::user::IoctlArg;
 use crate::{consent, copy, file, info, peer, uapi};
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
 use kernel::prelude::*;
@@ -85,6 +86,7 @@ fn result(r: Result<isize>) -> c_long {
 /// the command came in on (a peer fd takes the copies and `INFO` only);
 /// `file` identifies it (never dereferenced here).
 fn dispatch(via: Via<'_>, file: usize, cmd: u32, arg: usize) -> Result<isize> {
+    let arg = IoctlArg::new(cmd, arg);
     match (cmd, via) {
         (uapi::CMA_IOC_INFO, _) => info::info(arg),
         (uapi::CMA_IOC_READ, _) => copy::ioctl(via, arg, Direction::Read),

@@ -3,8 +3,8 @@
 //! `CMA_IOC_INFO`: what this module supports.
 
 use crate::uapi;
+use crate::user::IoctlArg;
 use kernel::prelude::*;
-use kernel::uaccess::{UserPtr, UserSlice};
 
 /// Feature bits (`CMA_FEAT_*`) this build implements.
 pub(crate) const FEATURES: u64 = (uapi::CMA_FEAT_COPY
@@ -16,15 +16,13 @@ pub(crate) const FEATURES: u64 = (uapi::CMA_FEAT_COPY
     | uapi::CMA_FEAT_PVM) as u64;
 
 /// Writes a `struct cma_info` describing this module to `arg`.
-pub(crate) fn info(arg: UserPtr) -> Result<isize> {
+pub(crate) fn info(arg: IoctlArg) -> Result<isize> {
     let info = uapi::cma_info {
         abi_version: uapi::CMA_ABI_VERSION,
         max_iov: kernel::bindings::UIO_MAXIOV,
         features: FEATURES,
         reserved: [0; 6],
     };
-    UserSlice::new(arg, core::mem::size_of::<uapi::cma_info>())
-        .writer()
-        .write(&info)?;
+    arg.write(&info)?;
     Ok(0)
 }

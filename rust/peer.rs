@@ -19,20 +19,19 @@
 //! The fd holds the target's `mm_struct` with `mmgrab` only: the target's
 //! memory is freed when it exits, and copies then fail with `ESRCH`.
 
-use crate::access;
+use crate::access::{self, TargetId};
 use crate::cache::Cache;
 use crate::consent::{self, Seen};
 use crate::file::DevFile;
 use crate::glue::*;
 use crate::mm::{MmGrab, MmRef};
 use crate::stats::{self, Stat};
-use crate::target::{self, TargetId};
 use crate::task::{caller_cred, current_task, Inputs, PidRef, TaskCred, TaskExt, TaskRef};
 use crate::uapi;
+use crate::user::IoctlArg;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::types::{ARef, ForeignOwnable};
-use kernel::uaccess::{UserPtr, UserSlice};
 
 /// A target attached to, with the state of the access decision made then.
 pub(crate) struct Peer {
@@ -61,9 +60,9 @@ pub(crate) struct Peer {
 impl Peer {
     /// Looks up and checks the target, as a copy by pid does.
     fn attach(id: TargetId, dev: &DevFile) -> Result<Peer> {
-        let task = target::find(id)?;
+        let task = access::find(id)?;
         let policy = consent::policy();
-        let (mm, decision) = target::check(&task)?;
+        let (mm, decision) = access::mm_access(&task)?;
         let me = current_task();
         Ok(Peer {
             cache: Cache::new(ARef::from(&**mm))?,
@@ -125,7 +124,7 @@ impl Peer {
     /// The full check, for a copy after something changed.
     #[cold]
     fn recheck(&self) -> Result<(MmRef, access::Decision)> {
-        let (mm, decision) = target::check(&self.task)?;
+        let (mm, decision) = access::mm_access(&self.task)?;
         if mm.as_raw() != self.mm.as_raw() {
             // The target exec()ed: this fd was for the old image.
             return Err(ESRCH);
@@ -136,18 +135,12 @@ impl Peer {
 
 /// `CMA_IOC_ATTACH`: checks access to the target named at `arg` and returns
 /// a new peer fd for it.
-pub(crate) fn attach(dev: &DevFile, arg: UserPtr) -> Result<isize> {
-    let req: uapi::cma_attach = UserSlice::new(arg, core::mem::size_of::<uapi::cma_attach>())
-        .reader()
-        .read()?;
+pub(crate) fn attach(dev: &DevFile, arg: IoctlArg) -> Result<isize> {
+    let req: uapi::cma_attach = arg.read()?;
     if req.flags & !uapi::CMA_COPY_PIDFD != 0 || req.reserved != [0; 3] {
         return Err(EINVAL);
     }
-    let id = if req.flags & uapi::CMA_COPY_PIDFD != 0 {
-        TargetId::PidFd(req.pid)
-    } else {
-        TargetId::Pid(req.pid)
-    };
+    let id = TargetId::new(req.pid, req.flags & uapi::CMA_COPY_PIDFD != 0);
     let peer = KBox::new(Peer::attach(id, dev)?, GFP_KERNEL)?.into_foreign();
     // SAFETY: `peer` came from `into_foreign` just now. On success the new
     // file owns it, and `release` below takes it back; we do not touch it

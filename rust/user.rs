@@ -1,12 +1,54 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Copies between a kernel buffer and the caller's memory that report exactly
-//! how many bytes made it, as `copy_{to,from}_user` do (the `UserSlice` API
-//! of 6.12 is all-or-nothing, which would lose the partial count).
+//! The caller's memory: an ioctl's argument (the struct at `arg`, of the
+//! size its command encodes), and copies between a kernel buffer and user
+//! memory that report exactly how many bytes made it, as
+//! `copy_{to,from}_user` do (the `UserSlice` API of 6.12 is
+//! all-or-nothing, which would lose the partial count).
 
 use crate::glue::cma_glue_access_ok;
 use core::ffi::c_void;
 use kernel::bindings;
+use kernel::prelude::*;
+use kernel::types::{AsBytes, FromBytes};
+use kernel::uaccess::{UserPtr, UserSlice};
+
+/// An ioctl's argument: the user memory at `arg`, as long as the size the
+/// command encodes (`_IOC_SIZE`). Handlers read and write it as the struct
+/// their command names; a struct of another size is refused (`EINVAL`), so
+/// no handler can read or write past what the command declares.
+#[derive(Clone, Copy)]
+pub(crate) struct IoctlArg {
+    ptr: UserPtr,
+    len: usize,
+}
+
+impl IoctlArg {
+    /// The argument of command `cmd` at `arg`.
+    pub(crate) fn new(cmd: u32, arg: UserPtr) -> IoctlArg {
+        IoctlArg {
+            ptr: arg,
+            len: kernel::ioctl::_IOC_SIZE(cmd),
+        }
+    }
+
+    fn slice<T>(self) -> Result<UserSlice> {
+        if core::mem::size_of::<T>() != self.len {
+            return Err(EINVAL);
+        }
+        Ok(UserSlice::new(self.ptr, self.len))
+    }
+
+    /// Reads the argument as a `T`.
+    pub(crate) fn read<T: FromBytes>(self) -> Result<T> {
+        self.slice::<T>()?.reader().read()
+    }
+
+    /// Writes `value` over the argument.
+    pub(crate) fn write<T: AsBytes>(self, value: &T) -> Result {
+        self.slice::<T>()?.writer().write(value)
+    }
+}
 
 /// Copies `dst.len()` bytes from the caller's address `src` into `dst`.
 /// Returns the number of bytes copied; fewer than asked only on a fault.
