@@ -29,9 +29,15 @@
 #define CMA_IOC_MAGIC 0xCA
 
 /**
+ * CMA_MAX_IOV - the most iovecs accepted on either side of a copy: the
+ * kernel's UIO_MAXIOV, as for process_vm_readv(2). cma_info.max_iov reports it.
+ */
+#define CMA_MAX_IOV		1024U
+
+/**
  * struct cma_info - what the loaded module supports (%CMA_IOC_INFO).
  * @abi_version: %CMA_ABI_VERSION of the module.
- * @max_iov: the largest iovec count accepted on either side (UIO_MAXIOV).
+ * @max_iov: the largest iovec count accepted on either side (%CMA_MAX_IOV).
  * @features: bitmask of %CMA_FEAT_* the module implements.
  * @reserved: zero.
  */
@@ -57,6 +63,10 @@ struct cma_info {
 #define CMA_FEAT_ATTACH		(1ULL << 5)
 /** %CMA_COPY_PVM: a vectored copy with process_vm_readv(2)'s exact contract. */
 #define CMA_FEAT_PVM		(1ULL << 6)
+/** Every feature bit this header defines (a module reports all of them). */
+#define CMA_FEAT_ALL		(CMA_FEAT_COPY | CMA_FEAT_PIDFD | CMA_FEAT_GRANT | \
+				 CMA_FEAT_PROBE | CMA_FEAT_COPY1 | CMA_FEAT_ATTACH | \
+				 CMA_FEAT_PVM)
 
 /**
  * struct cma_iovec - one contiguous range, laid out like struct iovec on 64-bit.
@@ -89,6 +99,7 @@ struct cma_iovec {
  * struct cma_copy (its output fields are left as they were).
  */
 #define CMA_COPY_PVM		(1ULL << 1)
+/** Every bit cma_copy.flags (__u64) may have. */
 #define CMA_COPY_FLAGS_ALL	(CMA_COPY_PIDFD | CMA_COPY_PVM)
 
 /**
@@ -96,7 +107,8 @@ struct cma_iovec {
  * @local_iov: in: address of @local_cnt struct cma_iovec in the caller.
  * @remote_iov: in: address (in the caller) of @remote_cnt struct cma_iovec
  *	describing ranges in the target.
- * @local_cnt: in: number of local iovecs, at most cma_info.max_iov (1024).
+ * @local_cnt: in: number of local iovecs, at most cma_info.max_iov
+ *	(%CMA_MAX_IOV).
  * @remote_cnt: in: number of remote iovecs, at most cma_info.max_iov.
  * @pid: in: the target: a pid in the caller's pid namespace, or a pidfd
  *	with %CMA_COPY_PIDFD.
@@ -176,10 +188,14 @@ struct cma_copy1 {
 	__u32 flags;
 };
 
+/** Every bit cma_copy1.flags (__u32) may have: %CMA_COPY_PIDFD. */
+#define CMA_COPY1_FLAGS_ALL	((__u32)CMA_COPY_PIDFD)
+
 /** Size of the staging steps of a copy within one address space. */
 #define CMA_DIRECT_CHUNK	(64 * 1024)
 
-/* Flags for cma_grant.flags: none yet; must be zero. */
+/** Every bit cma_grant.flags (__u32) may have: none yet, it must be zero. */
+#define CMA_GRANT_FLAGS_ALL	((__u32)0)
 
 /**
  * struct cma_grant - consent to be copied from and to (%CMA_IOC_GRANT).
@@ -229,6 +245,9 @@ struct cma_attach {
 	__u32 flags;
 	__u64 reserved[3];
 };
+
+/** Every bit cma_attach.flags (__u32) may have: %CMA_COPY_PIDFD. */
+#define CMA_ATTACH_FLAGS_ALL	((__u32)CMA_COPY_PIDFD)
 
 /** Query the module's ABI version and features. */
 #define CMA_IOC_INFO	_IOR(CMA_IOC_MAGIC, 0x40, struct cma_info)
