@@ -2,8 +2,29 @@
 //! source of truth shared with the kernel module and C users. bindgen also
 //! emits compile-time checks of every struct's size, alignment and offsets.
 
+use bindgen::callbacks::{IntKind, ParseCallbacks};
 use std::env;
 use std::path::PathBuf;
+
+/// Gives each constant the width of the field it goes in (bindgen would make
+/// every one that fits a `u32`), so that no user has to cast it: the feature
+/// bits and `struct cma_copy`'s flags are `__u64`, the copy1 limit bounds a
+/// `__u64` length; the per-struct masks of the `__u32` flags fields and the
+/// iovec limit stay `u32`.
+#[derive(Debug)]
+struct FieldWidths;
+
+impl ParseCallbacks for FieldWidths {
+    fn int_macro(&self, name: &str, _value: i64) -> Option<IntKind> {
+        match name {
+            "CMA_COPY_PIDFD" | "CMA_COPY_PVM" | "CMA_COPY_FLAGS_ALL" | "CMA_COPY1_MAX" => {
+                Some(IntKind::U64)
+            }
+            _ if name.starts_with("CMA_FEAT_") => Some(IntKind::U64),
+            _ => None,
+        }
+    }
+}
 
 fn main() {
     let header = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap())
@@ -22,6 +43,7 @@ fn main() {
         .allowlist_item("cma_.*|CMA_.*")
         // Evaluates the _IOR()/_IOWR() ioctl numbers, which are function-like macros.
         .clang_macro_fallback()
+        .parse_callbacks(Box::new(FieldWidths))
         .derive_default(true)
         .derive_eq(true)
         .generate()

@@ -5,7 +5,8 @@
 //! declarations bindgen generates from the header are checked against these
 //! definitions at compile time ([`checked!`]), so the two cannot drift.
 
-use cma::{sys, Channel, Op, Target};
+use cma::raw::{self, Channel};
+use cma::{sys, Op, Target};
 use libc::iovec;
 use std::ffi::{c_int, c_ulong};
 use std::io;
@@ -108,9 +109,7 @@ fn target_of(target: c_int, flags: u64) -> io::Result<Target<'static>> {
     match flags {
         0 => Ok(Target::Pid(target)),
         // SAFETY: the kernel only reads the number; a closed fd is EBADF.
-        f if f == sys::CMA_COPY_PIDFD as u64 => {
-            Ok(Target::PidFd(unsafe { BorrowedFd::borrow_raw(target) }))
-        }
+        sys::CMA_COPY_PIDFD => Ok(Target::PidFd(unsafe { BorrowedFd::borrow_raw(target) })),
         _ => Err(einval()),
     }
 }
@@ -138,7 +137,12 @@ fn iovecs<'a>(ptr: *const iovec, cnt: c_ulong) -> io::Result<&'a [sys::cma_iovec
 #[no_mangle]
 pub extern "C" fn cma_open() -> c_int {
     // SAFETY: a NUL-terminated path; the fd returned is the caller's.
-    unsafe { libc::open(c"/dev/cma".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) }
+    unsafe {
+        libc::open(
+            sys::CMA_DEVICE_PATH.as_ptr().cast(),
+            libc::O_RDWR | libc::O_CLOEXEC,
+        )
+    }
 }
 
 /// Closes a device or peer fd.
@@ -164,23 +168,21 @@ pub unsafe extern "C" fn cma_info(
     max_iov: *mut u32,
     features: *mut u64,
 ) -> c_int {
-    let mut raw = sys::cma_info::default();
-    // SAFETY: `fd` is the caller's; CMA_IOC_INFO writes one live `cma_info`.
-    let r = unsafe { borrow(fd) }
-        .and_then(|fd| unsafe { sys::ioctl(fd, sys::CMA_IOC_INFO, &mut raw as *mut _ as usize) });
-    if let Err(e) = r {
-        return fail(e);
-    }
+    // SAFETY: `fd` is the caller's.
+    let info = match unsafe { borrow(fd) }.and_then(raw::info) {
+        Ok(info) => info,
+        Err(e) => return fail(e),
+    };
     // SAFETY: the caller passes NULL or writable pointers.
     unsafe {
         if let Some(p) = abi_version.as_mut() {
-            *p = raw.abi_version;
+            *p = info.abi_version;
         }
         if let Some(p) = max_iov.as_mut() {
-            *p = raw.max_iov;
+            *p = info.max_iov;
         }
         if let Some(p) = features.as_mut() {
-            *p = raw.features;
+            *p = info.features.bits();
         }
     }
     0
@@ -194,7 +196,7 @@ pub unsafe extern "C" fn cma_info(
 #[no_mangle]
 pub unsafe extern "C" fn cma_attach(fd: c_int, target: c_int, flags: u64) -> c_int {
     // SAFETY: the caller's promise.
-    match unsafe { borrow(fd) }.and_then(|fd| cma::attach_raw(fd, target_of(target, flags)?)) {
+    match unsafe { borrow(fd) }.and_then(|fd| raw::attach(fd, target_of(target, flags)?)) {
         Ok(peer) => peer,
         Err(e) => fail(e),
     }
@@ -381,7 +383,7 @@ pub unsafe extern "C" fn cma_probe(fd: c_int, target: c_int, flags: u64) -> c_in
 #[no_mangle]
 pub unsafe extern "C" fn cma_grant(fd: c_int, pid: libc::pid_t) -> c_int {
     // SAFETY: the caller's promise.
-    match unsafe { borrow(fd) }.and_then(|fd| cma::grant_raw(fd, pid)) {
+    match unsafe { borrow(fd) }.and_then(|fd| raw::grant(fd, pid)) {
         Ok(()) => 0,
         Err(e) => fail(e),
     }
@@ -395,7 +397,7 @@ pub unsafe extern "C" fn cma_grant(fd: c_int, pid: libc::pid_t) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn cma_revoke(fd: c_int) -> c_int {
     // SAFETY: the caller's promise.
-    match unsafe { borrow(fd) }.and_then(cma::revoke_raw) {
+    match unsafe { borrow(fd) }.and_then(raw::revoke) {
         Ok(()) => 0,
         Err(e) => fail(e),
     }

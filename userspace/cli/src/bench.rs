@@ -20,13 +20,12 @@
 
 use std::cell::Cell;
 use std::fmt::Write as _;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, IoSliceMut, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cma::sys::cma_iovec;
-use cma::{Device, Op, Peer, Target};
+use cma::{Device, Op, Peer, RemoteIoVec, Target};
 
 /// Command-line options of `cma bench`.
 #[derive(clap::Args, Debug)]
@@ -313,10 +312,11 @@ impl Buf {
         }
     }
 
-    fn iov(&self, len: usize) -> cma_iovec {
-        cma_iovec {
-            base: self.addr as u64,
-            len: len as u64,
+    /// The first `len` bytes, as a range for a copy.
+    fn iov(&self, len: usize) -> RemoteIoVec {
+        RemoteIoVec {
+            base: self.addr,
+            len,
         }
     }
 }
@@ -843,55 +843,74 @@ struct To<'a> {
     peer: &'a Peer,
 }
 
-/// Copies between `local` and `remote` (in `to`) with `mech`.
+/// Copies between `local` and `remote` (in `to`) with `mech`: for cma,
+/// through the library's public calls, as an application makes them
+/// (`process_vm_readv`/`writev` on a peer or by pid, which go by the
+/// single-range ioctl for one range each side).
 fn one_copy(
     dev: &Device,
     mech: Mech,
     op: Op,
     to: To<'_>,
-    local: &[cma_iovec],
-    remote: &[cma_iovec],
+    local: RemoteIoVec,
+    remote: RemoteIoVec,
 ) -> io::Result<()> {
-    let want = local[0].len;
-    // SAFETY (all cma arms): the iovecs describe the bench's own buffers
-    // (and the target's), which no Rust reference aliases. One range each
-    // side goes by the single-range ioctl, as the library's
-    // process_vm_readv/writev do.
-    let moved = match (mech.base(), local, remote) {
-        (Mech::Cma | Mech::CmaDirect, [l], [r]) => unsafe {
-            to.peer.copy1_raw(op, l.base, r.base, l.len)?
-        },
-        (Mech::Cma | Mech::CmaDirect, _, _) => unsafe {
-            to.peer.copy_raw(op, local, remote)?.bytes
-        },
-        (Mech::CmaPid, [l], [r]) => unsafe {
-            dev.copy1_raw(op, Target::Pid(to.pid), l.base, r.base, l.len)?
-        },
-        (Mech::CmaPid, _, _) => unsafe {
-            dev.copy_raw(op, Target::Pid(to.pid), local, remote)?.bytes
-        },
-        (Mech::Pvm, _, _) => {
+    let want = local.len;
+    let remote = [remote];
+    let moved = match mech.base() {
+        Mech::Cma | Mech::CmaDirect | Mech::CmaPid => {
+            let by_pid = mech.base() == Mech::CmaPid;
+            match op {
+                Op::Read => {
+                    // SAFETY: `local` is one of the bench's own mappings,
+                    // alive for the call; no other Rust reference to it
+                    // exists while the slice does.
+                    let buf =
+                        unsafe { std::slice::from_raw_parts_mut(local.base as *mut u8, local.len) };
+                    let local = &mut [IoSliceMut::new(buf)];
+                    if by_pid {
+                        dev.process_vm_readv(Target::Pid(to.pid), local, &remote)?
+                    } else {
+                        to.peer.process_vm_readv(local, &remote)?
+                    }
+                }
+                Op::Write => {
+                    // SAFETY: as above; the buffer is only read.
+                    let buf =
+                        unsafe { std::slice::from_raw_parts(local.base as *const u8, local.len) };
+                    let local = &[IoSlice::new(buf)];
+                    if by_pid {
+                        dev.process_vm_writev(Target::Pid(to.pid), local, &remote)?
+                    } else {
+                        to.peer.process_vm_writev(local, &remote)?
+                    }
+                }
+            }
+        }
+        Mech::Pvm => {
             let pid = to.pid;
-            let (l, r) = (
-                local.as_ptr() as *const libc::iovec,
-                remote.as_ptr() as *const libc::iovec,
-            );
-            // SAFETY: `cma_iovec` has `iovec`'s layout; same buffers as above.
+            let l = libc::iovec {
+                iov_base: local.base as *mut libc::c_void,
+                iov_len: local.len,
+            };
+            let r = remote.as_ptr() as *const libc::iovec;
+            // SAFETY: `RemoteIoVec` has `iovec`'s layout (checked by the
+            // library); the bench's own buffers, as above.
             let n = unsafe {
                 match op {
-                    Op::Read => libc::process_vm_readv(pid, l, 1, r, 1, 0),
-                    Op::Write => libc::process_vm_writev(pid, l, 1, r, 1, 0),
+                    Op::Read => libc::process_vm_readv(pid, &l, 1, r, 1, 0),
+                    Op::Write => libc::process_vm_writev(pid, &l, 1, r, 1, 0),
                 }
             };
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
-            n as u64
+            n as usize
         }
-        (Mech::Double | Mech::Memcpy | Mech::Vecloop, _, _) => {
+        Mech::Double | Mech::Memcpy | Mech::Vecloop => {
             unreachable!("not a syscall mechanism")
         }
-        (Mech::CmaUc | Mech::CmaPidUc | Mech::CmaDirectUc, _, _) => {
+        Mech::CmaUc | Mech::CmaPidUc | Mech::CmaDirectUc => {
             unreachable!("a label, not a path (see Mech::base)")
         }
     };
@@ -1251,19 +1270,12 @@ fn one_to_one(
                     Op::Write => (local_src.iov(size), target_buf.iov(size)),
                 };
                 for _ in 0..iters {
-                    one_copy(dev, mech, op, remote, &[l], &[r])?;
+                    one_copy(dev, mech, op, remote, l, r)?;
                 }
             }
             Mech::CmaDirect => {
                 for _ in 0..iters {
-                    one_copy(
-                        dev,
-                        mech,
-                        op,
-                        own,
-                        &[local_dst.iov(size)],
-                        &[local_src.iov(size)],
-                    )?;
+                    one_copy(dev, mech, op, own, local_dst.iov(size), local_src.iov(size))?;
                 }
             }
             Mech::Double => {
@@ -1403,8 +1415,7 @@ fn many(
                     peer: &attached.as_ref().expect("attached").1,
                 };
                 for _ in 0..ctl.iters.load(Ordering::Acquire) {
-                    one_copy(&dev, mech, Op::Read, to, &[dst.iov(size)], &[src.iov(size)])
-                        .expect("copy");
+                    one_copy(&dev, mech, Op::Read, to, dst.iov(size), src.iov(size)).expect("copy");
                 }
                 ctl.done.fetch_add(1, Ordering::AcqRel);
             }
@@ -1514,10 +1525,10 @@ fn latency_breakdown(dev: &Device, o: &Options) -> io::Result<Vec<(&'static str,
     };
     // A 64-byte read from the target by `mech`, `n` times.
     let copy64 = |mech: Mech| -> Step<'_> {
-        let (local, remote) = ([dst.iov(64)], [src.iov(64)]);
+        let (local, remote) = (dst.iov(64), src.iov(64));
         Box::new(move |n| {
             for _ in 0..n {
-                one_copy(dev, mech, Op::Read, to, &local, &remote)?;
+                one_copy(dev, mech, Op::Read, to, local, remote)?;
             }
             Ok(())
         })
@@ -1556,10 +1567,12 @@ fn latency_breakdown(dev: &Device, o: &Options) -> io::Result<Vec<(&'static str,
         (
             "cma READ (vectored) 64 B, by pid",
             Box::new(|n| {
-                let (local, remote) = ([dst.iov(64)], [src.iov(64)]);
+                // SAFETY: the bench's own buffer, as in `one_copy`.
+                let buf = unsafe { std::slice::from_raw_parts_mut(dst.addr as *mut u8, 64) };
+                let (local, remote) = (&mut [IoSliceMut::new(buf)], [src.iov(64)]);
                 for _ in 0..n {
-                    // SAFETY: the bench's own buffers, as in `one_copy`.
-                    unsafe { dev.copy_raw(Op::Read, Target::Pid(target), &local, &remote) }?;
+                    // The report asks for the vectored ioctl (all one range).
+                    dev.readv_report(Target::Pid(target), local, &remote)?;
                 }
                 Ok(())
             }),

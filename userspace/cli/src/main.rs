@@ -151,21 +151,18 @@ fn info() -> Result {
         cma::sys::CMA_ABI_VERSION
     );
     println!("max iovecs:   {}", info.max_iov);
-    let names = [
-        (cma::sys::CMA_FEAT_COPY, "copy"),
-        (cma::sys::CMA_FEAT_PIDFD, "pidfd"),
-        (cma::sys::CMA_FEAT_GRANT, "grant"),
-        (cma::sys::CMA_FEAT_PROBE, "probe"),
-        (cma::sys::CMA_FEAT_COPY1, "copy1"),
-        (cma::sys::CMA_FEAT_ATTACH, "attach"),
-        (cma::sys::CMA_FEAT_PVM, "pvm"),
-    ];
-    let have: Vec<&str> = names
-        .iter()
-        .filter(|(bit, _)| info.features & *bit as u64 != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    println!("features:     {:#x} ({})", info.features, have.join(", "));
+    // Every bit by its name (one table, cma::Features::NAMED, checked
+    // against CMA_FEAT_ALL), and any bit this program does not know in hex.
+    let mut have: Vec<String> = info.features.names().map(String::from).collect();
+    let unknown = info.features.unknown();
+    if unknown != 0 {
+        have.push(format!("unknown {unknown:#x}"));
+    }
+    println!(
+        "features:     {:#x} ({})",
+        info.features.bits(),
+        have.join(", ")
+    );
     Ok(())
 }
 

@@ -17,22 +17,46 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The iovec arrays go to the kernel as they are (an [`IoSliceMut`], an
+//! [`IoSlice`] and a [`RemoteIoVec`] are all laid out like `struct
+//! cma_iovec`): a copy allocates nothing. When a copy stops part way, the
+//! `*_report` calls ([`Device::readv_report`]) say how far it got and why, as
+//! a [`Transfer`].
+//!
 //! A target must consent ([`Device::grant`]) unless the caller has
 //! `CAP_SYS_PTRACE` over it. To copy to and from one target many times,
 //! attach to it once ([`Device::attach`]) and copy through the [`Peer`]: that
-//! skips the lookup and access check each copy by pid pays for. The raw ABI, generated from the C header
-//! `include/uapi/cma.h`, is in [`sys`].
+//! skips the lookup and access check each copy by pid pays for. The ABI,
+//! generated from the C header `include/uapi/cma.h`, is in [`sys`].
+//!
+//! With the `raw` feature, the crate also offers calls on raw descriptors
+//! and iovec arrays the caller builds ([`raw`], and the `copy_raw` family on
+//! [`Device`] and [`Peer`]): for the C library, the preload library and the
+//! test suite, not for applications.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::{align_of, offset_of, size_of};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
+mod channel;
 pub mod sys;
 
-/// The path of the device the module registers.
-pub const DEVICE_PATH: &str = "/dev/cma";
+#[cfg(feature = "raw")]
+pub mod raw;
+
+use channel::Channel;
+
+/// The path of the device the module registers (`CMA_DEVICE_PATH`).
+pub const DEVICE_PATH: &str = match sys::CMA_DEVICE_PATH.split_last() {
+    Some((0, path)) => match std::str::from_utf8(path) {
+        Ok(path) => path,
+        Err(_) => panic!("CMA_DEVICE_PATH is not UTF-8"),
+    },
+    _ => panic!("CMA_DEVICE_PATH is not NUL-terminated"),
+};
 
 /// What went wrong when opening the device.
 #[derive(Debug)]
@@ -74,6 +98,119 @@ impl From<OpenError> for io::Error {
     }
 }
 
+/// The features a module reports (`CMA_FEAT_*`): a set of bits, like the
+/// `bitflags` types of `nix`. Bits this library does not know are kept.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Features(u64);
+
+impl Features {
+    /// `CMA_IOC_READ` and `CMA_IOC_WRITE` (vectored copies).
+    pub const COPY: Features = Features(sys::CMA_FEAT_COPY);
+    /// A target may be named by a pidfd.
+    pub const PIDFD: Features = Features(sys::CMA_FEAT_PIDFD);
+    /// `CMA_IOC_GRANT` and `CMA_IOC_REVOKE` (consent).
+    pub const GRANT: Features = Features(sys::CMA_FEAT_GRANT);
+    /// A request with no iovecs probes access to the target.
+    pub const PROBE: Features = Features(sys::CMA_FEAT_PROBE);
+    /// `CMA_IOC_READ1` and `CMA_IOC_WRITE1` (one range each side).
+    pub const COPY1: Features = Features(sys::CMA_FEAT_COPY1);
+    /// `CMA_IOC_ATTACH` (peer fds).
+    pub const ATTACH: Features = Features(sys::CMA_FEAT_ATTACH);
+    /// `CMA_COPY_PVM`: `process_vm_readv(2)`'s exact contract.
+    pub const PVM: Features = Features(sys::CMA_FEAT_PVM);
+
+    /// Every feature, with its name: the one table of them.
+    pub const NAMED: [(&'static str, Features); 7] = [
+        ("copy", Features::COPY),
+        ("pidfd", Features::PIDFD),
+        ("grant", Features::GRANT),
+        ("probe", Features::PROBE),
+        ("copy1", Features::COPY1),
+        ("attach", Features::ATTACH),
+        ("pvm", Features::PVM),
+    ];
+
+    /// No feature.
+    pub const fn empty() -> Features {
+        Features(0)
+    }
+
+    /// Every feature the header defines (`CMA_FEAT_ALL`).
+    pub const fn all() -> Features {
+        Features(sys::CMA_FEAT_ALL)
+    }
+
+    /// The set with exactly these bits, known or not.
+    pub const fn from_bits_retain(bits: u64) -> Features {
+        Features(bits)
+    }
+
+    /// The bits.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Whether every feature of `other` is in `self`.
+    pub const fn contains(self, other: Features) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether no bit is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The bits of `self` that no named feature has (from a newer module).
+    pub const fn unknown(self) -> u64 {
+        self.0 & !sys::CMA_FEAT_ALL
+    }
+
+    /// The names of the known features in `self`, in bit order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Features::NAMED
+            .into_iter()
+            .filter(move |(_, f)| self.contains(*f))
+            .map(|(name, _)| name)
+    }
+}
+
+// The table names every bit of CMA_FEAT_ALL, each once.
+const _: () = {
+    let mut all = 0;
+    let mut i = 0;
+    while i < Features::NAMED.len() {
+        let bit = Features::NAMED[i].1.bits();
+        assert!(bit.count_ones() == 1 && all & bit == 0);
+        all |= bit;
+        i += 1;
+    }
+    assert!(all == sys::CMA_FEAT_ALL);
+};
+
+impl std::ops::BitOr for Features {
+    type Output = Features;
+    fn bitor(self, rhs: Features) -> Features {
+        Features(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitAnd for Features {
+    type Output = Features;
+    fn bitand(self, rhs: Features) -> Features {
+        Features(self.0 & rhs.0)
+    }
+}
+
+impl fmt::Debug for Features {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Features({:#x}", self.0)?;
+        for (i, name) in self.names().enumerate() {
+            write!(f, "{}{name}", if i == 0 { ": " } else { " | " })?;
+        }
+        write!(f, ")")
+    }
+}
+
 /// What the loaded module supports, from `CMA_IOC_INFO`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Info {
@@ -81,17 +218,71 @@ pub struct Info {
     pub abi_version: u32,
     /// The most iovecs accepted on either side of a request.
     pub max_iov: u32,
-    /// `CMA_FEAT_*` bits the module implements.
-    pub features: u64,
+    /// The features the module implements.
+    pub features: Features,
 }
 
-/// A range in the target's address space (the same shape as `nix`'s).
+impl From<sys::cma_info> for Info {
+    fn from(raw: sys::cma_info) -> Info {
+        Info {
+            abi_version: raw.abi_version,
+            max_iov: raw.max_iov,
+            features: Features::from_bits_retain(raw.features),
+        }
+    }
+}
+
+/// A range in the target's address space (the same shape as `nix`'s), laid
+/// out like `struct cma_iovec` (and `struct iovec`), so that an array of
+/// them is passed to the kernel as it is.
+#[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemoteIoVec {
     /// Start address in the target.
     pub base: usize,
     /// Length in bytes.
     pub len: usize,
+}
+
+/// Arrays of `Self` are read by the kernel as `struct cma_iovec` arrays.
+///
+/// # Safety
+///
+/// `Self` has `struct cma_iovec`'s size, alignment and field offsets (the
+/// assertions below check each implementor).
+unsafe trait IovecLayout: Sized {}
+// SAFETY: checked below.
+unsafe impl IovecLayout for sys::cma_iovec {}
+// SAFETY: checked below.
+unsafe impl IovecLayout for libc::iovec {}
+// SAFETY: checked below.
+unsafe impl IovecLayout for RemoteIoVec {}
+// SAFETY: std guarantees `IoSlice` is ABI-compatible with `struct iovec`.
+unsafe impl IovecLayout for IoSlice<'_> {}
+// SAFETY: std guarantees `IoSliceMut` is ABI-compatible with `struct iovec`.
+unsafe impl IovecLayout for IoSliceMut<'_> {}
+
+macro_rules! same_layout {
+    ($a:ty, $a_base:ident, $a_len:ident; $b:ty, $b_base:ident, $b_len:ident) => {
+        const _: () = {
+            assert!(size_of::<$a>() == size_of::<$b>());
+            assert!(align_of::<$a>() == align_of::<$b>());
+            assert!(offset_of!($a, $a_base) == offset_of!($b, $b_base));
+            assert!(offset_of!($a, $a_len) == offset_of!($b, $b_len));
+        };
+    };
+}
+same_layout!(RemoteIoVec, base, len; sys::cma_iovec, base, len);
+same_layout!(libc::iovec, iov_base, iov_len; sys::cma_iovec, base, len);
+const _: () = assert!(size_of::<IoSlice<'_>>() == size_of::<sys::cma_iovec>());
+const _: () = assert!(size_of::<IoSliceMut<'_>>() == size_of::<sys::cma_iovec>());
+
+/// `s` as the kernel reads it: no copy.
+fn as_iovecs<T: IovecLayout>(s: &[T]) -> &[sys::cma_iovec] {
+    // SAFETY: `T` has `cma_iovec`'s layout (`IovecLayout`), and every byte
+    // pattern is a valid `cma_iovec` (two integers); the borrow of `s` covers
+    // the result's.
+    unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) }
 }
 
 /// How to name the target process.
@@ -104,10 +295,11 @@ pub enum Target<'a> {
 }
 
 impl Target<'_> {
+    /// The `pid` field and `CMA_COPY_*` flags that name the target.
     fn raw(&self) -> (i32, u64) {
         match self {
             Target::Pid(pid) => (*pid, 0),
-            Target::PidFd(fd) => (fd.as_raw_fd(), sys::CMA_COPY_PIDFD as u64),
+            Target::PidFd(fd) => (fd.as_raw_fd(), sys::CMA_COPY_PIDFD),
         }
     }
 }
@@ -139,8 +331,7 @@ impl Op {
     }
 }
 
-/// The full result of a copy that moved at least one byte (or none, for an
-/// empty request).
+/// How far a vectored copy got: all of it, or where and why it stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transfer {
     /// Bytes transferred.
@@ -155,6 +346,31 @@ pub struct Transfer {
     pub local_index: u32,
     /// That byte's offset within its local iovec.
     pub local_offset: u64,
+}
+
+impl Transfer {
+    /// Whether every byte asked for was transferred.
+    pub fn is_complete(&self) -> bool {
+        self.error == 0
+    }
+
+    /// What stopped a partial copy, if it stopped.
+    pub fn stopped_by(&self) -> Option<io::Error> {
+        (self.error != 0).then(|| io::Error::from_raw_os_error(self.error))
+    }
+}
+
+impl From<&sys::cma_copy> for Transfer {
+    fn from(args: &sys::cma_copy) -> Transfer {
+        Transfer {
+            bytes: args.bytes,
+            error: args.error,
+            remote_index: args.remote_index,
+            remote_offset: args.remote_offset,
+            local_index: args.local_index,
+            local_offset: args.local_offset,
+        }
+    }
 }
 
 /// An open `/dev/cma`.
@@ -180,19 +396,9 @@ impl Device {
 
     /// Asks the module for its ABI version and features.
     pub fn info(&self) -> io::Result<Info> {
-        let mut raw = sys::cma_info::default();
-        // SAFETY: CMA_IOC_INFO writes exactly one `struct cma_info` to the
-        // pointer, which points to a live, writable `cma_info`.
-        unsafe { sys::ioctl(self.as_fd(), sys::CMA_IOC_INFO, &mut raw as *mut _ as usize) }?;
-        Ok(Info {
-            abi_version: raw.abi_version,
-            max_iov: raw.max_iov,
-            features: raw.features,
-        })
+        channel::info(self.as_fd())
     }
-}
 
-impl Device {
     /// Reads from `remote` ranges of `target` into `local`, like
     /// `process_vm_readv(2)`: returns the bytes read, fewer than asked only
     /// if the copy stopped on an error after moving some bytes.
@@ -202,7 +408,7 @@ impl Device {
         local: &mut [IoSliceMut<'_>],
         remote: &[RemoteIoVec],
     ) -> io::Result<usize> {
-        self.on(target).readv(local, remote)
+        self.chan(target).readv(local, remote)
     }
 
     /// Writes `local` into `remote` ranges of `target`, like
@@ -213,73 +419,45 @@ impl Device {
         local: &[IoSlice<'_>],
         remote: &[RemoteIoVec],
     ) -> io::Result<usize> {
-        self.on(target).writev(local, remote)
+        self.chan(target).writev(local, remote)
     }
 
-    /// Issues one copy with raw iovecs and returns the full [`Transfer`]
-    /// report. Fails with the errno if nothing was transferred.
-    ///
-    /// # Safety
-    ///
-    /// For [`Op::Read`], the `local` ranges are written by the kernel: they
-    /// must not overlap memory Rust code holds references to, other than
-    /// buffers the caller lends for this purpose. (Invalid addresses are
-    /// safe: the kernel reports `EFAULT`.)
-    pub unsafe fn copy_raw(
+    /// [`Device::process_vm_readv`] with the full report: how many bytes
+    /// moved and, if the copy stopped part way, why and where. Fails with the
+    /// errno if nothing was transferred. Always one vectored ioctl.
+    pub fn readv_report(
         &self,
-        op: Op,
         target: Target<'_>,
-        local: &[sys::cma_iovec],
-        remote: &[sys::cma_iovec],
+        local: &mut [IoSliceMut<'_>],
+        remote: &[RemoteIoVec],
     ) -> io::Result<Transfer> {
-        // SAFETY: the caller's guarantee.
-        unsafe { self.on(target).copy_raw(op, local, remote) }
+        self.chan(target).readv_report(local, remote)
     }
 
-    /// Copies one range of `len` bytes between the caller's address `local`
-    /// and `remote` in `target` with `CMA_IOC_READ1`/`CMA_IOC_WRITE1`, the
-    /// short-message fast path (one 32-byte argument, nothing written back).
-    /// Returns the bytes copied: fewer than `len` if a fault stopped the copy
-    /// after some bytes, or if `len` exceeds `CMA_COPY1_MAX`.
-    ///
-    /// # Safety
-    ///
-    /// As for [`Device::copy_raw`], for the local range.
-    pub unsafe fn copy1_raw(
+    /// [`Device::process_vm_writev`] with the full report, as
+    /// [`Device::readv_report`].
+    pub fn writev_report(
         &self,
-        op: Op,
         target: Target<'_>,
-        local: u64,
-        remote: u64,
-        len: u64,
-    ) -> io::Result<u64> {
-        // SAFETY: the caller's guarantee.
-        unsafe { self.on(target).copy1_raw(op, local, remote, len) }
-    }
-
-    /// Issues `CMA_IOC_READ`/`CMA_IOC_WRITE` with a fully caller-built
-    /// argument struct (for tests and fuzzers).
-    ///
-    /// # Safety
-    ///
-    /// As for [`Device::copy_raw`], for the memory `args` describes.
-    pub unsafe fn copy_args(&self, op: Op, args: &mut sys::cma_copy) -> io::Result<()> {
-        // SAFETY: the caller's guarantee.
-        unsafe { copy_args(self.as_fd(), op, args) }
+        local: &[IoSlice<'_>],
+        remote: &[RemoteIoVec],
+    ) -> io::Result<Transfer> {
+        self.chan(target).writev_report(local, remote)
     }
 
     /// Checks whether `target` could be copied from and to right now, without
     /// copying: `Ok(())`, or `EPERM`/`ESRCH`.
     pub fn probe(&self, target: Target<'_>) -> io::Result<()> {
-        self.on(target).probe()
+        self.chan(target).probe()
     }
 
     /// Looks `target` up and checks access once, and returns a [`Peer`] that
     /// copies to and from it without doing so again on every call: the
     /// per-peer setup of an MPI library. `EPERM`/`ESRCH` as a copy would.
     pub fn attach(&self, target: Target<'_>) -> io::Result<Peer> {
+        let fd = channel::attach(self.as_fd(), target)?;
         // SAFETY: the kernel returned a new fd that nothing else owns.
-        let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(attach_raw(self.as_fd(), target)?) };
+        let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
         Ok(Peer { fd })
     }
 
@@ -287,49 +465,15 @@ impl Device {
     /// credential rule if `None`. Lasts until revoked, until this process
     /// execs or exits, or until this device is closed.
     pub fn grant(&self, peer: Option<i32>) -> io::Result<()> {
-        grant_raw(self.as_fd(), peer.unwrap_or(0))
+        channel::grant(self.as_fd(), peer.unwrap_or(0))
     }
 
     /// Withdraws every consent this process has given.
     pub fn revoke(&self) -> io::Result<()> {
-        revoke_raw(self.as_fd())
+        channel::revoke(self.as_fd())
     }
-}
 
-/// `CMA_IOC_ATTACH` on the device `fd`: returns the new peer fd, which the
-/// caller owns.
-pub fn attach_raw(fd: BorrowedFd<'_>, target: Target<'_>) -> io::Result<RawFd> {
-    let (pid, flags) = target.raw();
-    let args = sys::cma_attach {
-        pid,
-        flags: flags as u32,
-        ..Default::default()
-    };
-    // SAFETY: CMA_IOC_ATTACH reads one live `cma_attach` and returns a
-    // new fd.
-    unsafe { sys::ioctl(fd, sys::CMA_IOC_ATTACH, &args as *const _ as usize) }
-}
-
-/// `CMA_IOC_GRANT` on the device `fd`: consent to copies by `pid`, or by any
-/// permitted peer if 0.
-pub fn grant_raw(fd: BorrowedFd<'_>, pid: i32) -> io::Result<()> {
-    let args = sys::cma_grant {
-        pid,
-        ..Default::default()
-    };
-    // SAFETY: CMA_IOC_GRANT reads one `cma_grant` from a live struct.
-    unsafe { sys::ioctl(fd, sys::CMA_IOC_GRANT, &args as *const _ as usize) }.map(drop)
-}
-
-/// `CMA_IOC_REVOKE` on the device `fd`.
-pub fn revoke_raw(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: CMA_IOC_REVOKE takes no argument.
-    unsafe { sys::ioctl(fd, sys::CMA_IOC_REVOKE, 0) }.map(drop)
-}
-
-impl Device {
-    /// The channel for copies with `target` through this device.
-    pub fn on<'a>(&'a self, target: Target<'_>) -> Channel<'a> {
+    fn chan<'a>(&'a self, target: Target<'_>) -> Channel<'a> {
         Channel::new(self.as_fd(), Some(target))
     }
 }
@@ -351,7 +495,7 @@ impl Peer {
         local: &mut [IoSliceMut<'_>],
         remote: &[RemoteIoVec],
     ) -> io::Result<usize> {
-        self.on().readv(local, remote)
+        self.chan().readv(local, remote)
     }
 
     /// Like [`Device::process_vm_writev`], to the attached target.
@@ -360,53 +504,34 @@ impl Peer {
         local: &[IoSlice<'_>],
         remote: &[RemoteIoVec],
     ) -> io::Result<usize> {
-        self.on().writev(local, remote)
+        self.chan().writev(local, remote)
     }
 
-    /// Like [`Device::copy_raw`], with the attached target.
-    ///
-    /// # Safety
-    ///
-    /// As for [`Device::copy_raw`].
-    pub unsafe fn copy_raw(
+    /// Like [`Device::readv_report`], from the attached target.
+    pub fn readv_report(
         &self,
-        op: Op,
-        local: &[sys::cma_iovec],
-        remote: &[sys::cma_iovec],
+        local: &mut [IoSliceMut<'_>],
+        remote: &[RemoteIoVec],
     ) -> io::Result<Transfer> {
-        // SAFETY: the caller's guarantee.
-        unsafe { self.on().copy_raw(op, local, remote) }
+        self.chan().readv_report(local, remote)
     }
 
-    /// Like [`Device::copy1_raw`], with the attached target.
-    ///
-    /// # Safety
-    ///
-    /// As for [`Device::copy_raw`], for the local range.
-    pub unsafe fn copy1_raw(&self, op: Op, local: u64, remote: u64, len: u64) -> io::Result<u64> {
-        // SAFETY: the caller's guarantee.
-        unsafe { self.on().copy1_raw(op, local, remote, len) }
-    }
-
-    /// Like [`Device::copy_args`], on the peer fd (`pid` and the pidfd flag
-    /// must be zero).
-    ///
-    /// # Safety
-    ///
-    /// As for [`Device::copy_raw`], for the memory `args` describes.
-    pub unsafe fn copy_args(&self, op: Op, args: &mut sys::cma_copy) -> io::Result<()> {
-        // SAFETY: the caller's guarantee.
-        unsafe { copy_args(self.as_fd(), op, args) }
+    /// Like [`Device::writev_report`], to the attached target.
+    pub fn writev_report(
+        &self,
+        local: &[IoSlice<'_>],
+        remote: &[RemoteIoVec],
+    ) -> io::Result<Transfer> {
+        self.chan().writev_report(local, remote)
     }
 
     /// Checks whether the attached target could be copied from and to right
     /// now: `Ok(())`, or `EPERM`/`ESRCH`.
     pub fn probe(&self) -> io::Result<()> {
-        self.on().probe()
+        self.chan().probe()
     }
 
-    /// The channel for copies with the attached target.
-    pub fn on(&self) -> Channel<'_> {
+    fn chan(&self) -> Channel<'_> {
         Channel::new(self.as_fd(), None)
     }
 }
@@ -421,182 +546,6 @@ impl AsRawFd for Peer {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
-}
-
-/// Where copy ioctls go: a file (`/dev/cma` or a peer fd) and how requests
-/// on it name the target (zero for a peer fd). [`Device`] and [`Peer`] use
-/// one for each call; it is public for callers that hold raw descriptors
-/// (the C library, the `process_vm_readv` preload library).
-#[derive(Clone, Copy, Debug)]
-pub struct Channel<'a> {
-    fd: BorrowedFd<'a>,
-    pid: i32,
-    flags: u64,
-}
-
-impl<'a> Channel<'a> {
-    /// Copies through `fd`: `/dev/cma` with `Some(target)`, or a peer fd
-    /// with `None` (the target it was attached to).
-    pub fn new(fd: BorrowedFd<'a>, target: Option<Target<'_>>) -> Channel<'a> {
-        let (pid, flags) = target.map_or((0, 0), |t| t.raw());
-        Channel { fd, pid, flags }
-    }
-
-    /// One copy with `process_vm_readv(2)`'s exact contract
-    /// (`CMA_COPY_PVM`): the iovec arrays are passed to the kernel as they
-    /// are (a `struct iovec` has the layout of a `struct cma_iovec`), and it
-    /// checks them, in the system call's order, with its errnos. Returns the
-    /// bytes copied (at most `CMA_COPY1_MAX`).
-    ///
-    /// # Safety
-    ///
-    /// As for [`Device::copy_raw`], for the memory the local iovecs name.
-    /// The arrays themselves may be anything: the kernel reads them.
-    pub unsafe fn pvm_raw(
-        self,
-        op: Op,
-        local: *const libc::iovec,
-        local_cnt: u32,
-        remote: *const libc::iovec,
-        remote_cnt: u32,
-    ) -> io::Result<usize> {
-        let mut args = sys::cma_copy {
-            local_iov: local as u64,
-            remote_iov: remote as u64,
-            local_cnt,
-            remote_cnt,
-            pid: self.pid,
-            flags: self.flags | sys::CMA_COPY_PVM as u64,
-            ..Default::default()
-        };
-        // SAFETY: `args` is a live `cma_copy` (with CMA_COPY_PVM the kernel
-        // only reads it); the caller vouches for the memory it describes.
-        let n = unsafe { sys::ioctl(self.fd, op.cmd(), &mut args as *mut _ as usize) }?;
-        Ok(n as usize)
-    }
-
-    fn readv(self, local: &mut [IoSliceMut<'_>], remote: &[RemoteIoVec]) -> io::Result<usize> {
-        let local: Vec<sys::cma_iovec> = local
-            .iter_mut()
-            .map(|s| sys::cma_iovec {
-                base: s.as_mut_ptr() as u64,
-                len: s.len() as u64,
-            })
-            .collect();
-        // SAFETY: every local iovec is a live, exclusively borrowed buffer.
-        unsafe { self.copy_any(Op::Read, &local, &remote_iovecs(remote)) }
-    }
-
-    fn writev(self, local: &[IoSlice<'_>], remote: &[RemoteIoVec]) -> io::Result<usize> {
-        let local: Vec<sys::cma_iovec> = local
-            .iter()
-            .map(|s| sys::cma_iovec {
-                base: s.as_ptr() as u64,
-                len: s.len() as u64,
-            })
-            .collect();
-        // SAFETY: every local iovec is a live buffer, only read by a write.
-        unsafe { self.copy_any(Op::Write, &local, &remote_iovecs(remote)) }
-    }
-
-    /// One copy, by whichever ioctl costs least: `CMA_IOC_READ1`/`WRITE1`
-    /// for one range on each side (falling back to the vectored ioctl on a
-    /// module without it), the vectored one otherwise. Returns the bytes.
-    ///
-    /// # Safety
-    ///
-    /// As for [`Device::copy_raw`].
-    unsafe fn copy_any(
-        self,
-        op: Op,
-        local: &[sys::cma_iovec],
-        remote: &[sys::cma_iovec],
-    ) -> io::Result<usize> {
-        if let ([l], [r]) = (local, remote) {
-            if l.len == r.len && l.len <= sys::CMA_COPY1_MAX as u64 {
-                // SAFETY: the caller's guarantee, for the same range.
-                match unsafe { self.copy1_raw(op, l.base, r.base, l.len) } {
-                    Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {}
-                    other => return other.map(|n| n as usize),
-                }
-            }
-        }
-        // SAFETY: the caller's guarantee.
-        let t = unsafe { self.copy_raw(op, local, remote) }?;
-        Ok(t.bytes as usize)
-    }
-
-    /// Issues one vectored copy and returns the full [`Transfer`] report.
-    ///
-    /// # Safety
-    ///
-    /// As for [`Device::copy_raw`].
-    pub unsafe fn copy_raw(
-        self,
-        op: Op,
-        local: &[sys::cma_iovec],
-        remote: &[sys::cma_iovec],
-    ) -> io::Result<Transfer> {
-        let mut args = sys::cma_copy::describe(local, remote, self.pid, self.flags)?;
-        // SAFETY: `args` is a live `cma_copy`; its iovec arrays are live for
-        // the call; the caller vouches for the memory they describe.
-        unsafe { copy_args(self.fd, op, &mut args) }?;
-        Ok(Transfer {
-            bytes: args.bytes,
-            error: args.error,
-            remote_index: args.remote_index,
-            remote_offset: args.remote_offset,
-            local_index: args.local_index,
-            local_offset: args.local_offset,
-        })
-    }
-
-    /// Issues one single-range copy and returns the bytes copied.
-    ///
-    /// # Safety
-    ///
-    /// As for [`Device::copy_raw`], for the local range.
-    pub unsafe fn copy1_raw(self, op: Op, local: u64, remote: u64, len: u64) -> io::Result<u64> {
-        let args = sys::cma_copy1 {
-            local,
-            remote,
-            len,
-            pid: self.pid,
-            flags: self.flags as u32,
-        };
-        // SAFETY: the command reads one live `cma_copy1`; the caller vouches
-        // for the memory it describes.
-        let n = unsafe { sys::ioctl(self.fd, op.cmd1(), &args as *const _ as usize) }?;
-        Ok(n as u64)
-    }
-
-    /// Whether the target could be copied from and to: `Ok(())`, or
-    /// `EPERM`/`ESRCH`.
-    pub fn probe(self) -> io::Result<()> {
-        // SAFETY: no iovecs: nothing is read or written.
-        unsafe { self.copy_raw(Op::Read, &[], &[]) }.map(drop)
-    }
-}
-
-/// Issues `CMA_IOC_READ`/`CMA_IOC_WRITE` on `fd` with `args`.
-///
-/// # Safety
-///
-/// As for [`Device::copy_raw`], for the memory `args` describes.
-unsafe fn copy_args(fd: BorrowedFd<'_>, op: Op, args: &mut sys::cma_copy) -> io::Result<()> {
-    // SAFETY: `args` is a live, writable `cma_copy`; see the caller's
-    // guarantee for the memory it points to.
-    unsafe { sys::ioctl(fd, op.cmd(), args as *mut _ as usize) }.map(drop)
-}
-
-fn remote_iovecs(remote: &[RemoteIoVec]) -> Vec<sys::cma_iovec> {
-    remote
-        .iter()
-        .map(|r| sys::cma_iovec {
-            base: r.base as u64,
-            len: r.len as u64,
-        })
-        .collect()
 }
 
 /// Opens a pidfd for `pid` (`pidfd_open(2)`), to name a target race-free.

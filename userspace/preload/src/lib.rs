@@ -32,7 +32,8 @@
 //! - **fork.** The child drops the parent's peer fds, opens its own
 //!   `/dev/cma` and grants again (grants belong to a process).
 
-use cma::{sys, Channel, Op, Target};
+use cma::raw::{self, Channel};
+use cma::{sys, Features, Op, Target};
 use std::cell::UnsafeCell;
 use std::ffi::{c_int, c_long, c_ulong};
 use std::io::{self, Write};
@@ -143,24 +144,25 @@ fn env_on(name: &str, default: bool) -> bool {
 /// default consent. Returns the fd or why not.
 fn open_device() -> i32 {
     // SAFETY: a NUL-terminated path; the returned fd (if any) is ours.
-    let fd = unsafe { libc::open(c"/dev/cma".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            sys::CMA_DEVICE_PATH.as_ptr().cast(),
+            libc::O_RDWR | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return NO_DEVICE;
     }
     // SAFETY: `fd` was just opened and is owned by nothing else.
     let dev = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut info = sys::cma_info::default();
-    // SAFETY: CMA_IOC_INFO writes one `cma_info` to a live struct.
-    let ok =
-        unsafe { sys::ioctl(dev.as_fd(), sys::CMA_IOC_INFO, &mut info as *mut _ as usize) }.is_ok();
-    let need = (sys::CMA_FEAT_PVM | sys::CMA_FEAT_ATTACH | sys::CMA_FEAT_GRANT) as u64;
-    if !ok || info.features & need != need {
+    let need = Features::PVM | Features::ATTACH | Features::GRANT;
+    if !raw::info(dev.as_fd()).is_ok_and(|info| info.features.contains(need)) {
         return OLD_MODULE;
     }
     if env_on("GRANT", true) {
         // A failure (say, a full consent registry) only means peers need
         // CAP_SYS_PTRACE or a prctl(); copies still work.
-        let _ = cma::grant_raw(dev.as_fd(), 0);
+        let _ = raw::grant(dev.as_fd(), 0);
     }
     std::os::fd::IntoRawFd::into_raw_fd(dev)
 }
@@ -196,7 +198,7 @@ fn peer(dev: BorrowedFd<'_>, pid: i32) -> Option<Arc<PeerFd>> {
     if let Some(p) = PEERS.with(|v| v.iter().find(|p| p.pid == pid).cloned()) {
         return Some(p);
     }
-    let fd: RawFd = cma::attach_raw(dev, Target::Pid(pid)).ok()?;
+    let fd: RawFd = raw::attach(dev, Target::Pid(pid)).ok()?;
     // SAFETY: the kernel returned a new fd that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let new = Arc::new(PeerFd { pid, fd });
@@ -420,17 +422,17 @@ pub unsafe extern "C" fn cma_preload_syscall_pvm(
 pub extern "C" fn cma_preload_ptracer(arg: c_ulong) {
     let Ok(dev) = device() else { return };
     let _ = match arg {
-        0 => cma::revoke_raw(dev).and_then(|()| {
+        0 => raw::revoke(dev).and_then(|()| {
             // The default consent stays unless it was turned off.
             if env_on("GRANT", true) {
-                cma::grant_raw(dev, 0)
+                raw::grant(dev, 0)
             } else {
                 Ok(())
             }
         }),
         // PR_SET_PTRACER_ANY is (unsigned long)-1.
-        c_ulong::MAX => cma::grant_raw(dev, 0),
-        pid => cma::grant_raw(dev, pid as i32),
+        c_ulong::MAX => raw::grant(dev, 0),
+        pid => raw::grant(dev, pid as i32),
     };
 }
 

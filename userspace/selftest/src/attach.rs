@@ -180,7 +180,7 @@ fn bad_arguments() -> TestResult {
         (
             sys::cma_attach {
                 pid: dev.as_raw_fd(),
-                flags: sys::CMA_COPY_PIDFD,
+                flags: sys::CMA_COPY_PIDFD as u32,
                 ..good
             },
             libc::EBADF,
@@ -211,7 +211,7 @@ fn peer_fd_naming() -> TestResult {
     for op in [Op::Read, Op::Write] {
         for (pid, flags, what) in [
             (remote.pid, 0, "a pid"),
-            (0, sys::CMA_COPY_PIDFD as u64, "the pidfd flag"),
+            (0, sys::CMA_COPY_PIDFD, "the pidfd flag"),
             (-1, 0, "pid -1"),
         ] {
             let mut args = sys::cma_copy::describe(&l, &r, pid, flags)?;

@@ -72,13 +72,13 @@ fn info_version() -> TestResult {
     };
     raw_ioctl(&dev, sys::CMA_IOC_INFO, &mut raw as *mut _ as usize)?;
     check_eq!(raw.abi_version, sys::CMA_ABI_VERSION);
-    check_eq!(raw.max_iov, 1024);
+    check_eq!(raw.max_iov, sys::CMA_MAX_IOV);
     check_eq!(raw.features, crate::EXPECTED_FEATURES);
     check_eq!(raw.reserved, [0u64; 6]);
     // The library's view agrees with the raw one.
     let info = dev.info()?;
     check_eq!(info.abi_version, raw.abi_version);
-    check_eq!(info.features, raw.features);
+    check_eq!(info.features.bits(), raw.features);
     Ok(())
 }
 

@@ -263,7 +263,7 @@ fn unknown_flags() -> TestResult {
     let l = [iov(buf.addr(), 16)];
     let r = [iov(addr, 16)];
     for op in OPS {
-        let unknown = (0..64).filter(|b| sys::CMA_COPY_FLAGS_ALL as u64 & (1 << b) == 0);
+        let unknown = (0..64).filter(|b| sys::CMA_COPY_FLAGS_ALL & (1 << b) == 0);
         for bit in unknown {
             let mut args = sys::cma_copy::describe(&l, &r, peer.pid, 1 << bit)?;
             // SAFETY: iovecs over our own mapping.
@@ -509,8 +509,10 @@ fn too_many_iovecs() -> TestResult {
     let dev = Device::open()?;
     let (peer, addr) = remote_buffer(page_size(), 1, 0)?;
     let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
-    let many: Vec<cma_iovec> = (0..1025).map(|i| iov(buf.addr() + i % 4096, 1)).collect();
-    let many_r: Vec<cma_iovec> = (0..1025).map(|i| iov(addr + i % 4096, 1)).collect();
+    // One more than the limit, CMA_MAX_IOV (UIO_MAXIOV, 1024).
+    let max = sys::CMA_MAX_IOV as usize;
+    let many: Vec<cma_iovec> = (0..=max).map(|i| iov(buf.addr() + i % 4096, 1)).collect();
+    let many_r: Vec<cma_iovec> = (0..=max).map(|i| iov(addr + i % 4096, 1)).collect();
     for op in OPS {
         let t = Target::Pid(peer.pid);
         expect_copy_errno(
@@ -532,8 +534,8 @@ fn too_many_iovecs() -> TestResult {
             "1025 remote iovecs",
         )?;
         check_eq!(
-            copy(&dev, op, t, &many[..1024], &many_r[..1024])?.bytes,
-            1024
+            copy(&dev, op, t, &many[..max], &many_r[..max])?.bytes,
+            max as u64
         );
     }
     Ok(())
@@ -818,7 +820,7 @@ fn bad_pidfd() -> TestResult {
             libc::EBADF,
             "closed fd",
         )?;
-        let mut args = sys::cma_copy::describe(&l, &l, -1, sys::CMA_COPY_PIDFD as u64)?;
+        let mut args = sys::cma_copy::describe(&l, &l, -1, sys::CMA_COPY_PIDFD)?;
         // SAFETY: iovecs over our own mapping.
         expect_errno(
             unsafe { dev.copy_args(op, &mut args) },
@@ -1000,7 +1002,7 @@ fn copy1_arguments() -> TestResult {
     };
     for op in OPS {
         let (l, r) = (local.addr() as u64, addr as u64);
-        for bit in 1..32 {
+        for bit in (0..32).filter(|b| sys::CMA_COPY1_FLAGS_ALL & (1 << b) == 0) {
             expect_errno(
                 raw(op, peer.pid, 1 << bit, l, r, 8),
                 libc::EINVAL,
@@ -1010,7 +1012,7 @@ fn copy1_arguments() -> TestResult {
         expect_errno(raw(op, -1, 0, l, r, 8), libc::ESRCH, "pid -1")?;
         expect_errno(raw(op, 0, 0, l, r, 8), libc::ESRCH, "pid 0")?;
         expect_errno(
-            raw(op, 1 << 30, sys::CMA_COPY_PIDFD, l, r, 8),
+            raw(op, 1 << 30, sys::CMA_COPY_PIDFD as u32, l, r, 8),
             libc::EBADF,
             "not a pidfd",
         )?;

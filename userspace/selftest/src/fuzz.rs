@@ -273,8 +273,8 @@ impl Pools {
     fn count(rng: &mut Tape) -> u32 {
         match rng.below(12) {
             0 => 0,
-            1 => 1024,
-            2 => 1025,
+            1 => sys::CMA_MAX_IOV,
+            2 => sys::CMA_MAX_IOV + 1,
             3 => u32::MAX,
             4 => 8,
             5 => 9,
@@ -356,10 +356,10 @@ fn flags(rng: &mut Tape) -> u64 {
     match rng.below(10) {
         0 => rng.next(),
         1 => 1 << rng.below(64),
-        2 | 3 => sys::CMA_COPY_PIDFD as u64,
+        2 | 3 => sys::CMA_COPY_PIDFD,
         // process_vm_readv's contract (struct cma_copy only; elsewhere EINVAL).
-        4 => sys::CMA_COPY_PVM as u64,
-        5 => (sys::CMA_COPY_PVM | sys::CMA_COPY_PIDFD) as u64,
+        4 => sys::CMA_COPY_PVM,
+        5 => sys::CMA_COPY_PVM | sys::CMA_COPY_PIDFD,
         _ => 0,
     }
 }
@@ -426,7 +426,7 @@ fn one_call(
     match base {
         "attach" => {
             attach.flags = flags(rng) as u32;
-            attach.pid = if attach.flags & sys::CMA_COPY_PIDFD != 0 {
+            attach.pid = if attach.flags & sys::CMA_COPY_PIDFD as u32 != 0 {
                 t.pidfd(rng)
             } else {
                 t.pid(rng)
@@ -440,7 +440,7 @@ fn one_call(
             copy1.remote = p.address(rng) as u64;
             copy1.len = Pools::length(rng);
             copy1.flags = flags(rng) as u32;
-            copy1.pid = if copy1.flags & sys::CMA_COPY_PIDFD != 0 {
+            copy1.pid = if copy1.flags & sys::CMA_COPY_PIDFD as u32 != 0 {
                 t.pidfd(rng)
             } else {
                 t.pid(rng)
@@ -452,7 +452,7 @@ fn one_call(
             copy.local_iov = p.iovecs(rng, 0, copy.local_cnt);
             copy.remote_iov = p.iovecs(rng, 1, copy.remote_cnt);
             copy.flags = flags(rng);
-            copy.pid = if copy.flags & sys::CMA_COPY_PIDFD as u64 != 0 {
+            copy.pid = if copy.flags & sys::CMA_COPY_PIDFD != 0 {
                 t.pidfd(rng)
             } else {
                 t.pid(rng)

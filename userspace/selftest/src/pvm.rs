@@ -721,7 +721,7 @@ fn bad_arguments() -> TestResult {
             "1025 local iovecs",
             Args {
                 lvec: many.as_ptr() as usize,
-                liovcnt: 1025,
+                liovcnt: (cma::sys::CMA_MAX_IOV + 1).into(),
                 ..good
             },
         ),
@@ -729,7 +729,7 @@ fn bad_arguments() -> TestResult {
             "1024 local iovecs",
             Args {
                 lvec: many.as_ptr() as usize,
-                liovcnt: 1024,
+                liovcnt: cma::sys::CMA_MAX_IOV.into(),
                 ..good
             },
         ),
