@@ -348,7 +348,7 @@ impl Registry {
 /// `CMA_IOC_GRANT`: records the caller's consent, made on `file`.
 pub(crate) fn grant(file: usize, arg: IoctlArg) -> Result<isize> {
     let req: uapi::cma_grant = arg.read()?;
-    if req.flags != 0 || req.reserved != [0; 3] || req.pid < 0 {
+    if req.flags & !uapi::CMA_GRANT_FLAGS_ALL != 0 || req.reserved != [0; 3] || req.pid < 0 {
         return Err(EINVAL);
     }
     // A thread names its process.

@@ -15,8 +15,8 @@ use core::mem::size_of;
 use kernel::prelude::*;
 use kernel::uaccess::{UserPtr, UserSlice};
 
-/// The most iovecs on either side (`UIO_MAXIOV`).
-const MAX_IOV: u32 = kernel::bindings::UIO_MAXIOV;
+/// The most iovecs on either side (`CMA_MAX_IOV`, which is `UIO_MAXIOV`).
+const MAX_IOV: u32 = uapi::CMA_MAX_IOV;
 
 /// Which file a copy ioctl came in on, which says how its target is named.
 #[derive(Clone, Copy)]
@@ -180,7 +180,7 @@ fn cap_total(iovs: &mut [IoVec]) {
 /// Returns the bytes copied.
 pub(crate) fn ioctl1(via: Via<'_>, arg: IoctlArg, dir: Direction) -> Result<isize> {
     let req: uapi::cma_copy1 = arg.read()?;
-    if req.flags & !uapi::CMA_COPY_PIDFD != 0 {
+    if req.flags & !uapi::CMA_COPY1_FLAGS_ALL != 0 {
         return Err(EINVAL);
     }
     let named = Named::new(via, req.pid, req.flags & uapi::CMA_COPY_PIDFD != 0)?;

@@ -137,7 +137,7 @@ impl Peer {
 /// a new peer fd for it.
 pub(crate) fn attach(dev: &DevFile, arg: IoctlArg) -> Result<isize> {
     let req: uapi::cma_attach = arg.read()?;
-    if req.flags & !uapi::CMA_COPY_PIDFD != 0 || req.reserved != [0; 3] {
+    if req.flags & !uapi::CMA_ATTACH_FLAGS_ALL != 0 || req.reserved != [0; 3] {
         return Err(EINVAL);
     }
     let id = TargetId::new(req.pid, req.flags & uapi::CMA_COPY_PIDFD != 0);

@@ -22,6 +22,8 @@ kernel::static_assert!(core::mem::size_of::<cma_copy>() == 96);
 kernel::static_assert!(core::mem::size_of::<cma_grant>() == 32);
 kernel::static_assert!(core::mem::size_of::<cma_copy1>() == 32);
 kernel::static_assert!(core::mem::size_of::<cma_attach>() == 32);
+// The header's iovec limit is the kernel's.
+kernel::static_assert!(CMA_MAX_IOV == kernel::bindings::UIO_MAXIOV);
 
 // SAFETY: each of these structs is `repr(C)`, made only of integers, and has
 // no implicit padding (the header pads explicitly; bindgen's generated layout
