@@ -218,11 +218,11 @@ impl Mech {
 #[derive(Clone, Debug)]
 struct Record {
     mech: Mech,
-    op: &'static str,
+    op: Op,
     size: usize,
     pages: Pages,
     procs: usize,
-    pattern: &'static str,
+    pattern: Pattern,
     /// MB/s (10^6 bytes per second): median, min, max over the repeats.
     median: f64,
     min: f64,
@@ -235,6 +235,34 @@ struct Record {
     limit: Option<f64>,
     /// One-to-one: counts per MiB moved over its timed loops.
     counts: Option<Counts>,
+}
+
+/// How the processes of a measurement copy.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pattern {
+    /// One process copies to or from one other.
+    OneToOne,
+    /// N processes all read one target's buffer.
+    Readers,
+    /// N processes each read the previous one's buffer.
+    Ring,
+}
+
+impl Pattern {
+    /// The name in the tables and the JSON.
+    fn name(self) -> &'static str {
+        match self {
+            Pattern::OneToOne => "one-to-one",
+            Pattern::Readers => "readers",
+            Pattern::Ring => "ring",
+        }
+    }
+}
+
+impl std::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The name of a direction in the tables and the JSON.
@@ -1338,11 +1366,11 @@ fn one_to_one(
             let (median, min, max) = summarise(s);
             Record {
                 mech: c.mech,
-                op: op_name(c.op),
+                op: c.op,
                 size,
                 pages,
                 procs: 1,
-                pattern: "one-to-one",
+                pattern: Pattern::OneToOne,
                 median,
                 min,
                 max,
@@ -1369,7 +1397,7 @@ fn one_to_one(
 /// each timed round (MB/s).
 fn many(
     o: &Options,
-    pattern: &'static str,
+    pattern: Pattern,
     mech: Mech,
     n: usize,
     size: usize,
@@ -1379,7 +1407,7 @@ fn many(
     let dst = Buf::new(size, pages, false)?;
     let mut team = Team::new()?;
     let mech_code = mech as u32;
-    let ring = pattern == "ring";
+    let ring = pattern == Pattern::Ring;
     if !ring {
         team.spawn(|_, ctl| idle_child(ctl, &[&src]))?;
     }
@@ -1459,10 +1487,10 @@ fn many_cells(
     rng: &mut u64,
     progress: &mut Progress,
 ) -> io::Result<Vec<Record>> {
-    let mut cells: Vec<(&'static str, Mech, usize)> = Vec::new();
+    let mut cells: Vec<(Pattern, Mech, usize)> = Vec::new();
     for mech in [Mech::Cma.under(engine), Mech::Pvm] {
-        cells.extend((1..=cpus).map(|n| ("readers", mech, n)));
-        cells.extend((2..=cpus.max(2)).map(|n| ("ring", mech, n)));
+        cells.extend((1..=cpus).map(|n| (Pattern::Readers, mech, n)));
+        cells.extend((2..=cpus.max(2)).map(|n| (Pattern::Ring, mech, n)));
     }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cells.len()];
     let mut order: Vec<usize> = (0..cells.len()).collect();
@@ -1486,7 +1514,7 @@ fn many_cells(
             let (median, min, max) = summarise(s);
             Record {
                 mech,
-                op: "read",
+                op: Op::Read,
                 size,
                 pages,
                 procs: n,
@@ -1602,15 +1630,15 @@ fn human(size: usize) -> String {
     }
 }
 
-fn find<'a>(
-    recs: &'a [Record],
+fn find(
+    recs: &[Record],
     mech: Mech,
-    op: &str,
+    op: Op,
     size: usize,
     pages: Pages,
-    pattern: &str,
+    pattern: Pattern,
     procs: usize,
-) -> Option<&'a Record> {
+) -> Option<&Record> {
     recs.iter().find(|r| {
         r.mech == mech
             && r.op == op
@@ -1697,35 +1725,45 @@ fn table(recs: &[Record], sizes: &[usize], pages_list: &[Pages]) -> String {
     let mut out = String::new();
     let labels: Vec<String> = sizes.iter().map(|&s| human(s)).collect();
     for &pages in pages_list {
-        for op in ["read", "write"] {
+        for op in [Op::Read, Op::Write] {
             let _ = writeln!(
                 out,
-                "\none-to-one {op}, {} pages (MB/s, median; ratios of medians; limit: the better of memcpy and vecloop)",
+                "\none-to-one {}, {} pages (MB/s, median; ratios of medians; limit: the better of memcpy and vecloop)",
+                op_name(op),
                 pages.name()
             );
-            let get = |m: Mech, op: &str, size: usize| {
-                find(recs, m, op, size, pages, "one-to-one", 1).map(|r| r.median)
+            let get = |m: Mech, op: Op, size: usize| {
+                find(recs, m, op, size, pages, Pattern::OneToOne, 1).map(|r| r.median)
             };
             let limit = |size: usize| {
-                find(recs, Mech::Memcpy, "read", size, pages, "one-to-one", 1).and_then(|r| r.limit)
+                find(
+                    recs,
+                    Mech::Memcpy,
+                    Op::Read,
+                    size,
+                    pages,
+                    Pattern::OneToOne,
+                    1,
+                )
+                .and_then(|r| r.limit)
             };
             let col = |head, decimals, f: &dyn Fn(usize) -> Option<f64>| Column {
                 head,
                 decimals: Some(decimals),
                 values: sizes.iter().map(|&s| f(s)).collect(),
             };
-            let bw = |m: Mech, op: &'static str| col(m.head(), 1, &move |s| get(m, op, s));
+            let bw = |m: Mech, op: Op| col(m.head(), 1, &move |s| get(m, op, s));
             let bandwidth = vec![
                 bw(Mech::Cma, op),
                 bw(Mech::CmaUc, op),
                 bw(Mech::CmaPid, op),
                 bw(Mech::CmaPidUc, op),
                 bw(Mech::Pvm, op),
-                bw(Mech::Double, "read"),
-                bw(Mech::Memcpy, "read"),
+                bw(Mech::Double, Op::Read),
+                bw(Mech::Memcpy, Op::Read),
                 col("limit", 1, &limit),
-                bw(Mech::CmaDirect, "read"),
-                bw(Mech::CmaDirectUc, "read"),
+                bw(Mech::CmaDirect, Op::Read),
+                bw(Mech::CmaDirectUc, Op::Read),
             ];
             let ratios = vec![
                 col("cma/pvm", 2, &|s| {
@@ -1735,14 +1773,14 @@ fn table(recs: &[Record], sizes: &[usize], pages_list: &[Pages]) -> String {
                     ratio(get(Mech::CmaUc, op, s), get(Mech::Pvm, op, s))
                 }),
                 col("cma/double", 2, &|s| {
-                    ratio(get(Mech::Cma, op, s), get(Mech::Double, "read", s))
+                    ratio(get(Mech::Cma, op, s), get(Mech::Double, Op::Read, s))
                 }),
                 col("cma/limit", 2, &|s| ratio(get(Mech::Cma, op, s), limit(s))),
             ];
             render(&mut out, &labels, vec![bandwidth, ratios]);
         }
     }
-    for pattern in ["readers", "ring"] {
+    for pattern in [Pattern::Readers, Pattern::Ring] {
         let rows: Vec<&Record> = recs
             .iter()
             .filter(|r| r.pattern == pattern && r.mech.base() == Mech::Cma)
@@ -1764,11 +1802,12 @@ fn table(recs: &[Record], sizes: &[usize], pages_list: &[Pages]) -> String {
             "size", "pages", "N", "cma", "pvm", "cma/pvm", "cma/(N*cma1)", "pvm/(N*pvm1)"
         );
         for r in rows {
-            let pvm = find(recs, Mech::Pvm, "read", r.size, r.pages, pattern, r.procs)
+            let pvm = find(recs, Mech::Pvm, Op::Read, r.size, r.pages, pattern, r.procs)
                 .map_or(f64::NAN, |p| p.median);
             // Scaling is against one process reading another (readers, N=1).
             let one = |m: Mech| {
-                find(recs, m, "read", r.size, r.pages, "readers", 1).map_or(f64::NAN, |p| p.median)
+                find(recs, m, Op::Read, r.size, r.pages, Pattern::Readers, 1)
+                    .map_or(f64::NAN, |p| p.median)
             };
             let _ = writeln!(
                 out,
@@ -1834,7 +1873,7 @@ fn counts_table(recs: &[Record], sizes: &[usize], pages_list: &[Pages]) -> Strin
                     values: sizes
                         .iter()
                         .map(|&s| {
-                            find(recs, m, "read", s, pages, "one-to-one", 1)
+                            find(recs, m, Op::Read, s, pages, Pattern::OneToOne, 1)
                                 .and_then(|r| r.counts.as_ref())
                                 .and_then(metric)
                         })
@@ -1875,12 +1914,12 @@ fn json(recs: &[Record]) -> String {
         let _ = write!(
             out,
             "  {{\"mechanism\": \"{}\", \"op\": \"{}\", \"size\": {}, \"pages\": \"{}\", \"procs\": {}, \"pattern\": \"{}\", \"mb_per_s\": {:.3}, \"min\": {:.3}, \"max\": {:.3}, \"reps\": {}",
-            r.mech.name(), r.op, r.size, r.pages.name(), r.procs, r.pattern, r.median, r.min, r.max, r.reps,
+            r.mech.name(), op_name(r.op), r.size, r.pages.name(), r.procs, r.pattern.name(), r.median, r.min, r.max, r.reps,
         );
         if let Some(e) = r.engine {
             let _ = write!(out, ", \"engine\": \"{}\"", e.name());
         }
-        if r.pattern == "one-to-one" {
+        if r.pattern == Pattern::OneToOne {
             let _ = write!(out, ", \"limit\": {}", jnum(r.limit));
         }
         if let Some(c) = &r.counts {
@@ -1935,7 +1974,7 @@ fn svg(recs: &[Record], sizes: &[usize], pages_list: &[Pages], title: &str) -> S
     ];
     let all: Vec<f64> = recs
         .iter()
-        .filter(|r| r.pattern == "one-to-one")
+        .filter(|r| r.pattern == Pattern::OneToOne)
         .map(|r| r.median)
         .filter(|v| *v > 0.0)
         .collect();
@@ -1991,7 +2030,7 @@ fn svg(recs: &[Record], sizes: &[usize], pages_list: &[Pages], title: &str) -> S
             let pts: Vec<String> = sizes
                 .iter()
                 .filter_map(|&size| {
-                    find(recs, mech, "read", size, pages, "one-to-one", 1)
+                    find(recs, mech, Op::Read, size, pages, Pattern::OneToOne, 1)
                         .map(|r| format!("{:.1},{:.1}", xp(size), yp(r.median)))
                 })
                 .collect();
