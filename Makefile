@@ -139,13 +139,14 @@ test-debug:
 STRESS_SECS ?= 60
 stress:
 	$(MAKE) module userspace FLAVOUR=debug
-	CMA_TESTS=stress_ CMA_STRESS_LOAD_SECS=$(STRESS_SECS) scripts/vm.sh --flavour debug test
+	CMA_TESTS=stress_ CMA_STRESS_LOAD_SECS=$(STRESS_SECS) CMA_TEST_TIMEOUT=0 \
+		scripts/vm.sh --flavour debug test
 
 FUZZ_CALLS ?= 5000000
 fuzz:
 	$(MAKE) module userspace FLAVOUR=debug
 	CMA_TESTS=fuzz CMA_FUZZ_CALLS=$(FUZZ_CALLS) $(if $(FUZZ_SEED),CMA_FUZZ_SEED=$(FUZZ_SEED)) \
-		scripts/vm.sh --flavour debug test
+		CMA_TEST_TIMEOUT=0 scripts/vm.sh --flavour debug test
 
 run: module userspace
 	scripts/vm.sh --flavour $(FLAVOUR) run

@@ -91,7 +91,7 @@ case "$mode" in
         set +e
         # Pass the suite's knobs through to the guest.
         knobs="CMA_ACCEL=$accel CMA_KO=$ko CMA_FLAVOUR=$flavour"
-        for v in CMA_TESTS CMA_FUZZ_CALLS CMA_FUZZ_SEED CMA_STRESS_LOAD_SECS; do
+        for v in CMA_TESTS CMA_TEST_TIMEOUT CMA_FUZZ_CALLS CMA_FUZZ_SEED CMA_STRESS_LOAD_SECS; do
             [ -n "${!v:-}" ] && knobs="$knobs $v='${!v}'"
         done
         guest "$knobs tests/guest.sh" 2>&1 | tee "$log"
