@@ -15,31 +15,13 @@ use crate::util::{self, page_size, Mapping, Rng};
 use crate::{check, check_eq};
 
 /// The tests of this file, in order.
-pub const TESTS: &[Test] = &[
-    Test {
-        name: "attach_copies_both_ways",
-        run: copies,
-    },
-    Test {
-        name: "attach_bad_arguments",
-        run: bad_arguments,
-    },
-    Test {
-        name: "attach_peer_fd_rejects_naming",
-        run: peer_fd_naming,
-    },
-    Test {
-        name: "attach_target_exits_esrch",
-        run: target_exits,
-    },
-    Test {
-        name: "attach_target_execs_esrch",
-        run: target_execs,
-    },
-    Test {
-        name: "attach_self_direct",
-        run: attach_self,
-    },
+pub const TESTS: &[Test] = crate::tests![
+    attach_copies_both_ways,
+    attach_bad_arguments,
+    attach_peer_fd_rejects_naming,
+    attach_target_exits_esrch,
+    attach_target_execs_esrch,
+    attach_self_direct,
 ];
 
 /// `CMA_IOC_ATTACH` with a caller-built argument.
@@ -48,7 +30,7 @@ fn attach_raw(dev: &Device, args: &sys::cma_attach) -> io::Result<i32> {
     unsafe { sys::ioctl(dev.as_fd(), sys::CMA_IOC_ATTACH, args as *const _ as usize) }
 }
 
-fn copies() -> TestResult {
+fn attach_copies_both_ways() -> TestResult {
     let dev = Device::open()?;
     let len = 5 * page_size() + 123;
     let (remote, addr) = remote_buffer(len, 11, 0)?;
@@ -142,7 +124,7 @@ fn copies() -> TestResult {
     Ok(())
 }
 
-fn bad_arguments() -> TestResult {
+fn attach_bad_arguments() -> TestResult {
     let dev = Device::open()?;
     let remote = Peer::spawn(|ch| ch.wait())?;
     let good = sys::cma_attach {
@@ -202,7 +184,7 @@ fn bad_arguments() -> TestResult {
     Ok(())
 }
 
-fn peer_fd_naming() -> TestResult {
+fn attach_peer_fd_rejects_naming() -> TestResult {
     let dev = Device::open()?;
     let (remote, addr) = remote_buffer(page_size(), 21, 0)?;
     let peer = dev.attach(Target::Pid(remote.pid))?;
@@ -265,7 +247,7 @@ fn remote_bytes(seed: u64, len: usize) -> Vec<u8> {
     v
 }
 
-fn target_exits() -> TestResult {
+fn attach_target_exits_esrch() -> TestResult {
     let dev = Device::open()?;
     let (remote, addr) = remote_buffer(page_size(), 31, 0)?;
     let peer = dev.attach(Target::Pid(remote.pid))?;
@@ -295,7 +277,7 @@ fn target_exits() -> TestResult {
     Ok(())
 }
 
-fn target_execs() -> TestResult {
+fn attach_target_execs_esrch() -> TestResult {
     let dev = Device::open()?;
     let mut remote = Peer::spawn(|mut ch| {
         ch.send(&[])?;
@@ -313,7 +295,7 @@ fn target_execs() -> TestResult {
     Ok(())
 }
 
-fn attach_self() -> TestResult {
+fn attach_self_direct() -> TestResult {
     let dev = Device::open()?;
     let peer = dev.attach(Target::Pid(std::process::id() as i32))?;
     let mut src = vec![0u8; 3 * page_size() + 5];

@@ -8,45 +8,21 @@ use crate::{check, check_eq};
 use cma::sys;
 
 /// The tests of this file, in order.
-pub const TESTS: &[Test] = &[
-    Test {
-        name: "device_node_is_misc_char_0666",
-        run: device_node,
-    },
-    Test {
-        name: "info_reports_abi_version",
-        run: info_version,
-    },
-    Test {
-        name: "info_from_unprivileged_user",
-        run: info_unprivileged,
-    },
-    Test {
-        name: "unknown_ioctl_is_enotty",
-        run: unknown_ioctl,
-    },
-    Test {
-        name: "info_bad_pointer_is_efault",
-        run: info_efault,
-    },
-    Test {
-        name: "open_close_many_times",
-        run: open_close_many,
-    },
-    Test {
-        name: "many_open_files_at_once",
-        run: many_open,
-    },
+pub const TESTS: &[Test] = crate::tests![
+    device_node_is_misc_char_0666,
+    info_reports_abi_version,
+    info_from_unprivileged_user,
+    unknown_ioctl_is_enotty,
+    info_bad_pointer_is_efault,
+    open_close_many_times,
+    many_open_files_at_once,
     // Last: it unloads and reloads the module.
-    Test {
-        name: "unload_refused_while_open_then_reload",
-        run: unload_reload,
-    },
+    unload_refused_while_open_then_reload,
 ];
 
 const MISC_MAJOR: u64 = 10;
 
-fn device_node() -> TestResult {
+fn device_node_is_misc_char_0666() -> TestResult {
     let meta = std::fs::metadata(cma::DEVICE_PATH)
         .map_err(|e| Failure::Fail(format!("{}: {e}", cma::DEVICE_PATH)))?;
     check!(
@@ -64,7 +40,7 @@ fn device_node() -> TestResult {
     Ok(())
 }
 
-fn info_version() -> TestResult {
+fn info_reports_abi_version() -> TestResult {
     let dev = cma::Device::open()?;
     let mut raw = sys::cma_info {
         reserved: [0xa5a5_a5a5_a5a5_a5a5; 6],
@@ -82,7 +58,7 @@ fn info_version() -> TestResult {
     Ok(())
 }
 
-fn info_unprivileged() -> TestResult {
+fn info_from_unprivileged_user() -> TestResult {
     if !util::is_root() {
         return Err(Failure::Skip("needs root to switch to nobody".into()));
     }
@@ -94,7 +70,7 @@ fn info_unprivileged() -> TestResult {
     })
 }
 
-fn unknown_ioctl() -> TestResult {
+fn unknown_ioctl_is_enotty() -> TestResult {
     let dev = cma::Device::open()?;
     // A buffer big enough for any argument, so that a command wrongly
     // accepted would succeed rather than fault.
@@ -133,7 +109,7 @@ fn unknown_ioctl() -> TestResult {
     Ok(())
 }
 
-fn info_efault() -> TestResult {
+fn info_bad_pointer_is_efault() -> TestResult {
     let dev = cma::Device::open()?;
     let ro = Mapping::new(util::page_size(), libc::PROT_READ)?;
     let cases = [
@@ -157,7 +133,7 @@ fn info_efault() -> TestResult {
     Ok(())
 }
 
-fn open_close_many() -> TestResult {
+fn open_close_many_times() -> TestResult {
     for i in 0..10_000 {
         let dev = cma::Device::open().map_err(|e| Failure::Fail(format!("open #{i}: {e}")))?;
         if i % 1000 == 0 {
@@ -167,7 +143,7 @@ fn open_close_many() -> TestResult {
     Ok(())
 }
 
-fn many_open() -> TestResult {
+fn many_open_files_at_once() -> TestResult {
     let devs: Vec<cma::Device> = (0..512)
         .map(|_| cma::Device::open())
         .collect::<Result<_, _>>()?;
@@ -177,7 +153,7 @@ fn many_open() -> TestResult {
     Ok(())
 }
 
-fn unload_reload() -> TestResult {
+fn unload_refused_while_open_then_reload() -> TestResult {
     if !util::is_root() {
         return Err(Failure::Skip("needs root to unload the module".into()));
     }

@@ -14,147 +14,42 @@ use crate::util::{self, page_size, Mapping, Rng, KERNEL_ADDRESS};
 use crate::{check, check_eq};
 
 /// The tests of this file, in order.
-pub const TESTS: &[Test] = &[
-    Test {
-        name: "copy_unknown_flags_einval",
-        run: unknown_flags,
-    },
-    Test {
-        name: "copy_nonzero_padding_einval",
-        run: nonzero_padding,
-    },
-    Test {
-        name: "copy_failed_fault_in_target_efault_like_pvm",
-        run: failed_fault_efault,
-    },
-    Test {
-        name: "copy_direct_path_survives_fragmentation",
-        run: direct_path_fragmented,
-    },
-    Test {
-        name: "copy_unwritable_result_moves_nothing",
-        run: unwritable_result,
-    },
-    Test {
-        name: "copy_too_many_iovecs_einval",
-        run: too_many_iovecs,
-    },
-    Test {
-        name: "copy_length_overflow_einval",
-        run: length_overflow,
-    },
-    Test {
-        name: "copy_bad_iovec_array_efault",
-        run: bad_iovec_array,
-    },
-    Test {
-        name: "copy_bad_local_address_efault",
-        run: bad_local_address,
-    },
-    Test {
-        name: "copy_bad_remote_address_efault",
-        run: bad_remote_address,
-    },
-    Test {
-        name: "copy_no_such_process_esrch",
-        run: no_such_process,
-    },
-    Test {
-        name: "copy_zombie_and_kernel_thread_esrch",
-        run: zombie_and_kthread,
-    },
-    Test {
-        name: "copy_bad_pidfd_ebadf",
-        run: bad_pidfd,
-    },
-    Test {
-        name: "copy_via_pidfd",
-        run: via_pidfd,
-    },
-    Test {
-        name: "copy_zero_length_skips_lookup",
-        run: zero_length,
-    },
-    Test {
-        name: "copy1_arguments_and_errors",
-        run: copy1_arguments,
-    },
-    Test {
-        name: "probe_reports_reachability",
-        run: probe,
-    },
-    Test {
-        name: "string_across_processes",
-        run: string_across,
-    },
-    Test {
-        name: "large_buffer_16m",
-        run: large_buffer,
-    },
-    Test {
-        name: "sizes_and_unaligned_offsets",
-        run: sizes_and_offsets,
-    },
-    Test {
-        name: "scatter_gather_oracle_process_vm_readv",
-        run: oracle_read,
-    },
-    Test {
-        name: "scatter_gather_oracle_process_vm_writev",
-        run: oracle_write,
-    },
-    Test {
-        name: "partial_unmapped_hole_in_remote",
-        run: partial_hole,
-    },
-    Test {
-        name: "partial_prot_none_in_remote",
-        run: partial_prot_none,
-    },
-    Test {
-        name: "partial_write_to_readonly_remote",
-        run: partial_readonly,
-    },
-    Test {
-        name: "partial_local_fault",
-        run: partial_local,
-    },
-    Test {
-        name: "write_to_remote_text_or_ro_file_efault",
-        run: write_text,
-    },
-    Test {
-        name: "regression_faulting_write_leaves_rest_of_target_page",
-        run: regression_nozero,
-    },
-    Test {
-        name: "thp_buffers",
-        run: thp_buffers,
-    },
-    Test {
-        name: "hugetlbfs_buffers",
-        run: hugetlb_buffers,
-    },
-    Test {
-        name: "total_over_4gib",
-        run: over_4gib,
-    },
-    Test {
-        name: "target_exits_during_copy",
-        run: target_exits,
-    },
-    Test {
-        name: "direct_path_self_and_thread",
-        run: direct_self_and_thread,
-    },
-    Test {
-        name: "direct_path_overlap",
-        run: direct_overlap,
-    },
-    Test {
-        name: "direct_path_single_copy",
-        run: direct_single_copy,
-    },
+pub const TESTS: &[Test] = crate::tests![
+    copy_unknown_flags_einval,
+    copy_nonzero_padding_einval,
+    copy_failed_fault_in_target_efault_like_pvm,
+    copy_direct_path_survives_fragmentation,
+    copy_unwritable_result_moves_nothing,
+    copy_too_many_iovecs_einval,
+    copy_length_overflow_einval,
+    copy_bad_iovec_array_efault,
+    copy_bad_local_address_efault,
+    copy_bad_remote_address_efault,
+    copy_no_such_process_esrch,
+    copy_zombie_and_kernel_thread_esrch,
+    copy_bad_pidfd_ebadf,
+    copy_via_pidfd,
+    copy_zero_length_skips_lookup,
+    copy1_arguments_and_errors,
+    probe_reports_reachability,
+    string_across_processes,
+    large_buffer_16m,
+    sizes_and_unaligned_offsets,
+    scatter_gather_oracle_process_vm_readv,
+    scatter_gather_oracle_process_vm_writev,
+    partial_unmapped_hole_in_remote,
+    partial_prot_none_in_remote,
+    partial_write_to_readonly_remote,
+    partial_local_fault,
+    write_to_remote_text_or_ro_file_efault,
+    regression_faulting_write_leaves_rest_of_target_page,
+    thp_buffers,
+    hugetlbfs_buffers,
+    total_over_4gib,
+    target_exits_during_copy,
+    direct_path_self_and_thread,
+    direct_path_overlap,
+    direct_path_single_copy,
 ];
 
 const OPS: [Op; 2] = [Op::Read, Op::Write];
@@ -256,7 +151,7 @@ fn expect_copy_errno(
     expect_errno(copy(dev, op, t, l, r), errno, format!("{op:?} {what}"))
 }
 
-fn unknown_flags() -> TestResult {
+fn copy_unknown_flags_einval() -> TestResult {
     let dev = Device::open()?;
     let (peer, addr) = remote_buffer(page_size(), 1, 0)?;
     let mut buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
@@ -315,7 +210,7 @@ fn fail_page_alloc(probability: &str, min_order: &str) -> io::Result<()> {
 /// A write into a target's pages that GUP cannot fault in, because every page
 /// allocation of the copier fails (fault injection): `process_vm_writev`
 /// says `EFAULT`, whatever GUP said (`ENOMEM`), and so must cma.
-fn failed_fault_efault() -> TestResult {
+fn copy_failed_fault_in_target_efault_like_pvm() -> TestResult {
     if !std::path::Path::new(FAIL_PAGE_ALLOC).exists() {
         return Err(Failure::Skip(
             "no fail_page_alloc (debug kernel only)".into(),
@@ -364,7 +259,7 @@ fn failed_fault_efault() -> TestResult {
 /// A copy within the caller's own address space (the direct path) while no
 /// allocation of more than one page can succeed (fault injection, as under
 /// fragmentation): its staging buffer must not need contiguous memory.
-fn direct_path_fragmented() -> TestResult {
+fn copy_direct_path_survives_fragmentation() -> TestResult {
     if !std::path::Path::new(FAIL_PAGE_ALLOC).exists() {
         return Err(Failure::Skip(
             "no fail_page_alloc (debug kernel only)".into(),
@@ -417,7 +312,7 @@ fn direct_path_fragmented() -> TestResult {
 /// A WRITE whose `struct cma_copy` is readable but not writable: the result
 /// could not be reported, so nothing may be written into the target (else
 /// the caller could not learn how much it changed there).
-fn unwritable_result() -> TestResult {
+fn copy_unwritable_result_moves_nothing() -> TestResult {
     let dev = Device::open()?;
     let ps = page_size();
     let (peer, addr) = remote_buffer(ps, 9, 0)?;
@@ -471,7 +366,7 @@ fn unwritable_result() -> TestResult {
     Ok(())
 }
 
-fn nonzero_padding() -> TestResult {
+fn copy_nonzero_padding_einval() -> TestResult {
     let dev = Device::open()?;
     let (peer, addr) = remote_buffer(page_size(), 1, 0)?;
     let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
@@ -505,7 +400,7 @@ fn nonzero_padding() -> TestResult {
     Ok(())
 }
 
-fn too_many_iovecs() -> TestResult {
+fn copy_too_many_iovecs_einval() -> TestResult {
     let dev = Device::open()?;
     let (peer, addr) = remote_buffer(page_size(), 1, 0)?;
     let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
@@ -541,7 +436,7 @@ fn too_many_iovecs() -> TestResult {
     Ok(())
 }
 
-fn length_overflow() -> TestResult {
+fn copy_length_overflow_einval() -> TestResult {
     let dev = Device::open()?;
     let (peer, addr) = remote_buffer(page_size(), 1, 0)?;
     let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
@@ -596,7 +491,7 @@ fn length_overflow() -> TestResult {
     Ok(())
 }
 
-fn bad_iovec_array() -> TestResult {
+fn copy_bad_iovec_array_efault() -> TestResult {
     let dev = Device::open()?;
     let (peer, addr) = remote_buffer(page_size(), 1, 0)?;
     let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
@@ -641,7 +536,7 @@ fn bad_addresses() -> io::Result<Vec<(&'static str, usize)>> {
     ])
 }
 
-fn bad_local_address() -> TestResult {
+fn copy_bad_local_address_efault() -> TestResult {
     let dev = Device::open()?;
     let (peer, addr) = remote_buffer(page_size(), 1, 0)?;
     let ro = Mapping::new(page_size(), libc::PROT_READ)?;
@@ -680,7 +575,7 @@ fn bad_local_address() -> TestResult {
     Ok(())
 }
 
-fn bad_remote_address() -> TestResult {
+fn copy_bad_remote_address_efault() -> TestResult {
     let dev = Device::open()?;
     // The target has a PROT_NONE page, at the address it reports.
     let mut peer = Peer::spawn(|mut ch| {
@@ -719,7 +614,7 @@ fn bad_remote_address() -> TestResult {
     Ok(())
 }
 
-fn no_such_process() -> TestResult {
+fn copy_no_such_process_esrch() -> TestResult {
     let dev = Device::open()?;
     let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
     let peer = Peer::spawn(|ch| ch.wait())?;
@@ -742,7 +637,7 @@ fn no_such_process() -> TestResult {
     Ok(())
 }
 
-fn zombie_and_kthread() -> TestResult {
+fn copy_zombie_and_kernel_thread_esrch() -> TestResult {
     let dev = Device::open()?;
     let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
     let peer = Peer::spawn(|ch| ch.wait())?;
@@ -784,7 +679,7 @@ fn zombie_and_kthread() -> TestResult {
     Ok(())
 }
 
-fn bad_pidfd() -> TestResult {
+fn copy_bad_pidfd_ebadf() -> TestResult {
     use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
     let dev = Device::open()?;
     let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
@@ -831,7 +726,7 @@ fn bad_pidfd() -> TestResult {
     Ok(())
 }
 
-fn via_pidfd() -> TestResult {
+fn copy_via_pidfd() -> TestResult {
     use std::os::fd::AsFd;
     let dev = Device::open()?;
     let (peer, addr) = remote_buffer(8192, 7, 0)?;
@@ -860,7 +755,7 @@ fn via_pidfd() -> TestResult {
     Ok(())
 }
 
-fn zero_length() -> TestResult {
+fn copy_zero_length_skips_lookup() -> TestResult {
     let dev = Device::open()?;
     let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
     for op in OPS {
@@ -889,7 +784,7 @@ fn zero_length() -> TestResult {
     Ok(())
 }
 
-fn probe() -> TestResult {
+fn probe_reports_reachability() -> TestResult {
     let dev = Device::open()?;
     let peer = Peer::spawn(|ch| ch.wait())?;
     dev.probe(Target::Pid(peer.pid))?;
@@ -905,7 +800,7 @@ fn probe() -> TestResult {
     Ok(())
 }
 
-fn string_across() -> TestResult {
+fn string_across_processes() -> TestResult {
     let dev = Device::open()?;
     let msg = b"Hello from the other side of /dev/cma!\0";
     let mut peer = Peer::spawn(|mut ch| {
@@ -979,7 +874,7 @@ fn roundtrip(
 /// `CMA_IOC_READ1`/`WRITE1`: flags, targets, zero and oversized lengths, a
 /// faulting local side. (Data at every size and offset is checked by
 /// `sizes_and_unaligned_offsets`, partial copies by the `partial_*` tests.)
-fn copy1_arguments() -> TestResult {
+fn copy1_arguments_and_errors() -> TestResult {
     let dev = Device::open()?;
     let ps = page_size();
     let (peer, addr) = remote_buffer(2 * ps, 41, 0)?;
@@ -1052,7 +947,7 @@ fn copy1_arguments() -> TestResult {
     Ok(())
 }
 
-fn large_buffer() -> TestResult {
+fn large_buffer_16m() -> TestResult {
     let len = 16 << 20;
     let dev = Device::open()?;
     let (peer, addr) = remote_buffer(len, 3, 0)?;
@@ -1060,7 +955,7 @@ fn large_buffer() -> TestResult {
     roundtrip(&dev, &peer, addr, &mut local, len, 4)
 }
 
-fn sizes_and_offsets() -> TestResult {
+fn sizes_and_unaligned_offsets() -> TestResult {
     let dev = Device::open()?;
     let span = 4 * page_size() + 65536;
     let (peer, addr) = remote_buffer(span, 5, 0)?;
@@ -1197,11 +1092,11 @@ fn oracle(op: Op, seed: u64) -> TestResult {
     Ok(())
 }
 
-fn oracle_read() -> TestResult {
+fn scatter_gather_oracle_process_vm_readv() -> TestResult {
     oracle(Op::Read, 11)
 }
 
-fn oracle_write() -> TestResult {
+fn scatter_gather_oracle_process_vm_writev() -> TestResult {
     oracle(Op::Write, 12)
 }
 
@@ -1270,7 +1165,7 @@ fn check_stops_at_page_2(op: Op, peer: &Peer, addr: usize) -> TestResult {
     Ok(())
 }
 
-fn partial_hole() -> TestResult {
+fn partial_unmapped_hole_in_remote() -> TestResult {
     let (peer, addr) = spoiled_remote(|m| m.punch(2 * page_size(), page_size()))?;
     for op in OPS {
         check_stops_at_page_2(op, &peer, addr)?;
@@ -1278,7 +1173,7 @@ fn partial_hole() -> TestResult {
     Ok(())
 }
 
-fn partial_prot_none() -> TestResult {
+fn partial_prot_none_in_remote() -> TestResult {
     let (peer, addr) =
         spoiled_remote(|m| m.protect(2 * page_size(), page_size(), libc::PROT_NONE))?;
     for op in OPS {
@@ -1287,7 +1182,7 @@ fn partial_prot_none() -> TestResult {
     Ok(())
 }
 
-fn partial_readonly() -> TestResult {
+fn partial_write_to_readonly_remote() -> TestResult {
     let (peer, addr) =
         spoiled_remote(|m| m.protect(2 * page_size(), page_size(), libc::PROT_READ))?;
     let before = peek(peer.pid, addr, 4 * page_size())?;
@@ -1315,7 +1210,7 @@ fn partial_readonly() -> TestResult {
     Ok(())
 }
 
-fn partial_local() -> TestResult {
+fn partial_local_fault() -> TestResult {
     let dev = Device::open()?;
     let ps = page_size();
     let (peer, addr) = remote_buffer(2 * ps, 31, 0)?;
@@ -1350,7 +1245,7 @@ fn partial_local() -> TestResult {
     Ok(())
 }
 
-fn write_text() -> TestResult {
+fn write_to_remote_text_or_ro_file_efault() -> TestResult {
     let dev = Device::open()?;
     let mut peer = Peer::spawn(|mut ch| {
         // A read-only shared mapping of a file, and our own text.
@@ -1370,7 +1265,10 @@ fn write_text() -> TestResult {
         if ro == libc::MAP_FAILED {
             return Err(io::Error::last_os_error().into());
         }
-        ch.send(&[write_text as *const () as usize as u64, ro as u64])?;
+        ch.send(&[
+            write_to_remote_text_or_ro_file_efault as *const () as usize as u64,
+            ro as u64,
+        ])?;
         ch.wait()
     })?;
     let v = peer.recv()?;
@@ -1414,7 +1312,7 @@ fn write_text() -> TestResult {
 /// Regression: a WRITE whose local source faults part-way through a page
 /// once zeroed the rest of the target's page (copy_from_user zero-fills what
 /// it cannot copy). The target's bytes past the fault must stay as they were.
-fn regression_nozero() -> TestResult {
+fn regression_faulting_write_leaves_rest_of_target_page() -> TestResult {
     let dev = Device::open()?;
     let ps = page_size();
     let (peer, addr) = remote_buffer(2 * ps, 77, 0)?;
@@ -1528,7 +1426,7 @@ fn thp_buffers() -> TestResult {
     Ok(())
 }
 
-fn hugetlb_buffers() -> TestResult {
+fn hugetlbfs_buffers() -> TestResult {
     if util::is_root() {
         let _ = std::fs::write("/proc/sys/vm/nr_hugepages", "8");
     }
@@ -1569,7 +1467,7 @@ fn hugetlb_buffers() -> TestResult {
     Ok(())
 }
 
-fn over_4gib() -> TestResult {
+fn total_over_4gib() -> TestResult {
     let dev = Device::open()?;
     let chunk = 8 << 20;
     let reps = 520; // 520 * 8 MiB = 4160 MiB > 4 GiB
@@ -1609,7 +1507,7 @@ fn over_4gib() -> TestResult {
     Ok(())
 }
 
-fn target_exits() -> TestResult {
+fn target_exits_during_copy() -> TestResult {
     let dev = Device::open()?;
     let chunk = 4 << 20;
     for op in OPS {
@@ -1650,7 +1548,7 @@ fn target_exits() -> TestResult {
     Ok(())
 }
 
-fn direct_self_and_thread() -> TestResult {
+fn direct_path_self_and_thread() -> TestResult {
     let dev = Device::open()?;
     let me = std::process::id() as i32;
     let mut src = Mapping::new(3 * page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
@@ -1704,7 +1602,7 @@ fn direct_self_and_thread() -> TestResult {
     Ok(())
 }
 
-fn direct_overlap() -> TestResult {
+fn direct_path_overlap() -> TestResult {
     let dev = Device::open()?;
     let me = Target::Pid(std::process::id() as i32);
     let chunk = sys::CMA_DIRECT_CHUNK as usize;
@@ -1748,7 +1646,7 @@ fn direct_overlap() -> TestResult {
 /// by the cache of the caller's pages: the stats count them), with the same
 /// bytes and partial-copy report as a remote copy; ranges that may overlap
 /// go through the staging buffer and pin nothing.
-fn direct_single_copy() -> TestResult {
+fn direct_path_single_copy() -> TestResult {
     let me = Target::Pid(std::process::id() as i32);
     let ps = page_size();
     let len = 1 << 20;

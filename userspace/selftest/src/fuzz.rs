@@ -24,10 +24,7 @@ use crate::peer::Peer;
 use crate::util::{page_size, Mapping, Rng, KERNEL_ADDRESS};
 
 /// The tests of this file.
-pub const TESTS: &[Test] = &[Test {
-    name: "fuzz_every_ioctl",
-    run: fuzz,
-}];
+pub const TESTS: &[Test] = crate::tests![fuzz_every_ioctl,];
 
 /// Every errno an ioctl of /dev/cma may return.
 const ALLOWED: &[i32] = &[
@@ -571,7 +568,7 @@ fn one_call(
     }
 }
 
-fn fuzz() -> TestResult {
+fn fuzz_every_ioctl() -> TestResult {
     let calls: u64 = std::env::var("CMA_FUZZ_CALLS")
         .ok()
         .and_then(|s| s.parse().ok())

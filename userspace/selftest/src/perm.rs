@@ -13,115 +13,34 @@ use crate::util::{self, page_size, Mapping, NOBODY, OTHER_USER};
 use crate::{check, check_eq};
 
 /// The tests of this file, in order.
-pub const TESTS: &[Test] = &[
-    Test {
-        name: "perm_same_uid_with_consent_allowed",
-        run: same_uid_consent,
-    },
-    Test {
-        name: "perm_other_uid_eperm",
-        run: other_uid,
-    },
-    Test {
-        name: "perm_nondumpable_target_eperm",
-        run: nondumpable,
-    },
-    Test {
-        name: "perm_consent_absent_eperm",
-        run: consent_absent,
-    },
-    Test {
-        name: "perm_consent_for_one_peer",
-        run: consent_one_peer,
-    },
-    Test {
-        name: "perm_consent_revoked_eperm",
-        run: consent_revoked,
-    },
-    Test {
-        name: "perm_consent_dies_with_its_file",
-        run: consent_file_closed,
-    },
-    Test {
-        name: "perm_consent_dies_with_exec",
-        run: consent_exec,
-    },
-    Test {
-        name: "perm_grant_bad_arguments",
-        run: grant_bad_args,
-    },
-    Test {
-        name: "perm_cap_sys_ptrace_needs_no_consent",
-        run: cap_sys_ptrace,
-    },
-    Test {
-        name: "perm_require_consent_param_off",
-        run: require_consent_off,
-    },
-    Test {
-        name: "security_setuid_target_eperm",
-        run: setuid_target,
-    },
-    Test {
-        name: "perm_capabilities_rule_like_pvm",
-        run: capabilities_rule,
-    },
-    Test {
-        name: "attach_same_rule_as_copy",
-        run: attach_same_rule,
-    },
-    Test {
-        name: "attach_consent_withdrawn_eperm",
-        run: attach_consent_withdrawn,
-    },
-    Test {
-        name: "attach_target_turns_nondumpable_eperm",
-        run: attach_nondumpable_later,
-    },
-    Test {
-        name: "attach_target_changes_uid_eperm",
-        run: attach_target_setuid,
-    },
-    Test {
-        name: "attach_caller_drops_privilege_eperm",
-        run: attach_caller_drops,
-    },
-    Test {
-        name: "attach_fd_inherited_by_child_rechecked",
-        run: attach_inherited,
-    },
-    Test {
-        name: "consent_grant_to_thread_names_its_process",
-        run: grant_to_thread,
-    },
-    Test {
-        name: "consent_registry_bounded_under_grant_flood",
-        run: grant_flood,
-    },
-    Test {
-        name: "consent_withdrawals_counted_per_target",
-        run: withdrawals_per_target,
-    },
-    Test {
-        name: "consent_grant_restarted_under_signals",
-        run: grant_under_signals,
-    },
-    Test {
-        name: "consent_grants_reaped_at_exit",
-        run: grants_reaped_at_exit,
-    },
-    Test {
-        name: "consent_grants_reaped_at_exec",
-        run: grants_reaped_at_exec,
-    },
-    Test {
-        name: "consent_peer_readers_take_no_registry_lock",
-        run: peer_readers_take_no_registry_lock,
-    },
-    Test {
-        name: "perm_policy_param",
-        run: policy_param,
-    },
+pub const TESTS: &[Test] = crate::tests![
+    perm_same_uid_with_consent_allowed,
+    perm_other_uid_eperm,
+    perm_nondumpable_target_eperm,
+    perm_consent_absent_eperm,
+    perm_consent_for_one_peer,
+    perm_consent_revoked_eperm,
+    perm_consent_dies_with_its_file,
+    perm_consent_dies_with_exec,
+    perm_grant_bad_arguments,
+    perm_cap_sys_ptrace_needs_no_consent,
+    perm_require_consent_param_off,
+    security_setuid_target_eperm,
+    perm_capabilities_rule_like_pvm,
+    attach_same_rule_as_copy,
+    attach_consent_withdrawn_eperm,
+    attach_target_turns_nondumpable_eperm,
+    attach_target_changes_uid_eperm,
+    attach_caller_drops_privilege_eperm,
+    attach_fd_inherited_by_child_rechecked,
+    consent_grant_to_thread_names_its_process,
+    consent_registry_bounded_under_grant_flood,
+    consent_withdrawals_counted_per_target,
+    consent_grant_restarted_under_signals,
+    consent_grants_reaped_at_exit,
+    consent_grants_reaped_at_exec,
+    consent_peer_readers_take_no_registry_lock,
+    perm_policy_param,
 ];
 
 /// Commands a target peer answers.
@@ -355,7 +274,7 @@ fn check_bytes(n: u64) -> io::Result<()> {
 const ALLOWED: [u64; 3] = [0, 0, 0];
 const EPERM: [u64; 3] = [libc::EPERM as u64; 3];
 
-fn same_uid_consent() -> TestResult {
+fn perm_same_uid_with_consent_allowed() -> TestResult {
     needs_root()?;
     let (mut t, addr) = target(NOBODY, true)?;
     check_eq!(t.command(GRANT, &[0])?[0], 0);
@@ -364,7 +283,7 @@ fn same_uid_consent() -> TestResult {
     Ok(())
 }
 
-fn other_uid() -> TestResult {
+fn perm_other_uid_eperm() -> TestResult {
     needs_root()?;
     let (mut t, addr) = target(NOBODY, true)?;
     check_eq!(t.command(GRANT, &[0])?[0], 0);
@@ -373,7 +292,7 @@ fn other_uid() -> TestResult {
     Ok(())
 }
 
-fn nondumpable() -> TestResult {
+fn perm_nondumpable_target_eperm() -> TestResult {
     needs_root()?;
     let (mut t, addr) = target(NOBODY, false)?;
     check_eq!(t.command(GRANT, &[0])?[0], 0);
@@ -397,7 +316,7 @@ fn nondumpable() -> TestResult {
     Ok(())
 }
 
-fn consent_absent() -> TestResult {
+fn perm_consent_absent_eperm() -> TestResult {
     needs_root()?;
     let (t, addr) = target(NOBODY, true)?;
     let mut c = caller(NOBODY)?;
@@ -405,7 +324,7 @@ fn consent_absent() -> TestResult {
     Ok(())
 }
 
-fn consent_one_peer() -> TestResult {
+fn perm_consent_for_one_peer() -> TestResult {
     needs_root()?;
     let (mut t, addr) = target(NOBODY, true)?;
     let mut c1 = caller(NOBODY)?;
@@ -419,7 +338,7 @@ fn consent_one_peer() -> TestResult {
     Ok(())
 }
 
-fn consent_revoked() -> TestResult {
+fn perm_consent_revoked_eperm() -> TestResult {
     needs_root()?;
     let (mut t, addr) = target(NOBODY, true)?;
     let mut c = caller(NOBODY)?;
@@ -434,7 +353,7 @@ fn consent_revoked() -> TestResult {
     Ok(())
 }
 
-fn consent_file_closed() -> TestResult {
+fn perm_consent_dies_with_its_file() -> TestResult {
     needs_root()?;
     let (mut t, addr) = target(NOBODY, true)?;
     let mut c = caller(NOBODY)?;
@@ -445,7 +364,7 @@ fn consent_file_closed() -> TestResult {
     Ok(())
 }
 
-fn consent_exec() -> TestResult {
+fn perm_consent_dies_with_exec() -> TestResult {
     needs_root()?;
     // A target that grants, then execs (keeping its /dev/cma fd open across
     // the exec): the new program did not consent.
@@ -473,7 +392,7 @@ fn consent_exec() -> TestResult {
     Ok(())
 }
 
-fn grant_bad_args() -> TestResult {
+fn perm_grant_bad_arguments() -> TestResult {
     let dev = Device::open()?;
     let mut args = cma::sys::cma_grant {
         flags: 1,
@@ -517,7 +436,7 @@ fn grant_bad_args() -> TestResult {
     Ok(())
 }
 
-fn cap_sys_ptrace() -> TestResult {
+fn perm_cap_sys_ptrace_needs_no_consent() -> TestResult {
     needs_root()?;
     // Root has CAP_SYS_PTRACE: no consent needed, even for another uid.
     let (t, addr) = target(NOBODY, true)?;
@@ -550,7 +469,7 @@ impl Drop for Restore {
     }
 }
 
-fn require_consent_off() -> TestResult {
+fn perm_require_consent_param_off() -> TestResult {
     needs_root()?;
     check_eq!(std::fs::read_to_string(PARAM)?.trim(), "Y");
     let (t, addr) = target(NOBODY, true)?;
@@ -587,7 +506,7 @@ fn euid_of(pid: i32) -> io::Result<u32> {
         .ok_or_else(|| io::Error::other("no Uid line"))
 }
 
-fn setuid_target() -> TestResult {
+fn security_setuid_target_eperm() -> TestResult {
     needs_root()?;
     let prog = setuid_sleep()?;
     // An unprivileged user starts a setuid-root program: it runs as root and
@@ -640,7 +559,7 @@ fn setuid_target() -> TestResult {
     Ok(())
 }
 
-fn capabilities_rule() -> TestResult {
+fn perm_capabilities_rule_like_pvm() -> TestResult {
     needs_root()?;
     // Both targets run as nobody, consent, and let any process ptrace them
     // (Yama), so process_vm_readv answers by the capability rule alone.
@@ -669,7 +588,7 @@ fn capabilities_rule() -> TestResult {
     Ok(())
 }
 
-fn attach_same_rule() -> TestResult {
+fn attach_same_rule_as_copy() -> TestResult {
     needs_root()?;
     let (mut t, addr) = target(NOBODY, true)?;
     let pid = t.pid as u64;
@@ -702,7 +621,7 @@ fn attached() -> Result<(Peer, usize, Peer), Failure> {
     Ok((t, addr, c))
 }
 
-fn attach_consent_withdrawn() -> TestResult {
+fn attach_consent_withdrawn_eperm() -> TestResult {
     let (mut t, addr, mut c) = attached()?;
     check_eq!(t.command(REVOKE, &[])?[0], 0);
     check_eq!(attempt_peer(&mut c, addr)?, EPERM);
@@ -714,7 +633,7 @@ fn attach_consent_withdrawn() -> TestResult {
     Ok(())
 }
 
-fn attach_nondumpable_later() -> TestResult {
+fn attach_target_turns_nondumpable_eperm() -> TestResult {
     let (mut t, addr, mut c) = attached()?;
     check_eq!(t.command(DUMPABLE, &[0])?[0], 0);
     check_eq!(attempt_peer(&mut c, addr)?, EPERM);
@@ -723,7 +642,7 @@ fn attach_nondumpable_later() -> TestResult {
     Ok(())
 }
 
-fn attach_target_setuid() -> TestResult {
+fn attach_target_changes_uid_eperm() -> TestResult {
     needs_root()?;
     // Target and caller are nobody and keep root's permitted capabilities
     // (not effective), so the capability rule passes and neither is
@@ -743,7 +662,7 @@ fn attach_target_setuid() -> TestResult {
     Ok(())
 }
 
-fn attach_caller_drops() -> TestResult {
+fn attach_caller_drops_privilege_eperm() -> TestResult {
     needs_root()?;
     // Root may attach without consent (CAP_SYS_PTRACE); once it has become
     // nobody, its peer fd may not copy any more.
@@ -756,7 +675,7 @@ fn attach_caller_drops() -> TestResult {
     Ok(())
 }
 
-fn attach_inherited() -> TestResult {
+fn attach_fd_inherited_by_child_rechecked() -> TestResult {
     let (mut t, addr, mut c) = attached()?;
     // A forked child is another process: it is checked in full, and passes.
     check_eq!(c.command(FORK_PEER_READ, &[addr as u64])?[0], 0);
@@ -771,7 +690,7 @@ fn attach_inherited() -> TestResult {
     Ok(())
 }
 
-fn grant_to_thread() -> TestResult {
+fn consent_grant_to_thread_names_its_process() -> TestResult {
     needs_root()?;
     let (mut t, addr) = target(NOBODY, true)?;
     let mut c = caller(NOBODY)?;
@@ -810,7 +729,7 @@ pub(crate) fn param(name: &str) -> io::Result<u64> {
 /// The most registry slots one user may hold (`MAX_PER_USER` in the module).
 const MAX_PER_USER: u64 = 16384;
 
-fn grant_flood() -> TestResult {
+fn consent_registry_bounded_under_grant_flood() -> TestResult {
     needs_root()?;
     let before = param("grants")?;
     let start = std::time::Instant::now();
@@ -886,7 +805,7 @@ pub(crate) fn stat(name: &str) -> io::Result<u64> {
 
 extern "C" fn on_alarm(_: libc::c_int) {}
 
-fn grant_under_signals() -> TestResult {
+fn consent_grant_restarted_under_signals() -> TestResult {
     let dev = Device::open()?;
     let mut failed = Vec::new();
     for _ in 0..100 {
@@ -925,7 +844,7 @@ fn grant_under_signals() -> TestResult {
     Ok(())
 }
 
-fn grants_reaped_at_exit() -> TestResult {
+fn consent_grants_reaped_at_exit() -> TestResult {
     needs_root()?;
     // The file outlives the granting process: only its exit can end the
     // grant's entry.
@@ -955,7 +874,7 @@ fn grants_reaped_at_exit() -> TestResult {
     Ok(())
 }
 
-fn grants_reaped_at_exec() -> TestResult {
+fn consent_grants_reaped_at_exec() -> TestResult {
     needs_root()?;
     let dev = Device::open()?;
     let before = param("grants")?;
@@ -999,7 +918,7 @@ fn grants_reaped_at_exec() -> TestResult {
     result
 }
 
-fn peer_readers_take_no_registry_lock() -> TestResult {
+fn consent_peer_readers_take_no_registry_lock() -> TestResult {
     needs_root()?;
     // Unprivileged readers of one consenting target: by pid, every copy
     // looks its consent up (one bucket's lock); through a peer fd, only
@@ -1038,7 +957,7 @@ fn peer_readers_take_no_registry_lock() -> TestResult {
     Ok(())
 }
 
-fn withdrawals_per_target() -> TestResult {
+fn consent_withdrawals_counted_per_target() -> TestResult {
     needs_root()?;
     let (mut t, addr) = target(NOBODY, true)?;
     check_eq!(t.command(GRANT, &[0])?[0], 0);
@@ -1075,7 +994,7 @@ fn withdrawals_per_target() -> TestResult {
 
 const POLICY: &str = "/sys/module/cma/parameters/policy";
 
-fn policy_param() -> TestResult {
+fn perm_policy_param() -> TestResult {
     needs_root()?;
     check_eq!(std::fs::read_to_string(POLICY)?.trim(), "consent");
     let _restore = Restore(POLICY, "consent");

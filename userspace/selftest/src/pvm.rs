@@ -23,60 +23,29 @@ use crate::peer::Peer;
 use crate::util::{page_size, Mapping, Rng, KERNEL_ADDRESS, NOBODY};
 
 /// The tests of this file (only run with `--preload`).
-pub const TESTS: &[Test] = &[
-    Test {
-        name: "preload_is_loaded",
-        run: preload_is_loaded,
-    },
-    Test {
-        name: "pvm_diff_random_layouts_read",
-        run: || random_layouts(false),
-    },
-    Test {
-        name: "pvm_diff_random_layouts_write",
-        run: || random_layouts(true),
-    },
-    Test {
-        name: "pvm_diff_bad_arguments",
-        run: bad_arguments,
-    },
-    Test {
-        name: "pvm_diff_targets",
-        run: targets,
-    },
-    Test {
-        name: "pvm_diff_unprivileged_targets",
-        run: unprivileged_targets,
-    },
-    Test {
-        name: "pvm_diff_client_probes",
-        run: client_probes,
-    },
-    Test {
-        name: "preload_counts_every_call",
-        run: counts_every_call,
-    },
-    Test {
-        name: "preload_consents_by_default",
-        run: consents_by_default,
-    },
-    Test {
-        name: "preload_prctl_ptracer_consents",
-        run: prctl_consents,
-    },
-    Test {
-        name: "preload_fork_child_consents",
-        run: fork_child_consents,
-    },
-    Test {
-        name: "preload_falls_back_without_device",
-        run: falls_back_without_device,
-    },
-    Test {
-        name: "preload_reattaches_after_exec",
-        run: reattaches_after_exec,
-    },
+pub const TESTS: &[Test] = crate::tests![
+    preload_is_loaded,
+    pvm_diff_random_layouts_read,
+    pvm_diff_random_layouts_write,
+    pvm_diff_bad_arguments,
+    pvm_diff_targets,
+    pvm_diff_unprivileged_targets,
+    pvm_diff_client_probes,
+    preload_counts_every_call,
+    preload_consents_by_default,
+    preload_prctl_ptracer_consents,
+    preload_fork_child_consents,
+    preload_falls_back_without_device,
+    preload_reattaches_after_exec,
 ];
+
+fn pvm_diff_random_layouts_read() -> TestResult {
+    random_layouts(false)
+}
+
+fn pvm_diff_random_layouts_write() -> TestResult {
+    random_layouts(true)
+}
 
 /// One call's arguments, exactly as the system call takes them.
 #[derive(Clone, Copy, Debug)]
@@ -490,7 +459,7 @@ fn same_both(mut a: Args, buf: &Mapping, what: &str) -> TestResult {
 /// A named case: local iovecs, remote iovecs, pid, flags.
 type Case = (&'static str, Vec<libc::iovec>, Vec<libc::iovec>, i64, u64);
 
-fn bad_arguments() -> TestResult {
+fn pvm_diff_bad_arguments() -> TestResult {
     let ps = page_size();
     let mut rng = Rng::new(7);
     let t = spawn_target(&mut rng)?;
@@ -807,7 +776,7 @@ fn bad_arguments() -> TestResult {
 }
 
 /// The target itself, a zombie, and another thread of the caller.
-fn targets() -> TestResult {
+fn pvm_diff_targets() -> TestResult {
     let buf = local_region()?;
     let ps = page_size();
     let src = Mapping::new(ps, libc::PROT_READ | libc::PROT_WRITE)?;
@@ -852,7 +821,7 @@ fn targets() -> TestResult {
 
 /// As an unprivileged caller: a root process and a setuid program are
 /// refused (EPERM) before any address is looked at, whatever the iovecs.
-fn unprivileged_targets() -> TestResult {
+fn pvm_diff_unprivileged_targets() -> TestResult {
     crate::perm::needs_root()?;
     let prog = crate::perm::setuid_sleep()?;
     let mut suid = Command::new(&prog)
@@ -884,7 +853,7 @@ fn unprivileged_targets() -> TestResult {
 }
 
 /// The probes MPI libraries make, on a live peer.
-fn client_probes() -> TestResult {
+fn pvm_diff_client_probes() -> TestResult {
     let mut rng = Rng::new(3);
     let t = spawn_target(&mut rng)?;
     let buf = local_region()?;
@@ -1139,7 +1108,7 @@ fn field(line: &str, key: &str) -> Option<u64> {
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }
 
-fn counts_every_call() -> TestResult {
+fn preload_counts_every_call() -> TestResult {
     let t = HelperTarget::start(0x31, false, &[], None)?;
     let (status, out, line) = read_with_report(t.pid, 10, None, false)?;
     check_eq!(status, 0);
@@ -1169,7 +1138,7 @@ fn nobody_reads_through_cma(t: &HelperTarget, byte: u8, count: u64) -> TestResul
     Ok(())
 }
 
-fn consents_by_default() -> TestResult {
+fn preload_consents_by_default() -> TestResult {
     crate::perm::needs_root()?;
     // Two unrelated unprivileged processes: process_vm_readv alone would be
     // refused by Yama (scope 1) unless the target named a ptracer.
@@ -1184,21 +1153,21 @@ fn consents_by_default() -> TestResult {
     Ok(())
 }
 
-fn prctl_consents() -> TestResult {
+fn preload_prctl_ptracer_consents() -> TestResult {
     crate::perm::needs_root()?;
     let mut t = HelperTarget::start(0x43, false, &[("CMA_PRELOAD_GRANT", "0")], Some(NOBODY))?;
     check_eq!(t.say("prctl-any")?.trim(), "done");
     nobody_reads_through_cma(&t, 0x43, 2)
 }
 
-fn fork_child_consents() -> TestResult {
+fn preload_fork_child_consents() -> TestResult {
     crate::perm::needs_root()?;
     // The target forks without exec: the child must consent on its own.
     let t = HelperTarget::start(0x44, true, &[], Some(NOBODY))?;
     nobody_reads_through_cma(&t, 0x44, 2)
 }
 
-fn falls_back_without_device() -> TestResult {
+fn preload_falls_back_without_device() -> TestResult {
     crate::perm::needs_root()?;
     let t = HelperTarget::start(0x47, false, &[], None)?;
     let (status, out, line) = read_with_report(t.pid, 4, None, true)?;
@@ -1210,7 +1179,7 @@ fn falls_back_without_device() -> TestResult {
     Ok(())
 }
 
-fn reattaches_after_exec() -> TestResult {
+fn preload_reattaches_after_exec() -> TestResult {
     let mut t = HelperTarget::start(0x45, false, &[], None)?;
     let read = |pid: i32| -> Result<u8, Failure> {
         let mut b = vec![0u8; HELPER_LEN];

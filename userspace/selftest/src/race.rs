@@ -25,31 +25,13 @@ use crate::util::{self, page_size, Mapping, Rng};
 use crate::{check, check_eq};
 
 /// The tests of this file, in order.
-pub const TESTS: &[Test] = &[
-    Test {
-        name: "race_copy_vs_mapping_changes",
-        run: mapping_changes,
-    },
-    Test {
-        name: "race_copy_vs_target_exit",
-        run: target_exit,
-    },
-    Test {
-        name: "race_copy_vs_consent_revoke",
-        run: consent_revoke,
-    },
-    Test {
-        name: "race_copy_vs_fd_close",
-        run: fd_close,
-    },
-    Test {
-        name: "race_unload_during_copy_refused",
-        run: unload_during_copy,
-    },
-    Test {
-        name: "accounting_target_memory_freed",
-        run: memory_freed,
-    },
+pub const TESTS: &[Test] = crate::tests![
+    race_copy_vs_mapping_changes,
+    race_copy_vs_target_exit,
+    race_copy_vs_consent_revoke,
+    race_copy_vs_fd_close,
+    race_unload_during_copy_refused,
+    accounting_target_memory_freed,
 ];
 
 fn stress_time() -> Duration {
@@ -227,7 +209,7 @@ fn hammer(
 
 const REGION: usize = 4 << 20;
 
-fn mapping_changes() -> TestResult {
+fn race_copy_vs_mapping_changes() -> TestResult {
     // The target keeps changing what backs a fixed 4 MiB region.
     let mut target = Peer::spawn(|mut ch| {
         let rw = libc::PROT_READ | libc::PROT_WRITE;
@@ -340,7 +322,7 @@ fn mapping_changes() -> TestResult {
     Ok(())
 }
 
-fn target_exit() -> TestResult {
+fn race_copy_vs_target_exit() -> TestResult {
     let deadline = Instant::now() + stress_time();
     let mut rounds = 0;
     let mut rng = Rng::new(7);
@@ -357,7 +339,7 @@ fn target_exit() -> TestResult {
     Ok(())
 }
 
-fn consent_revoke() -> TestResult {
+fn race_copy_vs_consent_revoke() -> TestResult {
     if !util::is_root() {
         return Err(Failure::Skip(
             "needs root to create processes of other uids".into(),
@@ -410,7 +392,7 @@ fn consent_revoke() -> TestResult {
     Ok(())
 }
 
-fn fd_close() -> TestResult {
+fn race_copy_vs_fd_close() -> TestResult {
     use std::os::fd::{FromRawFd, IntoRawFd};
     let (target, base) = remote_buffer(REGION, 3, 0)?;
     let pid = target.pid;
@@ -455,7 +437,7 @@ fn fd_close() -> TestResult {
     Ok(())
 }
 
-fn unload_during_copy() -> TestResult {
+fn race_unload_during_copy_refused() -> TestResult {
     if !util::is_root() {
         return Err(Failure::Skip("needs root to try unloading".into()));
     }
@@ -505,7 +487,7 @@ fn wait_for_close(ino: i32, secs: u64) -> std::io::Result<bool> {
     Ok(n == 1)
 }
 
-fn memory_freed() -> TestResult {
+fn accounting_target_memory_freed() -> TestResult {
     // Each target maps a file and keeps no descriptor of it, so only its
     // address space holds the file; the address space is torn down (its
     // memory freed) exactly when the last user of the mm goes, and the file

@@ -19,16 +19,7 @@ use crate::ktap::{Failure, Test, TestResult};
 use crate::util::{self, Rng};
 
 /// The tests of this file.
-pub const TESTS: &[Test] = &[
-    Test {
-        name: "stress_all_to_all_waves",
-        run: all_to_all,
-    },
-    Test {
-        name: "stress_oom_kill_mid_copy",
-        run: oom_kill,
-    },
-];
+pub const TESTS: &[Test] = crate::tests![stress_all_to_all_waves, stress_oom_kill_mid_copy,];
 
 const WORKERS: usize = 16;
 /// Each worker's buffer: its slot of a region mapped before the forks, so
@@ -186,7 +177,7 @@ fn signal(pid: i32, sig: i32) {
     unsafe { libc::kill(pid, sig) };
 }
 
-fn all_to_all() -> TestResult {
+fn stress_all_to_all_waves() -> TestResult {
     crate::perm::needs_root()?;
     let secs = wave_secs();
     let region = util::Mapping::new(WORKERS * SLOT, libc::PROT_READ | libc::PROT_WRITE)?;
@@ -279,7 +270,7 @@ fn cgroup_root() -> Option<std::path::PathBuf> {
 /// A target and a copier in a memory cgroup of 48 MiB: the target keeps
 /// allocating while the copier reads and writes it (by pid and by peer fd),
 /// until the OOM killer kills them; nothing is left behind.
-fn oom_kill() -> TestResult {
+fn stress_oom_kill_mid_copy() -> TestResult {
     crate::perm::needs_root()?;
     let Some(root) = cgroup_root() else {
         return Err(Failure::Skip("no memory cgroup (debug kernel only)".into()));
