@@ -28,10 +28,7 @@
 /** ioctl type ("magic") byte; numbers 0x40-0x4f (free in ioctl-number.rst). */
 #define CMA_IOC_MAGIC 0xCA
 
-/**
- * CMA_MAX_IOV - the most iovecs accepted on either side of a copy: the
- * kernel's UIO_MAXIOV, as for process_vm_readv(2). cma_info.max_iov reports it.
- */
+/** The most iovecs on either side of a copy: UIO_MAXIOV, as for process_vm_readv(2). */
 #define CMA_MAX_IOV		1024U
 
 /**
