@@ -44,18 +44,31 @@ impl cma_copy {
     }
 }
 
-/// Issues `ioctl(fd, cmd, arg)` and turns a failure into an [`io::Error`].
-///
-/// # Safety
-///
-/// `arg` must be what `cmd` expects: for a command that takes a pointer, a
-/// pointer to memory the kernel may read or write as that command defines.
-pub unsafe fn ioctl(fd: BorrowedFd<'_>, cmd: u32, arg: usize) -> io::Result<i32> {
-    // SAFETY: the caller guarantees `arg` matches `cmd`; `fd` is open.
-    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), cmd as libc::c_ulong, arg) };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+/// Defines `ioctl` with the visibility given: public only with the `raw`
+/// feature (for the C library, the preload library and the tests), the
+/// crate's own otherwise.
+macro_rules! define_ioctl {
+    ($vis:vis) => {
+        /// Issues `ioctl(fd, cmd, arg)` and turns a failure into an [`io::Error`].
+        ///
+        /// # Safety
+        ///
+        /// `arg` must be what `cmd` expects: for a command that takes a
+        /// pointer, a pointer to memory the kernel may read or write as that
+        /// command defines.
+        $vis unsafe fn ioctl(fd: BorrowedFd<'_>, cmd: u32, arg: usize) -> io::Result<i32> {
+            // SAFETY: the caller guarantees `arg` matches `cmd`; `fd` is open.
+            let ret = unsafe { libc::ioctl(fd.as_raw_fd(), cmd as libc::c_ulong, arg) };
+            if ret < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(ret)
+            }
+        }
+    };
 }
+
+#[cfg(feature = "raw")]
+define_ioctl!(pub);
+#[cfg(not(feature = "raw"))]
+define_ioctl!(pub(crate));
