@@ -30,7 +30,7 @@
 //! generated from the C header `include/uapi/cma.h`, is in [`sys`].
 //!
 //! With the `raw` feature, the crate also offers calls on raw descriptors
-//! and iovec arrays the caller builds ([`raw`], and the `copy_raw` family on
+//! and iovec arrays the caller builds (`cma::raw`, and the `copy_raw` family on
 //! [`Device`] and [`Peer`]): for the C library, the preload library and the
 //! test suite, not for applications.
 
