@@ -573,7 +573,7 @@ fn pvm_diff_bad_arguments() -> TestResult {
         ),
         (
             "local past MAX_RW_COUNT",
-            vec![iov(b, 0x7fff_f000), iov(b, 4096)],
+            vec![iov(b, cma::sys::CMA_COPY1_MAX as usize), iov(b, 4096)],
             good_r.to_vec(),
             pid,
             0,

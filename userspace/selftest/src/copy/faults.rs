@@ -5,7 +5,7 @@ use crate::check_eq;
 use crate::ktap::{Failure, TestResult};
 use crate::peer::Peer;
 use crate::util::{self, page_size, Mapping, Rng};
-use cma::{Device, Op, Target};
+use cma::{sys, Device, Op, Target};
 use std::io;
 
 use super::{copy, iov, pvm};
@@ -100,7 +100,7 @@ pub(super) fn copy_direct_path_survives_fragmentation() -> TestResult {
         ));
     }
     let dev = Device::open()?;
-    let len = 64 << 10;
+    let len = sys::CMA_DIRECT_CHUNK as usize;
     // Overlapping ranges, so that the copy is staged through the kernel
     // buffer (the allocation this test is about): dst = buf[0..len],
     // src = buf[4096..4096 + len], one chunk, so a memmove.
