@@ -10,12 +10,15 @@ use cma::{Device, Op, Target};
 use std::io;
 use std::os::fd::AsFd;
 
-use super::{copy, copy1, expect_copy_errno, iov, peek, remote_buffer, OPS};
+use super::{copy, copy1, expect_copy_errno, iov, peek, remote_buffer, Fixture, OPS};
 
 pub(super) fn copy_unknown_flags_einval() -> TestResult {
-    let dev = Device::open()?;
-    let (peer, addr) = remote_buffer(page_size(), 1, 0)?;
-    let mut buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+    let Fixture {
+        dev,
+        peer,
+        addr,
+        local: mut buf,
+    } = Fixture::new(page_size(), 1)?;
     let l = [iov(buf.addr(), 16)];
     let r = [iov(addr, 16)];
     for op in OPS {
@@ -95,9 +98,12 @@ pub(super) fn copy_unwritable_result_moves_nothing() -> TestResult {
 }
 
 pub(super) fn copy_nonzero_padding_einval() -> TestResult {
-    let dev = Device::open()?;
-    let (peer, addr) = remote_buffer(page_size(), 1, 0)?;
-    let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+    let Fixture {
+        dev,
+        peer,
+        addr,
+        local: buf,
+    } = Fixture::new(page_size(), 1)?;
     let l = [iov(buf.addr(), 16)];
     let r = [iov(addr, 16)];
     let base = sys::cma_copy::describe(&l, &r, peer.pid, 0)?;
@@ -129,9 +135,12 @@ pub(super) fn copy_nonzero_padding_einval() -> TestResult {
 }
 
 pub(super) fn copy_too_many_iovecs_einval() -> TestResult {
-    let dev = Device::open()?;
-    let (peer, addr) = remote_buffer(page_size(), 1, 0)?;
-    let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+    let Fixture {
+        dev,
+        peer,
+        addr,
+        local: buf,
+    } = Fixture::new(page_size(), 1)?;
     // One more than the limit, CMA_MAX_IOV (UIO_MAXIOV, 1024).
     let max = sys::CMA_MAX_IOV as usize;
     let many: Vec<cma_iovec> = (0..=max).map(|i| iov(buf.addr() + i % 4096, 1)).collect();
@@ -165,9 +174,12 @@ pub(super) fn copy_too_many_iovecs_einval() -> TestResult {
 }
 
 pub(super) fn copy_length_overflow_einval() -> TestResult {
-    let dev = Device::open()?;
-    let (peer, addr) = remote_buffer(page_size(), 1, 0)?;
-    let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+    let Fixture {
+        dev,
+        peer,
+        addr,
+        local: buf,
+    } = Fixture::new(page_size(), 1)?;
     let t = Target::Pid(peer.pid);
     let ok_l = [iov(buf.addr(), 16)];
     let ok_r = [iov(addr, 16)];
@@ -220,9 +232,12 @@ pub(super) fn copy_length_overflow_einval() -> TestResult {
 }
 
 pub(super) fn copy_bad_iovec_array_efault() -> TestResult {
-    let dev = Device::open()?;
-    let (peer, addr) = remote_buffer(page_size(), 1, 0)?;
-    let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+    let Fixture {
+        dev,
+        peer,
+        addr,
+        local: buf,
+    } = Fixture::new(page_size(), 1)?;
     let good_l = [iov(buf.addr(), 16)];
     let good_r = [iov(addr, 16)];
     let unmapped = util::unmapped_address()? as u64;
@@ -346,10 +361,13 @@ pub(super) fn copy_bad_remote_address_efault() -> TestResult {
 /// faulting local side. (Data at every size and offset is checked by
 /// `sizes_and_unaligned_offsets`, partial copies by the `partial_*` tests.)
 pub(super) fn copy1_arguments_and_errors() -> TestResult {
-    let dev = Device::open()?;
     let ps = page_size();
-    let (peer, addr) = remote_buffer(2 * ps, 41, 0)?;
-    let local = Mapping::new(2 * ps, libc::PROT_READ | libc::PROT_WRITE)?;
+    let Fixture {
+        dev,
+        peer,
+        addr,
+        local,
+    } = Fixture::new(2 * ps, 41)?;
     let t = Target::Pid(peer.pid);
     let raw = |op: Op, pid: i32, flags: u32, local: u64, remote: u64, len: u64| {
         let args = sys::cma_copy1 {

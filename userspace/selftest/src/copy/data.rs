@@ -9,7 +9,7 @@ use cma::sys::cma_iovec;
 use cma::{Device, Op, Target};
 use std::io;
 
-use super::{copy, copy1, expect_copy_errno, iov, peek, remote_buffer, OPS};
+use super::{copy, copy1, expect_copy_errno, iov, peek, remote_buffer, Fixture, OPS};
 
 pub(super) fn string_across_processes() -> TestResult {
     let dev = Device::open()?;
@@ -84,17 +84,23 @@ pub(super) fn roundtrip(
 
 pub(super) fn large_buffer_16m() -> TestResult {
     let len = 16 << 20;
-    let dev = Device::open()?;
-    let (peer, addr) = remote_buffer(len, 3, 0)?;
-    let mut local = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE)?;
+    let Fixture {
+        dev,
+        peer,
+        addr,
+        mut local,
+    } = Fixture::new(len, 3)?;
     roundtrip(&dev, &peer, addr, &mut local, len, 4)
 }
 
 pub(super) fn sizes_and_unaligned_offsets() -> TestResult {
-    let dev = Device::open()?;
     let span = 4 * page_size() + 65536;
-    let (peer, addr) = remote_buffer(span, 5, 0)?;
-    let mut local = Mapping::new(span, libc::PROT_READ | libc::PROT_WRITE)?;
+    let Fixture {
+        dev,
+        peer,
+        addr,
+        mut local,
+    } = Fixture::new(span, 5)?;
     let mut rng = Rng::new(6);
     for len in [0usize, 1, 4095, 4096, 4097, 8191, 65537] {
         for loff in [0usize, 1, 4095] {

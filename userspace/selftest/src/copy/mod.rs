@@ -158,6 +158,36 @@ pub(crate) fn peek(pid: i32, addr: usize, len: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// The setup most copy tests repeat: the device, a target process holding
+/// `len` bytes of random data (from `seed`) at `addr`, and a local read-write
+/// mapping of `len` bytes. Tests take it apart with a pattern:
+/// `let Fixture { dev, peer, addr, local } = Fixture::new(len, seed)?;`.
+pub(crate) struct Fixture {
+    /// `/dev/cma`.
+    pub(crate) dev: Device,
+    /// The target.
+    pub(crate) peer: Peer,
+    /// The start of the target's buffer.
+    pub(crate) addr: usize,
+    /// The caller's buffer, as long as the target's.
+    pub(crate) local: Mapping,
+}
+
+impl Fixture {
+    /// Opens the device, starts the target, maps the local buffer.
+    pub(crate) fn new(len: usize, seed: u64) -> Result<Fixture, Failure> {
+        let dev = Device::open()?;
+        let (peer, addr) = remote_buffer(len, seed, 0)?;
+        let local = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE)?;
+        Ok(Fixture {
+            dev,
+            peer,
+            addr,
+            local,
+        })
+    }
+}
+
 /// A child holding `len` bytes of random data (from `seed`) in its own
 /// anonymous mapping made with `flags`; returns it and the address.
 pub(crate) fn remote_buffer(len: usize, seed: u64, flags: i32) -> Result<(Peer, usize), Failure> {

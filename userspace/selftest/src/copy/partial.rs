@@ -8,7 +8,7 @@ use crate::{check, check_eq};
 use cma::{Device, Op, Target};
 use std::io;
 
-use super::{copy, copy1, expect_copy_errno, iov, peek, pvm, remote_buffer, OPS};
+use super::{copy, copy1, expect_copy_errno, iov, peek, pvm, remote_buffer, Fixture, OPS};
 
 /// A child with 4 pages of data where page 2 is made bad by `spoil`.
 pub(super) fn spoiled_remote(
@@ -123,10 +123,13 @@ pub(super) fn partial_write_to_readonly_remote() -> TestResult {
 }
 
 pub(super) fn partial_local_fault() -> TestResult {
-    let dev = Device::open()?;
     let ps = page_size();
-    let (peer, addr) = remote_buffer(2 * ps, 31, 0)?;
-    let local = Mapping::new(2 * ps, libc::PROT_READ | libc::PROT_WRITE)?;
+    let Fixture {
+        dev,
+        peer,
+        addr,
+        local,
+    } = Fixture::new(2 * ps, 31)?;
     local.punch(ps, ps)?;
     for op in OPS {
         // One local iovec spanning the hole, then two with the hole second.
