@@ -26,12 +26,40 @@ use crate::file::DevFile;
 use crate::glue::*;
 use crate::mm::{MmGrab, MmRef};
 use crate::stats::{self, Stat};
-use crate::task::{caller_cred, current_task, Inputs, PidRef, TaskCred, TaskExt, TaskRef};
+use crate::task::{access_inputs, caller_cred, current_task, PidRef, TaskCred, TaskExt, TaskRef};
 use crate::uapi;
 use crate::user::IoctlArg;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::types::{ARef, ForeignOwnable};
+
+/// What a peer fd's access decision rests on, as pointers (for comparison
+/// only, never dereferenced): the caller's thread group and credentials, the
+/// target's credentials and address space, and whether that address space
+/// is dumpable by its owner's peers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Inputs {
+    caller_group: *mut kernel::bindings::pid,
+    caller_cred: *const kernel::bindings::cred,
+    target_cred: *const kernel::bindings::cred,
+    target_mm: *mut kernel::bindings::mm_struct,
+    dumpable: bool,
+}
+
+impl Inputs {
+    /// The inputs as they stand now, for a copy to `task` whose address
+    /// space was `mm` (still allocated: the peer holds it by `mmgrab`).
+    fn now(task: &kernel::task::Task, mm: *mut kernel::bindings::mm_struct) -> Inputs {
+        let (caller_group, caller_cred, target_cred, target_mm, dumpable) = access_inputs(task, mm);
+        Inputs {
+            caller_group,
+            caller_cred,
+            target_cred,
+            target_mm,
+            dumpable,
+        }
+    }
+}
 
 /// A target attached to, with the state of the access decision made then.
 pub(crate) struct Peer {

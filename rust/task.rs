@@ -248,52 +248,49 @@ pub(crate) fn current_ids() -> Ids {
     unsafe { ids_of(cma_glue_current_cred()) }
 }
 
-/// What a peer fd's access decision rests on, as pointers (for comparison
-/// only, never dereferenced): the caller's thread group and credentials, the
-/// target's credentials and address space, and whether that address space
-/// is dumpable by its owner's peers.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Inputs {
-    pub(crate) caller_group: *mut bindings::pid,
-    pub(crate) caller_cred: *const bindings::cred,
-    pub(crate) target_cred: *const bindings::cred,
-    pub(crate) target_mm: *mut bindings::mm_struct,
-    pub(crate) dumpable: bool,
-}
-
-impl Inputs {
-    /// The inputs as they stand now, for a copy to `task` whose address
-    /// space was `mm` (still allocated, by an `mmgrab` at least).
-    pub(crate) fn now(task: &Task, mm: *mut bindings::mm_struct) -> Inputs {
-        let (mut group, mut ccred, mut tcred, mut tmm, mut dumpable) = (
-            core::ptr::null_mut(),
-            core::ptr::null(),
-            core::ptr::null(),
-            core::ptr::null_mut(),
-            0,
-        );
-        // SAFETY: `task` is live (we hold a reference) and `mm` is allocated
-        // (the caller's guarantee); the glue only reads pointers and flags
-        // into the out-parameters, which are valid locals.
-        unsafe {
-            cma_glue_peer_state(
-                task.as_raw(),
-                mm,
-                &mut group,
-                &mut ccred,
-                &mut tcred,
-                &mut tmm,
-                &mut dumpable,
-            )
-        };
-        Inputs {
-            caller_group: group,
-            caller_cred: ccred,
-            target_cred: tcred,
-            target_mm: tmm,
-            dumpable: dumpable == bindings::SUID_DUMP_USER as c_int,
-        }
-    }
+/// What an access decision rests on, as it stands now, as pointers (for
+/// comparison only, never dereferenced): the caller's thread group and
+/// credentials, `task`'s credentials and address space, and whether `mm`
+/// (still allocated, by an `mmgrab` at least) is dumpable by its owner's
+/// peers. A peer fd compares them with what it remembered.
+pub(crate) fn access_inputs(
+    task: &Task,
+    mm: *mut bindings::mm_struct,
+) -> (
+    *mut bindings::pid,
+    *const bindings::cred,
+    *const bindings::cred,
+    *mut bindings::mm_struct,
+    bool,
+) {
+    let (mut group, mut ccred, mut tcred, mut tmm, mut dumpable) = (
+        core::ptr::null_mut(),
+        core::ptr::null(),
+        core::ptr::null(),
+        core::ptr::null_mut(),
+        0,
+    );
+    // SAFETY: `task` is live (borrowed) and `mm` is allocated (the caller's
+    // guarantee); the glue only reads pointers and flags into the
+    // out-parameters, which are valid locals.
+    unsafe {
+        cma_glue_peer_state(
+            task.as_raw(),
+            mm,
+            &mut group,
+            &mut ccred,
+            &mut tcred,
+            &mut tmm,
+            &mut dumpable,
+        )
+    };
+    (
+        group,
+        ccred,
+        tcred,
+        tmm,
+        dumpable == bindings::SUID_DUMP_USER as c_int,
+    )
 }
 
 /// Whether the caller has been sent a fatal signal (and should stop).

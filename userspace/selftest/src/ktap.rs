@@ -138,14 +138,33 @@ pub struct Test {
 /// A table of tests named after their functions:
 /// `tests![copy_via_pidfd, ...]` is `&[Test { name: "copy_via_pidfd", run:
 /// copy_via_pidfd }, ...]`, so a test's KTAP name is the name of the function
-/// that is the test.
+/// that is the test. `rw name` makes two tests of a function that takes the
+/// direction, `name_read` and `name_write`, so that a regression in one
+/// direction fails under its own name.
 #[macro_export]
 macro_rules! tests {
-    ($($test:ident),* $(,)?) => {
-        &[$($crate::ktap::Test {
-            name: stringify!($test),
-            run: $test,
-        }),*]
+    (@acc [$($out:expr,)*]) => {
+        &[$($out,)*]
+    };
+    (@acc [$($out:expr,)*] rw $test:ident $(, $($rest:tt)*)?) => {
+        $crate::tests!(@acc [$($out,)*
+            $crate::ktap::Test {
+                name: concat!(stringify!($test), "_read"),
+                run: || $test(cma::Op::Read),
+            },
+            $crate::ktap::Test {
+                name: concat!(stringify!($test), "_write"),
+                run: || $test(cma::Op::Write),
+            },
+        ] $($($rest)*)?)
+    };
+    (@acc [$($out:expr,)*] $test:ident $(, $($rest:tt)*)?) => {
+        $crate::tests!(@acc [$($out,)*
+            $crate::ktap::Test { name: stringify!($test), run: $test },
+        ] $($($rest)*)?)
+    };
+    ($($t:tt)*) => {
+        $crate::tests!(@acc [] $($t)*)
     };
 }
 

@@ -9,7 +9,7 @@ use cma::sys::cma_iovec;
 use cma::{Device, Op, Target};
 use std::io;
 
-use super::{copy, copy1, expect_copy_errno, iov, peek, remote_buffer, Fixture, OPS};
+use super::{copy, copy1, expect_copy_errno, iov, peek, remote_buffer, Fixture};
 
 pub(super) fn string_across_processes() -> TestResult {
     let dev = Device::open()?;
@@ -152,43 +152,41 @@ pub(super) fn sizes_and_unaligned_offsets() -> TestResult {
     Ok(())
 }
 
-pub(super) fn target_exits_during_copy() -> TestResult {
+pub(super) fn target_exits_during_copy(op: Op) -> TestResult {
     let dev = Device::open()?;
     let chunk = 4 << 20;
-    for op in OPS {
-        let (peer, addr) = remote_buffer(chunk, 71, 0)?;
-        let local = Mapping::new(chunk, libc::PROT_READ | libc::PROT_WRITE)?;
-        let l: Vec<cma_iovec> = (0..64).map(|_| iov(local.addr(), chunk)).collect();
-        let r: Vec<cma_iovec> = (0..64).map(|_| iov(addr, chunk)).collect();
-        let pid = peer.pid;
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(30));
-            // SAFETY: plain syscall.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        });
-        let res = copy(&dev, op, Target::Pid(peer.pid), &l, &r);
-        killer.join().unwrap();
-        match res {
-            // The copy holds the target's mm: it may well finish.
-            Ok(t) => check!(
-                t.bytes > 0 && (t.error == 0 || t.error == libc::EFAULT),
-                "{op:?}: {t:?}"
-            ),
-            Err(e) => check!(
-                matches!(e.raw_os_error(), Some(libc::ESRCH)),
-                "{op:?}: unexpected {e}"
-            ),
-        }
-        drop(peer);
-        expect_copy_errno(
-            &dev,
-            op,
-            Target::Pid(pid),
-            &l[..1],
-            &r[..1],
-            libc::ESRCH,
-            "after exit",
-        )?;
+    let (peer, addr) = remote_buffer(chunk, 71, 0)?;
+    let local = Mapping::new(chunk, libc::PROT_READ | libc::PROT_WRITE)?;
+    let l: Vec<cma_iovec> = (0..64).map(|_| iov(local.addr(), chunk)).collect();
+    let r: Vec<cma_iovec> = (0..64).map(|_| iov(addr, chunk)).collect();
+    let pid = peer.pid;
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        // SAFETY: plain syscall.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let res = copy(&dev, op, Target::Pid(peer.pid), &l, &r);
+    killer.join().unwrap();
+    match res {
+        // The copy holds the target's mm: it may well finish.
+        Ok(t) => check!(
+            t.bytes > 0 && (t.error == 0 || t.error == libc::EFAULT),
+            "{op:?}: {t:?}"
+        ),
+        Err(e) => check!(
+            matches!(e.raw_os_error(), Some(libc::ESRCH)),
+            "{op:?}: unexpected {e}"
+        ),
     }
+    drop(peer);
+    expect_copy_errno(
+        &dev,
+        op,
+        Target::Pid(pid),
+        &l[..1],
+        &r[..1],
+        libc::ESRCH,
+        "after exit",
+    )?;
     Ok(())
 }

@@ -107,7 +107,7 @@ pub(super) fn direct_path_overlap() -> TestResult {
 /// by the cache of the caller's pages: the stats count them), with the same
 /// bytes and partial-copy report as a remote copy; ranges that may overlap
 /// go through the staging buffer and pin nothing.
-pub(super) fn direct_path_single_copy() -> TestResult {
+pub(super) fn direct_path_single_copy(op: Op) -> TestResult {
     let me = Target::Pid(std::process::id() as i32);
     let ps = page_size();
     let len = 1 << 20;
@@ -117,24 +117,22 @@ pub(super) fn direct_path_single_copy() -> TestResult {
     let pinned = || -> io::Result<u64> {
         Ok(crate::perm::stat("local_pages_pinned")? + crate::perm::stat("pages_pinned")?)
     };
-    for op in OPS {
-        // A new file each time: its cache of our pages is empty.
-        let dev = Device::open()?;
-        dst.bytes_mut().fill(0);
-        let before = pinned()?;
-        let (local, remote) = match op {
-            Op::Read => (iov(dst.addr(), len), iov(src.addr(), len)),
-            Op::Write => (iov(src.addr(), len), iov(dst.addr(), len)),
-        };
-        let t = copy(&dev, op, me, &[local], &[remote])?;
-        check_eq!((t.bytes, t.error), (len as u64, 0));
-        check!(dst.bytes() == src.bytes(), "{op:?}: wrong bytes");
-        let n = pinned()? - before;
-        check!(
-            n >= (len / ps) as u64,
-            "{op:?}: {n} pages pinned, the source was not"
-        );
-    }
+    // A new file each time: its cache of our pages is empty.
+    let dev = Device::open()?;
+    dst.bytes_mut().fill(0);
+    let before = pinned()?;
+    let (local, remote) = match op {
+        Op::Read => (iov(dst.addr(), len), iov(src.addr(), len)),
+        Op::Write => (iov(src.addr(), len), iov(dst.addr(), len)),
+    };
+    let t = copy(&dev, op, me, &[local], &[remote])?;
+    check_eq!((t.bytes, t.error), (len as u64, 0));
+    check!(dst.bytes() == src.bytes(), "{op:?}: wrong bytes");
+    let n = pinned()? - before;
+    check!(
+        n >= (len / ps) as u64,
+        "{op:?}: {n} pages pinned, the source was not"
+    );
     let dev = Device::open()?;
     // A hole in the source: the copy stops at it, as a remote one would.
     src.punch(len / 2, ps)?;

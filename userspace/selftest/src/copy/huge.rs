@@ -9,7 +9,7 @@ use cma::{Device, Op, Target};
 use std::io;
 
 use super::data::roundtrip;
-use super::{copy, iov, peek, OPS};
+use super::{copy, iov, peek};
 
 pub(super) const HUGE: usize = 2 << 20;
 
@@ -34,7 +34,7 @@ pub(super) fn anon_huge_kb(pid: i32) -> io::Result<u64> {
         .unwrap_or(0))
 }
 
-pub(super) fn thp_buffers() -> TestResult {
+pub(super) fn thp_buffers(op: Op) -> TestResult {
     let thp =
         std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
     if thp.contains("[never]") || thp.is_empty() {
@@ -54,39 +54,37 @@ pub(super) fn thp_buffers() -> TestResult {
     let (local, lstart) = thp_region(len)?;
     let dev = Device::open()?;
     let mut rng = Rng::new(42);
-    for op in OPS {
-        // Across the boundary between the two huge pages, unaligned, and whole.
-        for (roff, loff, n) in [
-            (HUGE - 4099, 5, 8200),
-            (0, 0, len),
-            (17, HUGE + 3, HUGE - 40),
-        ] {
-            let before = peek(peer.pid, addr, len)?;
-            // SAFETY: `lstart..lstart + len` lies inside `local`.
-            let lbuf = unsafe { std::slice::from_raw_parts_mut(lstart as *mut u8, len) };
-            rng.fill(lbuf);
-            let lbefore = lbuf.to_vec();
-            let t = copy(
-                &dev,
-                op,
-                Target::Pid(peer.pid),
-                &[iov(lstart + loff, n)],
-                &[iov(addr + roff, n)],
-            )?;
-            check_eq!((t.bytes, t.error), (n as u64, 0));
-            let after = peek(peer.pid, addr, len)?;
-            // SAFETY: as above; the copy is done.
-            let lbuf = unsafe { std::slice::from_raw_parts(lstart as *const u8, len) };
-            match op {
-                Op::Read => check!(
-                    lbuf[loff..loff + n] == before[roff..roff + n] && after == before,
-                    "THP read wrong at {roff}/{loff}/{n}"
-                ),
-                Op::Write => check!(
-                    after[roff..roff + n] == lbefore[loff..loff + n] && lbuf == &lbefore[..],
-                    "THP write wrong at {roff}/{loff}/{n}"
-                ),
-            }
+    // Across the boundary between the two huge pages, unaligned, and whole.
+    for (roff, loff, n) in [
+        (HUGE - 4099, 5, 8200),
+        (0, 0, len),
+        (17, HUGE + 3, HUGE - 40),
+    ] {
+        let before = peek(peer.pid, addr, len)?;
+        // SAFETY: `lstart..lstart + len` lies inside `local`.
+        let lbuf = unsafe { std::slice::from_raw_parts_mut(lstart as *mut u8, len) };
+        rng.fill(lbuf);
+        let lbefore = lbuf.to_vec();
+        let t = copy(
+            &dev,
+            op,
+            Target::Pid(peer.pid),
+            &[iov(lstart + loff, n)],
+            &[iov(addr + roff, n)],
+        )?;
+        check_eq!((t.bytes, t.error), (n as u64, 0));
+        let after = peek(peer.pid, addr, len)?;
+        // SAFETY: as above; the copy is done.
+        let lbuf = unsafe { std::slice::from_raw_parts(lstart as *const u8, len) };
+        match op {
+            Op::Read => check!(
+                lbuf[loff..loff + n] == before[roff..roff + n] && after == before,
+                "THP read wrong at {roff}/{loff}/{n}"
+            ),
+            Op::Write => check!(
+                after[roff..roff + n] == lbefore[loff..loff + n] && lbuf == &lbefore[..],
+                "THP write wrong at {roff}/{loff}/{n}"
+            ),
         }
     }
     drop(local);
