@@ -55,15 +55,12 @@ static TOTAL_PAGES: AtomicUsize = AtomicUsize::new(0);
 
 /// The most pages one cache may hold (the `cache_pages` parameter).
 fn per_cache_pages() -> usize {
-    // SAFETY: reads a module parameter; no preconditions.
-    unsafe { crate::glue::cma_glue_cache_param() }.max(0) as usize
+    crate::params::cache_pages()
 }
 
 /// The most pages all caches may hold: a quarter of RAM.
 fn total_pages_max() -> usize {
-    // SAFETY: reads a counter; no preconditions.
-    let ram = unsafe { crate::glue::cma_glue_totalram_pages() };
-    ram / 4
+    crate::params::totalram_pages() / 4
 }
 
 /// A range of the target's pages, pinned, and the watch that says whether
@@ -209,6 +206,7 @@ impl Shared {
 /// Called by the cache's work item, which invalidations schedule: unpins
 /// the regions whose watch was invalidated.
 #[no_mangle]
+#[allow(unsafe_code)] // A C callback: its pointer back to the cache.
 pub(crate) extern "C" fn cma_rs_cache_reap(shared: *mut kernel::ffi::c_void) {
     // SAFETY: the hook was made with a pointer to the `Shared` of a live
     // `Cache`, which cancels the work before it lets go of `Shared`.
@@ -231,6 +229,7 @@ pub(crate) struct Cache {
 
 impl Cache {
     /// An empty cache for the pages of `mm`.
+    #[allow(unsafe_code)] // The work item's pointer back to the cache.
     pub(crate) fn new(mm: MmGrab) -> Result<Cache> {
         let shared = Arc::new(
             Shared {

@@ -14,8 +14,10 @@ use kernel::prelude::*;
 
 #[deny(unsafe_code)]
 mod access;
+#[deny(unsafe_code)]
 mod cache;
 mod compat;
+#[deny(unsafe_code)]
 mod consent;
 #[deny(unsafe_code)]
 mod copy;
@@ -29,6 +31,8 @@ mod glue;
 mod info;
 mod kcopy;
 mod mm;
+mod params;
+#[deny(unsafe_code)]
 mod peer;
 mod stats;
 mod task;

@@ -41,7 +41,6 @@
 //!   whose access rested on a process's grants rechecks only when that
 //!   process withdrew one, not when anyone anywhere did.
 
-use crate::glue::*;
 use crate::mm::MmWatch;
 use crate::stats::{self, Stat};
 use crate::task::{current_ids, current_task, find_pid, PidExt, PidRef, TaskExt, TaskRef};
@@ -174,6 +173,7 @@ pub(crate) fn install(registry: &KBox<Registry>) {
 /// Withdraws the registry; called once the device is deregistered and no
 /// file of the module is open. Every entry goes (dropping its watch), and no
 /// watch's release callback runs any more when this returns.
+#[allow(unsafe_code)] // The registry's global pointer (see `registry`).
 pub(crate) fn uninstall() {
     let ptr = REGISTRY.load(Ordering::Acquire);
     if ptr.is_null() {
@@ -197,6 +197,7 @@ pub(crate) fn uninstall() {
 /// of the process that first watched `mm`, for identity only: its entry goes
 /// if it was made in `mm`.
 #[no_mangle]
+#[allow(unsafe_code)] // A C callback: the registry's global pointer.
 pub(crate) extern "C" fn cma_rs_mm_released(
     mm: *mut kernel::bindings::mm_struct,
     owner: *mut kernel::bindings::pid,
@@ -224,6 +225,7 @@ pub(crate) extern "C" fn cma_rs_mm_released(
     }
 }
 
+#[allow(unsafe_code)] // The one place the global pointer is read for a request.
 fn registry() -> &'static Registry {
     let ptr = REGISTRY.load(Ordering::Acquire);
     // SAFETY: the registry is installed before `/dev/cma` is registered and
@@ -249,8 +251,7 @@ pub(crate) enum Policy {
 
 /// The policy in force.
 pub(crate) fn policy() -> Policy {
-    // SAFETY: reads a module parameter; no preconditions.
-    match unsafe { cma_glue_policy() } {
+    match crate::params::policy() {
         0 => Policy::Consent,
         1 => Policy::Credentials,
         _ => Policy::Off,
@@ -259,8 +260,7 @@ pub(crate) fn policy() -> Policy {
 
 /// Registry slots in use, for the `grants` parameter (a test's window).
 fn publish_total(total: usize) {
-    // SAFETY: stores an integer in a module parameter; no preconditions.
-    unsafe { cma_glue_set_grants(total as u64) };
+    crate::params::set_grants(total);
 }
 
 impl Registry {

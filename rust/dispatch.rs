@@ -56,7 +56,7 @@ pub(crate) extern "C" fn cma_rs_peer_ioctl(
     const _: crate::glue::cma_rs_ioctl_fn = Some(cma_rs_peer_ioctl);
     // SAFETY: the glue calls this only as the `unlocked_ioctl` of a peer fd,
     // and the VFS does not release a file while one of its ioctls runs.
-    let peer = unsafe { peer::of_file(file) };
+    let peer = unsafe { file::peer_of(file) };
     result(dispatch(Via::Peer(peer), file as usize, cmd, arg))
 }
 
@@ -70,7 +70,7 @@ pub(crate) extern "C" fn cma_rs_peer_release(
     const _: crate::glue::cma_rs_release_fn = Some(cma_rs_peer_release);
     // SAFETY: the glue calls this only as the `release` of a peer fd, once,
     // after every other file operation on it has returned.
-    unsafe { peer::release(file) };
+    unsafe { file::release_peer(file) };
     0
 }
 

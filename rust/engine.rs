@@ -148,36 +148,23 @@ pub(crate) fn copy(
         error: None,
     };
     let engine = kcopy::engine();
-    let result = if !mm.is_current() {
-        let own = LocalPages::new(local, want, engine, caches.own);
-        copy_pinned(
-            Side::Remote(mm, caches.target),
-            own,
-            dir,
-            local,
-            remote,
-            want,
-            &mut out.bytes,
-        )
-    } else {
+    let direct = mm.is_current();
+    if direct {
         stats::inc(Stat::DirectCopies);
-        if may_overlap(local, remote, want) {
-            copy_staged(dir, local, remote, want, &mut out.bytes)
-        } else {
+    }
+    let result = if direct && may_overlap(local, remote, want) {
+        copy_staged(dir, local, remote, want, &mut out.bytes)
+    } else {
+        let (side, own_cache) = if direct {
             // Both sides are the caller's pages: a peer fd on the caller
             // itself caches both in its one cache.
             let cache = caches.target.or(caches.own);
-            let own = LocalPages::new(local, want, engine, cache);
-            copy_pinned(
-                Side::Own(mm, cache),
-                own,
-                dir,
-                local,
-                remote,
-                want,
-                &mut out.bytes,
-            )
-        }
+            (Side::Own(mm, cache), cache)
+        } else {
+            (Side::Remote(mm, caches.target), caches.own)
+        };
+        let own = LocalPages::new(local, want, engine, own_cache);
+        copy_pinned(side, own, dir, local, remote, want, &mut out.bytes)
     };
     stats::inc(Stat::Copies);
     stats::add(Stat::Bytes, out.bytes);

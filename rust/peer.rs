@@ -23,7 +23,7 @@ use crate::access::{self, TargetId};
 use crate::cache::Cache;
 use crate::consent::{self, Seen};
 use crate::file::DevFile;
-use crate::glue::*;
+
 use crate::mm::{MmGrab, MmRef};
 use crate::stats::{self, Stat};
 use crate::task::{access_inputs, caller_cred, current_task, PidRef, TaskCred, TaskExt, TaskRef};
@@ -31,7 +31,7 @@ use crate::uapi;
 use crate::user::IoctlArg;
 use kernel::prelude::*;
 use kernel::sync::Arc;
-use kernel::types::{ARef, ForeignOwnable};
+use kernel::types::ARef;
 
 /// What a peer fd's access decision rests on, as pointers (for comparison
 /// only, never dereferenced): the caller's thread group and credentials, the
@@ -169,40 +169,5 @@ pub(crate) fn attach(dev: &DevFile, arg: IoctlArg) -> Result<isize> {
         return Err(EINVAL);
     }
     let id = TargetId::new(req.pid, req.flags & uapi::CMA_COPY_PIDFD != 0);
-    let peer = KBox::new(Peer::attach(id, dev)?, GFP_KERNEL)?.into_foreign();
-    // SAFETY: `peer` came from `into_foreign` just now. On success the new
-    // file owns it, and `release` below takes it back; we do not touch it
-    // again, since another thread may close the fd at once.
-    let fd = unsafe { cma_glue_peer_fd(peer.cast_mut()) };
-    if fd < 0 {
-        // SAFETY: on failure no file took `peer`; it is still ours alone.
-        drop(unsafe { KBox::<Peer>::from_foreign(peer) });
-        return Err(Error::from_errno(fd));
-    }
-    Ok(fd as isize)
-}
-
-/// The peer behind a peer fd's file.
-///
-/// # Safety
-///
-/// `file` must be a live peer fd file (made by [`attach`]) that is not being
-/// released, for the whole of `'a`.
-pub(crate) unsafe fn of_file<'a>(file: *mut kernel::bindings::file) -> &'a Peer {
-    // SAFETY: by the caller's guarantee `file` is a live peer fd file, whose
-    // `private_data` came from `into_foreign` in `attach` and is taken back
-    // only on release; it is only ever shared (`Peer` is `Sync`).
-    unsafe { KBox::<Peer>::borrow(cma_glue_file_private(file)) }
-}
-
-/// Frees the peer of a peer fd's file that is being released.
-///
-/// # Safety
-///
-/// `file` must be a peer fd file in its `release`, called once, with no
-/// other file operation running on it.
-pub(crate) unsafe fn release(file: *mut kernel::bindings::file) {
-    // SAFETY: `private_data` came from `into_foreign` in `attach`, owned by
-    // the file until now; nothing else can reach it any more.
-    drop(unsafe { KBox::<Peer>::from_foreign(cma_glue_file_private(file)) });
+    crate::file::new_peer_fd(KBox::new(Peer::attach(id, dev)?, GFP_KERNEL)?)
 }
