@@ -53,11 +53,6 @@ const MAX_REGIONS: usize = 128;
 /// Pages held by all caches.
 static TOTAL_PAGES: AtomicUsize = AtomicUsize::new(0);
 
-/// The most pages one cache may hold (the `cache_pages` parameter).
-fn per_cache_pages() -> usize {
-    crate::params::cache_pages()
-}
-
 /// The most pages all caches may hold: a quarter of RAM.
 fn total_pages_max() -> usize {
     crate::params::totalram_pages() / 4
@@ -271,7 +266,7 @@ impl Cache {
         nr_pages: usize,
         write: bool,
     ) -> Option<Arc<Region>> {
-        let max = per_cache_pages();
+        let max = crate::params::cache_pages();
         if nr_pages > max || !self.is_for(mm) {
             return None;
         }

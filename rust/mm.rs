@@ -34,10 +34,9 @@ pub(crate) fn mm_of_task(task: &Task) -> Result<MmRef> {
     // SAFETY: `task` is live (borrowed); `get_task_mm` returns its mm with
     // a new `mm_users` reference, or NULL.
     let mm = unsafe { bindings::get_task_mm(crate::task::TaskExt::as_raw(task)) };
-    let mm = NonNull::new(mm).ok_or(ESRCH)?;
-    // SAFETY: a non-NULL mm carries the `mm_users` increment the `ARef`
-    // takes over.
-    Ok(unsafe { ARef::from_raw(mm.cast()) })
+    // SAFETY: `MmWithUser` wraps `mm_struct` transparently; a non-NULL mm
+    // carries the `mm_users` increment the `ARef` takes over.
+    unsafe { crate::compat::take(mm) }.ok_or(ESRCH)
 }
 
 /// The caller's own address space; `None` for a task without one.

@@ -5,14 +5,14 @@
 //! `exec_update_lock`. Each owns exactly one reference (or lock) and gives it
 //! back on drop; the rest of the module never calls the C functions directly.
 
+use crate::compat::take;
 use crate::glue::*;
 use core::ffi::c_int;
-use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::error::from_err_ptr;
 use kernel::prelude::*;
 use kernel::task::Task;
-use kernel::types::{ARef, AlwaysRefCounted};
+use kernel::types::ARef;
 
 pub(crate) use crate::compat::cred::Credential;
 pub(crate) use crate::compat::pid::Pid;
@@ -25,19 +25,6 @@ pub(crate) type TaskRef = ARef<Task>;
 
 /// A counted reference to a task's credentials.
 pub(crate) type TaskCred = ARef<Credential>;
-
-/// Takes over the reference a kernel function returned with `ptr`.
-///
-/// # Safety
-///
-/// `ptr` must be NULL or carry one reference of `T`'s count, which the
-/// caller gives up.
-unsafe fn take<T: AlwaysRefCounted, U>(ptr: *mut U) -> Option<ARef<T>> {
-    let ptr = NonNull::new(ptr)?;
-    // SAFETY: `T` wraps `U` transparently (every `T` here does), and the
-    // caller gives up the reference.
-    Some(unsafe { ARef::from_raw(ptr.cast()) })
-}
 
 /// The pid numbered `nr` in the caller's pid namespace; `ESRCH` if none.
 pub(crate) fn find_pid(nr: i32) -> Result<PidRef> {

@@ -62,7 +62,6 @@ pub(super) fn copy_unwritable_result_moves_nothing(op: Op) -> TestResult {
     // SAFETY: plain-old-data struct into the start of our own page.
     unsafe { std::ptr::write_unaligned(page.bytes_mut().as_mut_ptr().cast(), args) };
     page.protect(0, ps, libc::PROT_READ)?;
-    src.bytes_mut().fill(0xee);
     let cmd = match op {
         Op::Read => sys::CMA_IOC_READ,
         Op::Write => sys::CMA_IOC_WRITE,

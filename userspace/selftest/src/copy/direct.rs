@@ -113,13 +113,12 @@ pub(super) fn direct_path_single_copy(op: Op) -> TestResult {
     let len = 1 << 20;
     let mut src = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE)?;
     Rng::new(97).fill(src.bytes_mut());
-    let mut dst = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE)?;
+    let dst = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE)?;
     let pinned = || -> io::Result<u64> {
         Ok(crate::perm::stat("local_pages_pinned")? + crate::perm::stat("pages_pinned")?)
     };
-    // A new file each time: its cache of our pages is empty.
+    // A new file: its cache of our pages is empty.
     let dev = Device::open()?;
-    dst.bytes_mut().fill(0);
     let before = pinned()?;
     let (local, remote) = match op {
         Op::Read => (iov(dst.addr(), len), iov(src.addr(), len)),
@@ -133,8 +132,9 @@ pub(super) fn direct_path_single_copy(op: Op) -> TestResult {
         n >= (len / ps) as u64,
         "{op:?}: {n} pages pinned, the source was not"
     );
+    // A hole in the source: the copy stops at it, as a remote one would
+    // (a new file again, so the source is pinned afresh, not found cached).
     let dev = Device::open()?;
-    // A hole in the source: the copy stops at it, as a remote one would.
     src.punch(len / 2, ps)?;
     let t = copy(
         &dev,
