@@ -14,30 +14,42 @@
 //! cache serves only the address space it was made for: a copy by another
 //! process (a fd passed on, or inherited across `fork`) goes uncached.
 //!
-//! What keeps it exact: each region has a [`RegionWatch`], an interval
-//! notifier on the target's mm over the region's range. Any change to the
-//! target's mapping of it (`munmap`, `mremap`, `mprotect`, `MADV_DONTNEED`,
-//! fork's copy-on-write, THP split or collapse, migration, exit) invalidates
-//! the watch before the change takes effect, and a copy uses a region only
-//! if its watch is still valid; otherwise it pins afresh, so a copy that
-//! starts after a change sees the new mapping, with the same bytes and the
-//! same `EFAULT` at the same byte as without a cache. A copy running while
-//! the target changes its mapping may see the old or the new pages, as
-//! `process_vm_readv` may. Regions are pinned whole or not at all: a range
-//! GUP cannot pin completely (a hole, a protection) is copied without the
+//! What keeps it exact: each region has a [`RegionWatch`] on the mm's
+//! notifier (one `mmu_notifier` per mm, shared by its caches; see the glue's
+//! `notifier.c`). Any change to the mapping of the region's range
+//! (`munmap`, `mremap`, `mprotect`, `MADV_DONTNEED`, fork's copy-on-write,
+//! THP split or collapse, migration, exit) marks the watch invalid before
+//! the change takes effect, and a copy uses a region only while its watch
+//! is valid; otherwise it pins afresh, so a copy that starts after a change
+//! sees the new mapping, with the same bytes and the same `EFAULT` at the
+//! same byte as without a cache. A region made while a change of its range
+//! is in flight is invalid from the start. A copy running while the target
+//! changes its mapping may see the old or the new pages, as
+//! `process_vm_readv` may. Regions are taken whole or not at all: a range
+//! GUP cannot take completely (a hole, a protection) is copied without the
 //! cache, which finds the fault where it is.
+//!
+//! What a cache never does: change the memory it reads (read-only regions
+//! hold page references, not long-term pins, which would unshare
+//! copy-on-write pages; see [`LongPins`]), or wait for something a user
+//! controls without a fatal signal ending the wait (no wait on an
+//! invalidation in flight, however long a target keeps them coming; the
+//! regions are dropped outside the cache's lock, since unpinning and
+//! unwatching sleep).
 //!
 //! Bounds: at most the `cache_pages` parameter's pages per cache (0 turns the
 //! cache off) and [`MAX_REGIONS`] regions, least recently used first out;
 //! at most a quarter of RAM in all caches; and every region is charged to
-//! the locked memory of the process that made it (`RLIMIT_MEMLOCK` unless
-//! `CAP_IPC_LOCK`, as RDMA's registrations are): past a bound, copies go
-//! uncached. Invalidated regions are unpinned by the cache's work item soon
+//! the locked memory of the user whose copy made it (`user_struct`'s
+//! `locked_vm` within `RLIMIT_MEMLOCK`, unless `CAP_IPC_LOCK`, as io_uring
+//! charges its registered buffers), for as long as the region lives,
+//! whichever process or file outlives the one that copied: past a bound,
+//! copies go uncached. Invalidated regions are unpinned by the cache's work item soon
 //! after, so a target's memory is freed when it exits even if the fd stays
 //! open. The `cache_*` counters show hits, misses, fallbacks, invalidations,
 //! evictions and the pages held.
 
-use crate::mm::{CacheHook, LongPins, MmExt, MmGrab, MmRef, Pinned, RegionWatch};
+use crate::mm::{CacheHook, LockedCharge, LongPins, MmGrab, MmRef, Pinned, RegionWatch};
 use crate::stats::{self, Stat};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::page::PAGE_SIZE;
@@ -63,9 +75,8 @@ fn total_pages_max() -> usize {
 pub(crate) struct Region {
     /// First page's address.
     start: usize,
-    /// The watch, and the sequence the pins were taken at.
+    /// The watch: whether the pins are still the pages mapped there.
     watch: RegionWatch,
-    seq: usize,
     /// The pinned pages (dropped after the watch, once nothing can use
     /// them: an `Arc` holds the region while a copy does).
     pins: LongPins,
@@ -80,7 +91,7 @@ impl Region {
     }
 
     fn valid(&self) -> bool {
-        self.watch.valid(self.seq)
+        self.watch.valid()
     }
 
     /// Whether the region serves `nr_pages` pages from `start`, for writing
@@ -96,42 +107,52 @@ impl Region {
             && (self.pins.writable() || !write)
     }
 
-    /// The pages for one batch (see [`Region::covers`]).
-    pub(crate) fn pages(&self, start: usize, nr_pages: usize, write: bool) -> Pinned<'_> {
+    /// The pages for one batch, or `None` if the region does not cover it
+    /// (see [`Region::covers`]).
+    pub(crate) fn pages(&self, start: usize, nr_pages: usize, write: bool) -> Option<Pinned<'_>> {
+        if !self.covers(start, nr_pages, write) {
+            return None;
+        }
+        // OVERFLOW: `covers` checked `start >= self.start`.
         self.pins
             .borrow((start - self.start) / PAGE_SIZE, nr_pages, write)
     }
 }
 
 /// Pages charged to the bound of all caches, to the locked memory of the
-/// process that made a region, and to the `cache_pages` counter; returned
-/// on drop.
+/// user whose copy made a region, and to the `cache_pages` counter;
+/// returned on drop.
 struct Account {
-    charged: MmGrab,
+    _locked: LockedCharge,
     pages: usize,
 }
 
 impl Account {
     /// Charges `pages`, or `None` past the bound of all caches or the
-    /// caller's `RLIMIT_MEMLOCK`.
+    /// caller's `RLIMIT_MEMLOCK` (counted for its user, across all of the
+    /// user's processes).
     fn charge(pages: usize) -> Option<Account> {
-        if TOTAL_PAGES.fetch_add(pages, Ordering::Relaxed) + pages > total_pages_max() {
+        let total = TOTAL_PAGES.fetch_add(pages, Ordering::Relaxed);
+        // OVERFLOW: `pages` is at most `cache_pages`, and the total at most
+        // a quarter of RAM before this add.
+        if total + pages > total_pages_max() {
             TOTAL_PAGES.fetch_sub(pages, Ordering::Relaxed);
             return None;
         }
-        let charged = crate::mm::grab_current_mm();
-        if charged.charge_locked(pages).is_err() {
+        let Ok(locked) = LockedCharge::new(pages) else {
             TOTAL_PAGES.fetch_sub(pages, Ordering::Relaxed);
             return None;
-        }
+        };
         stats::add(Stat::CachePages, pages);
-        Some(Account { charged, pages })
+        Some(Account {
+            _locked: locked,
+            pages,
+        })
     }
 }
 
 impl Drop for Account {
     fn drop(&mut self) {
-        self.charged.uncharge_locked(self.pages);
         TOTAL_PAGES.fetch_sub(self.pages, Ordering::Relaxed);
         stats::sub(Stat::CachePages, self.pages);
     }
@@ -149,19 +170,28 @@ struct Slots {
 }
 
 impl Slots {
-    /// Empties slot `i`; its region is unpinned now, or by the copy still
-    /// using it.
-    fn take(&mut self, i: usize) {
-        if let Some((r, _)) = self.slot[i].take() {
-            self.pages -= r.pins.len();
-        }
+    /// Empties slot `i` and hands its region over, to be dropped once the
+    /// lock is released (dropping the last reference unpins the pages and
+    /// gives back the charge, which may sleep: never under the cache's
+    /// lock). A copy still using the region keeps it until it is done.
+    #[must_use]
+    fn take(&mut self, i: usize) -> Option<Arc<Region>> {
+        let (r, _) = self.slot.get_mut(i)?.take()?;
+        // OVERFLOW: `pages` counts the pages of the regions in the slots,
+        // this one's among them.
+        self.pages -= r.pins.len();
+        Some(r)
     }
 
     /// Whether a region of `nr_pages` fits beside the others, within `max`.
     fn room(&self, nr_pages: usize, max: usize) -> bool {
+        // OVERFLOW: both are at most `cache_pages` (an `i32`).
         self.pages + nr_pages <= max && self.slot.iter().any(Option::is_none)
     }
 }
+
+/// Regions taken out of a cache under its lock, dropped after it.
+const DROP_BATCH: usize = 16;
 
 /// The part of a cache its work item reaches.
 struct Shared {
@@ -169,32 +199,43 @@ struct Shared {
 }
 
 impl Shared {
-    /// Drops the regions `pred` picks; returns how many.
+    /// Drops the regions `pred` picks, outside the lock, a batch at a time;
+    /// returns how many.
     fn drop_where(&self, mut pred: impl FnMut(&Region) -> bool) -> usize {
-        let mut slots = self.regions.lock();
         let mut n = 0;
-        for i in 0..MAX_REGIONS {
-            if slots.slot[i].as_ref().is_some_and(|(r, _)| pred(r)) {
-                slots.take(i);
-                n += 1;
+        loop {
+            let mut taken: [Option<Arc<Region>>; DROP_BATCH] = Default::default();
+            let mut k = 0;
+            let mut slots = self.regions.lock();
+            for i in 0..MAX_REGIONS {
+                if k == DROP_BATCH {
+                    break;
+                }
+                if slots.slot[i].as_ref().is_some_and(|(r, _)| pred(r)) {
+                    taken[k] = slots.take(i);
+                    k += 1;
+                }
+            }
+            drop(slots);
+            // The regions go here, unlocked.
+            drop(taken);
+            n += k;
+            if k < DROP_BATCH {
+                return n;
             }
         }
-        n
     }
 
-    /// Drops the least recently used region; whether there was one.
+    /// Drops the least recently used region, outside the lock; whether
+    /// there was one.
     fn evict_one(&self) -> bool {
         let mut slots = self.regions.lock();
         let oldest = (0..MAX_REGIONS)
             .filter_map(|i| slots.slot[i].as_ref().map(|(_, t)| (*t, i)))
             .min();
-        match oldest {
-            Some((_, i)) => {
-                slots.take(i);
-                true
-            }
-            None => false,
-        }
+        let taken = oldest.and_then(|(_, i)| slots.take(i));
+        drop(slots);
+        taken.is_some()
     }
 }
 
@@ -286,6 +327,11 @@ impl Cache {
     /// A valid region that covers the batch, now the most recently used;
     /// invalid ones met on the way are dropped.
     fn lookup(&self, start: usize, nr_pages: usize, write: bool) -> Option<Arc<Region>> {
+        // Declared before the guard, so dropped after it: invalid regions
+        // met on the way go once the lock is released (the rest, if more,
+        // are left to the work item).
+        let mut dead: [Option<Arc<Region>>; DROP_BATCH] = Default::default();
+        let mut k = 0;
         let mut slots = self.shared.regions.lock();
         let last = slots.last;
         let order = (0..MAX_REGIONS).filter(|&i| i != last);
@@ -297,11 +343,14 @@ impl Cache {
                 continue;
             }
             if !slots.slot[i].as_ref().is_some_and(|(r, _)| r.valid()) {
-                slots.take(i);
-                stats::inc(Stat::CacheInvalidations);
+                if k < DROP_BATCH {
+                    dead[k] = slots.take(i);
+                    k += 1;
+                    stats::inc(Stat::CacheInvalidations);
+                }
                 continue;
             }
-            slots.clock += 1;
+            slots.clock = slots.clock.wrapping_add(1);
             slots.last = i;
             let now = slots.clock;
             if let Some((r, used)) = slots.slot[i].as_mut() {
@@ -332,12 +381,13 @@ impl Cache {
         // Room in all caches, and in the caller's locked memory; from here
         // on, dropping a half-made region returns all of it.
         let account = Account::charge(nr_pages)?;
-        let (watch, seq) = RegionWatch::new(mm, start, nr_pages * PAGE_SIZE, &self.hook).ok()?;
+        // OVERFLOW: `nr_pages` is at most `cache_pages`, a module parameter
+        // bounded by RAM.
+        let watch = RegionWatch::new(mm, start, nr_pages * PAGE_SIZE, &self.hook).ok()?;
         let pins = LongPins::pin(mm, start, nr_pages, write)?;
         let region = Region {
             start,
             watch,
-            seq,
             pins,
             _account: account,
         };
@@ -353,10 +403,11 @@ impl Cache {
             return None;
         }
         let free = slots.slot.iter().position(Option::is_none)?;
-        slots.clock += 1;
+        slots.clock = slots.clock.wrapping_add(1);
         let now = slots.clock;
         slots.slot[free] = Some((region.clone(), now));
         slots.last = free;
+        // OVERFLOW: `room` checked the sum against `max`.
         slots.pages += nr_pages;
         Some(region)
     }

@@ -207,8 +207,11 @@ fn copy_pinned(
         let nr_pages = (in_page + len).div_ceil(PAGE_SIZE).min(batch.capacity());
         let write = dir == Direction::Write;
         let cached = cache.and_then(|c| c.get(mm, first_page, nr_pages, write));
-        let mut pinned = match (&cached, side) {
-            (Some(region), _) => region.pages(first_page, nr_pages, write),
+        let from_cache = cached
+            .as_ref()
+            .and_then(|r| r.pages(first_page, nr_pages, write));
+        let mut pinned = match (from_cache, side) {
+            (Some(pages), _) => pages,
             (None, Side::Remote(..)) => batch
                 .pin(mm, first_page, nr_pages, write)
                 .map_err(gup_error)?,
@@ -304,8 +307,12 @@ impl<'a> LocalPages<'a> {
             let nr_pages = (in_page + len).div_ceil(PAGE_SIZE);
             let write = dir == Direction::Read;
             if let Some(region) = self.cached(first_page, nr_pages, write) {
-                let mut own = region.pages(first_page, nr_pages, write);
-                return (kernel_copy(dir, pinned, off, &mut own, in_page, len), false);
+                if let Some(mut own) = region.pages(first_page, nr_pages, write) {
+                    let copied = kernel_copy(dir, pinned, off, &mut own, in_page, len);
+                    // Nothing copied would be no progress: a fault, never a
+                    // loop (the spans always cover a byte here).
+                    return (copied, copied == 0);
+                }
             }
             if self.batch.is_none() {
                 // Without room to pin, the user copy below does the job.
@@ -316,7 +323,8 @@ impl<'a> LocalPages<'a> {
                 .as_mut()
                 .map(|b| b.pin_own(first_page, nr_pages, write));
             if let Some(Ok(mut own)) = pinned_own {
-                return (kernel_copy(dir, pinned, off, &mut own, in_page, len), false);
+                let copied = kernel_copy(dir, pinned, off, &mut own, in_page, len);
+                return (copied, copied == 0);
             }
         }
         let copied = match dir {
@@ -338,12 +346,11 @@ fn kernel_copy(
     own_off: usize,
     len: usize,
 ) -> usize {
-    let n = len.min(own.span() - own_off);
+    let n = len.min(own.span().saturating_sub(own_off));
     match dir {
         Direction::Read => own.copy_from_pinned(own_off, pinned, off, n),
         Direction::Write => pinned.copy_from_pinned(off, own, own_off, n),
     }
-    n
 }
 
 /// Whether, within the first `want` bytes, some of `local` and some of

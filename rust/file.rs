@@ -37,7 +37,8 @@ impl DevFile {
 #[no_mangle]
 pub(crate) extern "C" fn cma_rs_open(private: *mut *mut kernel::ffi::c_void) -> kernel::ffi::c_int {
     const _: crate::glue::cma_rs_open_fn = Some(cma_rs_open);
-    let state = Cache::new(crate::mm::grab_current_mm())
+    let state = crate::mm::grab_current_mm()
+        .and_then(Cache::new)
         .and_then(|c| Arc::new(c, GFP_KERNEL_ACCOUNT).map_err(Into::into))
         .and_then(|own| KBox::new(DevFile { own }, GFP_KERNEL_ACCOUNT).map_err(Into::into));
     match state {

@@ -22,7 +22,7 @@
 
 use kernel::bindings::{
     __u32, __u64, cred, file, inode, mm_struct, mmu_notifier, page, pid, task_struct,
-    user_namespace,
+    user_namespace, user_struct,
 };
 
 include!("cma_glue_generated.rs");

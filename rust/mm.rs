@@ -51,14 +51,18 @@ pub(crate) fn current_mm() -> Option<MmRef> {
     unsafe { Mm::from_raw(mm) }.mmget_not_zero()
 }
 
-/// The caller's own `mm_struct`.
-pub(crate) fn grab_current_mm() -> MmGrab {
-    // SAFETY: called from a file operation, by a user task, whose mm is
-    // live while it runs.
+/// The caller's own `mm_struct`; `EINVAL` for a task without one (a kernel
+/// thread that opens the device).
+pub(crate) fn grab_current_mm() -> Result<MmGrab> {
+    // SAFETY: reads `current->mm`; no preconditions.
     let mm = unsafe { cma_glue_current_mm() };
-    assert!(!mm.is_null(), "a user task has an mm");
-    // SAFETY: as above.
-    ARef::from(unsafe { Mm::from_raw(mm) })
+    if mm.is_null() {
+        return Err(EINVAL);
+    }
+    // SAFETY: `current->mm` is non-NULL and stays allocated while the task
+    // runs (it holds a `mm_users` reference, hence `mm_count`, of its own);
+    // `ARef::from` takes a reference of its own.
+    Ok(ARef::from(unsafe { Mm::from_raw(mm) }))
 }
 
 /// What cma asks of any `mm_struct` it holds, beside what upstream's `Mm`
@@ -72,11 +76,6 @@ pub(crate) trait MmExt {
     /// Whether the caller has `CAP_SYS_PTRACE` in the user namespace that
     /// owns this address space.
     fn caller_may_ptrace(&self) -> bool;
-    /// Charges `pages` to the mm's locked memory (`RLIMIT_MEMLOCK`, unless
-    /// the caller has `CAP_IPC_LOCK`): `ENOMEM` past the limit.
-    fn charge_locked(&self, pages: usize) -> Result;
-    /// Returns what [`MmExt::charge_locked`] charged.
-    fn uncharge_locked(&self, pages: usize);
 }
 
 impl MmExt for Mm {
@@ -96,16 +95,48 @@ impl MmExt for Mm {
         // SAFETY: `ns` is live for as long as the mm is.
         unsafe { bindings::ns_capable(ns, bindings::CAP_SYS_PTRACE as c_int) }
     }
+}
 
-    fn charge_locked(&self, pages: usize) -> Result {
-        // SAFETY: the `mm_struct` is allocated (borrowed); the accounting
-        // takes its mmap_lock, which an mm without users has too.
-        kernel::error::to_result(unsafe { cma_glue_account_locked(self.as_raw(), pages, true) })
+/// Pages charged to the calling user's locked memory (`user_struct`'s
+/// `locked_vm`, shared by all of the user's processes and outliving each,
+/// as io_uring charges its registered buffers), within the caller's
+/// `RLIMIT_MEMLOCK` unless it has `CAP_IPC_LOCK`; given back on drop, to the
+/// same user, whoever drops it. Charging a user rather than a process is
+/// what keeps a limit: pages a process pinned through a file it shares may
+/// outlive it, and a charge to it would go with it.
+///
+/// # Invariants
+///
+/// `user` is NULL (nothing charged) or a user on which this value holds a
+/// reference and to whose `locked_vm` it added `pages`.
+pub(crate) struct LockedCharge {
+    user: *mut bindings::user_struct,
+    pages: usize,
+}
+
+// SAFETY: a user reference and its counter may be given back from any
+// thread; the value is not used otherwise.
+unsafe impl Send for LockedCharge {}
+// SAFETY: shared access reads nothing.
+unsafe impl Sync for LockedCharge {}
+
+impl LockedCharge {
+    /// Charges `pages` to the caller's user: `ENOMEM` past its limit.
+    pub(crate) fn new(pages: usize) -> Result<LockedCharge> {
+        // SAFETY: charges the current user; no preconditions.
+        let user = kernel::error::from_err_ptr(unsafe { cma_glue_charge_locked(pages) })?;
+        // INVARIANT: a non-error result is NULL or charged and referenced.
+        Ok(LockedCharge { user, pages })
     }
+}
 
-    fn uncharge_locked(&self, pages: usize) {
-        // SAFETY: as above.
-        unsafe { cma_glue_account_locked(self.as_raw(), pages, false) };
+impl Drop for LockedCharge {
+    fn drop(&mut self) {
+        if !self.user.is_null() {
+            // SAFETY: by the type invariant we hold the reference and the
+            // charge, both given back once, here.
+            unsafe { cma_glue_uncharge_locked(self.user, self.pages) };
+        }
     }
 }
 
@@ -117,9 +148,22 @@ pub(crate) trait MmUserExt {
     /// that it is never held while copying; counted. Returns what GUP
     /// returned: how many of the first slots hold pinned pages, or an errno.
     fn pin_remote(&self, start: usize, gup_flags: u32, slots: &mut [*mut bindings::page]) -> isize;
+    /// As [`MmUserExt::pin_remote`], read-only, but takes page references
+    /// (`FOLL_GET`) instead of pins.
+    fn get_remote(&self, start: usize, slots: &mut [*mut bindings::page]) -> isize;
 }
 
 impl MmUserExt for MmWithUser {
+    fn get_remote(&self, start: usize, slots: &mut [*mut bindings::page]) -> isize {
+        // SAFETY: as in `pin_remote`; read-only, so GUP never writes.
+        let ret = unsafe {
+            cma_glue_get_remote(self.as_raw(), start, slots.len(), 0, slots.as_mut_ptr())
+        };
+        stats::inc(Stat::GupCalls);
+        stats::add(Stat::PagesPinned, ret.max(0) as usize);
+        ret
+    }
+
     fn pin_remote(&self, start: usize, gup_flags: u32, slots: &mut [*mut bindings::page]) -> isize {
         // SAFETY: the mm has users (borrowed `MmWithUser`); `slots` has room
         // for the pages asked for. Without FOLL_FORCE, GUP honours the
@@ -213,20 +257,9 @@ impl PageBatch {
         let slots = self.slots();
         let nr_pages = nr_pages.min(slots.len());
         let gup_flags = if write { bindings::FOLL_WRITE } else { 0 };
-        // SAFETY: `pages` has room for `nr_pages` pointers; GUP checks the
-        // range against the caller's own mappings and protections.
-        let ret = unsafe {
-            bindings::pin_user_pages_fast(
-                start as _,
-                nr_pages as _,
-                gup_flags as _,
-                slots.as_mut_ptr(),
-            )
-        };
-        stats::inc(Stat::LocalGupCalls);
-        stats::add(Stat::LocalPagesPinned, ret.max(0) as usize);
+        let ret = pin_own(start, gup_flags, &mut slots[..nr_pages]);
         // SAFETY: `ret` is what GUP returned for these slots just now.
-        unsafe { Pinned::from_gup(slots, ret as _, write) }
+        unsafe { Pinned::from_gup(slots, ret, write) }
     }
 }
 
@@ -293,27 +326,26 @@ impl<'a> Pinned<'a> {
     }
 
     /// Copies `len` bytes from byte `src_offset` of `src`'s span to byte
-    /// `offset` of this span, with [`crate::kcopy::copy`].
+    /// `offset` of this span, with [`crate::kcopy::copy`]. Returns the bytes
+    /// copied: fewer than `len` only where a span ends first (which callers
+    /// never ask for, and then take for a fault).
     pub(crate) fn copy_from_pinned(
         &mut self,
         offset: usize,
         src: &Pinned<'_>,
         src_offset: usize,
         len: usize,
-    ) {
-        assert!(offset
-            .checked_add(len)
-            .is_some_and(|end| end <= self.span()));
-        assert!(src_offset
-            .checked_add(len)
-            .is_some_and(|end| end <= src.span()));
+    ) -> usize {
+        let len = len
+            .min(self.span().saturating_sub(offset))
+            .min(src.span().saturating_sub(src_offset));
         let mut done = 0;
         while done < len {
             let (d, s) = (offset + done, src_offset + done);
             let (d_page, d_in) = (d / PAGE_SIZE, d % PAGE_SIZE);
             let (s_page, s_in) = (s / PAGE_SIZE, s % PAGE_SIZE);
-            let n = (self.run_bytes(d_page) - d_in)
-                .min(src.run_bytes(s_page) - s_in)
+            let n = (self.run_bytes(d_page, false) - d_in)
+                .min(src.run_bytes(s_page, false) - s_in)
                 .min(len - done);
             // SAFETY: both pages are pinned (type invariant of each `Pinned`),
             // so they stay allocated and in the direct map.
@@ -331,27 +363,34 @@ impl<'a> Pinned<'a> {
             unsafe { crate::kcopy::copy(dk.cast::<u8>().add(d_in), sk.cast::<u8>().add(s_in), n) };
             done += n;
         }
+        len
     }
 
     /// How many bytes, from the start of page `index`, the run of physically
     /// consecutive pages starting there spans (at least a page: a folio
-    /// pinned whole gives its size, up to the end of the batch).
-    fn run_bytes(&self, index: usize) -> usize {
+    /// pinned whole gives its size, up to the end of the batch). With
+    /// `one_folio`, the run ends with the folio of page `index`: a copy to
+    /// or from user memory must not span two folios (hardened usercopy
+    /// aborts one that runs past the end of a large folio).
+    fn run_bytes(&self, index: usize, one_folio: bool) -> usize {
         let rest = &self.pages[index..];
         // SAFETY: `rest` holds at least one pinned page pointer (the caller's
         // index is within the span); the glue only reads the pointers.
-        unsafe { cma_glue_contiguous_pages(rest.as_ptr(), rest.len()) * PAGE_SIZE }
+        let pages = unsafe { cma_glue_contiguous_pages(rest.as_ptr(), rest.len(), one_folio) };
+        // OVERFLOW: `pages <= rest.len()`, and the batch's pages span no
+        // more than the address space.
+        pages * PAGE_SIZE
     }
 
     fn copy(&self, offset: usize, user: usize, len: usize, into_pages: bool) -> usize {
-        assert!(offset
-            .checked_add(len)
-            .is_some_and(|end| end <= self.span()));
+        // Never past the span: a shorter count, which callers take for a
+        // fault, rather than a page that is not ours.
+        let len = len.min(self.span().saturating_sub(offset));
         let mut done = 0;
         while done < len {
             let pos = offset + done;
             let (index, in_page) = (pos / PAGE_SIZE, pos % PAGE_SIZE);
-            let n = (self.run_bytes(index) - in_page).min(len - done);
+            let n = (self.run_bytes(index, true) - in_page).min(len - done);
             let page = self.pages[index];
             let u = (user + done) as *mut core::ffi::c_void;
             // SAFETY: `page` is pinned (type invariant), so it stays
@@ -401,45 +440,76 @@ impl Drop for Pinned<'_> {
     }
 }
 
-/// Pages of a target pinned for as long as a peer fd's cache keeps them
-/// (`FOLL_LONGTERM`: moved out of movable zones first, as RDMA's
-/// registrations are), unpinned on drop.
+/// Pages of an address space held for as long as a cache keeps them, unheld
+/// on drop.
+///
+/// How they are held depends on what the cache may do with them:
+///
+/// - For writing: pinned (`FOLL_PIN | FOLL_LONGTERM | FOLL_WRITE`: moved out
+///   of movable zones first, as RDMA's registrations are), as a write must
+///   have them; the write fault breaks copy-on-write first, as
+///   `process_vm_writev`'s does.
+/// - For reading: referenced (`FOLL_GET`), not pinned. A long-term
+///   read-only pin makes GUP unshare what a copy-on-write mapping shares
+///   (the zero page, a `MAP_PRIVATE` file's page cache, an anonymous page
+///   shared since a fork): the reader would change the target's memory, its
+///   RSS, and what its mapping shows when the file is written. A reference
+///   changes none of it; what keeps the pages the ones mapped is the
+///   region's interval notifier, which any change to the mapping triggers
+///   first, not the pin.
+///
+/// The caller's own pages are taken with the local GUP (`*_user_pages_fast`),
+/// which honours the caller's protection keys; a target's with the remote
+/// one, under its `mmap_lock` (a target's protection keys never apply to
+/// another process's access, as with `process_vm_readv`).
 ///
 /// # Invariants
 ///
 /// Each pointer in `pages` is a page pinned by this value with `FOLL_PIN |
-/// FOLL_LONGTERM`, for writing if `write`.
+/// FOLL_LONGTERM | FOLL_WRITE` if `write`, else referenced by it with
+/// `FOLL_GET`.
 pub(crate) struct LongPins {
     pages: KVVec<*mut bindings::page>,
     write: bool,
 }
 
-// SAFETY: the pointers are pinned pages, which may be reached and unpinned
-// from any thread; shared access only reads the array.
+// SAFETY: the pointers are pinned or referenced pages, which may be reached
+// and released from any thread; shared access only reads the array.
 unsafe impl Send for LongPins {}
 // SAFETY: as above.
 unsafe impl Sync for LongPins {}
 
 impl LongPins {
-    /// Pins exactly `nr_pages` pages of `mm` from the page-aligned `start`,
-    /// for writing if `write`: `None` if GUP could not pin them all (the
+    /// Holds exactly `nr_pages` pages of `mm` from the page-aligned `start`,
+    /// for writing if `write`: `None` if GUP could not take them all (the
     /// copy then pins for itself, and sees the fault where it is).
     pub(crate) fn pin(mm: &MmRef, start: usize, nr_pages: usize, write: bool) -> Option<LongPins> {
         let mut pages = KVVec::from_elem(core::ptr::null_mut(), nr_pages, GFP_KERNEL).ok()?;
-        let mut flags = bindings::FOLL_LONGTERM;
-        if write {
-            flags |= bindings::FOLL_WRITE;
-        }
-        let ret = mm.pin_remote(start, flags, &mut pages);
+        let own = mm.is_current();
+        let ret = match (own, write) {
+            (false, true) => mm.pin_remote(
+                start,
+                bindings::FOLL_LONGTERM | bindings::FOLL_WRITE,
+                &mut pages,
+            ),
+            (false, false) => mm.get_remote(start, &mut pages),
+            (true, true) => pin_own(
+                start,
+                bindings::FOLL_LONGTERM | bindings::FOLL_WRITE,
+                &mut pages,
+            ),
+            (true, false) => get_own(start, &mut pages),
+        };
         if ret <= 0 {
             return None;
         }
         if ret as usize != nr_pages {
-            // SAFETY: GUP pinned the first `ret` pages; unpinned once here.
-            unsafe { bindings::unpin_user_pages(pages.as_mut_ptr(), ret as _) };
+            // SAFETY: GUP took the first `ret` (< `nr_pages`) pages as
+            // `write` says, given back once here.
+            unsafe { release(&pages[..ret as usize], write) };
             return None;
         }
-        // INVARIANT: all `nr_pages` pages were pinned with these flags.
+        // INVARIANT: GUP took all `nr_pages` pages as `write` says.
         Some(LongPins { pages, write })
     }
 
@@ -454,77 +524,127 @@ impl LongPins {
     }
 
     /// `nr` of the pages from index `first`, for one batch of a copy
-    /// (`dirty` if it writes them). Panics if out of range.
-    pub(crate) fn borrow(&self, first: usize, nr: usize, dirty: bool) -> Pinned<'_> {
-        // INVARIANT: pinned by `self`, which the borrow cannot outlive.
-        Pinned {
-            pages: &self.pages[first..first + nr],
+    /// (`dirty` if it writes them), or `None` if out of range.
+    pub(crate) fn borrow(&self, first: usize, nr: usize, dirty: bool) -> Option<Pinned<'_>> {
+        let pages = self.pages.get(first..first.checked_add(nr)?)?;
+        // INVARIANT: held by `self`, which the borrow cannot outlive.
+        Some(Pinned {
+            pages,
             dirty: dirty && self.write,
             owned: false,
-        }
+        })
     }
 }
 
 impl Drop for LongPins {
     fn drop(&mut self) {
-        // SAFETY: by the type invariant every page is pinned by us; unpinned
-        // once, dirtied if they could have been written.
-        unsafe {
-            bindings::unpin_user_pages_dirty_lock(
-                self.pages.as_mut_ptr(),
-                self.pages.len() as _,
-                self.write,
-            )
-        };
+        // SAFETY: by the type invariant every page is held by us as
+        // `self.write` says; given back once, here.
+        unsafe { release(&self.pages, self.write) };
     }
 }
 
-/// The watch on one region of a target's address space that a peer fd's
-/// cache keeps pinned: an interval notifier whose invalidations (any change
-/// to the target's mapping of the range) make [`RegionWatch::valid`] false
-/// and kick the cache's [`CacheHook`].
+/// Gives back pages a [`LongPins`] holds: unpinned (and dirtied: they may
+/// have been written) if `write`, else their references dropped.
+///
+/// # Safety
+///
+/// Each page must be pinned (`write`) or referenced (not `write`) by the
+/// caller, which gives that hold up here.
+unsafe fn release(pages: &[*mut bindings::page], write: bool) {
+    if write {
+        // SAFETY: the caller's guarantee; the array is only read.
+        unsafe {
+            bindings::unpin_user_pages_dirty_lock(pages.as_ptr() as *mut _, pages.len() as _, true)
+        };
+    } else {
+        // SAFETY: the caller's guarantee; the array is only read.
+        unsafe { cma_glue_put_pages(pages.as_ptr() as *mut _, pages.len() as _) };
+    }
+}
+
+/// Pins up to `slots.len()` pages of the caller's own address space from the
+/// page-aligned `start` with `pin_user_pages_fast` (`FOLL_PIN` and
+/// `gup_flags`), as the caller's own access would (its protection keys
+/// included); counted. Returns what GUP returned.
+fn pin_own(start: usize, gup_flags: u32, slots: &mut [*mut bindings::page]) -> isize {
+    // SAFETY: `slots` has room for the pages asked for; GUP checks the range
+    // against the caller's own mappings and protections.
+    let ret = unsafe {
+        bindings::pin_user_pages_fast(
+            start as _,
+            slots.len() as _,
+            gup_flags as _,
+            slots.as_mut_ptr(),
+        )
+    } as isize;
+    stats::inc(Stat::LocalGupCalls);
+    stats::add(Stat::LocalPagesPinned, ret.max(0) as usize);
+    ret
+}
+
+/// As [`pin_own`], but references the pages (`FOLL_GET`, read-only) with
+/// `get_user_pages_fast`.
+fn get_own(start: usize, slots: &mut [*mut bindings::page]) -> isize {
+    // SAFETY: as in `pin_own`.
+    let ret = unsafe {
+        bindings::get_user_pages_fast(start as _, slots.len() as _, 0, slots.as_mut_ptr())
+    } as isize;
+    stats::inc(Stat::LocalGupCalls);
+    stats::add(Stat::LocalPagesPinned, ret.max(0) as usize);
+    ret
+}
+
+/// The watch on one region of an address space that a cache keeps: valid
+/// until the first change to the mapping of its range begins (any
+/// invalidation of the mm's notifier that meets it), which also kicks the
+/// cache's [`CacheHook`]. Made and removed without waiting for anything a
+/// user controls but the mm's `mmap_lock`, killably (see the glue's
+/// `notifier.c`).
 ///
 /// # Invariants
 ///
 /// `self.0` is a watch made by `cma_glue_region_watch`, owned by this value.
 pub(crate) struct RegionWatch(NonNull<cma_region_watch>);
 
-// SAFETY: the watch's state is a sequence under its own spinlock; it may be
-// checked and removed from any thread.
+// SAFETY: the watch's state is a flag under its mm watch's spinlock; it may
+// be checked and removed from any thread.
 unsafe impl Send for RegionWatch {}
 // SAFETY: as above.
 unsafe impl Sync for RegionWatch {}
 
 impl RegionWatch {
-    /// Watches `len` bytes of `mm` from `start` for `hook`'s cache; returns
-    /// the watch and the sequence to pin against. Sleeps.
+    /// Watches `len` bytes of `mm` from `start` for `hook`'s cache. `EINTR`
+    /// if a fatal signal arrives while the hook's first watch on `mm` waits
+    /// for its `mmap_lock`. Sleeps.
     pub(crate) fn new(
         mm: &MmRef,
         start: usize,
         len: usize,
         hook: &CacheHook,
-    ) -> Result<(RegionWatch, usize)> {
-        let mut seq = 0usize;
-        // SAFETY: the mm is live (we hold `mm_users`); the hook outlives the
-        // watch (the cache drops its regions before its hook).
-        let w =
-            unsafe { cma_glue_region_watch(mm.as_raw(), start, len, hook.0.as_ptr(), &mut seq) };
+    ) -> Result<RegionWatch> {
+        // SAFETY: the mm has users (we hold `mm_users`), as registering a
+        // notifier requires; the hook outlives the watch (the cache drops
+        // its regions before its hook), and a cache's hook only ever
+        // watches the one mm the cache is for (`Cache::get` checks).
+        let w = unsafe { cma_glue_region_watch(mm.as_raw(), start, len, hook.0.as_ptr()) };
         let w = kernel::error::from_err_ptr(w)?;
         // INVARIANT: a non-error pointer is a new watch, now ours.
-        Ok((NonNull::new(w).map(RegionWatch).ok_or(ENOMEM)?, seq))
+        NonNull::new(w).map(RegionWatch).ok_or(ENOMEM)
     }
 
-    /// Whether the target's mapping of the range is unchanged since `seq`.
-    pub(crate) fn valid(&self, seq: usize) -> bool {
+    /// Whether the mapping of the range is unchanged since the watch was
+    /// made.
+    pub(crate) fn valid(&self) -> bool {
         // SAFETY: the watch is live (type invariant).
-        unsafe { cma_glue_region_valid(self.0.as_ptr(), seq) }
+        unsafe { cma_glue_region_valid(self.0.as_ptr()) }
     }
 }
 
 impl Drop for RegionWatch {
     fn drop(&mut self) {
-        // SAFETY: we own the watch (type invariant); removing it waits for a
-        // running invalidation of it, which takes only its spinlock.
+        // SAFETY: we own the watch (type invariant); removing it takes only
+        // its mm watch's spinlock.
         unsafe { cma_glue_region_unwatch(self.0.as_ptr()) };
     }
 }
@@ -560,8 +680,10 @@ impl CacheHook {
 
 impl Drop for CacheHook {
     fn drop(&mut self) {
-        // SAFETY: we own the hook; by `new`'s contract no watch can schedule
-        // it any more, and cancelling waits for a running reap.
+        // SAFETY: we own the hook; by `new`'s contract no region watch of it
+        // is left. Detaching it from its mm's notifier takes a spinlock; no
+        // invalidation can schedule it after that, and cancelling waits for
+        // a running reap (which takes the cache's lock, never held here).
         unsafe { cma_glue_cache_hook_free(self.0.as_ptr()) };
     }
 }

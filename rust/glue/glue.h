@@ -34,6 +34,7 @@ struct page;
 struct pid;
 struct task_struct;
 struct user_namespace;
+struct user_struct;
 
 struct cma_cache_hook;
 struct cma_region_watch;
@@ -61,6 +62,9 @@ void cma_glue_unregister(void);
 int cma_glue_policy(void);
 long cma_glue_pin_remote(struct mm_struct *mm, unsigned long start, unsigned long nr_pages,
 			 unsigned int gup_flags, struct page **pages);
+long cma_glue_get_remote(struct mm_struct *mm, unsigned long start, unsigned long nr_pages,
+			 unsigned int gup_flags, struct page **pages);
+void cma_glue_put_pages(struct page **pages, unsigned long n);
 int cma_glue_get_dumpable(struct mm_struct *mm);
 struct user_namespace *cma_glue_mm_user_ns(struct mm_struct *mm);
 struct mm_struct *cma_glue_current_mm(void);
@@ -90,7 +94,8 @@ unsigned long cma_glue_page_to_user(void __user *to, struct page *page, size_t o
 unsigned long cma_glue_user_to_page(struct page *page, size_t offset, const void __user *from,
 				    size_t n);
 bool cma_glue_simd_usable(void);
-unsigned long cma_glue_contiguous_pages(struct page *const *pages, unsigned long n);
+unsigned long cma_glue_contiguous_pages(struct page *const *pages, unsigned long n,
+					bool one_folio);
 void *cma_glue_page_address(struct page *page);
 void cma_glue_simd_copy(void *dst, const void *src, size_t len);
 void cma_glue_memcpy(void *dst, const void *src, size_t len);
@@ -112,11 +117,11 @@ void cma_glue_watch_sync(void);
 struct cma_cache_hook *cma_glue_cache_hook_new(void *cache);
 void cma_glue_cache_hook_free(struct cma_cache_hook *hook);
 struct cma_region_watch *cma_glue_region_watch(struct mm_struct *mm, unsigned long start,
-					       unsigned long len, struct cma_cache_hook *hook,
-					       unsigned long *seq);
-void cma_glue_region_unwatch(struct cma_region_watch *w);
-bool cma_glue_region_valid(struct cma_region_watch *w, unsigned long seq);
-int cma_glue_account_locked(struct mm_struct *mm, unsigned long pages, bool inc);
+					       unsigned long len, struct cma_cache_hook *hook);
+void cma_glue_region_unwatch(struct cma_region_watch *r);
+bool cma_glue_region_valid(struct cma_region_watch *r);
+struct user_struct *cma_glue_charge_locked(unsigned long pages);
+void cma_glue_uncharge_locked(struct user_struct *user, unsigned long pages);
 unsigned long cma_glue_totalram_pages(void);
 int cma_glue_cache_param(void);
 void cma_glue_dirty_pages(struct page *const *pages, unsigned long n);

@@ -12,6 +12,8 @@
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/magic.h>
+#include <linux/overflow.h>
+#include <linux/sched/user.h>
 #include <linux/mm.h>
 #include <linux/mmap_lock.h>
 #include <linux/pid.h>
@@ -66,6 +68,38 @@ long cma_glue_pin_remote(struct mm_struct *mm, unsigned long start, unsigned lon
 	if (locked)
 		mmap_read_unlock(mm);
 	return ret;
+}
+
+/*
+ * As cma_glue_pin_remote(), but takes page references (FOLL_GET) instead of
+ * pins: for the caches' read-only regions. A long-term read-only pin
+ * (FOLL_PIN | FOLL_LONGTERM) makes GUP unshare what a COW mapping shares
+ * (gup_must_unshare(): the zero page, a MAP_PRIVATE file's page cache, an
+ * anonymous page shared with a fork), which changes the target's memory; a
+ * reference does not, and the cache's interval notifier, not the pin, is
+ * what keeps the pages the ones mapped.
+ */
+long cma_glue_get_remote(struct mm_struct *mm, unsigned long start, unsigned long nr_pages,
+			 unsigned int gup_flags, struct page **pages)
+{
+	int locked = 1;
+	long ret;
+
+	if (mmap_read_lock_killable(mm))
+		return -EINTR;
+	ret = get_user_pages_remote(mm, start, nr_pages, gup_flags, pages, &locked);
+	if (locked)
+		mmap_read_unlock(mm);
+	return ret;
+}
+
+/* Drops the page references cma_glue_get_remote() or get_user_pages_fast() took. */
+void cma_glue_put_pages(struct page **pages, unsigned long n)
+{
+	unsigned long i;
+
+	for (i = 0; i < n; i++)
+		put_page(pages[i]);
 }
 
 int cma_glue_get_dumpable(struct mm_struct *mm)
@@ -213,10 +247,36 @@ bool cma_glue_access_ok(unsigned long addr, unsigned long len)
 	return access_ok((const void __user *)addr, len);
 }
 
-/* account_locked_vm(): RLIMIT_MEMLOCK unless CAP_IPC_LOCK, -ENOMEM past it. */
-int cma_glue_account_locked(struct mm_struct *mm, unsigned long pages, bool inc)
+/*
+ * Charges @pages to the calling user's locked memory, as io_uring charges
+ * its registered buffers (__io_account_mem): user_struct->locked_vm, which
+ * every process of the user shares and which outlives any of them, against
+ * the caller's RLIMIT_MEMLOCK. Returns the charged user (a reference, for
+ * cma_glue_uncharge_locked()), NULL if nothing was charged (CAP_IPC_LOCK in
+ * the initial namespace, as io_uring's and mlock's rule), or
+ * ERR_PTR(-ENOMEM) past the limit. Takes no lock and never sleeps.
+ */
+struct user_struct *cma_glue_charge_locked(unsigned long pages)
 {
-	return account_locked_vm(mm, pages, inc);
+	struct user_struct *user = current_user();
+	unsigned long limit, cur, new;
+
+	if (capable(CAP_IPC_LOCK))
+		return NULL;
+	limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
+	cur = atomic_long_read(&user->locked_vm);
+	do {
+		if (check_add_overflow(cur, pages, &new) || new > limit)
+			return ERR_PTR(-ENOMEM);
+	} while (!atomic_long_try_cmpxchg(&user->locked_vm, &cur, new));
+	return get_uid(user);
+}
+
+/* Returns what cma_glue_charge_locked() charged to @user, and its reference. */
+void cma_glue_uncharge_locked(struct user_struct *user, unsigned long pages)
+{
+	atomic_long_sub(pages, &user->locked_vm);
+	free_uid(user);
 }
 
 unsigned long cma_glue_totalram_pages(void)

@@ -8,7 +8,9 @@
  * happened and call Rust (rust/consent.rs, rust/cache.rs).
  */
 #include <linux/mm.h>
+#include <linux/mmap_lock.h>
 #include <linux/mmu_notifier.h>
+#include <linux/mutex.h>
 #include <linux/pid.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
@@ -89,18 +91,139 @@ void cma_glue_watch_sync(void)
 }
 
 /*
- * The page cache of a peer fd (rust/cache.rs): regions of the target's
- * memory kept pinned across copies, each watched by an interval notifier
- * that marks it stale when the target's mapping of the range changes
- * (munmap, mremap, mprotect, MADV_DONTNEED, fork's COW, THP split or
- * collapse, migration, exit). Stale regions are unpinned later, by the
- * cache's work item: an invalidation may run where sleeping is not allowed
- * (unpinning a dirty page takes its lock), or with a page locked that
- * unpinning would lock again.
+ * The page caches (rust/cache.rs): regions of an address space kept pinned
+ * (or referenced) across copies, each of which must stop being used as soon
+ * as the mapping of its range changes (munmap, mremap, mprotect,
+ * MADV_DONTNEED, fork's COW, THP split or collapse, migration, exit).
+ *
+ * How: one mmu_notifier per mm (mmu_notifier_get_locked(), shared by every
+ * cache of that mm: a cma_mm_watch), whose invalidate_range_start() marks
+ * the regions it meets invalid and kicks their cache's work item, which
+ * unpins them (an invalidation may run where sleeping is not allowed, or
+ * with a page locked that unpinning would lock again). As KVM does, the
+ * watch also counts the invalidations in flight and the span they cover: a
+ * region made while one is in flight over its range is invalid from the
+ * start, since the change it announces may not have reached the page
+ * tables GUP reads. Nothing here ever waits for an invalidation to end: a
+ * target that keeps invalidations in flight makes copies go uncached, never
+ * sleep. (mmu_interval_notifier's read_begin() and remove() would wait,
+ * uninterruptibly, for as long as such a target likes.)
+ *
+ * Locking: the watch's spinlock covers its hooks, their regions and the
+ * in-flight count; a region's valid flag is written under it. Registration
+ * takes the mm's mmap_lock for writing, killably, once per cache.
  */
+struct cma_mm_watch {
+	struct mmu_notifier mn;
+	spinlock_t lock;
+	struct list_head hooks;		/* cma_cache_hook.node */
+	unsigned long active;		/* invalidations in flight */
+	unsigned long busy_start;	/* the span they cover, while active */
+	unsigned long busy_end;
+};
+
 struct cma_cache_hook {
 	struct work_struct work;
-	void *cache;	/* the Rust cache's shared part, for the work */
+	void *cache;			/* the Rust cache's shared part, for the work */
+	struct mutex attach;		/* serialises the first attach */
+	struct cma_mm_watch *watch;	/* set once, under @attach */
+	struct list_head node;		/* on watch->hooks */
+	struct list_head regions;	/* cma_region_watch.node */
+};
+
+struct cma_region_watch {
+	struct list_head node;
+	unsigned long start, end;
+	struct cma_cache_hook *hook;
+	bool valid;
+};
+
+/* Marks @hook's regions that meet [@start, @end) invalid; watch lock held. */
+static void cma_hook_invalidate(struct cma_cache_hook *hook, unsigned long start,
+				unsigned long end)
+{
+	struct cma_region_watch *r;
+	bool any = false;
+
+	list_for_each_entry(r, &hook->regions, node) {
+		if (r->valid && r->start < end && start < r->end) {
+			r->valid = false;
+			any = true;
+		}
+	}
+	if (any)
+		schedule_work(&hook->work);
+}
+
+static int cma_mm_invalidate_start(struct mmu_notifier *mn,
+				   const struct mmu_notifier_range *range)
+{
+	struct cma_mm_watch *w = container_of(mn, struct cma_mm_watch, mn);
+	struct cma_cache_hook *hook;
+
+	spin_lock(&w->lock);
+	if (w->active++ == 0) {
+		w->busy_start = range->start;
+		w->busy_end = range->end;
+	} else {
+		w->busy_start = min(w->busy_start, range->start);
+		w->busy_end = max(w->busy_end, range->end);
+	}
+	list_for_each_entry(hook, &w->hooks, node)
+		cma_hook_invalidate(hook, range->start, range->end);
+	spin_unlock(&w->lock);
+	return 0;
+}
+
+static void cma_mm_invalidate_end(struct mmu_notifier *mn,
+				  const struct mmu_notifier_range *range)
+{
+	struct cma_mm_watch *w = container_of(mn, struct cma_mm_watch, mn);
+
+	spin_lock(&w->lock);
+	/*
+	 * Balanced: the notifier was registered under mm_take_all_locks(), so
+	 * no invalidation was half done then.
+	 */
+	if (!WARN_ON_ONCE(w->active == 0))
+		w->active--;
+	spin_unlock(&w->lock);
+}
+
+/* The mm is going away: no region of it may be used again. */
+static void cma_mm_release(struct mmu_notifier *mn, struct mm_struct *mm)
+{
+	struct cma_mm_watch *w = container_of(mn, struct cma_mm_watch, mn);
+	struct cma_cache_hook *hook;
+
+	spin_lock(&w->lock);
+	list_for_each_entry(hook, &w->hooks, node)
+		cma_hook_invalidate(hook, 0, ULONG_MAX);
+	spin_unlock(&w->lock);
+}
+
+static struct mmu_notifier *cma_mm_alloc(struct mm_struct *mm)
+{
+	struct cma_mm_watch *w = kzalloc(sizeof(*w), GFP_KERNEL_ACCOUNT);
+
+	if (!w)
+		return ERR_PTR(-ENOMEM);
+	spin_lock_init(&w->lock);
+	INIT_LIST_HEAD(&w->hooks);
+	return &w->mn;
+}
+
+static void cma_mm_free(struct mmu_notifier *mn)
+{
+	kfree(container_of(mn, struct cma_mm_watch, mn));
+}
+
+static const struct mmu_notifier_ops cma_mm_ops = {
+	.release = cma_mm_release,
+	.invalidate_range_start = cma_mm_invalidate_start,
+	.invalidate_range_end = cma_mm_invalidate_end,
+	.alloc_notifier = cma_mm_alloc,
+	.free_notifier = cma_mm_free,
 };
 
 static void cma_cache_work(struct work_struct *work)
@@ -116,79 +239,121 @@ struct cma_cache_hook *cma_glue_cache_hook_new(void *cache)
 	if (!hook)
 		return NULL;
 	INIT_WORK(&hook->work, cma_cache_work);
+	mutex_init(&hook->attach);
+	INIT_LIST_HEAD(&hook->node);
+	INIT_LIST_HEAD(&hook->regions);
 	hook->cache = cache;
 	return hook;
 }
 
-/* Waits for the work item and frees it; no region of its cache is left. */
+/*
+ * Attaches @hook to the watch of @mm (made if none): 0, or -EINTR if a fatal
+ * signal came while waiting for the mmap_lock, or -ENOMEM. Idempotent; a
+ * cache serves one mm, so every call names the same. The caller holds an
+ * mm_users reference.
+ */
+static int cma_hook_attach(struct cma_cache_hook *hook, struct mm_struct *mm)
+{
+	struct mmu_notifier *mn;
+	struct cma_mm_watch *w;
+	int ret = 0;
+
+	if (smp_load_acquire(&hook->watch))
+		return 0;
+	if (mutex_lock_killable(&hook->attach))
+		return -EINTR;
+	if (hook->watch)
+		goto out;
+	if (mmap_write_lock_killable(mm)) {
+		ret = -EINTR;
+		goto out;
+	}
+	mn = mmu_notifier_get_locked(&cma_mm_ops, mm);
+	mmap_write_unlock(mm);
+	if (IS_ERR(mn)) {
+		ret = PTR_ERR(mn);
+		goto out;
+	}
+	w = container_of(mn, struct cma_mm_watch, mn);
+	spin_lock(&w->lock);
+	list_add(&hook->node, &w->hooks);
+	spin_unlock(&w->lock);
+	smp_store_release(&hook->watch, w);
+out:
+	mutex_unlock(&hook->attach);
+	return ret;
+}
+
+/*
+ * Detaches the hook from its watch, waits for its work item and frees it;
+ * no region of its cache is left. Never waits for an invalidation.
+ */
 void cma_glue_cache_hook_free(struct cma_cache_hook *hook)
 {
+	struct cma_mm_watch *w = hook->watch;
+
+	if (w) {
+		spin_lock(&w->lock);
+		WARN_ON_ONCE(!list_empty(&hook->regions));
+		list_del(&hook->node);
+		spin_unlock(&w->lock);
+		/* Freed after an SRCU grace period: cma_glue_watch_sync(). */
+		mmu_notifier_put(&w->mn);
+	}
+	/* No invalidation can schedule it now. */
 	cancel_work_sync(&hook->work);
 	kfree(hook);
 }
 
-struct cma_region_watch {
-	struct mmu_interval_notifier mni;
-	/* Orders mmu_interval_set_seq() with mmu_interval_read_retry(). */
-	spinlock_t lock;
-	struct cma_cache_hook *hook;
-};
-
-static bool cma_region_invalidate(struct mmu_interval_notifier *mni,
-				  const struct mmu_notifier_range *range, unsigned long cur_seq)
-{
-	struct cma_region_watch *w = container_of(mni, struct cma_region_watch, mni);
-
-	spin_lock(&w->lock);
-	mmu_interval_set_seq(mni, cur_seq);
-	spin_unlock(&w->lock);
-	schedule_work(&w->hook->work);
-	return true;
-}
-
-static const struct mmu_interval_notifier_ops cma_region_ops = {
-	.invalidate = cma_region_invalidate,
-};
-
 /*
- * A watch on [@start, @start + @len) of @mm, whose invalidations kick @hook,
- * and in @seq the sequence to check the pages pinned next against; or an
- * ERR_PTR. Sleeps; no lock may be held.
+ * A watch on [@start, @start + @len) of @mm for @hook's cache, valid until
+ * the mapping of the range changes; invalid from the start if a change of
+ * it is in flight. An ERR_PTR if the hook cannot be attached (-EINTR,
+ * -ENOMEM). The caller holds an mm_users reference on @mm.
  */
 struct cma_region_watch *cma_glue_region_watch(struct mm_struct *mm, unsigned long start,
-					       unsigned long len, struct cma_cache_hook *hook,
-					       unsigned long *seq)
+					       unsigned long len, struct cma_cache_hook *hook)
 {
-	struct cma_region_watch *w = kzalloc(sizeof(*w), GFP_KERNEL_ACCOUNT);
+	struct cma_region_watch *r;
+	struct cma_mm_watch *w;
 	int ret;
 
-	if (!w)
-		return ERR_PTR(-ENOMEM);
-	spin_lock_init(&w->lock);
-	w->hook = hook;
-	ret = mmu_interval_notifier_insert(&w->mni, mm, start, len, &cma_region_ops);
-	if (ret) {
-		kfree(w);
+	ret = cma_hook_attach(hook, mm);
+	if (ret)
 		return ERR_PTR(ret);
-	}
-	*seq = mmu_interval_read_begin(&w->mni);
-	return w;
+	r = kzalloc(sizeof(*r), GFP_KERNEL_ACCOUNT);
+	if (!r)
+		return ERR_PTR(-ENOMEM);
+	r->start = start;
+	r->end = start + len;
+	r->hook = hook;
+	w = hook->watch;
+	spin_lock(&w->lock);
+	r->valid = !(w->active && w->busy_start < r->end && start < w->busy_end);
+	list_add(&r->node, &hook->regions);
+	spin_unlock(&w->lock);
+	return r;
 }
 
-/* Removes a watch (waiting for a running invalidation of it) and frees it. */
-void cma_glue_region_unwatch(struct cma_region_watch *w)
+/* Removes a watch and frees it. Never waits. */
+void cma_glue_region_unwatch(struct cma_region_watch *r)
 {
-	mmu_interval_notifier_remove(&w->mni);
-	kfree(w);
+	struct cma_mm_watch *w = r->hook->watch;
+
+	spin_lock(&w->lock);
+	list_del(&r->node);
+	spin_unlock(&w->lock);
+	kfree(r);
 }
 
-/* Whether no invalidation of the range began since @seq was read. */
-bool cma_glue_region_valid(struct cma_region_watch *w, unsigned long seq)
+/* Whether no change of the range's mapping began since the watch was made. */
+bool cma_glue_region_valid(struct cma_region_watch *r)
 {
+	struct cma_mm_watch *w = r->hook->watch;
 	bool valid;
 
 	spin_lock(&w->lock);
-	valid = !mmu_interval_read_retry(&w->mni, seq);
+	valid = r->valid;
 	spin_unlock(&w->lock);
 	return valid;
 }

@@ -22,14 +22,28 @@
  */
 static_assert(!IS_ENABLED(CONFIG_HIGHMEM));
 
-/* How many of @pages[0..@n) (n >= 1) follow @pages[0] in physical memory. */
-unsigned long cma_glue_contiguous_pages(struct page *const *pages, unsigned long n)
+/*
+ * How many of @pages[0..@n) (n >= 1) follow @pages[0] in physical memory;
+ * with @one_folio, only those in @pages[0]'s folio.
+ *
+ * A copy to or from user memory must not span two folios: under
+ * CONFIG_HARDENED_USERCOPY, check_heap_object() aborts (BUG) a copy that
+ * starts in a large folio and goes on past its end, even into the
+ * physically next page. Kernel-to-kernel copies through the direct map have
+ * no such rule and may take the whole physical run.
+ */
+unsigned long cma_glue_contiguous_pages(struct page *const *pages, unsigned long n,
+					bool one_folio)
 {
 	unsigned long pfn = page_to_pfn(pages[0]), i;
+	struct folio *folio = page_folio(pages[0]);
 
-	for (i = 1; i < n; i++)
+	for (i = 1; i < n; i++) {
 		if (page_to_pfn(pages[i]) != pfn + i)
 			break;
+		if (one_folio && page_folio(pages[i]) != folio)
+			break;
+	}
 	return i;
 }
 

@@ -106,6 +106,10 @@ pub const TESTS: &[Test] = &[
         name: "cache_own_not_used_by_another_process",
         run: own_other_process,
     },
+    Test {
+        name: "cache_invalidation_storm_killable",
+        run: invalidation_storm,
+    },
 ];
 
 /// The target's buffer: 4 MiB, 2 MiB-aligned (THP-able).
@@ -809,4 +813,141 @@ fn memlock() -> TestResult {
     );
     drop(t);
     Ok(())
+}
+
+/// Threads of the storm's target, each invalidating the whole buffer in a
+/// loop, so that invalidations of it are nearly always in flight.
+const STORM_THREADS: usize = 6;
+
+/// A target whose threads keep `MADV_DONTNEED`s of the cached buffer in
+/// flight, and a copier reading it through a peer fd: the copies go on
+/// (cached or not, with the bytes the buffer has: zeros or the fill), and
+/// the copier dies at once when killed, and so does its `close()` of the
+/// peer fd. On a module that waits for invalidations in flight
+/// (`mmu_interval_read_begin()` when it makes a region,
+/// `mmu_interval_notifier_remove()` when it drops one: both
+/// uninterruptible, for as long as the target keeps them coming), the
+/// copier sits in D state and SIGKILL does not end it.
+fn invalidation_storm() -> TestResult {
+    crate::perm::needs_root()?;
+    let mut t = Peer::spawn(|mut ch| {
+        let addr = aligned_buffer()?;
+        fill(addr, 1);
+        ch.send(&[addr as u64])?;
+        for _ in 0..STORM_THREADS {
+            std::thread::spawn(move || loop {
+                // SAFETY: our own buffer of `LEN` bytes; its pages go and
+                // come back as zeros.
+                unsafe { libc::madvise(addr as *mut libc::c_void, LEN, libc::MADV_DONTNEED) };
+            });
+        }
+        ch.wait()
+    })?;
+    let addr = t.recv()?[0] as usize;
+    let pid = t.pid;
+    // The copier reports each copy done on a pipe.
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    check_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+    // SAFETY: the test process is single-threaded here.
+    let copier = unsafe { libc::fork() };
+    if copier == 0 {
+        let run = || -> io::Result<()> {
+            let dev = Device::open()?;
+            let peer = dev.attach(Target::Pid(pid))?;
+            let mut buf = Mapping::new(LEN, libc::PROT_READ | libc::PROT_WRITE)?;
+            let fill = pattern(1);
+            loop {
+                let (n, err) = read(&peer, &mut buf, addr)?;
+                // Each page is the fill or zeros, whichever it was when read.
+                let ok = n == LEN as u64
+                    && err == 0
+                    && buf
+                        .bytes()
+                        .chunks(page_size())
+                        .zip(fill.chunks(page_size()))
+                        .all(|(b, f)| b == f || b.iter().all(|&x| x == 0));
+                let byte = [u8::from(ok)];
+                // SAFETY: writes one byte from a live array.
+                unsafe { libc::write(fds[1], byte.as_ptr().cast(), 1) };
+            }
+        };
+        let _ = run();
+        // SAFETY: ends the child.
+        unsafe { libc::_exit(1) };
+    }
+    // SAFETY: our copy of the write end.
+    unsafe { libc::close(fds[1]) };
+    // Wait for some copies under the storm (each one's verdict).
+    let mut good = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while good < 20 && std::time::Instant::now() < deadline {
+        let mut pfd = libc::pollfd {
+            fd: fds[0],
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polls one live descriptor (a copier stuck in the kernel
+        // must not hang the test too).
+        if unsafe { libc::poll(&mut pfd, 1, 1000) } != 1 {
+            continue;
+        }
+        let mut b = [0u8; 1];
+        // SAFETY: reads one byte into a live array.
+        if unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), 1) } != 1 {
+            break;
+        }
+        if b[0] != 1 {
+            kill_wait(copier);
+            return Err(Failure::Fail(
+                "a copy under the storm returned wrong bytes or an error".into(),
+            ));
+        }
+        good += 1;
+    }
+    // Kill the copier mid-copy, with the storm still going: it must be gone
+    // well within a few seconds.
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(copier, libc::SIGKILL) };
+    let start = std::time::Instant::now();
+    let mut status = 0;
+    let mut reaped = false;
+    while start.elapsed() < std::time::Duration::from_secs(10) {
+        // SAFETY: polls our own child.
+        if unsafe { libc::waitpid(copier, &mut status, libc::WNOHANG) } == copier {
+            reaped = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let waited = start.elapsed();
+    // SAFETY: our read end.
+    unsafe { libc::close(fds[0]) };
+    drop(t);
+    if !reaped {
+        // It goes once the storm is over (the target is gone); then fail.
+        kill_wait(copier);
+        return Err(Failure::Fail(
+            "the copier did not die within 10 s of SIGKILL while the target kept invalidating"
+                .into(),
+        ));
+    }
+    check!(
+        good >= 20,
+        "only {good} copies completed in 60 s under the invalidation storm"
+    );
+    check!(
+        waited < std::time::Duration::from_secs(10),
+        "killed copier took {waited:?}"
+    );
+    Ok(())
+}
+
+/// Kills our child `pid` and reaps it.
+fn kill_wait(pid: libc::pid_t) {
+    // SAFETY: signals and reaps our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
 }

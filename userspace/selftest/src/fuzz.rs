@@ -13,6 +13,7 @@
 //! any failure reproduces with `CMA_FUZZ_SEED=<seed> cma-selftest fuzz`.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 
 use cma::sys::{self, cma_copy, cma_copy1, cma_grant, cma_iovec};
@@ -321,11 +322,13 @@ struct Targets {
     free_pid: i32,
     pidfd: std::os::fd::OwnedFd,
     not_pidfd: std::fs::File,
+    churn: Churn,
+    churn_pidfd: std::cell::RefCell<Option<std::os::fd::OwnedFd>>,
 }
 
 impl Targets {
     fn pid(&self, rng: &mut Tape) -> i32 {
-        match rng.below(12) {
+        match rng.below(14) {
             0 => 0,
             1 => -1,
             2 => 1,
@@ -335,16 +338,106 @@ impl Targets {
             6 => i32::MAX,
             7 => rng.next() as i32,
             8 | 9 => std::process::id() as i32,
+            10 | 11 => self.churn.newest(),
             _ => self.child.pid,
         }
     }
 
     fn pidfd(&self, rng: &mut Tape) -> i32 {
-        match rng.below(6) {
+        match rng.below(7) {
             0 => -1,
             1 => self.not_pidfd.as_raw_fd(),
             2 => 1000 + rng.below(1000) as i32,
+            // A pidfd of a process being created, exec'ing or reaped, if
+            // it is still there to be opened (kept until the next one).
+            3 => {
+                let fd = cma::pidfd_open(self.churn.newest()).ok();
+                let raw = fd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+                *self.churn_pidfd.borrow_mut() = fd;
+                raw
+            }
             _ => self.pidfd.as_raw_fd(),
+        }
+    }
+}
+
+/// A process that forks children without pause, each of which exits at
+/// once or execs `/bin/true`, and reaps them: the newest child's pid, in
+/// shared memory, names a process that is being created, exec'ing, exiting
+/// or reaped when a call reaches the kernel (the races of grants, attaches
+/// and copies with `release_task()`, where a task is found but its thread
+/// group pid is already detached, or with `exec`).
+struct Churn {
+    pid: libc::pid_t,
+    newest: *mut i32,
+}
+
+impl Churn {
+    fn start() -> io::Result<Churn> {
+        // SAFETY: a fresh shared anonymous page, unmapped on drop.
+        let page = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if page == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let newest = page.cast::<i32>();
+        // SAFETY: the test process is single-threaded here.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            let path = c"/bin/true";
+            let argv = [path.as_ptr(), std::ptr::null()];
+            for i in 0u64.. {
+                // SAFETY: the churner is single-threaded; the child only
+                // exits or execs.
+                let c = unsafe { libc::fork() };
+                if c == 0 {
+                    // SAFETY: ends the child, or replaces it.
+                    unsafe {
+                        if i % 2 == 0 {
+                            libc::execv(path.as_ptr(), argv.as_ptr());
+                        }
+                        libc::_exit(0)
+                    }
+                }
+                if c > 0 {
+                    // SAFETY: the shared page is mapped in this process too;
+                    // a volatile store is enough for a racy hint.
+                    unsafe { newest.write_volatile(c) };
+                    // SAFETY: reaps our own child.
+                    unsafe { libc::waitpid(c, std::ptr::null_mut(), 0) };
+                }
+            }
+            // SAFETY: never reached.
+            unsafe { libc::_exit(0) };
+        }
+        Ok(Churn { pid, newest })
+    }
+
+    /// The newest churned pid (0 before the first).
+    fn newest(&self) -> i32 {
+        // SAFETY: our shared page, written by the churner.
+        unsafe { self.newest.read_volatile() }
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        // SAFETY: kills and reaps our own child; unmaps our own page.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            libc::munmap(self.newest.cast(), 4096);
         }
     }
 }
@@ -604,6 +697,8 @@ fn fuzz_every_ioctl() -> TestResult {
         zombie,
         free_pid,
         not_pidfd: std::fs::File::open("/dev/null")?,
+        churn: Churn::start()?,
+        churn_pidfd: Default::default(),
     };
     let mut rng = Rng::new(seed);
     let mut hist = BTreeMap::new();
