@@ -16,7 +16,7 @@ use crate::glue::{cma_glue_file_private, cma_glue_peer_fd};
 use crate::peer::Peer;
 use kernel::prelude::*;
 use kernel::sync::Arc;
-use kernel::types::ForeignOwnable;
+use kernel::types::{ARef, ForeignOwnable};
 
 /// The state of an open `/dev/cma`.
 pub(crate) struct DevFile {
@@ -37,7 +37,13 @@ impl DevFile {
 #[no_mangle]
 pub(crate) extern "C" fn cma_rs_open(private: *mut *mut kernel::ffi::c_void) -> kernel::ffi::c_int {
     const _: crate::glue::cma_rs_open_fn = Some(cma_rs_open);
-    let state = Cache::new(crate::mm::grab_current_mm())
+    // The opener's own address space, for the cache of its pages. A user
+    // task, io_uring's workers included (they share their ring's mm), has
+    // one; a kernel thread opening the device (`filp_open`) does not, and
+    // gets `EINVAL` rather than a cache of nothing.
+    let state = crate::mm::current_mm()
+        .ok_or(EINVAL)
+        .and_then(|mm| Cache::new(ARef::from(&**mm)))
         .and_then(|c| Arc::new(c, GFP_KERNEL_ACCOUNT).map_err(Into::into))
         .and_then(|own| KBox::new(DevFile { own }, GFP_KERNEL_ACCOUNT).map_err(Into::into));
     match state {
