@@ -95,7 +95,7 @@ pub(crate) struct Decision {
 /// Decides whether the caller may copy from and to `task`, whose address
 /// space is `mm`. `EPERM` if not; if so, what the decision rested on.
 fn check(task: &TaskRef, mm: &MmRef) -> Result<Decision> {
-    let tcred = task.cred();
+    let tcred = task.cred()?;
     if task.is_current_thread_group() {
         return Ok(Decision {
             cred: tcred,

@@ -354,10 +354,10 @@ pub(crate) fn grant(file: usize, arg: IoctlArg) -> Result<isize> {
     // A thread names its process.
     let peer = match req.pid {
         0 => None,
-        pid => Some(find_pid(pid)?.task()?.tgid()),
+        pid => Some(find_pid(pid)?.task()?.tgid()?),
     };
     let me = current_task();
-    let owner_pid = me.tgid();
+    let owner_pid = me.tgid()?;
     let exec_id = me.exec_id();
     let uid = current_ids().uid;
     // Before any registry lock: it takes the mm's mmap_lock. The first
@@ -461,7 +461,7 @@ fn add(
 
 /// `CMA_IOC_REVOKE`: forgets every grant of the calling process.
 pub(crate) fn revoke() -> Result<isize> {
-    let me = current_task().tgid();
+    let me = current_task().tgid()?;
     let key = me.as_raw() as usize;
     let mut bucket = registry().bucket(me.as_raw()).lock();
     if let Some(entry) = bucket.get_mut(&key) {

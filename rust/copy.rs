@@ -114,7 +114,10 @@ pub(crate) fn ioctl(via: Via<'_>, arg: IoctlArg, dir: Direction) -> Result<isize
 
     let (remote_index, remote_offset) = engine::position(&remote, outcome.bytes);
     let (local_index, local_offset) = engine::position(&local, outcome.bytes);
+    // The casts are lossless: `usize` is 64 bits (`uapi.rs` asserts it), and
+    // an index is at most its count, at most `MAX_IOV`.
     req.bytes = outcome.bytes as u64;
+    // OVERFLOW: an `Error` is an errno in `-MAX_ERRNO..=-1`: its negation fits.
     req.error = outcome.error.map_or(0, |e| -e.to_errno());
     req.remote_index = remote_index as u32;
     req.remote_offset = remote_offset as u64;
@@ -172,6 +175,7 @@ fn cap_total(iovs: &mut [IoVec]) {
     let mut left = MAX_RW_COUNT;
     for v in iovs {
         v.len = v.len.min(left);
+        // OVERFLOW: `v.len <= left` just above.
         left -= v.len;
     }
 }
@@ -184,6 +188,8 @@ pub(crate) fn ioctl1(via: Via<'_>, arg: IoctlArg, dir: Direction) -> Result<isiz
         return Err(EINVAL);
     }
     let named = Named::new(via, req.pid, req.flags & uapi::CMA_COPY_PIDFD != 0)?;
+    // Lossless: at most `CMA_COPY1_MAX`. The addresses below are `u64` as
+    // `usize` (64 bits): any value; one that wraps faults in the copy.
     let len = req.len.min(uapi::CMA_COPY1_MAX.into()) as usize;
     if len == 0 {
         return Ok(0);
@@ -216,6 +222,8 @@ enum IoVecs {
 impl core::ops::DerefMut for IoVecs {
     fn deref_mut(&mut self) -> &mut [IoVec] {
         match self {
+            // PANIC: `n <= FAST_IOV`: only `read_iovecs` makes an `Inline`,
+            // for a count of at most `FAST_IOV`, and nothing changes `n`.
             IoVecs::Inline(a, n) => &mut a[..*n],
             IoVecs::Heap(v) => v,
         }
@@ -227,6 +235,7 @@ impl core::ops::Deref for IoVecs {
 
     fn deref(&self) -> &[IoVec] {
         match self {
+            // PANIC: `n <= FAST_IOV`, as in `deref_mut`.
             IoVecs::Inline(a, n) => &a[..*n],
             IoVecs::Heap(v) => v,
         }
@@ -237,29 +246,35 @@ impl core::ops::Deref for IoVecs {
 const IOV_SIZE: usize = size_of::<uapi::cma_iovec>();
 
 /// Reads `cnt` iovecs from the caller's address `ptr`, lengths unchecked.
-/// `EFAULT` if any part of the array is unreadable.
+/// `EFAULT` if any part of the array is unreadable. The callers have checked
+/// `cnt <= MAX_IOV`; `EINVAL` should the size still not fit.
 fn read_iovecs(ptr: u64, cnt: u32) -> Result<IoVecs> {
     let cnt = cnt as usize;
-    let mut reader = UserSlice::new(ptr as UserPtr, cnt * IOV_SIZE).reader();
+    let size = cnt.checked_mul(IOV_SIZE).ok_or(EINVAL)?;
+    let mut reader = UserSlice::new(ptr as UserPtr, size).reader();
     if cnt <= FAST_IOV {
         let mut raw = [0u8; FAST_IOV * IOV_SIZE];
-        reader.read_slice(&mut raw[..cnt * IOV_SIZE])?;
+        // `size <= FAST_IOV * IOV_SIZE` here, so this is `Some`.
+        reader.read_slice(raw.get_mut(..size).ok_or(EINVAL)?)?;
         let mut iovs = [IoVec { base: 0, len: 0 }; FAST_IOV];
-        for (i, slot) in iovs[..cnt].iter_mut().enumerate() {
-            *slot = parse_iovec(&raw[i * IOV_SIZE..]);
+        for (i, slot) in iovs.iter_mut().enumerate().take(cnt) {
+            *slot = parse_iovec(&raw, i);
         }
         return Ok(IoVecs::Inline(iovs, cnt));
     }
     let mut raw = KVec::new();
+    // Reads exactly `size` bytes: `cnt` whole iovecs.
     reader.read_all(&mut raw, GFP_KERNEL)?;
     let mut iovs = KVec::with_capacity(cnt, GFP_KERNEL)?;
     for i in 0..cnt {
-        iovs.push(parse_iovec(&raw[i * IOV_SIZE..]), GFP_KERNEL)?;
+        iovs.push(parse_iovec(&raw, i), GFP_KERNEL)?;
     }
     Ok(IoVecs::Heap(iovs))
 }
 
-/// `EINVAL` if a length, or the running total, of `iovs` exceeds `isize::MAX`.
+/// `EINVAL` if a length, or the running total, of `iovs` exceeds `isize::MAX`
+/// (`SSIZE_MAX`, as `rw_copy_check_uvector()` refused): past this check,
+/// [`engine::total`] and every sum of lengths or offsets within `iovs` fit.
 fn check_total(iovs: &[IoVec]) -> Result {
     let mut total: usize = 0;
     for v in iovs {
@@ -278,6 +293,7 @@ fn import_iovecs(ptr: u64, cnt: u32) -> Result<IoVecs> {
     if cnt > MAX_IOV {
         return Err(EINVAL);
     }
+    // OVERFLOW: `cnt <= MAX_IOV` (1024) just above; times 16.
     if !user::access_ok(ptr as usize, cnt as usize * IOV_SIZE) {
         return Err(EFAULT);
     }
@@ -290,6 +306,8 @@ fn import_iovecs(ptr: u64, cnt: u32) -> Result<IoVecs> {
             // Part of the array is unreadable: a bad length before the
             // unreadable element still decides, as in the element-wise read.
             for i in 0..cnt as usize {
+                // OVERFLOW: `i < cnt <= MAX_IOV`; the address may wrap (it
+                // then faults).
                 let one = read_iovecs(ptr.wrapping_add((i * IOV_SIZE) as u64), 1)?;
                 if bad_len(&one) {
                     return Err(EINVAL);
@@ -301,12 +319,18 @@ fn import_iovecs(ptr: u64, cnt: u32) -> Result<IoVecs> {
     }
 }
 
-/// Decodes the raw `struct cma_iovec` at the start of `raw` (native endian;
-/// missing bytes read as zero, which cannot happen for the callers' slices).
-fn parse_iovec(raw: &[u8]) -> IoVec {
-    let word = |i: usize| {
+/// Decodes raw `struct cma_iovec` number `i` of `raw` (native endian;
+/// missing bytes read as zero, which cannot happen for the callers: `raw`
+/// holds `cnt * IOV_SIZE` bytes, whose product fit, and `i < cnt`). No
+/// index: `zip` stops at the end of `raw`.
+fn parse_iovec(raw: &[u8], i: usize) -> IoVec {
+    // Word `w` (0 or 1) of the iovec.
+    let word = |w: usize| {
+        // OVERFLOW: `i * IOV_SIZE + w * 8 < (i + 1) * IOV_SIZE <= cnt *
+        // IOV_SIZE`, which `read_iovecs` computed without overflow.
+        let at = i * IOV_SIZE + w * 8;
         let mut b = [0u8; 8];
-        for (d, s) in b.iter_mut().zip(raw.iter().skip(i * 8)) {
+        for (d, s) in b.iter_mut().zip(raw.iter().skip(at)) {
             *d = *s;
         }
         u64::from_ne_bytes(b) as usize

@@ -38,8 +38,10 @@ const BATCH_PAGES: usize = 512;
 pub(crate) const DIRECT_CHUNK: usize = crate::uapi::CMA_DIRECT_CHUNK as usize;
 
 /// One contiguous range of user memory. Validated iovecs satisfy
-/// `len <= isize::MAX`; `base + len` may still overflow, which the copy
-/// reports as a fault when it gets there.
+/// `len <= isize::MAX`, and so does the total of a request's iovecs on
+/// either side (`copy.rs` checks or caps it); `base + len` may still
+/// overflow, which the copy reports as a fault when it gets there (addresses
+/// are only ever computed with wrapping or saturating arithmetic).
 #[derive(Clone, Copy)]
 pub(crate) struct IoVec {
     pub(crate) base: usize,
@@ -64,6 +66,8 @@ pub(crate) struct Outcome {
 }
 
 /// A position in a list of iovecs, skipping empty ones.
+///
+/// Invariant: `offset <= iovs[index].len` while `index < iovs.len()`.
 struct Cursor<'a> {
     iovs: &'a [IoVec],
     index: usize,
@@ -82,6 +86,8 @@ impl<'a> Cursor<'a> {
     }
 
     fn skip_empty(&mut self) {
+        // PANIC: the index is checked just before, and stays below
+        // `iovs.len()`, so it cannot overflow.
         while self.index < self.iovs.len() && self.offset == self.iovs[self.index].len {
             self.index += 1;
             self.offset = 0;
@@ -95,19 +101,25 @@ impl<'a> Cursor<'a> {
         let iov = self.iovs.get(self.index)?;
         Some((
             iov.base.wrapping_add(self.offset),
+            // OVERFLOW: `offset <= len` (the invariant).
             (iov.len - self.offset).min(max),
         ))
     }
 
+    /// Moves past `n` bytes, at most the length the last `peek` returned.
     fn advance(&mut self, n: usize) {
+        // OVERFLOW: `n` is within the current iovec, so the new offset is at
+        // most its `len`, which keeps the invariant.
         self.offset += n;
         self.skip_empty();
     }
 }
 
-/// Total bytes of `iovs` (validated iovecs cannot overflow `usize`).
+/// Total bytes of `iovs`. Validated iovecs cannot overflow `usize` (their
+/// total is at most `isize::MAX`); saturating all the same, since `sum()`
+/// would panic on an overflow.
 pub(crate) fn total(iovs: &[IoVec]) -> usize {
-    iovs.iter().map(|v| v.len).sum()
+    iovs.iter().fold(0, |t, v| t.saturating_add(v.len))
 }
 
 /// Where byte `bytes` of the concatenation of `iovs` lies: `(index, offset)`,
@@ -118,6 +130,7 @@ pub(crate) fn position(iovs: &[IoVec], bytes: usize) -> (usize, usize) {
         if left < v.len {
             return (i, left);
         }
+        // OVERFLOW: `v.len <= left` here.
         left -= v.len;
     }
     (iovs.len(), 0)
@@ -199,12 +212,19 @@ fn copy_pinned(
         Side::Remote(mm, cache) | Side::Own(mm, cache) => (mm, cache),
     };
     while *done < want {
+        // OVERFLOW: `*done < want`.
         let Some((addr, len)) = remote.peek(want - *done) else {
             break;
         };
         let first_page = addr & !(PAGE_SIZE - 1);
+        // OVERFLOW: `first_page <= addr` (low bits cleared).
         let in_page = addr - first_page;
-        let nr_pages = (in_page + len).div_ceil(PAGE_SIZE).min(batch.capacity());
+        // Saturating: capped by the batch anyway (`len <= isize::MAX`, so it
+        // cannot saturate for validated iovecs).
+        let nr_pages = in_page
+            .saturating_add(len)
+            .div_ceil(PAGE_SIZE)
+            .min(batch.capacity());
         let write = dir == Direction::Write;
         let cached = cache.and_then(|c| c.get(mm, first_page, nr_pages, write));
         let from_cache = cached
@@ -219,6 +239,8 @@ fn copy_pinned(
                 .pin_own(first_page, nr_pages, write)
                 .map_err(gup_error)?,
         };
+        // OVERFLOW: at least one page is pinned (or borrowed from the
+        // cache), so `span() >= PAGE_SIZE > in_page`.
         let mut n = len.min(pinned.span() - in_page);
         let mut off = in_page;
         while n > 0 {
@@ -226,6 +248,8 @@ fn copy_pinned(
             let (copied, faulted) = own.copy(dir, &mut pinned, off, laddr, llen);
             local.advance(copied);
             remote.advance(copied);
+            // OVERFLOW: `copied <= llen <= n`, and `off + n` is at most the
+            // pinned span, `*done + n` at most `want`.
             *done += copied;
             if faulted {
                 return Err(EFAULT);
@@ -303,6 +327,8 @@ impl<'a> LocalPages<'a> {
     ) -> (usize, bool) {
         if self.pin && len >= PIN_OWN_MIN {
             let first_page = addr & !(PAGE_SIZE - 1);
+            // OVERFLOW: `first_page <= addr`; `len` is at most the target's
+            // pinned span (a batch, 2 MiB), so the sum is small.
             let in_page = addr - first_page;
             let nr_pages = (in_page + len).div_ceil(PAGE_SIZE);
             let write = dir == Direction::Read;
@@ -378,6 +404,7 @@ fn envelope(iovs: &[IoVec], want: usize) -> Option<(usize, usize)> {
         if n == 0 {
             continue;
         }
+        // OVERFLOW: `n <= left`.
         left -= n;
         let end = v.base.saturating_add(n);
         span = Some(span.map_or((v.base, end), |(s, e)| (s.min(v.base), e.max(end))));
@@ -404,13 +431,17 @@ fn copy_staged(
     let mut src = Cursor::new(src);
     let mut dst = Cursor::new(dst);
     while *done < want {
+        // OVERFLOW: `*done < want`. The chunk fits the buffer: both are at
+        // most `want` and at most `DIRECT_CHUNK`.
         let chunk = (want - *done).min(DIRECT_CHUNK);
         // Read the whole chunk before writing any of it.
         let mut filled = 0;
         while filled < chunk {
             let (addr, len) = src.peek(chunk - filled).ok_or(EFAULT)?;
+            // PANIC: `filled + len <= chunk <= buf.len()` (peek's `max`).
             let got = user::copy_from_user(&mut buf[filled..filled + len], addr);
             src.advance(got);
+            // OVERFLOW: `got <= len` (`user::copy_from_user`).
             filled += got;
             if got < len {
                 break;
@@ -419,8 +450,10 @@ fn copy_staged(
         let mut written = 0;
         while written < filled {
             let (addr, len) = dst.peek(filled - written).ok_or(EFAULT)?;
+            // PANIC: `written + len <= filled <= buf.len()` (peek's `max`).
             let put = user::copy_to_user(addr, &buf[written..written + len]);
             dst.advance(put);
+            // OVERFLOW: `put <= len`; `*done` stays within `want`.
             written += put;
             *done += put;
             if put < len {
@@ -471,6 +504,7 @@ fn pages_spanned(iovs: &[IoVec], bytes: usize) -> usize {
             pages =
                 pages.saturating_add((v.base % PAGE_SIZE).saturating_add(n).div_ceil(PAGE_SIZE));
         }
+        // OVERFLOW: `n <= left`.
         left -= n;
         if pages >= BATCH_PAGES {
             break;

@@ -37,6 +37,10 @@ impl DevFile {
 #[no_mangle]
 pub(crate) extern "C" fn cma_rs_open(private: *mut *mut kernel::ffi::c_void) -> kernel::ffi::c_int {
     const _: crate::glue::cma_rs_open_fn = Some(cma_rs_open);
+    // The opener's own address space, for the cache of its pages. A user
+    // task, io_uring's workers included (they share their ring's mm), has
+    // one; a kernel thread opening the device (`filp_open`) does not, and
+    // gets `EINVAL` rather than a cache of nothing.
     let state = crate::mm::grab_current_mm()
         .and_then(Cache::new)
         .and_then(|c| Arc::new(c, GFP_KERNEL_ACCOUNT).map_err(Into::into))

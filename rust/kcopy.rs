@@ -98,7 +98,8 @@ pub(crate) fn select() -> Result {
     };
     USE_SIMD.store(simd, Ordering::Relaxed);
     let best = if simd { avx } else { memcpy };
-    let choice = if user * 100 <= best * (100 + USERCOPY_SLACK_PCT) {
+    // Saturating: a routine not timed counts `i64::MAX`.
+    let choice = if user.saturating_mul(100) <= best.saturating_mul(100 + USERCOPY_SLACK_PCT) {
         Engine::UserCopy
     } else {
         Engine::Pinned
@@ -144,6 +145,8 @@ fn time_routines(avx_usable: bool) -> Result<[i64; 3]> {
                     }
                 }
             }
+            // PANIC: `Ktime`'s `-` is a plain `i64` subtraction; both are
+            // readings of the monotonic clock (non-negative), the later first.
             let took = (Ktime::ktime_get() - start).to_ns();
             *best = (*best).min(took);
         }
@@ -168,6 +171,7 @@ pub(crate) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
     // AVX runs with preemption disabled: a page per FPU section.
     let mut done = 0;
     while done < len {
+        // OVERFLOW: `done < len`, and `done + n <= len`.
         let n = (len - done).min(kernel::page::PAGE_SIZE);
         // SAFETY: within the caller's ranges; `USE_SIMD` is only set when
         // `cma_glue_simd_usable()` said so.

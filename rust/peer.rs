@@ -98,8 +98,8 @@ impl Peer {
             mm: ARef::from(&**mm),
             task,
             target_cred: decision.cred,
-            caller_group: me.tgid(),
-            caller_cred: caller_cred(),
+            caller_group: me.tgid()?,
+            caller_cred: caller_cred()?,
             policy,
             consent: decision.consent.map(Seen::new),
         })

@@ -79,18 +79,22 @@ pub(crate) trait TaskExt {
     fn is_current_thread_group(&self) -> bool;
     /// The exec generation of this task: it changes when the process execs.
     fn exec_id(&self) -> u64;
-    /// The address of this task's thread-group pid, for identity only.
+    /// The address of this task's thread-group pid, for identity only: NULL
+    /// once the process has been reaped (`__unhash_process` detaches it),
+    /// which equals no live pid.
     fn tgid_ptr(&self) -> *mut bindings::pid;
-    /// This task's thread-group (process) pid.
-    fn tgid(&self) -> PidRef;
+    /// This task's thread-group (process) pid; `ESRCH` once the process has
+    /// been reaped (a task found by pid may be, before this is called).
+    fn tgid(&self) -> Result<PidRef>;
     /// Whether this task's thread group is the one `pid` names.
     fn in_group(&self, pid: &Pid) -> bool;
     /// Takes the task's `exec_update_lock` for reading, so that it cannot
     /// exec (and change credentials or mm) while the guard lives. `EINTR`
     /// if a fatal signal arrives while waiting.
     fn lock_exec(&self) -> Result<ExecLockGuard<'_>>;
-    /// The task's objective credentials.
-    fn cred(&self) -> TaskCred;
+    /// The task's objective credentials. `ESRCH` if it has none, which a
+    /// task we hold a reference to cannot be (see the body).
+    fn cred(&self) -> Result<TaskCred>;
 }
 
 impl TaskExt for Task {
@@ -116,10 +120,12 @@ impl TaskExt for Task {
         unsafe { cma_glue_task_tgid(self.as_raw()) }
     }
 
-    fn tgid(&self) -> PidRef {
-        // SAFETY: the task is live (borrowed); the glue takes a reference on
-        // its thread-group pid, never NULL for it, which `take` takes over.
-        unsafe { take(cma_glue_get_task_tgid(self.as_raw())) }.expect("task without tgid")
+    fn tgid(&self) -> Result<PidRef> {
+        // SAFETY: the task is live (borrowed); the glue reads its thread-group
+        // pid under RCU and returns it with a new reference, or NULL if the
+        // process was reaped meanwhile (`__unhash_process` detaches it while
+        // the task itself lives on); `take` takes the reference over.
+        unsafe { take(cma_glue_get_task_tgid(self.as_raw())) }.ok_or(ESRCH)
     }
 
     fn in_group(&self, pid: &Pid) -> bool {
@@ -136,11 +142,14 @@ impl TaskExt for Task {
         Ok(ExecLockGuard { task: self })
     }
 
-    fn cred(&self) -> TaskCred {
+    fn cred(&self) -> Result<TaskCred> {
         // SAFETY: the task is live (borrowed); `get_task_cred` returns a new
-        // reference to its (never NULL) credentials, taken over here.
-        unsafe { take(bindings::get_task_cred(self.as_raw()).cast_mut()) }
-            .expect("task without cred")
+        // reference to its credentials, taken over here. It never returns
+        // NULL in 6.12: it retries until it gets a reference, and `BUG()`s
+        // on a NULL `real_cred`, which only `exit_creds` sets, in
+        // `__put_task_struct` after the last task reference is gone. Should
+        // a later kernel return NULL, the request fails, not the kernel.
+        unsafe { take(bindings::get_task_cred(self.as_raw()).cast_mut()) }.ok_or(ESRCH)
     }
 }
 
@@ -199,11 +208,15 @@ unsafe fn ids_of(cred: *const bindings::cred) -> Ids {
     }
 }
 
-/// The caller's subjective credentials (`current_cred()`).
-pub(crate) fn caller_cred() -> TaskCred {
+/// The caller's subjective credentials (`current_cred()`). `ESRCH` if it
+/// has none, which a running task cannot be (see the body).
+pub(crate) fn caller_cred() -> Result<TaskCred> {
     // SAFETY: `get_current_cred` returns a new reference to the caller's
-    // (never NULL) credentials, taken over here.
-    unsafe { take(cma_glue_get_current_cred().cast_mut()) }.expect("caller without cred")
+    // credentials, taken over here. `current->cred` is NULL only before
+    // `copy_creds` and after `exit_creds`, when the task cannot be in a file
+    // operation (and `get_cred(NULL)` is NULL, not a crash): an error then,
+    // never a panic.
+    unsafe { take(cma_glue_get_current_cred().cast_mut()) }.ok_or(ESRCH)
 }
 
 /// What cma asks of credentials.

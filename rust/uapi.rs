@@ -24,6 +24,9 @@ kernel::static_assert!(core::mem::size_of::<cma_copy1>() == 32);
 kernel::static_assert!(core::mem::size_of::<cma_attach>() == 32);
 // The header's iovec limit is the kernel's.
 kernel::static_assert!(CMA_MAX_IOV == kernel::bindings::UIO_MAXIOV);
+// The ABI's `__u64` addresses, lengths and counts become `usize` (and back)
+// with `as`: lossless only on a 64-bit kernel, which the module requires.
+kernel::static_assert!(usize::BITS == 64);
 
 // SAFETY: each of these structs is `repr(C)`, made only of integers, and has
 // no implicit padding (the header pads explicitly; bindgen's generated layout

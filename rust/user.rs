@@ -63,7 +63,9 @@ pub(crate) fn copy_from_user(dst: &mut [u8], src: usize) -> usize {
             dst.len() as _,
         )
     };
-    dst.len() - left as usize
+    // `left <= dst.len()`; saturating all the same (a count above it would
+    // be a kernel bug, and reads as nothing copied). `c_ulong` is `usize`.
+    dst.len().saturating_sub(left as usize)
 }
 
 /// Copies `src` to the caller's address `dst`. Returns the number of bytes
@@ -74,7 +76,8 @@ pub(crate) fn copy_to_user(dst: usize, src: &[u8]) -> usize {
     // it could not copy.
     let left =
         unsafe { bindings::_copy_to_user(dst as *mut c_void, src.as_ptr().cast(), src.len() as _) };
-    src.len() - left as usize
+    // As in `copy_from_user`.
+    src.len().saturating_sub(left as usize)
 }
 
 /// Whether `[addr, addr + len)` lies in user memory at all (`access_ok()`):

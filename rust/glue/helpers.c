@@ -211,14 +211,26 @@ u64 cma_glue_self_exec_id(struct task_struct *task)
 	return READ_ONCE(task->self_exec_id);
 }
 
+/*
+ * @task's thread-group pid, for comparison only (never dereferenced): NULL
+ * once the process has been reaped, since __unhash_process() detaches it
+ * (detach_pid(PIDTYPE_TGID)) while a reference keeps the task, and its
+ * signal_struct, allocated. Read once: the reaper may be clearing it.
+ */
 struct pid *cma_glue_task_tgid(struct task_struct *task)
 {
-	return task_tgid(task);
+	return READ_ONCE(task->signal->pids[PIDTYPE_TGID]);
 }
 
+/*
+ * @task's thread-group pid with a new reference, or NULL if the process has
+ * been reaped (see above). get_task_pid() reads it under RCU, so that a pid
+ * being detached and freed concurrently is not taken after its last put;
+ * get_pid(NULL) is NULL.
+ */
 struct pid *cma_glue_get_task_tgid(struct task_struct *task)
 {
-	return get_pid(task_tgid(task));
+	return get_task_pid(task, PIDTYPE_TGID);
 }
 
 /*
