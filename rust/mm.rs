@@ -541,6 +541,7 @@ impl Drop for LongPins {
         // SAFETY: by the type invariant every page is held by us as
         // `self.write` says; given back once, here.
         unsafe { release(&self.pages, self.write) };
+        stats::add(Stat::CacheReleased, self.pages.len());
     }
 }
 

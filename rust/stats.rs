@@ -49,10 +49,13 @@ pub(crate) enum Stat {
     CacheEvictions,
     /// Pages the caches hold pinned now (a level, not a count).
     CachePages,
+    /// Pages the caches have let go: unpinned (regions for writing) or
+    /// their references dropped (regions for reading).
+    CacheReleased,
 }
 
 /// How many counters [`Stat`] has.
-const COUNT: u32 = Stat::CachePages as u32 + 1;
+const COUNT: u32 = Stat::CacheReleased as u32 + 1;
 
 /// Adds `n` to `stat`.
 #[inline]

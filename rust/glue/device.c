@@ -102,7 +102,7 @@ static const char *const cma_stat_names[] = {
 	"local_pages_pinned", "direct_copies", "registry_lookups", "peer_copies",
 	"peer_rechecks" /* 9: also the peer_rechecks parameter */, "grants_reaped_at_exit",
 	"cache_hits", "cache_misses", "cache_fallbacks", "cache_invalidations",
-	"cache_evictions", "cache_pages",
+	"cache_evictions", "cache_pages", "cache_released",
 };
 #define CMA_NR_STATS ARRAY_SIZE(cma_stat_names)
 
