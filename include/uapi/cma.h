@@ -208,6 +208,12 @@ struct cma_copy1 {
  * grants. A grant dies with the process, with its exec(), and when the file
  * it was made on is closed. Consent never widens the credential rule: the
  * peer must still be allowed by ptrace's rules.
+ *
+ * Errors of the registry: a process holds at most 1024 grants (-ENOSPC past
+ * that). Processes that share an address space (vfork(2), CLONE_VM without
+ * CLONE_THREAD) share one place in the registry: while one of them holds
+ * it, a grant by another fails with -EBUSY; it passes to another once its
+ * holder has exited, exec()ed, or holds no grant.
  */
 struct cma_grant {
 	__s32 pid;
