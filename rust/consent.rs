@@ -14,8 +14,9 @@
 //! execs, and is forgotten when it is revoked or that file is released. A
 //! grant naming a thread names its whole process, so that a copy by pid and a
 //! copy through a peer fd, which any thread of the attaching process may use,
-//! agree. The peer is looked up once, when the grant is made, and the grant
-//! holds that `struct pid`.
+//! agree. The peer is looked up once, when the grant is made, by pid or by
+//! pidfd (`CMA_GRANT_PIDFD`, which cannot name a process that took over a
+//! recycled pid), and the grant holds that `struct pid`.
 //!
 //! # The registry
 //!
@@ -71,7 +72,9 @@
 
 use crate::mm::{current_mm, mm_of_task, MmWatch};
 use crate::stats::{self, Stat};
-use crate::task::{access_inputs, current_task, find_pid, PidExt, PidRef, TaskExt, TaskRef};
+use crate::task::{
+    access_inputs, current_task, find_pid, pidfd_pid, PidExt, PidRef, TaskExt, TaskRef,
+};
 use crate::uapi;
 use crate::user::IoctlArg;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -456,14 +459,19 @@ impl Registry {
 /// record is `file`.
 pub(crate) fn grant(file: &Arc<FileGrants>, arg: IoctlArg) -> Result<isize> {
     let req: uapi::cma_grant = arg.read()?;
-    if req.flags & !uapi::CMA_GRANT_FLAGS_ALL != 0 || req.reserved != [0; 3] || req.pid < 0 {
+    if req.flags & !uapi::CMA_GRANT_FLAGS_ALL != 0 || req.reserved != [0; 3] {
         return Err(EINVAL);
     }
     // The peer, looked up now and held from here on; a thread names its
     // process.
-    let peer = match req.pid {
-        0 => None,
-        pid => Some(find_pid(pid)?.task()?.tgid()),
+    let peer = if req.flags & uapi::CMA_GRANT_PIDFD != 0 {
+        Some(pidfd_pid(req.pid)?.task()?.tgid())
+    } else {
+        match req.pid {
+            0 => None,
+            pid if pid < 0 => return Err(EINVAL),
+            pid => Some(find_pid(pid)?.task()?.tgid()),
+        }
     };
     let me = current_task();
     // Before any registry lock: it takes the mm's mmap_lock. The first

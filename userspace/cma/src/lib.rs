@@ -118,9 +118,11 @@ impl Features {
     pub const ATTACH: Features = Features(sys::CMA_FEAT_ATTACH);
     /// `CMA_COPY_PVM`: `process_vm_readv(2)`'s exact contract.
     pub const PVM: Features = Features(sys::CMA_FEAT_PVM);
+    /// `CMA_GRANT_PIDFD`: a grant may name its peer by a pidfd.
+    pub const GRANT_PIDFD: Features = Features(sys::CMA_FEAT_GRANT_PIDFD);
 
     /// Every feature, with its name: the one table of them.
-    pub const NAMED: [(&'static str, Features); 7] = [
+    pub const NAMED: [(&'static str, Features); 8] = [
         ("copy", Features::COPY),
         ("pidfd", Features::PIDFD),
         ("grant", Features::GRANT),
@@ -128,6 +130,7 @@ impl Features {
         ("copy1", Features::COPY1),
         ("attach", Features::ATTACH),
         ("pvm", Features::PVM),
+        ("grant-pidfd", Features::GRANT_PIDFD),
     ];
 
     /// No feature.
