@@ -87,8 +87,21 @@ ssize_t cma_write(int fd, int target, uint64_t flags, const void *local, uint64_
 /** Whether @target could be copied from and to now: 0, or -1 with EPERM/ESRCH. */
 int cma_probe(int fd, int target, uint64_t flags);
 
-/** Consents to copies by @pid, or by any permitted peer if @pid is 0. */
+/**
+ * Consents to copies by @pid, or by any permitted peer if @pid is 0. The pid
+ * is looked up now: if the process meant has exited and its pid was reused,
+ * the consent goes to the new process. Where a pidfd is at hand, use
+ * cma_grant_pidfd().
+ */
 int cma_grant(int fd, pid_t pid);
+
+/**
+ * Consents to copies by the process @pidfd refers to (pidfd_open(2),
+ * CLONE_PIDFD), never a later one given the same pid (CMA_GRANT_PIDFD): -1
+ * with ESRCH if it has exited and been reaped, EBADF if @pidfd is not a
+ * pidfd, EINVAL from a module without CMA_FEAT_GRANT_PIDFD.
+ */
+int cma_grant_pidfd(int fd, int pidfd);
 
 /** Withdraws every consent the calling process has given. */
 int cma_revoke(int fd);

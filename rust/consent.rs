@@ -9,57 +9,87 @@
 //! process or to any peer that passes the credential rule.
 //!
 //! A grant belongs to the granting process (its thread-group pid) and to the
-//! process image it was made in (its exec generation), and to the file it was
-//! made on: it stops counting when the process exits or execs, and is
-//! forgotten when it is revoked or that file is released. A grant naming a
-//! thread names its whole process, so that a copy by pid and a copy through a
-//! peer fd, which any thread of the attaching process may use, agree.
+//! process image it was made in (its exec generation and address space), and
+//! to the file it was made on: it stops counting when the process exits or
+//! execs, and is forgotten when it is revoked or that file is released. A
+//! grant naming a thread names its whole process, so that a copy by pid and a
+//! copy through a peer fd, which any thread of the attaching process may use,
+//! agree. The peer is looked up once, when the grant is made, by pid or by
+//! pidfd (`CMA_GRANT_PIDFD`, which cannot name a process that took over a
+//! recycled pid), and the grant holds that `struct pid`.
 //!
 //! # The registry
 //!
-//! Unprivileged users grow it, so it is bounded and keyed:
+//! Unprivileged users grow it. It has no budget of its own that users share:
+//! it is bounded by what the kernel already bounds per process.
 //!
-//! - Grants are kept per granting process ([`Entry`]), in one of [`BUCKETS`]
-//!   red-black trees keyed by the process's pid, each under its own mutex: an
-//!   access check looks up one process in one bucket, and checks of
-//!   different targets do not contend.
-//! - Every entry and every grant is charged to the granting user (its real
-//!   uid): at most [`MAX_PER_USER`] per user and [`MAX_TOTAL`] in all, at
-//!   most [`MAX_GRANTS_PER_PROCESS`] grants per process; past that, `ENOSPC`.
-//!   Allocations are charged to the granting task's memory cgroup.
-//! - A process's entry is removed when its address space is torn down: it
-//!   exited, or exec()ed a new image. Each entry holds a watch on the mm it
-//!   was made in ([`MmWatch`], an `mmu_notifier` whose release runs in
-//!   `exit_mmap`), so grants made on a shared file by short-lived processes
-//!   go with them, not when the file is released. The one case the watch
-//!   misses, a process sharing another's mm (`vfork`, `CLONE_VM` without
-//!   `CLONE_THREAD`) that grants before the mm's first watcher exits, is
-//!   caught by staleness: entries of processes that exited or exec()ed are
-//!   also reaped when their bucket is next written, and all of them before
-//!   `ENOSPC` is returned.
-//! - Withdrawals are counted per granting process ([`Owner`]): a peer fd
-//!   whose access rested on a process's grants rechecks only when that
-//!   process withdrew one, not when anyone anywhere did.
+//! - Grants are kept per address space ([`Entry`]), at most one entry per
+//!   `mm`, held by one process of it, in one of [`SHARDS`] red-black trees
+//!   keyed by the mm's address, each under its own mutex. An access check
+//!   looks up one address space in one shard, and checks of different targets
+//!   do not contend.
+//! - Each entry holds a watch on its mm ([`MmWatch`], an `mmu_notifier`
+//!   whose release runs in `exit_mmap`), and is removed there: when the
+//!   address space is torn down because the last process using it exited or
+//!   exec()ed, whatever file the grants were made on.
+//! - An entry holds at most [`MAX_GRANTS_PER_PROCESS`] grants (`ENOSPC` past
+//!   that). Allocations are charged to the granting task's memory cgroup.
+//! - Processes that share an mm without being threads of one process
+//!   (`vfork`, `CLONE_VM` without `CLONE_THREAD`) share its one entry: while
+//!   its holder still runs in that address space and image and holds a
+//!   grant, another process's grant fails with `EBUSY`. Once the holder has
+//!   exited or exec()ed, or holds no grant, the next process of that mm to
+//!   grant takes the entry over (the old holder's grants are forgotten).
+//! - Each open `/dev/cma` keeps the keys of the entries that hold grants made
+//!   on it ([`FileGrants`]), so that its release visits only those.
+//! - Withdrawals are counted per holder ([`Owner`]): a peer fd whose access
+//!   rested on a process's grants rechecks only when that process withdrew
+//!   one, not when anyone anywhere did.
+//!
+//! **The bound.** An entry is made by a process running in its mm, so the mm
+//! has users then, and its watch's release removes it when the last user
+//! goes (`exit_mmap`). So every entry belongs to a live address space, at
+//! most one to each. A live address space is one that some process runs in
+//! (a zombie has none: `exit_mm` comes first), or, for a while, one that a
+//! kernel path borrowed with `get_task_mm` and will put back. An entry takes
+//! one slot and at most [`MAX_GRANTS_PER_PROCESS`] more. The registry
+//! therefore holds at most `1 + MAX_GRANTS_PER_PROCESS` slots per live
+//! process, which a user can multiply only by running processes:
+//! `RLIMIT_NPROC`, the pids cgroup and `threads-max` bound it, and the
+//! memory is charged to the memory cgroup of the task that granted, like any
+//! per-process kernel object. Nothing is counted across users or processes,
+//! so no set of users (say, the subordinate ids of one person's user
+//! namespace) can make another user's grant fail: a grant fails only for
+//! reasons of its own process (its grant count, the holder of its mm, its
+//! memory cgroup).
+//!
+//! **The cost.** A grant, a revoke, an access check and an exit each lock
+//! one shard and do a tree lookup (logarithmic in the entries of that shard)
+//! plus a scan of one entry's grants (at most [`MAX_GRANTS_PER_PROCESS`]),
+//! with a tree update in a file's notes per grant made or forgotten.
+//! Releasing a file visits the entries that hold grants made on it, each
+//! that way. No operation walks the registry, a shard, or a list of users.
 
-use crate::mm::MmWatch;
+use crate::mm::{current_mm, mm_of_task, MmWatch};
 use crate::stats::{self, Stat};
-use crate::task::{current_ids, current_task, find_pid, PidExt, PidRef, TaskExt, TaskRef};
+use crate::task::{
+    access_inputs, current_task, find_pid, pidfd_pid, PidExt, PidRef, TaskExt, TaskRef,
+};
 use crate::uapi;
 use crate::user::IoctlArg;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use kernel::bindings;
 use kernel::prelude::*;
 use kernel::rbtree::RBTree;
 use kernel::sync::{Arc, Mutex};
+use kernel::task::Task;
 
 /// The most grants one process may hold at once.
 const MAX_GRANTS_PER_PROCESS: usize = 1024;
-/// The most registry slots (an entry per granting process, one per grant)
-/// charged to one user.
-const MAX_PER_USER: usize = 16384;
-/// The most registry slots in all.
-const MAX_TOTAL: usize = 262_144;
-/// Buckets of the registry (a power of two).
-const BUCKETS: usize = 64;
+/// Shards of the registry: `1 << SHARD_BITS`.
+const SHARD_BITS: u32 = 6;
+/// Shards of the registry.
+const SHARDS: usize = 1 << SHARD_BITS;
 
 /// Allocation flags: charged to the granting task's memory cgroup.
 const GFP: kernel::alloc::Flags = GFP_KERNEL_ACCOUNT;
@@ -69,23 +99,64 @@ pub(crate) struct Owner {
     withdrawals: AtomicU64,
 }
 
+/// What the registry knows of one open `/dev/cma`: the keys of the entries
+/// that hold grants made on it.
+///
+/// Lock order: a shard's lock, then this one; never the other way round.
+#[pin_data]
+pub(crate) struct FileGrants {
+    #[pin]
+    entries: Mutex<RBTree<usize, ()>>,
+}
+
+impl FileGrants {
+    /// The record of a newly opened `/dev/cma`.
+    pub(crate) fn new() -> Result<Arc<FileGrants>> {
+        Arc::pin_init(
+            pin_init!(FileGrants {
+                entries <- kernel::new_mutex!(RBTree::new(), "cma_file_grants"),
+            }),
+            GFP,
+        )
+    }
+
+    /// Notes that entry `key` holds a grant made on this file.
+    fn insert(&self, key: usize) -> Result {
+        let mut entries = self.entries.lock();
+        if entries.get(&key).is_none() {
+            entries.try_create_and_insert(key, (), GFP)?;
+        }
+        Ok(())
+    }
+
+    /// Notes that entry `key` holds no grant made on this file.
+    fn remove(&self, key: usize) {
+        self.entries.lock().remove(&key);
+    }
+
+    /// Some entry noted, if any.
+    fn any(&self) -> Option<usize> {
+        self.entries.lock().keys().next().copied()
+    }
+}
+
 /// One grant of a process.
 struct Grant {
-    /// The file it was made on (identity only, never dereferenced).
-    file: usize,
+    /// The file it was made on.
+    file: Arc<FileGrants>,
     /// The process allowed (its thread-group pid), or `None` for any.
     peer: Option<PidRef>,
 }
 
-/// The grants of one process.
+/// The grants made in one address space, by the process holding it.
 struct Entry {
-    /// The granting process (thread-group pid); the tree's key is its address.
+    /// The holder (thread-group pid).
     pid: PidRef,
-    /// Its exec generation when the entry was made.
+    /// The holder's exec generation when it took the entry.
     exec_id: u64,
-    /// The user charged for the entry and its grants.
-    uid: u32,
-    /// The mm the entry was made in: its teardown removes the entry.
+    /// The mm the entry is for (the tree's key is its address): its teardown
+    /// removes the entry, and the watch keeps the `mm_struct` allocated, so
+    /// the key names no other mm while the entry lives.
     watch: MmWatch,
     /// Shared with the peer fds that rely on these grants.
     owner: Arc<Owner>,
@@ -96,43 +167,110 @@ struct Entry {
 }
 
 impl Entry {
-    /// Whether the process exited or exec()ed since the entry was made.
-    fn stale(&self) -> bool {
+    /// Whether the holder is still the process that took the entry, running
+    /// in its address space: it has not exited or exec()ed since.
+    fn held(&self) -> bool {
+        let mm = self.watch.mm();
         self.pid
             .task()
-            .map_or(true, |t| t.exec_id() != self.exec_id)
+            .is_ok_and(|t| t.exec_id() == self.exec_id && mm_id(&t, mm) == mm)
     }
 
-    /// Forgets the grants `pred` picks; returns how many.
-    fn forget(&mut self, mut pred: impl FnMut(&Grant) -> bool) -> usize {
+    /// Whether the process `pid` (a thread-group pid) in exec generation
+    /// `exec_id` holds this entry.
+    fn is(&self, pid: *mut bindings::pid, exec_id: u64) -> bool {
+        self.pid.as_raw() == pid && self.exec_id == exec_id
+    }
+
+    /// Forgets every grant. `key` is the entry's key.
+    fn forget_all(&mut self, key: usize) -> usize {
+        self.forget(key, |_| true)
+    }
+
+    /// Forgets the grants made on `file`.
+    fn forget_file(&mut self, key: usize, file: &Arc<FileGrants>) -> usize {
+        self.forget(key, |g| Arc::ptr_eq(&g.file, file))
+    }
+
+    /// Forgets the grants `pred` picks; returns how many. `pred` picks every
+    /// grant of each file it picks one of, so the files' notes of this entry
+    /// go with them.
+    fn forget(&mut self, key: usize, mut pred: impl FnMut(&Grant) -> bool) -> usize {
         let mut n = 0;
         for slot in self.grants.iter_mut() {
             if slot.as_ref().is_some_and(&mut pred) {
-                *slot = None;
+                if let Some(g) = slot.take() {
+                    g.file.remove(key);
+                }
                 n += 1;
             }
         }
         self.live -= n;
         if n > 0 {
-            // Under the bucket's lock, after the grants are gone: a check
+            // Under the shard's lock, after the grants are gone: a check
             // that saw them read the count before this.
             self.owner.withdrawals.fetch_add(1, Ordering::AcqRel);
         }
         n
     }
+
+    /// Adds a grant on `file` to `peer`; returns the slots it added (0 or 1).
+    fn add(&mut self, key: usize, file: &Arc<FileGrants>, peer: Option<PidRef>) -> Result<usize> {
+        let peer_ptr = peer.as_ref().map(|p| p.as_raw());
+        if self
+            .grants
+            .iter()
+            .flatten()
+            .any(|g| Arc::ptr_eq(&g.file, file) && g.peer.as_ref().map(|p| p.as_raw()) == peer_ptr)
+        {
+            return Ok(0);
+        }
+        if self.live >= MAX_GRANTS_PER_PROCESS {
+            return Err(ENOSPC);
+        }
+        let free = self.grants.iter().position(|s| s.is_none());
+        if free.is_none() {
+            // Room first, so that nothing below fails after the file's note.
+            self.grants.reserve(1, GFP)?;
+        }
+        file.insert(key)?;
+        let grant = Some(Grant {
+            file: file.clone(),
+            peer,
+        });
+        let added = match free {
+            Some(i) => {
+                self.grants[i] = grant;
+                0
+            }
+            None => {
+                // Cannot fail: the room is reserved. A new slot stays for
+                // as long as the entry lives.
+                self.grants.push(grant, GFP)?;
+                1
+            }
+        };
+        self.live += 1;
+        Ok(added)
+    }
 }
 
-type Bucket = RBTree<usize, Entry>;
+/// The address space `task` runs in now, for identity only (null once it has
+/// exited). `allocated` is any `mm_struct` kept allocated (the glue reads its
+/// dumpability alongside, which is of no use here).
+fn mm_id(task: &Task, allocated: *mut bindings::mm_struct) -> *mut bindings::mm_struct {
+    // No reference is taken: dropping one here, under a shard's lock, could
+    // be the last user of an mm whose teardown takes a shard's lock.
+    access_inputs(task, allocated).3
+}
 
-/// `(uid, slots)` for every user with slots; few users, so a list.
-type Users = KVec<(u32, usize)>;
+type Shard = RBTree<usize, Entry>;
 
-/// Every live grant, and what each user is charged.
+/// Every live grant.
 pub(crate) struct Registry {
-    buckets: KVec<Pin<KBox<Mutex<Bucket>>>>,
-    users: Pin<KBox<Mutex<Users>>>,
-    /// Slots in all.
-    total: AtomicUsize,
+    shards: KVec<Pin<KBox<Mutex<Shard>>>>,
+    /// Slots in use: an entry per address space, one per grant slot.
+    slots: AtomicUsize,
 }
 
 /// The registry of the loaded module (see [`install`]).
@@ -141,11 +279,11 @@ static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(core::ptr::null_mut());
 /// Creates the registry. The module owns it and must keep it alive until
 /// [`uninstall`], after the device is gone.
 pub(crate) fn new_registry() -> Result<KBox<Registry>> {
-    let mut buckets = KVec::with_capacity(BUCKETS, GFP_KERNEL)?;
-    for _ in 0..BUCKETS {
-        buckets.push(
+    let mut shards = KVec::with_capacity(SHARDS, GFP_KERNEL)?;
+    for _ in 0..SHARDS {
+        shards.push(
             KBox::pin_init(
-                kernel::new_mutex!(RBTree::new(), "cma_consent_bucket"),
+                kernel::new_mutex!(RBTree::new(), "cma_consent_shard"),
                 GFP_KERNEL,
             )?,
             GFP_KERNEL,
@@ -153,12 +291,8 @@ pub(crate) fn new_registry() -> Result<KBox<Registry>> {
     }
     Ok(KBox::new(
         Registry {
-            buckets,
-            users: KBox::pin_init(
-                kernel::new_mutex!(KVec::new(), "cma_consent_users"),
-                GFP_KERNEL,
-            )?,
-            total: AtomicUsize::new(0),
+            shards,
+            slots: AtomicUsize::new(0),
         },
         GFP_KERNEL,
     )?)
@@ -182,8 +316,8 @@ pub(crate) fn uninstall() {
     // SAFETY: installed and not yet withdrawn: the module owns it and frees
     // it only after this returns.
     let reg = unsafe { &*ptr };
-    for bucket in reg.buckets.iter() {
-        let entries = core::mem::take(&mut *bucket.lock());
+    for shard in reg.shards.iter() {
+        let entries = core::mem::take(&mut *shard.lock());
         drop(entries);
     }
     // A release callback that started before its watch was dropped may
@@ -193,15 +327,10 @@ pub(crate) fn uninstall() {
 }
 
 /// Called by the glue's exit watch when `mm` is torn down (in `exit_mmap`,
-/// in whatever task dropped the last user). `owner` is the thread-group pid
-/// of the process that first watched `mm`, for identity only: its entry goes
-/// if it was made in `mm`.
+/// in whatever task dropped the last user): the entry for `mm` goes.
 #[no_mangle]
 #[allow(unsafe_code)] // A C callback: the registry's global pointer.
-pub(crate) extern "C" fn cma_rs_mm_released(
-    mm: *mut kernel::bindings::mm_struct,
-    owner: *mut kernel::bindings::pid,
-) {
+pub(crate) extern "C" fn cma_rs_mm_released(mm: *mut bindings::mm_struct) {
     const _: crate::glue::cma_rs_mm_released_fn = Some(cma_rs_mm_released);
     let ptr = REGISTRY.load(Ordering::Acquire);
     if ptr.is_null() {
@@ -210,16 +339,13 @@ pub(crate) extern "C" fn cma_rs_mm_released(
     // SAFETY: the registry is withdrawn only after every watch is dropped
     // and `MmWatch::synchronize` waited for running callbacks such as this.
     let reg = unsafe { &*ptr };
-    let key = owner as usize;
-    let mut bucket = reg.bucket(owner).lock();
-    // The entry's own pid reference keeps its key unique, and the watch's
-    // reference keeps `mm` from being reused: equal mm, same entry.
-    if !bucket.get(&key).is_some_and(|e| e.watch.mm() == mm) {
-        return;
-    }
-    if let Some(mut e) = bucket.remove(&key) {
-        e.forget(|_| true);
-        reg.uncharge(e.uid, 1 + e.grants.len());
+    let key = mm as usize;
+    let mut shard = reg.shard(key).lock();
+    // The entry under this key, if any, watches `mm` itself: its watch
+    // keeps `mm` allocated, so no other mm can have had this address.
+    if let Some(mut e) = shard.remove(&key) {
+        e.forget_all(key);
+        reg.sub_slots(1 + e.grants.len());
         stats::inc(Stat::GrantsReapedAtExit);
         // Dropping `e` puts its watch, which a release callback may do.
     }
@@ -258,225 +384,146 @@ pub(crate) fn policy() -> Policy {
     }
 }
 
-/// Registry slots in use, for the `grants` parameter (a test's window).
-fn publish_total(total: usize) {
-    crate::params::set_grants(total);
-}
-
 impl Registry {
-    fn bucket(&self, pid: *mut kernel::bindings::pid) -> &Mutex<Bucket> {
-        // struct pid is at least 64 bytes: drop the bits alignment fixes.
-        &self.buckets[(pid as usize >> 6) % BUCKETS]
+    /// The shard of the entry for the mm at `key`.
+    fn shard(&self, key: usize) -> &Mutex<Shard> {
+        // mm_structs come from one slab, a fixed stride apart: a
+        // multiplicative hash spreads them whatever the stride.
+        let h = (key as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SHARD_BITS);
+        &self.shards[h as usize % SHARDS]
     }
 
-    /// Charges `n` slots to `uid`: `ENOSPC` past the user's or the total
-    /// bound.
-    fn charge(&self, uid: u32, n: usize) -> Result {
-        let mut users = self.users.lock();
-        let i = match users.iter().position(|(u, _)| *u == uid) {
-            Some(i) => i,
-            None => match users.iter().position(|(_, c)| *c == 0) {
-                Some(i) => {
-                    users[i] = (uid, 0);
-                    i
+    /// Counts `n` more slots in use, for the `grants` parameter.
+    fn add_slots(&self, n: usize) {
+        if n > 0 {
+            crate::params::set_grants(self.slots.fetch_add(n, Ordering::Relaxed) + n);
+        }
+    }
+
+    /// Counts `n` fewer slots in use.
+    fn sub_slots(&self, n: usize) {
+        if n > 0 {
+            crate::params::set_grants(self.slots.fetch_sub(n, Ordering::Relaxed) - n);
+        }
+    }
+
+    /// The entry of the calling process `me` for its mm `key`, made with
+    /// `watch` (a watch on that mm) if there is none, or taken over from a
+    /// holder that is gone or holds nothing. `EBUSY` if another process of
+    /// the mm holds it with grants.
+    fn claim<'a>(
+        &self,
+        shard: &'a mut Shard,
+        key: usize,
+        me: &TaskRef,
+        watch: MmWatch,
+    ) -> Result<&'a mut Entry> {
+        let (tgid, exec_id) = (me.tgid_ptr(), me.exec_id());
+        let taken = match shard.get(&key) {
+            None => false,
+            Some(e) if e.is(tgid, exec_id) => true,
+            Some(e) if e.live > 0 && e.held() => return Err(EBUSY),
+            Some(_) => {
+                // The holder exited or exec()ed (a vfork child, say), or
+                // holds no grant: its entry goes, with what it held.
+                if let Some(mut old) = shard.remove(&key) {
+                    old.forget_all(key);
+                    self.sub_slots(1 + old.grants.len());
                 }
-                None => {
-                    users.push((uid, 0), GFP)?;
-                    users.len() - 1
-                }
-            },
+                false
+            }
         };
-        if users[i].1 + n > MAX_PER_USER || self.total.load(Ordering::Relaxed) + n > MAX_TOTAL {
-            return Err(ENOSPC);
+        if !taken {
+            let owner = Arc::new(
+                Owner {
+                    withdrawals: AtomicU64::new(0),
+                },
+                GFP,
+            )?;
+            let entry = Entry {
+                pid: me.tgid()?,
+                exec_id,
+                watch,
+                owner,
+                grants: KVec::new(),
+                live: 0,
+            };
+            shard.try_create_and_insert(key, entry, GFP)?;
+            self.add_slots(1);
         }
-        users[i].1 += n;
-        publish_total(self.total.fetch_add(n, Ordering::Relaxed) + n);
-        Ok(())
-    }
-
-    /// Returns `n` slots charged to `uid`.
-    fn uncharge(&self, uid: u32, n: usize) {
-        if n == 0 {
-            return;
-        }
-        let mut users = self.users.lock();
-        if let Some(u) = users.iter_mut().find(|(u, _)| *u == uid) {
-            u.1 -= n;
-        }
-        publish_total(self.total.fetch_sub(n, Ordering::Relaxed) - n);
-    }
-
-    /// Charges `n` slots, reaping every stale entry first if the bounds are
-    /// reached. Must not be called with a bucket lock held.
-    fn charge_or_reap(&self, uid: u32, n: usize) -> Result {
-        if self.charge(uid, n).is_ok() {
-            return Ok(());
-        }
-        for bucket in self.buckets.iter() {
-            self.reap(&mut bucket.lock());
-        }
-        self.charge(uid, n)
-    }
-
-    /// Removes the entries of processes that exited or exec()ed.
-    fn reap(&self, bucket: &mut Bucket) {
-        // Each staleness test looks a task up: one pass collects a batch of
-        // stale keys, rather than one rescan from the start per removal.
-        let mut stale = [0usize; 16];
-        loop {
-            let mut n = 0;
-            for (key, _) in bucket.iter().filter(|(_, e)| e.stale()) {
-                stale[n] = *key;
-                n += 1;
-                if n == stale.len() {
-                    break;
-                }
-            }
-            for key in &stale[..n] {
-                if let Some(mut e) = bucket.remove(key) {
-                    e.forget(|_| true);
-                    self.uncharge(e.uid, 1 + e.grants.len());
-                }
-            }
-            if n < stale.len() {
-                return;
-            }
-        }
+        shard.get_mut(&key).ok_or(EINVAL)
     }
 }
 
-/// `CMA_IOC_GRANT`: records the caller's consent, made on `file`.
-pub(crate) fn grant(file: usize, arg: IoctlArg) -> Result<isize> {
+/// `CMA_IOC_GRANT`: records the caller's consent, made on the file whose
+/// record is `file`.
+pub(crate) fn grant(file: &Arc<FileGrants>, arg: IoctlArg) -> Result<isize> {
     let req: uapi::cma_grant = arg.read()?;
-    if req.flags & !uapi::CMA_GRANT_FLAGS_ALL != 0 || req.reserved != [0; 3] || req.pid < 0 {
+    if req.flags & !uapi::CMA_GRANT_FLAGS_ALL != 0 || req.reserved != [0; 3] {
         return Err(EINVAL);
     }
-    // A thread names its process.
-    let peer = match req.pid {
-        0 => None,
-        pid => Some(find_pid(pid)?.task()?.tgid()?),
+    // The peer, looked up now and held from here on; a thread names its
+    // process.
+    let peer = if req.flags & uapi::CMA_GRANT_PIDFD != 0 {
+        Some(pidfd_pid(req.pid)?.task()?.tgid()?)
+    } else {
+        match req.pid {
+            0 => None,
+            pid if pid < 0 => return Err(EINVAL),
+            pid => Some(find_pid(pid)?.task()?.tgid()?),
+        }
     };
     let me = current_task();
-    let owner_pid = me.tgid()?;
-    let exec_id = me.exec_id();
-    let uid = current_ids().uid;
     // Before any registry lock: it takes the mm's mmap_lock. The first
     // watch on an mm gives up with EINTR when a signal is pending (it takes
     // all of the mm's locks, `mm_take_all_locks`); the grant is then
     // restarted after the signal is handled, never failed with EINTR.
     let watch = MmWatch::current().map_err(|e| if e == EINTR { ERESTARTNOINTR } else { e })?;
+    let key = watch.mm() as usize;
     let reg = registry();
-    // At most a new entry and a slot for the grant; the unused part is
-    // returned below. Charged before the bucket is locked, since making
-    // room may take every bucket's lock.
-    reg.charge_or_reap(uid, 2)?;
-    let mut bucket = reg.bucket(owner_pid.as_raw()).lock();
-    let granting = Granting {
-        pid: owner_pid,
-        exec_id,
-        uid,
-        watch,
-    };
-    let (result, used) = add(reg, &mut bucket, granting, file, peer);
-    drop(bucket);
-    reg.uncharge(uid, 2 - used);
-    result.map(|()| 0)
-}
-
-/// The process making a grant, as its registry entry records it.
-struct Granting {
-    pid: PidRef,
-    exec_id: u64,
-    uid: u32,
-    watch: MmWatch,
-}
-
-/// Adds a grant under the bucket lock. Returns the result and how many of
-/// the two slots charged it used.
-fn add(
-    reg: &Registry,
-    bucket: &mut Bucket,
-    who: Granting,
-    file: usize,
-    peer: Option<PidRef>,
-) -> (Result, usize) {
-    let key = who.pid.as_raw() as usize;
-    let mut used = 0;
-    if bucket.get(&key).map_or(true, |e| e.exec_id != who.exec_id) {
-        // A process new to the registry, or one that exec()ed since: make
-        // room first (its old entry is stale too, and goes).
-        reg.reap(bucket);
-        let owner = match Arc::new(
-            Owner {
-                withdrawals: AtomicU64::new(0),
-            },
-            GFP,
-        ) {
-            Ok(o) => o,
-            Err(e) => return (Err(e.into()), 0),
-        };
-        let entry = Entry {
-            pid: who.pid,
-            exec_id: who.exec_id,
-            uid: who.uid,
-            watch: who.watch,
-            owner,
-            grants: KVec::new(),
-            live: 0,
-        };
-        if let Err(e) = bucket.try_create_and_insert(key, entry, GFP) {
-            return (Err(e), 0);
-        }
-        used = 1;
-    }
-    let Some(entry) = bucket.get_mut(&key) else {
-        return (Err(EINVAL), used);
-    };
-    let peer_ptr = peer.as_ref().map(|p| p.as_raw());
-    if entry
-        .grants
-        .iter()
-        .flatten()
-        .any(|g| g.file == file && g.peer.as_ref().map(|p| p.as_raw()) == peer_ptr)
-    {
-        return (Ok(()), used);
-    }
-    if entry.live >= MAX_GRANTS_PER_PROCESS {
-        return (Err(ENOSPC), used);
-    }
-    let grant = Grant { file, peer };
-    match entry.grants.iter_mut().find(|s| s.is_none()) {
-        Some(slot) => *slot = Some(grant),
-        None => {
-            // A new slot stays charged for as long as the entry lives.
-            if let Err(e) = entry.grants.push(Some(grant), GFP) {
-                return (Err(e.into()), used);
-            }
-            used += 1;
-        }
-    }
-    entry.live += 1;
-    (Ok(()), used)
+    let mut shard = reg.shard(key).lock();
+    let entry = reg.claim(&mut shard, key, &me, watch)?;
+    let added = entry.add(key, file, peer)?;
+    reg.add_slots(added);
+    Ok(0)
 }
 
 /// `CMA_IOC_REVOKE`: forgets every grant of the calling process.
 pub(crate) fn revoke() -> Result<isize> {
-    let me = current_task().tgid()?;
-    let key = me.as_raw() as usize;
-    let mut bucket = registry().bucket(me.as_raw()).lock();
-    if let Some(entry) = bucket.get_mut(&key) {
-        entry.forget(|_| true);
+    let me = current_task();
+    // Its grants that still count are in the entry of its mm; those of an
+    // image it left by exec() count for nothing already.
+    let Some(mm) = current_mm() else {
+        return Ok(0);
+    };
+    let key = mm.as_raw() as usize;
+    {
+        let mut shard = registry().shard(key).lock();
+        if let Some(e) = shard.get_mut(&key) {
+            if e.is(me.tgid_ptr(), me.exec_id()) {
+                e.forget_all(key);
+            }
+        }
     }
+    // Not under the lock: a put of a user of the mm (never the last, since
+    // the caller runs in it, but its teardown would take a shard's lock).
+    drop(mm);
     Ok(0)
 }
 
-/// Forgets the grants made on `file`, which is being released.
-pub(crate) fn release(file: usize) {
-    for bucket in registry().buckets.iter() {
-        let mut bucket = bucket.lock();
-        for (_, entry) in bucket.iter_mut() {
-            entry.forget(|g| g.file == file);
+/// Forgets the grants made on the file whose record is `file`, which is
+/// being released.
+pub(crate) fn release(file: &Arc<FileGrants>) {
+    let reg = registry();
+    // No grant can be made on a file being released, so every pass drops
+    // one note for good: this visits the entries holding grants made on
+    // the file, and no other.
+    while let Some(key) = file.any() {
+        let mut shard = reg.shard(key).lock();
+        if let Some(e) = shard.get_mut(&key) {
+            e.forget_file(key, file);
         }
+        file.remove(key);
     }
 }
 
@@ -518,21 +565,29 @@ impl Seen {
 
 /// Whether `target` has consented to copies by `caller`: the grants the
 /// decision rests on, or `None`. The caller must hold the target's
-/// `exec_update_lock`, so that its exec generation is stable.
+/// `exec_update_lock`, so that its exec generation and mm are stable.
 pub(crate) fn given(target: &TaskRef, caller: &TaskRef) -> Option<Token> {
-    let exec_id = target.exec_id();
-    let tgid = target.tgid_ptr();
     stats::inc(Stat::RegistryLookups);
-    let bucket = registry().bucket(tgid).lock();
-    let entry = bucket.get(&(tgid as usize))?;
-    let allowed = entry.exec_id == exec_id
-        && entry
-            .grants
-            .iter()
-            .flatten()
-            .any(|g| g.peer.as_ref().map_or(true, |p| caller.in_group(p)));
-    allowed.then(|| Token {
-        owner: entry.owner.clone(),
-        withdrawals: entry.owner.withdrawals.load(Ordering::Acquire),
-    })
+    // The caller holds a user of this mm too, so the put at the end is
+    // never the last; it comes after the shard's lock all the same.
+    let mm = mm_of_task(target).ok()?;
+    let key = mm.as_raw() as usize;
+    let (tgid, exec_id) = (target.tgid_ptr(), target.exec_id());
+    let shard = registry().shard(key).lock();
+    let token = shard
+        .get(&key)
+        .filter(|e| {
+            e.is(tgid, exec_id)
+                && e.grants
+                    .iter()
+                    .flatten()
+                    .any(|g| g.peer.as_ref().map_or(true, |p| caller.in_group(p)))
+        })
+        .map(|e| Token {
+            owner: e.owner.clone(),
+            withdrawals: e.owner.withdrawals.load(Ordering::Acquire),
+        });
+    drop(shard);
+    drop(mm);
+    token
 }

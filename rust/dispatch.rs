@@ -26,7 +26,7 @@ pub(crate) extern "C" fn cma_rs_ioctl(
     // `/dev/cma`, whose `open` stored the state, and the VFS does not
     // release a file while one of its ioctls runs.
     let dev = unsafe { file::borrow(crate::glue::cma_glue_file_private(file)) };
-    result(dispatch(Via::Device(dev), file as usize, cmd, arg))
+    result(dispatch(Via::Device(dev), cmd, arg))
 }
 
 /// The `release` of `/dev/cma`, called by the C glue when the last reference
@@ -38,11 +38,14 @@ pub(crate) extern "C" fn cma_rs_release(
     file: *mut kernel::bindings::file,
 ) -> c_int {
     const _: crate::glue::cma_rs_release_fn = Some(cma_rs_release);
-    consent::release(file as usize);
     // SAFETY: the glue calls this only as the `release` of `/dev/cma`, once,
     // after every other file operation on it has returned; its `open`
-    // stored the state.
-    unsafe { file::close(crate::glue::cma_glue_file_private(file)) };
+    // stored the state, which stays until `close` below.
+    let private = unsafe { crate::glue::cma_glue_file_private(file) };
+    // SAFETY: as above; the borrow ends before `close`.
+    consent::release(unsafe { file::borrow(private) }.grants());
+    // SAFETY: as above; nothing borrows the state any more.
+    unsafe { file::close(private) };
     0
 }
 
@@ -57,7 +60,7 @@ pub(crate) extern "C" fn cma_rs_peer_ioctl(
     // SAFETY: the glue calls this only as the `unlocked_ioctl` of a peer fd,
     // and the VFS does not release a file while one of its ioctls runs.
     let peer = unsafe { file::peer_of(file) };
-    result(dispatch(Via::Peer(peer), file as usize, cmd, arg))
+    result(dispatch(Via::Peer(peer), cmd, arg))
 }
 
 /// The `release` of a peer fd, called by the C glue once, when its last
@@ -83,9 +86,8 @@ fn result(r: Result<isize>) -> c_long {
 }
 
 /// The one command table, for both kinds of file: `via` says which file
-/// the command came in on (a peer fd takes the copies and `INFO` only);
-/// `file` identifies it (never dereferenced here).
-fn dispatch(via: Via<'_>, file: usize, cmd: u32, arg: usize) -> Result<isize> {
+/// the command came in on (a peer fd takes the copies and `INFO` only).
+fn dispatch(via: Via<'_>, cmd: u32, arg: usize) -> Result<isize> {
     let arg = IoctlArg::new(cmd, arg);
     match (cmd, via) {
         (uapi::CMA_IOC_INFO, _) => info::info(arg),
@@ -93,7 +95,7 @@ fn dispatch(via: Via<'_>, file: usize, cmd: u32, arg: usize) -> Result<isize> {
         (uapi::CMA_IOC_WRITE, _) => copy::ioctl(via, arg, Direction::Write),
         (uapi::CMA_IOC_READ1, _) => copy::ioctl1(via, arg, Direction::Read),
         (uapi::CMA_IOC_WRITE1, _) => copy::ioctl1(via, arg, Direction::Write),
-        (uapi::CMA_IOC_GRANT, Via::Device(_)) => consent::grant(file, arg),
+        (uapi::CMA_IOC_GRANT, Via::Device(dev)) => consent::grant(dev.grants(), arg),
         (uapi::CMA_IOC_REVOKE, Via::Device(_)) => consent::revoke(),
         (uapi::CMA_IOC_ATTACH, Via::Device(dev)) => peer::attach(dev, arg),
         _ => Err(ENOTTY),

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The state behind cma's files: an open `/dev/cma` holds the cache of its
-//! opener's own pages, a peer fd its `Peer`; both as `ForeignOwnable` in the
-//! file's `private_data`.
+//! opener's own pages and the consent registry's record of the grants made
+//! on it, a peer fd its `Peer`; both as `ForeignOwnable` in the file's
+//! `private_data`.
 //!
 //! Under the `pinned` engine the caller's side of a copy is pinned too; an
 //! MPI rank copies into and out of the same buffers from every peer, so its
@@ -12,6 +13,7 @@
 //! the peer fds attached through the file share it.
 
 use crate::cache::Cache;
+use crate::consent::FileGrants;
 use crate::glue::{cma_glue_file_private, cma_glue_peer_fd};
 use crate::peer::Peer;
 use kernel::prelude::*;
@@ -23,12 +25,19 @@ pub(crate) struct DevFile {
     /// The opener's pages; a copy by another process (the fd passed on or
     /// inherited) does not use it (the cache checks).
     own: Arc<Cache>,
+    /// Which registry entries hold grants made on this file.
+    grants: Arc<FileGrants>,
 }
 
 impl DevFile {
     /// The cache of the opener's own pages.
     pub(crate) fn own_cache(&self) -> &Arc<Cache> {
         &self.own
+    }
+
+    /// The registry's record of the grants made on this file.
+    pub(crate) fn grants(&self) -> &Arc<FileGrants> {
+        &self.grants
     }
 }
 
@@ -44,7 +53,10 @@ pub(crate) extern "C" fn cma_rs_open(private: *mut *mut kernel::ffi::c_void) -> 
     let state = crate::mm::grab_current_mm()
         .and_then(Cache::new)
         .and_then(|c| Arc::new(c, GFP_KERNEL_ACCOUNT).map_err(Into::into))
-        .and_then(|own| KBox::new(DevFile { own }, GFP_KERNEL_ACCOUNT).map_err(Into::into));
+        .and_then(|own| FileGrants::new().map(|grants| (own, grants)))
+        .and_then(|(own, grants)| {
+            KBox::new(DevFile { own, grants }, GFP_KERNEL_ACCOUNT).map_err(Into::into)
+        });
     match state {
         Ok(state) => {
             // SAFETY: the glue passes the file's `private_data`, which the

@@ -23,7 +23,7 @@
 #define CMA_DEVICE_PATH "/dev/cma"
 
 /** ABI version reported by %CMA_IOC_INFO; bumped on every ABI change. */
-#define CMA_ABI_VERSION 5
+#define CMA_ABI_VERSION 6
 
 /** ioctl type ("magic") byte; numbers 0x40-0x4f (free in ioctl-number.rst). */
 #define CMA_IOC_MAGIC 0xCA
@@ -60,10 +60,12 @@ struct cma_info {
 #define CMA_FEAT_ATTACH		(1ULL << 5)
 /** %CMA_COPY_PVM: a vectored copy with process_vm_readv(2)'s exact contract. */
 #define CMA_FEAT_PVM		(1ULL << 6)
+/** %CMA_GRANT_PIDFD: the peer of a grant may be named by a pidfd. */
+#define CMA_FEAT_GRANT_PIDFD	(1ULL << 7)
 /** Every feature bit this header defines (a module reports all of them). */
 #define CMA_FEAT_ALL		(CMA_FEAT_COPY | CMA_FEAT_PIDFD | CMA_FEAT_GRANT | \
 				 CMA_FEAT_PROBE | CMA_FEAT_COPY1 | CMA_FEAT_ATTACH | \
-				 CMA_FEAT_PVM)
+				 CMA_FEAT_PVM | CMA_FEAT_GRANT_PIDFD)
 
 /**
  * struct cma_iovec - one contiguous range, laid out like struct iovec on 64-bit.
@@ -191,15 +193,25 @@ struct cma_copy1 {
 /** Size of the staging steps of a copy within one address space. */
 #define CMA_DIRECT_CHUNK	(64 * 1024)
 
-/** Every bit cma_grant.flags (__u32) may have: none yet, it must be zero. */
-#define CMA_GRANT_FLAGS_ALL	((__u32)0)
+/* Flags for cma_grant.flags. Any other bit is rejected with -EINVAL. */
+/**
+ * CMA_GRANT_PIDFD - cma_grant.pid is a pidfd (pidfd_open(2)) naming the peer,
+ * rather than a pid: the same bit as %CMA_COPY_PIDFD. A pid number may have
+ * been reused by another process by the time the grant is made; a pidfd
+ * names one process for as long as it is open. Announced by
+ * %CMA_FEAT_GRANT_PIDFD.
+ */
+#define CMA_GRANT_PIDFD		((__u32)CMA_COPY_PIDFD)
+/** Every bit cma_grant.flags (__u32) may have: %CMA_GRANT_PIDFD. */
+#define CMA_GRANT_FLAGS_ALL	CMA_GRANT_PIDFD
 
 /**
  * struct cma_grant - consent to be copied from and to (%CMA_IOC_GRANT).
- * @pid: in: the peer allowed, as a pid in the caller's pid namespace (a
+ * @pid: in: the peer allowed: a pid in the caller's pid namespace (a
  *	process or one of its threads), or 0 for any peer that passes the
- *	credential rule.
- * @flags: in: zero.
+ *	credential rule; with %CMA_GRANT_PIDFD, a pidfd naming the peer (a
+ *	process or, with PIDFD_THREAD, one of its threads).
+ * @flags: in: %CMA_GRANT_PIDFD or zero.
  * @reserved: in: zero.
  *
  * Unless the caller of a copy has CAP_SYS_PTRACE over the target (or the
@@ -208,6 +220,18 @@ struct cma_copy1 {
  * grants. A grant dies with the process, with its exec(), and when the file
  * it was made on is closed. Consent never widens the credential rule: the
  * peer must still be allowed by ptrace's rules.
+ *
+ * The peer is looked up when the grant is made, and the grant stays with
+ * that process: it does not pass to a later process given the same pid. A
+ * pid that names no process is -ESRCH; so is a pidfd whose process has
+ * exited and been reaped. A descriptor that is not a pidfd is -EBADF. A
+ * negative pid without %CMA_GRANT_PIDFD is -EINVAL.
+ *
+ * Errors of the registry: a process holds at most 1024 grants (-ENOSPC past
+ * that). Processes that share an address space (vfork(2), CLONE_VM without
+ * CLONE_THREAD) share one place in the registry: while one of them holds
+ * it, a grant by another fails with -EBUSY; it passes to another once its
+ * holder has exited, exec()ed, or holds no grant.
  */
 struct cma_grant {
 	__s32 pid;

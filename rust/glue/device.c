@@ -89,7 +89,7 @@ MODULE_PARM_DESC(require_consent, "Y: policy=consent, N: policy=credentials (old
 /* Registry slots in use (rust/consent.rs): read-only, for tests and admins. */
 static unsigned long grants;
 module_param(grants, ulong, 0444);
-MODULE_PARM_DESC(grants, "Consent registry slots in use (an entry per granting process, one per grant)");
+MODULE_PARM_DESC(grants, "Consent registry slots in use (an entry per address space with grants, one per grant)");
 
 /*
  * Counters, per CPU so that copies on different CPUs never write a shared

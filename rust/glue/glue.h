@@ -50,7 +50,7 @@ cma_rs_release_fn cma_rs_peer_release;
 typedef int cma_rs_open_fn(void **private);
 cma_rs_open_fn cma_rs_open;
 /* rust/consent.rs: the exit watch's release. */
-typedef void cma_rs_mm_released_fn(struct mm_struct *mm, struct pid *owner);
+typedef void cma_rs_mm_released_fn(struct mm_struct *mm);
 cma_rs_mm_released_fn cma_rs_mm_released;
 /* rust/cache.rs: the cache's work item. */
 typedef void cma_rs_cache_reap_fn(void *cache);

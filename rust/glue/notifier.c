@@ -20,38 +20,28 @@
 #include "glue.h"
 
 /*
- * Exit watches (rust/consent.rs): the registry forgets a process's grants
- * when its address space is torn down (it exited, or exec()ed a new image),
- * through an mmu_notifier's release on that mm. One notifier per mm
- * (mmu_notifier_get), one reference per registry entry; it remembers the
- * thread-group pid of the process that first watched the mm (identity only:
- * Rust compares it with its entries' keys), since the release may run in
- * another task's context (the last mmput).
+ * Exit watches (rust/consent.rs): the registry forgets the grants made in an
+ * address space when it is torn down (its last process exited, or exec()ed
+ * a new image), through an mmu_notifier's release on that mm. One notifier
+ * per mm (mmu_notifier_get), one reference per registry entry; the registry
+ * keys its entries by the mm, so the release needs nothing but the mm (it
+ * may run in another task's context: the last mmput).
  */
-struct cma_exit_watch {
-	struct mmu_notifier mn;
-	struct pid *owner;
-};
-
 static void cma_exit_release(struct mmu_notifier *mn, struct mm_struct *mm)
 {
-	cma_rs_mm_released(mm, container_of(mn, struct cma_exit_watch, mn)->owner);
+	cma_rs_mm_released(mm);
 }
 
 static struct mmu_notifier *cma_exit_alloc(struct mm_struct *mm)
 {
-	struct cma_exit_watch *w = kzalloc(sizeof(*w), GFP_KERNEL_ACCOUNT);
+	struct mmu_notifier *mn = kzalloc(sizeof(*mn), GFP_KERNEL_ACCOUNT);
 
-	if (!w)
-		return ERR_PTR(-ENOMEM);
-	/* Called by mmu_notifier_get() on current->mm, in the granting task. */
-	w->owner = task_tgid(current);
-	return &w->mn;
+	return mn ? mn : ERR_PTR(-ENOMEM);
 }
 
 static void cma_exit_free(struct mmu_notifier *mn)
 {
-	kfree(container_of(mn, struct cma_exit_watch, mn));
+	kfree(mn);
 }
 
 static const struct mmu_notifier_ops cma_exit_ops = {

@@ -71,6 +71,7 @@ ABI_FIELD(cma_grant, pid, 0);
 ABI_FIELD(cma_grant, flags, 4);
 ABI_FIELD(cma_grant, reserved, 8);
 ABI_WIDTH(CMA_GRANT_FLAGS_ALL, cma_grant, flags);
+ABI_WIDTH(CMA_GRANT_PIDFD, cma_grant, flags);
 
 ABI_SIZE(cma_attach, 32);
 ABI_FIELD(cma_attach, pid, 0);
@@ -81,6 +82,8 @@ ABI_WIDTH(CMA_ATTACH_FLAGS_ALL, cma_attach, flags);
 /* Masks and feature bits agree with the bits they collect. */
 _Static_assert(CMA_COPY1_FLAGS_ALL == CMA_COPY_PIDFD, "copy1 flags");
 _Static_assert(CMA_ATTACH_FLAGS_ALL == CMA_COPY_PIDFD, "attach flags");
+_Static_assert(CMA_GRANT_FLAGS_ALL == CMA_GRANT_PIDFD, "grant flags");
+_Static_assert(CMA_GRANT_PIDFD == CMA_COPY_PIDFD, "a pidfd is the same bit in every struct");
 _Static_assert((CMA_FEAT_ALL & (CMA_FEAT_ALL + 1)) == 0, "feature bits are contiguous");
 
 /* Every ioctl's number: its type byte and the size of its argument. */

@@ -200,4 +200,35 @@ TEST_F(peer, probe_grant_revoke)
 	EXPECT_EQ(0, cma_revoke(self->dev));
 }
 
+TEST_F(peer, grant_by_pidfd)
+{
+	int pidfd = syscall(SYS_pidfd_open, self->pid, 0);
+	int gone_fd;
+	pid_t gone;
+
+	ASSERT_LE(0, pidfd);
+	EXPECT_EQ(0, cma_grant_pidfd(self->dev, pidfd));
+	EXPECT_EQ(0, cma_grant_pidfd(self->dev, pidfd));
+	EXPECT_EQ(0, cma_revoke(self->dev));
+	/* Not a pidfd, no fd at all. */
+	EXPECT_EQ(-1, cma_grant_pidfd(self->dev, self->dev));
+	EXPECT_EQ(EBADF, errno);
+	EXPECT_EQ(-1, cma_grant_pidfd(self->dev, -1));
+	EXPECT_EQ(EBADF, errno);
+	EXPECT_EQ(-1, cma_grant_pidfd(-1, pidfd));
+	EXPECT_EQ(EBADF, errno);
+	/* A process that exited and was reaped: ESRCH, whoever has its pid now. */
+	gone = fork();
+	ASSERT_LE(0, gone);
+	if (gone == 0)
+		_exit(0);
+	gone_fd = syscall(SYS_pidfd_open, gone, 0);
+	ASSERT_LE(0, gone_fd);
+	ASSERT_EQ(gone, waitpid(gone, NULL, 0));
+	EXPECT_EQ(-1, cma_grant_pidfd(self->dev, gone_fd));
+	EXPECT_EQ(ESRCH, errno);
+	close(gone_fd);
+	close(pidfd);
+}
+
 TEST_HARNESS_MAIN

@@ -67,6 +67,7 @@ checked!(
 );
 checked!(cma_probe: unsafe extern "C" fn(c_int, c_int, u64) -> c_int);
 checked!(cma_grant: unsafe extern "C" fn(c_int, libc::pid_t) -> c_int);
+checked!(cma_grant_pidfd: unsafe extern "C" fn(c_int, c_int) -> c_int);
 checked!(cma_revoke: unsafe extern "C" fn(c_int) -> c_int);
 
 /// Sets `errno` from `e` and returns -1.
@@ -384,6 +385,24 @@ pub unsafe extern "C" fn cma_probe(fd: c_int, target: c_int, flags: u64) -> c_in
 pub unsafe extern "C" fn cma_grant(fd: c_int, pid: libc::pid_t) -> c_int {
     // SAFETY: the caller's promise.
     match unsafe { borrow(fd) }.and_then(|fd| raw::grant(fd, pid)) {
+        Ok(()) => 0,
+        Err(e) => fail(e),
+    }
+}
+
+/// Consents to copies by the process `pidfd` refers to (`CMA_GRANT_PIDFD`).
+///
+/// # Safety
+///
+/// `fd` and `pidfd` are open.
+#[no_mangle]
+pub unsafe extern "C" fn cma_grant_pidfd(fd: c_int, pidfd: c_int) -> c_int {
+    // SAFETY: the caller's promise, for both.
+    let (dev, pidfd) = match unsafe { (borrow(fd), borrow(pidfd)) } {
+        (Ok(dev), Ok(pidfd)) => (dev, pidfd),
+        (Err(e), _) | (_, Err(e)) => return fail(e),
+    };
+    match raw::grant_to(dev, Target::PidFd(pidfd)) {
         Ok(()) => 0,
         Err(e) => fail(e),
     }

@@ -9,7 +9,7 @@
 
 use crate::{as_iovecs, sys, Info, Op, RemoteIoVec, Target, Transfer};
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 /// `CMA_IOC_INFO` on `fd` (the device or a peer fd).
 pub fn info(fd: BorrowedFd<'_>) -> io::Result<Info> {
@@ -34,11 +34,17 @@ pub fn attach(fd: BorrowedFd<'_>, target: Target<'_>) -> io::Result<RawFd> {
     unsafe { sys::ioctl(fd, sys::CMA_IOC_ATTACH, &args as *const _ as usize) }
 }
 
-/// `CMA_IOC_GRANT` on the device `fd`: consent to copies by `pid`, or by any
-/// permitted peer if 0.
-pub fn grant(fd: BorrowedFd<'_>, pid: i32) -> io::Result<()> {
+/// `CMA_IOC_GRANT` on the device `fd`: consent to copies by `peer` (a pid,
+/// or a pidfd with `CMA_GRANT_PIDFD`), or by any permitted peer if `None`.
+pub fn grant(fd: BorrowedFd<'_>, peer: Option<Target<'_>>) -> io::Result<()> {
+    let (pid, flags) = match peer {
+        None => (0, 0),
+        Some(Target::Pid(pid)) => (pid, 0),
+        Some(Target::PidFd(pidfd)) => (pidfd.as_raw_fd(), sys::CMA_GRANT_PIDFD),
+    };
     let args = sys::cma_grant {
         pid,
+        flags,
         ..Default::default()
     };
     // SAFETY: CMA_IOC_GRANT reads one `cma_grant` from a live struct.

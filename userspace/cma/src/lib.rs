@@ -118,9 +118,11 @@ impl Features {
     pub const ATTACH: Features = Features(sys::CMA_FEAT_ATTACH);
     /// `CMA_COPY_PVM`: `process_vm_readv(2)`'s exact contract.
     pub const PVM: Features = Features(sys::CMA_FEAT_PVM);
+    /// `CMA_GRANT_PIDFD`: a grant may name its peer by a pidfd.
+    pub const GRANT_PIDFD: Features = Features(sys::CMA_FEAT_GRANT_PIDFD);
 
     /// Every feature, with its name: the one table of them.
-    pub const NAMED: [(&'static str, Features); 7] = [
+    pub const NAMED: [(&'static str, Features); 8] = [
         ("copy", Features::COPY),
         ("pidfd", Features::PIDFD),
         ("grant", Features::GRANT),
@@ -128,6 +130,7 @@ impl Features {
         ("copy1", Features::COPY1),
         ("attach", Features::ATTACH),
         ("pvm", Features::PVM),
+        ("grant-pidfd", Features::GRANT_PIDFD),
     ];
 
     /// No feature.
@@ -464,8 +467,24 @@ impl Device {
     /// Consents to copies by `peer` (a pid), or by any peer that passes the
     /// credential rule if `None`. Lasts until revoked, until this process
     /// execs or exits, or until this device is closed.
+    ///
+    /// A pid is looked up when the grant is made: if the process meant has
+    /// exited and its pid was given to another, the grant goes to that
+    /// other. Where a pidfd is at hand, [`Device::grant_to`] with
+    /// [`Target::PidFd`] cannot be misled so.
     pub fn grant(&self, peer: Option<i32>) -> io::Result<()> {
-        channel::grant(self.as_fd(), peer.unwrap_or(0))
+        channel::grant(self.as_fd(), peer.map(Target::Pid))
+    }
+
+    /// Consents to copies by `peer`, named by a pid or by a pidfd
+    /// (`pidfd_open(2)`, or `CLONE_PIDFD`): a pidfd names one process for as
+    /// long as it is open, never a later one given the same pid; `ESRCH` if
+    /// that process has exited. Naming by pidfd needs
+    /// [`Features::GRANT_PIDFD`] (an older module fails with `EINVAL`).
+    /// `Target::Pid(0)` names any peer that passes the credential rule, as
+    /// `grant(None)` does. Lasts as [`Device::grant`]'s consent does.
+    pub fn grant_to(&self, peer: Target<'_>) -> io::Result<()> {
+        channel::grant(self.as_fd(), Some(peer))
     }
 
     /// Withdraws every consent this process has given.

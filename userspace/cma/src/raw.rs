@@ -18,7 +18,14 @@ pub fn attach(fd: BorrowedFd<'_>, target: Target<'_>) -> io::Result<RawFd> {
 /// `CMA_IOC_GRANT` on the device `fd`: consent to copies by `pid`, or by any
 /// permitted peer if 0.
 pub fn grant(fd: BorrowedFd<'_>, pid: i32) -> io::Result<()> {
-    channel::grant(fd, pid)
+    channel::grant(fd, Some(Target::Pid(pid)))
+}
+
+/// `CMA_IOC_GRANT` on the device `fd`: consent to copies by `peer`, named by
+/// a pid or by a pidfd (`CMA_GRANT_PIDFD`, which needs
+/// [`Features::GRANT_PIDFD`](crate::Features::GRANT_PIDFD)).
+pub fn grant_to(fd: BorrowedFd<'_>, peer: Target<'_>) -> io::Result<()> {
+    channel::grant(fd, Some(peer))
 }
 
 /// `CMA_IOC_REVOKE` on the device `fd`.

@@ -8,6 +8,7 @@
 mod attach;
 mod basic;
 mod cache;
+mod consent;
 mod copy;
 mod fuzz;
 mod ktap;
@@ -38,6 +39,7 @@ fn main() {
         .iter()
         .chain(attach::TESTS)
         .chain(perm::TESTS)
+        .chain(consent::TESTS)
         .chain(fuzz::TESTS)
         .chain(cache::TESTS)
         .chain(race::TESTS)
