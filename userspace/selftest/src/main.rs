@@ -15,6 +15,7 @@ mod peer;
 mod perm;
 mod pvm;
 mod race;
+mod review;
 mod stress;
 mod util;
 
@@ -42,6 +43,7 @@ fn main() {
         .chain(cache::TESTS)
         .chain(race::TESTS)
         .chain(stress::TESTS)
+        .chain(review::TESTS)
         .chain(basic::TESTS)
         .collect();
     if args.iter().any(|a| a == "--list") {
