@@ -7,8 +7,12 @@
 //! - `review_usercopy_folio_boundary_*` (`folio.rs`): a `copy_to_user` of a
 //!   run of pinned pages that starts in a THP and goes on into the next,
 //!   physically adjacent, folio trips `CONFIG_HARDENED_USERCOPY`.
+//! - `review_memlock_charged_to_living*` (`memlock.rs`): the pages a cache
+//!   holds were charged to the copying process's mm, so short-lived copiers
+//!   each got a fresh `RLIMIT_MEMLOCK`.
 
 mod folio;
+mod memlock;
 mod race;
 
 use std::io;
@@ -38,6 +42,14 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "review_usercopy_folio_boundary_write_usercopy",
         run: || folio::boundary(Op::Write, "usercopy"),
+    },
+    Test {
+        name: "review_memlock_charged_to_living",
+        run: memlock::inherited_peer_fd,
+    },
+    Test {
+        name: "review_memlock_charged_to_living_scm_rights",
+        run: memlock::passed_peer_fd,
     },
 ];
 
@@ -159,6 +171,19 @@ pub(crate) fn needs_thp() -> TestResult {
         std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
     if thp.is_empty() || thp.contains("[never]") {
         return Err(Failure::Skip("transparent huge pages are disabled".into()));
+    }
+    Ok(())
+}
+
+/// Sets `RLIMIT_MEMLOCK` (soft and hard) of the calling process to `bytes`.
+pub(crate) fn set_memlock(bytes: u64) -> io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: sets our own limit from a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
