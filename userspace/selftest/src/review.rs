@@ -10,10 +10,14 @@
 //! - `review_memlock_charged_to_living*` (`memlock.rs`): the pages a cache
 //!   holds were charged to the copying process's mm, so short-lived copiers
 //!   each got a fresh `RLIMIT_MEMLOCK`.
+//! - `review_reader_leaves_target_unchanged` (`unchanged.rs`): a read-only
+//!   long-term pin of the target's pages unshared its zero pages and
+//!   private file pages.
 
 mod folio;
 mod memlock;
 mod race;
+mod unchanged;
 
 use std::io;
 
@@ -50,6 +54,10 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "review_memlock_charged_to_living_scm_rights",
         run: memlock::passed_peer_fd,
+    },
+    Test {
+        name: "review_reader_leaves_target_unchanged",
+        run: unchanged::reader_leaves_target_unchanged,
     },
 ];
 
