@@ -13,9 +13,12 @@
 //! - `review_reader_leaves_target_unchanged` (`unchanged.rs`): a read-only
 //!   long-term pin of the target's pages unshared its zero pages and
 //!   private file pages.
+//! - `review_pkey_own_side` (`pkey.rs`): the caller's own pages, pinned or
+//!   cached, were written and read past its protection keys.
 
 mod folio;
 mod memlock;
+mod pkey;
 mod race;
 mod unchanged;
 
@@ -58,6 +61,10 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "review_reader_leaves_target_unchanged",
         run: unchanged::reader_leaves_target_unchanged,
+    },
+    Test {
+        name: "review_pkey_own_side",
+        run: pkey::own_side,
     },
 ];
 
