@@ -335,7 +335,7 @@ fn write(peer: &cma::Peer, buf: &Mapping, addr: usize) -> io::Result<(u64, i32)>
 const ENGINE: &str = "/sys/module/cma/parameters/engine";
 
 /// Sets the `engine` parameter until dropped (then the one in force before).
-fn engine_until_drop(engine: &str) -> io::Result<crate::perm::Restore> {
+pub(crate) fn engine_until_drop(engine: &str) -> io::Result<crate::perm::Restore> {
     let old = std::fs::read_to_string(ENGINE)?;
     let restore = crate::perm::Restore(ENGINE, old.trim().to_string().leak());
     std::fs::write(ENGINE, engine)?;

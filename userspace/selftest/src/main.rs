@@ -16,6 +16,7 @@ mod peer;
 mod perm;
 mod pvm;
 mod race;
+mod review;
 mod stress;
 mod util;
 
@@ -44,6 +45,7 @@ fn main() {
         .chain(cache::TESTS)
         .chain(race::TESTS)
         .chain(stress::TESTS)
+        .chain(review::TESTS)
         .chain(basic::TESTS)
         .collect();
     if args.iter().any(|a| a == "--list") {
