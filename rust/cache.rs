@@ -49,7 +49,10 @@
 //! open. The `cache_*` counters show hits, misses, fallbacks, invalidations,
 //! evictions and the pages held.
 
-use crate::mm::{CacheHook, LockedCharge, LongPins, MmGrab, MmRef, Pinned, RegionWatch};
+use crate::mm::{
+    own_pkeys_allow, own_range_pkeys, CacheHook, LockedCharge, LongPins, MmExt, MmGrab, MmRef,
+    Pinned, RegionWatch,
+};
 use crate::stats::{self, Stat};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::page::PAGE_SIZE;
@@ -77,6 +80,13 @@ pub(crate) struct Region {
     start: usize,
     /// The watch: whether the pins are still the pages mapped there.
     watch: RegionWatch,
+    /// For the caller's own pages, the protection keys of their mappings
+    /// (a change of them invalidates the watch): each use checks that the
+    /// caller's key rights, which it changes without the kernel seeing
+    /// (`WRPKRU`), still allow the access, as its own access would have to.
+    /// `None` for a target's pages, to which keys do not apply (as with
+    /// `process_vm_readv`).
+    own_keys: Option<u32>,
     /// The pinned pages (dropped after the watch, once nothing can use
     /// them: an `Arc` holds the region while a copy does).
     pins: LongPins,
@@ -111,6 +121,13 @@ impl Region {
     /// (see [`Region::covers`]).
     pub(crate) fn pages(&self, start: usize, nr_pages: usize, write: bool) -> Option<Pinned<'_>> {
         if !self.covers(start, nr_pages, write) {
+            return None;
+        }
+        if self
+            .own_keys
+            .is_some_and(|keys| !own_pkeys_allow(keys, write))
+        {
+            // The copy takes the pages itself, and meets the fault.
             return None;
         }
         // OVERFLOW: `covers` checked `start >= self.start`.
@@ -384,10 +401,15 @@ impl Cache {
         // OVERFLOW: `nr_pages` is at most `cache_pages`, a module parameter
         // bounded by RAM.
         let watch = RegionWatch::new(mm, start, nr_pages * PAGE_SIZE, &self.hook).ok()?;
+        // After the watch: a change of the keys from here on invalidates it.
+        let own_keys = mm
+            .is_current()
+            .then(|| own_range_pkeys(start, nr_pages * PAGE_SIZE));
         let pins = LongPins::pin(mm, start, nr_pages, write)?;
         let region = Region {
             start,
             watch,
+            own_keys,
             pins,
             _account: account,
         };

@@ -97,6 +97,21 @@ impl MmExt for Mm {
     }
 }
 
+/// The protection keys of the caller's own mappings over `len` bytes from
+/// `start`, as a mask (bit `k`: key `k`); every key if interrupted.
+pub(crate) fn own_range_pkeys(start: usize, len: usize) -> u32 {
+    // SAFETY: walks the caller's own mappings under its mmap_lock, taken
+    // killably in the glue; any range is acceptable.
+    unsafe { cma_glue_own_range_pkeys(start, len) }
+}
+
+/// Whether the caller's protection key rights, as they are now, let it read
+/// (or write, if `write`) memory of every key in `keys`.
+pub(crate) fn own_pkeys_allow(keys: u32, write: bool) -> bool {
+    // SAFETY: reads the current CPU's PKRU register, the caller's own.
+    unsafe { cma_glue_own_pkeys_allow(keys, write) }
+}
+
 /// Pages charged to the calling user's locked memory (`user_struct`'s
 /// `locked_vm`, shared by all of the user's processes and outliving each,
 /// as io_uring charges its registered buffers), within the caller's

@@ -132,12 +132,8 @@ static ssize_t cma_stat_show(struct device *dev, struct device_attribute *attr, 
 			  cma_stat_sum(container_of(attr, struct cma_stat_attr, attr)->index));
 }
 
-#define CMA_STAT(i) { .attr = __ATTR(_, 0444, cma_stat_show, NULL), .index = (i) }
-static struct cma_stat_attr cma_stat_attrs[CMA_NR_STATS] = {
-	CMA_STAT(0), CMA_STAT(1), CMA_STAT(2), CMA_STAT(3), CMA_STAT(4), CMA_STAT(5),
-	CMA_STAT(6), CMA_STAT(7), CMA_STAT(8), CMA_STAT(9), CMA_STAT(10), CMA_STAT(11),
-	CMA_STAT(12), CMA_STAT(13), CMA_STAT(14), CMA_STAT(15), CMA_STAT(16),
-};
+/* Filled in by cma_glue_register(), from the one list of names above. */
+static struct cma_stat_attr cma_stat_attrs[CMA_NR_STATS];
 static struct attribute *cma_stat_attr_list[CMA_NR_STATS + 1];
 static const struct attribute_group cma_stats_group = {
 	.name = "stats",
@@ -210,10 +206,16 @@ int cma_glue_register(void)
 {
 	unsigned int i;
 
-	/* The attribute names come from the one list above. */
+	/* One read-only attribute per name of the list above. */
 	for (i = 0; i < CMA_NR_STATS; i++) {
-		cma_stat_attrs[i].attr.attr.name = cma_stat_names[i];
-		cma_stat_attr_list[i] = &cma_stat_attrs[i].attr.attr;
+		struct cma_stat_attr *a = &cma_stat_attrs[i];
+
+		sysfs_attr_init(&a->attr.attr);
+		a->attr.attr.name = cma_stat_names[i];
+		a->attr.attr.mode = 0444;
+		a->attr.show = cma_stat_show;
+		a->index = i;
+		cma_stat_attr_list[i] = &a->attr.attr;
 	}
 	return misc_register(&cma_miscdev);
 }

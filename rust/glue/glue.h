@@ -65,6 +65,8 @@ long cma_glue_pin_remote(struct mm_struct *mm, unsigned long start, unsigned lon
 long cma_glue_get_remote(struct mm_struct *mm, unsigned long start, unsigned long nr_pages,
 			 unsigned int gup_flags, struct page **pages);
 void cma_glue_put_pages(struct page **pages, unsigned long n);
+u32 cma_glue_own_range_pkeys(unsigned long start, unsigned long len);
+bool cma_glue_own_pkeys_allow(u32 keys, bool write);
 int cma_glue_get_dumpable(struct mm_struct *mm);
 struct user_namespace *cma_glue_mm_user_ns(struct mm_struct *mm);
 struct mm_struct *cma_glue_current_mm(void);

@@ -17,6 +17,7 @@
 #include <linux/mm.h>
 #include <linux/mmap_lock.h>
 #include <linux/pid.h>
+#include <linux/pkeys.h>
 #include <linux/sched/coredump.h>
 #include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
@@ -100,6 +101,54 @@ void cma_glue_put_pages(struct page **pages, unsigned long n)
 
 	for (i = 0; i < n; i++)
 		put_page(pages[i]);
+}
+
+/*
+ * The protection keys of the caller's own mappings over [@start, @start +
+ * @len), as a bit mask (bit k: key k); every key (~0) if the mmap_lock
+ * could not be taken (a fatal signal), which no check will then pass.
+ * 1 (key 0, every mapping's without protection keys) on kernels and CPUs
+ * without them.
+ */
+u32 cma_glue_own_range_pkeys(unsigned long start, unsigned long len)
+{
+	struct mm_struct *mm = current->mm;
+	struct vm_area_struct *vma;
+	unsigned long end = start + len;
+	u32 keys = 0;
+
+	if (!IS_ENABLED(CONFIG_ARCH_HAS_PKEYS) || !mm)
+		return 1;
+	if (mmap_read_lock_killable(mm))
+		return ~0U;
+	for (vma = find_vma(mm, start); vma && vma->vm_start < end; vma = find_vma(mm, vma->vm_end))
+		keys |= 1U << (vma_pkey(vma) & 31);
+	mmap_read_unlock(mm);
+	return keys;
+}
+
+/*
+ * Whether the caller's protection key rights register (PKRU, which a user
+ * changes with WRPKRU, unseen by the kernel) lets it read, or write if
+ * @write, memory of every key in @keys: what its own access would be
+ * allowed to do, checked when a cache serves its pages.
+ */
+bool cma_glue_own_pkeys_allow(u32 keys, bool write)
+{
+#ifdef CONFIG_X86_INTEL_MEMORY_PROTECTION_KEYS
+	u32 pkru = read_pkru();
+	u16 key;
+
+	for (key = 0; key < 32 && keys; key++, keys >>= 1) {
+		if (!(keys & 1))
+			continue;
+		if (key >= arch_max_pkey())
+			return false;
+		if (write ? !__pkru_allows_write(pkru, key) : !__pkru_allows_read(pkru, key))
+			return false;
+	}
+#endif
+	return true;
 }
 
 int cma_glue_get_dumpable(struct mm_struct *mm)

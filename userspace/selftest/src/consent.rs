@@ -218,6 +218,9 @@ fn consent_grant_by_pidfd_never_reaches_a_recycled_pid() -> TestResult {
     let impostor = fork_as(pid)
         .map_err(|e| Failure::Fail(format!("clone3 with set_tid {pid} (to reuse the pid): {e}")))?;
     if impostor == 0 {
+        // The parent's ends: held here, they would keep the command pipe
+        // from ever reaching end-of-file.
+        drop((cmd_w, reply_r));
         let code = (|| -> io::Result<()> {
             let (mut cmd_r, mut reply_w) = (cmd_r, reply_w);
             util::become_user(NOBODY)?;

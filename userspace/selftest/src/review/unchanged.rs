@@ -22,9 +22,13 @@
 //! twice (the second read from the cache), the other twice with
 //! `process_vm_readv`. The target's smaps entry for the mapping (Rss,
 //! Anonymous, Private and Shared, clean plus dirty, and the hugetlb
-//! fields) must change by exactly as much under cma as under
-//! `process_vm_readv` (each target is idle, blocked in `read(2)`, and runs
-//! alone, so the entry is exact); `smaps_rollup`'s Rss and Anonymous by as
+//! fields) must change under cma by no more than under
+//! `process_vm_readv`, and never in another direction: between nothing and
+//! what `process_vm_readv` changed (each target is idle, blocked in
+//! `read(2)`, and runs alone, so the entry is exact). Less is allowed: a
+//! short-term read-only pin, which `process_vm_readv` takes, unshares an
+//! anonymous page shared since a fork (a forked child's page moves from
+//! Shared to Private), which cma's page references do not; `smaps_rollup`'s Rss and Anonymous by as
 //! much give or take 64 KiB (the rest of the target: its stack and heap,
 //! which an idle process does not grow; a margin, not an expectation).
 //! The cma read must bring the target's bytes, and for the file mappings
@@ -422,10 +426,16 @@ pub(super) fn reader_leaves_target_unchanged() -> TestResult {
             MAP_FIELDS, cma.map, pvm.map, ROLLUP_FIELDS, cma.rollup, pvm.rollup
         );
         for (i, k) in MAP_FIELDS.iter().enumerate() {
-            if cma.map[i] != pvm.map[i] {
+            let (c, p) = (cma.map[i], pvm.map[i]);
+            let within = if p >= 0 {
+                (0..=p).contains(&c)
+            } else {
+                (p..=0).contains(&c)
+            };
+            if !within {
                 problems.push(format!(
                     "{kind:?}: the mapping's {k} changed by {} kB under cma, by {} kB under \
-                     process_vm_readv",
+                     process_vm_readv (more, or otherwise)",
                     cma.map[i], pvm.map[i]
                 ));
             }
