@@ -437,8 +437,10 @@ impl Cache {
 
 impl Drop for Cache {
     fn drop(&mut self) {
-        // Every region (so every watch) goes before the hook, which the
-        // fields drop next, cancelling a reap that may still run.
+        // Every region (so every watch) goes before the hook, but those a
+        // reap running now took out of the slots: the hook, which the
+        // fields drop next, waits for that reap (it drops them) before it
+        // lets go of the notifier.
         self.shared.drop_where(|_| true);
     }
 }

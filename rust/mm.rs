@@ -685,7 +685,8 @@ impl CacheHook {
     /// # Safety
     ///
     /// `cache` must stay valid until this value is dropped, and every
-    /// [`RegionWatch`] made with it must be dropped before it is.
+    /// [`RegionWatch`] made with it must be dropped before it is, but for
+    /// those its own work item (`cma_rs_cache_reap`) holds while it runs.
     pub(crate) unsafe fn new(cache: *const core::ffi::c_void) -> Result<CacheHook> {
         // SAFETY: allocates and initialises a work item; no preconditions.
         let h = unsafe { cma_glue_cache_hook_new(cache.cast_mut()) };
@@ -696,10 +697,11 @@ impl CacheHook {
 
 impl Drop for CacheHook {
     fn drop(&mut self) {
-        // SAFETY: we own the hook; by `new`'s contract no region watch of it
-        // is left. Detaching it from its mm's notifier takes a spinlock; no
-        // invalidation can schedule it after that, and cancelling waits for
-        // a running reap (which takes the cache's lock, never held here).
+        // SAFETY: we own the hook; by `new`'s contract the only region
+        // watches of it left are held by a running reap, which the glue
+        // waits for (cancelling the work) before it detaches the hook from
+        // its mm's notifier; the reap takes the cache's lock, never held
+        // here.
         unsafe { cma_glue_cache_hook_free(self.0.as_ptr()) };
     }
 }

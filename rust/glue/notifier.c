@@ -275,13 +275,18 @@ out:
 }
 
 /*
- * Detaches the hook from its watch, waits for its work item and frees it;
- * no region of its cache is left. Never waits for an invalidation.
+ * Waits for the hook's work item, detaches the hook from its watch and
+ * frees it. The cache has dropped its regions; a reap that was running
+ * may still hold some it took out, which it drops before
+ * cancel_work_sync() returns: only then is the hook's list empty, and
+ * with no region left no invalidation can schedule the work again. Never
+ * waits for an invalidation.
  */
 void cma_glue_cache_hook_free(struct cma_cache_hook *hook)
 {
 	struct cma_mm_watch *w = hook->watch;
 
+	cancel_work_sync(&hook->work);
 	if (w) {
 		spin_lock(&w->lock);
 		WARN_ON_ONCE(!list_empty(&hook->regions));
@@ -290,8 +295,6 @@ void cma_glue_cache_hook_free(struct cma_cache_hook *hook)
 		/* Freed after an SRCU grace period: cma_glue_watch_sync(). */
 		mmu_notifier_put(&w->mn);
 	}
-	/* No invalidation can schedule it now. */
-	cancel_work_sync(&hook->work);
 	kfree(hook);
 }
 

@@ -114,7 +114,6 @@ pub const TESTS: &[Test] = &[
 
 /// The target's buffer: 4 MiB, 2 MiB-aligned (THP-able).
 const LEN: usize = 4 << 20;
-const HUGE: usize = 2 << 20;
 
 // Target commands.
 const FILL: u8 = b'f';
@@ -158,36 +157,13 @@ fn pattern(seed: u64) -> Vec<u8> {
     v
 }
 
-/// A 2 MiB-aligned anonymous mapping of `LEN` bytes with THP asked for.
+/// A 2 MiB-aligned anonymous mapping of `LEN` bytes with THP asked for,
+/// kept for the life of the (target) process.
 fn aligned_buffer() -> io::Result<usize> {
-    // SAFETY: a fresh anonymous mapping, trimmed to alignment below.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            LEN + HUGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    let start = p as usize;
-    let aligned = (start + HUGE - 1) & !(HUGE - 1);
-    // SAFETY: unmapping the unaligned head and tail of our own mapping.
-    unsafe {
-        if aligned > start {
-            libc::munmap(p, aligned - start);
-        }
-        let end = start + LEN + HUGE;
-        if end > aligned + LEN {
-            libc::munmap((aligned + LEN) as *mut _, end - aligned - LEN);
-        }
-        libc::madvise(aligned as *mut _, LEN, libc::MADV_HUGEPAGE);
-    }
-    Ok(aligned)
+    let buf = crate::review::Aligned::new(LEN, libc::MADV_HUGEPAGE)?;
+    let addr = buf.addr();
+    std::mem::forget(buf);
+    Ok(addr)
 }
 
 fn fill(addr: usize, seed: u64) {
