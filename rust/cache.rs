@@ -177,6 +177,10 @@ impl Drop for Account {
 
 /// The regions of a cache, in fixed slots (nothing is allocated under the
 /// lock), each with the time it was last used.
+///
+/// PANIC: every index into `slot` is below `MAX_REGIONS`, its length: the
+/// loops range over `0..MAX_REGIONS`, `last` is only ever set to such an
+/// index, and a free slot's index comes from `position` over the array.
 struct Slots {
     slot: [Option<(Arc<Region>, u64)>; MAX_REGIONS],
     clock: u64,
