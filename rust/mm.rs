@@ -470,7 +470,7 @@ impl Drop for Pinned<'_> {
 ///   shared since a fork): the reader would change the target's memory, its
 ///   RSS, and what its mapping shows when the file is written. A reference
 ///   changes none of it; what keeps the pages the ones mapped is the
-///   region's interval notifier, which any change to the mapping triggers
+///   region's watch on the mm's notifier, which any change to the mapping triggers
 ///   first, not the pin.
 ///
 /// The caller's own pages are taken with the local GUP (`*_user_pages_fast`),

@@ -77,7 +77,7 @@ long cma_glue_pin_remote(struct mm_struct *mm, unsigned long start, unsigned lon
  * (FOLL_PIN | FOLL_LONGTERM) makes GUP unshare what a COW mapping shares
  * (gup_must_unshare(): the zero page, a MAP_PRIVATE file's page cache, an
  * anonymous page shared with a fork), which changes the target's memory; a
- * reference does not, and the cache's interval notifier, not the pin, is
+ * reference does not, and the cache's mmu notifier, not the pin, is
  * what keeps the pages the ones mapped.
  */
 long cma_glue_get_remote(struct mm_struct *mm, unsigned long start, unsigned long nr_pages,
