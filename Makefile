@@ -8,6 +8,10 @@
 SHELL := /bin/bash
 TOP := $(CURDIR)
 FLAVOUR ?= normal
+# Which of the test kernels: 6.12 (the LTS line, LLVM) or 7.3 (the newest,
+# GCC). `make test KERNEL=7.3` runs the suite on 7.3.
+KERNEL ?= 6.12
+export KERNEL
 CACHE := $(shell . scripts/env.sh; echo $$CMA_CACHE)
 BINDGEN ?= $(CACHE)/tools/bin/bindgen
 KRUSTC ?= /usr/bin/rustc
@@ -15,16 +19,22 @@ ifeq ($(origin KDIR),undefined)
 OWN_KERNEL := 1
 # Recursively expanded: evaluated in recipes, after `deps` has installed what
 # the cache key depends on.
-KDIR = $(shell scripts/kernel.sh --flavour $(FLAVOUR) --print-dir)
+KDIR = $(shell scripts/kernel.sh --kernel $(KERNEL) --flavour $(FLAVOUR) --print-dir)
 endif
-# The normal flavour's module is built in place (cma.ko at the top); other
-# flavours build a copy of the sources under out/, so both can coexist.
-ifeq ($(FLAVOUR),normal)
+# The module for 6.12's normal flavour is built in place (cma.ko at the
+# top); the others build a copy of the sources under out/, so all can coexist
+# (scripts/vm.sh finds each where this puts it).
+ifeq ($(KERNEL)-$(FLAVOUR),6.12-normal)
 MODDIR := $(TOP)
-else
+else ifeq ($(KERNEL),6.12)
 MODDIR := $(TOP)/out/module-$(FLAVOUR)
+else
+MODDIR := $(TOP)/out/module-$(KERNEL)-$(FLAVOUR)
 endif
-KMAKE = $(MAKE) -C $(KDIR) M=$(MODDIR) LLVM=-19 RUSTC=$(KRUSTC) BINDGEN=$(BINDGEN) $(KMAKE_ARGS)
+# Modules are built with the kernel's own compiler: LLVM for a clang-built
+# kernel (our 6.12), GCC otherwise (our 7.3, and the distributions' kernels).
+KCOMPILER = $(if $(shell grep -s '^CONFIG_CC_IS_CLANG=y' $(KDIR)/.config),LLVM=-19)
+KMAKE = $(MAKE) -C $(KDIR) M=$(MODDIR) $(KCOMPILER) RUSTC=$(KRUSTC) BINDGEN=$(BINDGEN) $(KMAKE_ARGS)
 MODULE_SOURCES := Kbuild include/uapi/cma.h $(wildcard rust/glue/*.[ch]) \
 	$(filter-out %_generated.rs,$(wildcard rust/*.rs rust/compat/*.rs))
 CARGO_TARGET := $(TOP)/userspace/target/release
@@ -65,7 +75,8 @@ help:
 	@echo "  make fmt        rustfmt the module and the userspace workspace"
 	@echo "  make lint       check formatting and run clippy on the userspace workspace and the module"
 	@echo "  make clean      remove build products (not the kernel cache)"
-	@echo "variables: KDIR=<kernel build dir> (your own Rust-enabled kernel), FLAVOUR=normal|debug"
+	@echo "variables: KDIR=<kernel build dir> (your own Rust-enabled kernel), FLAVOUR=normal|debug,"
+	@echo "           KERNEL=6.12|7.3 (which test kernel: make test KERNEL=7.3)"
 	@echo "kernel cache: $(CACHE)"
 
 deps:
@@ -73,7 +84,7 @@ deps:
 
 kernel: deps
 ifdef OWN_KERNEL
-	scripts/kernel.sh --flavour $(FLAVOUR) >/dev/null
+	scripts/kernel.sh --kernel $(KERNEL) --flavour $(FLAVOUR) >/dev/null
 else
 	@echo "using KDIR=$(KDIR)"
 endif

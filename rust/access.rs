@@ -29,7 +29,7 @@
 //! in between, as `mm_access()` does.
 
 use crate::consent::{self, Policy, Token};
-use crate::mm::{mm_of_task, MmExt, MmRef};
+use crate::mm::{mm_of_task, still_dumpable, MmRef};
 use crate::task::{
     current_ids, current_task, find_pid, pidfd_pid, CredExt, PidExt, TaskCred, TaskExt, TaskRef,
 };
@@ -120,7 +120,7 @@ fn check(task: &TaskRef, mm: &MmRef) -> Result<Decision> {
     if !same_ids && !privileged() {
         return Err(EPERM);
     }
-    if !mm.is_user_dumpable() && !mm.caller_may_ptrace() {
+    if !still_dumpable(task, mm) {
         return Err(EPERM);
     }
     let covers_caps = me.user_ns == them.user_ns && them.permitted & !me.permitted == 0;

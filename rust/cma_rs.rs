@@ -34,6 +34,7 @@ mod mm;
 mod params;
 #[deny(unsafe_code)]
 mod peer;
+mod pid;
 mod stats;
 mod task;
 mod uapi;
@@ -42,7 +43,6 @@ mod user;
 module! {
     type: CmaModule,
     name: "cma",
-    author: "The cma developers",
     description: "Cross Memory Attach: single-copy cross-process memory transfer via /dev/cma",
     license: "GPL",
 }
@@ -51,7 +51,7 @@ module! {
 /// and the consent registry its requests use.
 struct CmaModule {
     // Fields drop in order: the device goes away before the registry.
-    _device: device::MiscDevice,
+    _device: Pin<KBox<compat::miscdevice::Registration<device::CmaDevice>>>,
     _consents: KBox<consent::Registry>,
 }
 
@@ -61,7 +61,7 @@ impl kernel::Module for CmaModule {
         kcopy::select()?;
         let consents = consent::new_registry()?;
         consent::install(&consents);
-        let device = match device::MiscDevice::register() {
+        let device = match device::register() {
             Ok(device) => device,
             Err(e) => {
                 consent::uninstall();

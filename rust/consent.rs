@@ -441,7 +441,7 @@ impl Registry {
                 GFP,
             )?;
             let entry = Entry {
-                pid: me.tgid()?,
+                pid: me.group_pid()?,
                 exec_id,
                 watch,
                 owner,
@@ -465,12 +465,12 @@ pub(crate) fn grant(file: &Arc<FileGrants>, arg: IoctlArg) -> Result<isize> {
     // The peer, looked up now and held from here on; a thread names its
     // process.
     let peer = if req.flags & uapi::CMA_GRANT_PIDFD != 0 {
-        Some(pidfd_pid(req.pid)?.task()?.tgid()?)
+        Some(pidfd_pid(req.pid)?.task()?.group_pid()?)
     } else {
         match req.pid {
             0 => None,
             pid if pid < 0 => return Err(EINVAL),
-            pid => Some(find_pid(pid)?.task()?.tgid()?),
+            pid => Some(find_pid(pid)?.task()?.group_pid()?),
         }
     };
     let me = current_task();

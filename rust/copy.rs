@@ -13,7 +13,7 @@ use crate::uapi;
 use crate::user::{self, IoctlArg};
 use core::mem::size_of;
 use kernel::prelude::*;
-use kernel::uaccess::{UserPtr, UserSlice};
+use crate::compat::uaccess::{user_ptr, UserSlice};
 
 /// The most iovecs on either side (`CMA_MAX_IOV`, which is `UIO_MAXIOV`).
 const MAX_IOV: u32 = uapi::CMA_MAX_IOV;
@@ -251,7 +251,7 @@ const IOV_SIZE: usize = size_of::<uapi::cma_iovec>();
 fn read_iovecs(ptr: u64, cnt: u32) -> Result<IoVecs> {
     let cnt = cnt as usize;
     let size = cnt.checked_mul(IOV_SIZE).ok_or(EINVAL)?;
-    let mut reader = UserSlice::new(ptr as UserPtr, size).reader();
+    let mut reader = UserSlice::new(user_ptr(ptr as usize), size).reader();
     if cnt <= FAST_IOV {
         let mut raw = [0u8; FAST_IOV * IOV_SIZE];
         // `size <= FAST_IOV * IOV_SIZE` here, so this is `Some`.

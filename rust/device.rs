@@ -1,53 +1,47 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The `/dev/cma` misc device registration, as an RAII guard.
+//! `/dev/cma`: the misc device whose open files carry requests.
 //!
-//! The `struct miscdevice` and its file operations live in `rust/glue/device.c`
-//! because 6.12's Rust bindings cannot express them; this type makes sure the
-//! registration is undone exactly once.
+//! [`CmaDevice`] is the device's file operations, as the kernel crate's
+//! `MiscDevice` has them (on 6.12, `compat`'s look-alike): `open` makes the
+//! file's state ([`DevFile`]), `ioctl` hands a request to [`dispatch`],
+//! `release` forgets the grants made on the file.
 
-use crate::glue::*;
-use core::sync::atomic::{AtomicBool, Ordering};
-use kernel::error::to_result;
+use crate::compat::fs::File;
+use crate::compat::miscdevice::{
+    MiscDevice, MiscDeviceOptions, MiscDeviceRegistration, Registration,
+};
+use crate::copy::Via;
+use crate::file::DevFile;
+use crate::{consent, dispatch};
+use kernel::c_str;
 use kernel::prelude::*;
 
-/// Whether the glue's single `struct miscdevice` is currently registered.
-static REGISTERED: AtomicBool = AtomicBool::new(false);
+/// The file operations of `/dev/cma`.
+pub(crate) struct CmaDevice;
 
-/// A registered `/dev/cma`; dropping it deregisters the device.
-///
-/// # Invariants
-///
-/// While a `MiscDevice` exists, the glue's `struct miscdevice` is registered,
-/// and no other `MiscDevice` exists (guarded by [`REGISTERED`]).
-pub(crate) struct MiscDevice {
-    _private: (),
-}
+#[vtable]
+impl MiscDevice for CmaDevice {
+    type Ptr = KBox<DevFile>;
 
-impl MiscDevice {
-    /// Registers `/dev/cma`. Fails with `EBUSY` if it is already registered.
-    pub(crate) fn register() -> Result<Self> {
-        if REGISTERED.swap(true, Ordering::AcqRel) {
-            return Err(EBUSY);
-        }
-        // SAFETY: `REGISTERED` was false and is now true, so the static
-        // `struct miscdevice` in the glue is not registered and nobody else
-        // will register it concurrently.
-        let ret = unsafe { cma_glue_register() };
-        if let Err(e) = to_result(ret) {
-            REGISTERED.store(false, Ordering::Release);
-            return Err(e);
-        }
-        // INVARIANT: registration succeeded and `REGISTERED` is set.
-        Ok(Self { _private: () })
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<DevFile>> {
+        DevFile::new()
+    }
+
+    fn release(device: KBox<DevFile>, _file: &File) {
+        // The grants made on this file go with it; no other operation on the
+        // file runs any more.
+        consent::release(device.grants());
+    }
+
+    fn ioctl(device: &DevFile, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        dispatch::dispatch(Via::Device(device), cmd, arg)
     }
 }
 
-impl Drop for MiscDevice {
-    fn drop(&mut self) {
-        // SAFETY: by the type invariant the device is registered, and this is
-        // the only `MiscDevice`, so it is deregistered exactly once.
-        unsafe { cma_glue_unregister() };
-        REGISTERED.store(false, Ordering::Release);
-    }
+/// Registers `/dev/cma` (mode 0666: anyone may open, every request is
+/// checked on its own; a udev rule narrows it), with its counters'
+/// attributes; dropping the result deregisters it.
+pub(crate) fn register() -> Result<Pin<KBox<Registration<CmaDevice>>>> {
+    Registration::register(MiscDeviceOptions { name: c_str!("cma") })
 }

@@ -12,67 +12,40 @@ use crate::{consent, copy, file, info, peer, uapi};
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
 use kernel::prelude::*;
 
-/// The `unlocked_ioctl` of `/dev/cma`, called by the C glue.
-///
-/// Returns a non-negative value on success or a negative errno.
-#[no_mangle]
-pub(crate) extern "C" fn cma_rs_ioctl(
-    file: *mut kernel::bindings::file,
-    cmd: c_uint,
-    arg: c_ulong,
-) -> c_long {
-    const _: crate::glue::cma_rs_ioctl_fn = Some(cma_rs_ioctl);
-    // SAFETY: the glue calls this only as the `unlocked_ioctl` of
-    // `/dev/cma`, whose `open` stored the state, and the VFS does not
-    // release a file while one of its ioctls runs.
-    let dev = unsafe { file::borrow(crate::glue::cma_glue_file_private(file)) };
-    result(dispatch(Via::Device(dev), cmd, arg))
-}
-
-/// The `release` of `/dev/cma`, called by the C glue when the last reference
-/// to an open file goes away: the grants made on it are forgotten, and its
-/// state freed.
-#[no_mangle]
-pub(crate) extern "C" fn cma_rs_release(
-    _inode: *mut kernel::bindings::inode,
-    file: *mut kernel::bindings::file,
-) -> c_int {
-    const _: crate::glue::cma_rs_release_fn = Some(cma_rs_release);
-    // SAFETY: the glue calls this only as the `release` of `/dev/cma`, once,
-    // after every other file operation on it has returned; its `open`
-    // stored the state, which stays until `close` below.
-    let private = unsafe { crate::glue::cma_glue_file_private(file) };
-    // SAFETY: as above; the borrow ends before `close`.
-    consent::release(unsafe { file::borrow(private) }.grants());
-    // SAFETY: as above; nothing borrows the state any more.
-    unsafe { file::close(private) };
-    0
-}
-
 /// The `unlocked_ioctl` of a peer fd (`CMA_IOC_ATTACH`), called by the C glue.
+///
+/// # Safety
+///
+/// `file` must be a peer fd's file (made by [`file::new_peer_fd`]), not
+/// released: the glue calls this only as a peer fd's `unlocked_ioctl`, and
+/// the VFS does not release a file while one of its ioctls runs.
 #[no_mangle]
-pub(crate) extern "C" fn cma_rs_peer_ioctl(
+pub(crate) unsafe extern "C" fn cma_rs_peer_ioctl(
     file: *mut kernel::bindings::file,
     cmd: c_uint,
     arg: c_ulong,
 ) -> c_long {
     const _: crate::glue::cma_rs_ioctl_fn = Some(cma_rs_peer_ioctl);
-    // SAFETY: the glue calls this only as the `unlocked_ioctl` of a peer fd,
-    // and the VFS does not release a file while one of its ioctls runs.
+    // SAFETY: `file` is a live peer fd file, not being released (above).
     let peer = unsafe { file::peer_of(file) };
     result(dispatch(Via::Peer(peer), cmd, arg))
 }
 
 /// The `release` of a peer fd, called by the C glue once, when its last
 /// reference goes away: the peer is freed.
+///
+/// # Safety
+///
+/// `file` must be a peer fd's file in its release: the glue calls this only
+/// as a peer fd's `release`, once, after every other file operation on it
+/// has returned.
 #[no_mangle]
-pub(crate) extern "C" fn cma_rs_peer_release(
+pub(crate) unsafe extern "C" fn cma_rs_peer_release(
     _inode: *mut kernel::bindings::inode,
     file: *mut kernel::bindings::file,
 ) -> c_int {
     const _: crate::glue::cma_rs_release_fn = Some(cma_rs_peer_release);
-    // SAFETY: the glue calls this only as the `release` of a peer fd, once,
-    // after every other file operation on it has returned.
+    // SAFETY: as above.
     unsafe { file::release_peer(file) };
     0
 }
@@ -87,7 +60,7 @@ fn result(r: Result<isize>) -> c_long {
 
 /// The one command table, for both kinds of file: `via` says which file
 /// the command came in on (a peer fd takes the copies and `INFO` only).
-fn dispatch(via: Via<'_>, cmd: u32, arg: usize) -> Result<isize> {
+pub(crate) fn dispatch(via: Via<'_>, cmd: u32, arg: usize) -> Result<isize> {
     let arg = IoctlArg::new(cmd, arg);
     match (cmd, via) {
         (uapi::CMA_IOC_INFO, _) => info::info(arg),

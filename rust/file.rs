@@ -39,32 +39,16 @@ impl DevFile {
     pub(crate) fn grants(&self) -> &Arc<FileGrants> {
         &self.grants
     }
-}
 
-/// The `open` of `/dev/cma`, called by the C glue: makes the file's state
-/// and stores it in `*private`.
-#[no_mangle]
-pub(crate) extern "C" fn cma_rs_open(private: *mut *mut kernel::ffi::c_void) -> kernel::ffi::c_int {
-    const _: crate::glue::cma_rs_open_fn = Some(cma_rs_open);
-    // The opener's own address space, for the cache of its pages. A user
-    // task, io_uring's workers included (they share their ring's mm), has
-    // one; a kernel thread opening the device (`filp_open`) does not, and
-    // gets `EINVAL` rather than a cache of nothing.
-    let state = crate::mm::grab_current_mm()
-        .and_then(Cache::new)
-        .and_then(|c| Arc::new(c, GFP_KERNEL_ACCOUNT).map_err(Into::into))
-        .and_then(|own| FileGrants::new().map(|grants| (own, grants)))
-        .and_then(|(own, grants)| {
-            KBox::new(DevFile { own, grants }, GFP_KERNEL_ACCOUNT).map_err(Into::into)
-        });
-    match state {
-        Ok(state) => {
-            // SAFETY: the glue passes the file's `private_data`, which the
-            // file owns from here until `release` gives it to `close`.
-            unsafe { *private = state.into_foreign() as *mut _ };
-            0
-        }
-        Err(e) => e.to_errno(),
+    /// The state of a new open file of `/dev/cma`.
+    pub(crate) fn new() -> Result<KBox<DevFile>> {
+        // The opener's own address space, for the cache of its pages. A user
+        // task, io_uring's workers included (they share their ring's mm), has
+        // one; a kernel thread opening the device (`filp_open`) does not, and
+        // gets `EINVAL` rather than a cache of nothing.
+        let own = Arc::new(Cache::new(crate::mm::grab_current_mm()?)?, GFP_KERNEL_ACCOUNT)?;
+        let grants = FileGrants::new()?;
+        Ok(KBox::new(DevFile { own, grants }, GFP_KERNEL_ACCOUNT)?)
     }
 }
 
@@ -74,7 +58,7 @@ pub(crate) fn new_peer_fd(peer: KBox<Peer>) -> Result<isize> {
     // SAFETY: `peer` came from `into_foreign` just now. On success the new
     // file owns it, and `release_peer` takes it back; we do not touch it
     // again, since another thread may close the fd at once.
-    let fd = unsafe { cma_glue_peer_fd(peer.cast_mut()) };
+    let fd = unsafe { cma_glue_peer_fd(peer) };
     if fd < 0 {
         // SAFETY: on failure no file took `peer`; it is still ours alone.
         drop(unsafe { KBox::<Peer>::from_foreign(peer) });
@@ -106,28 +90,4 @@ pub(crate) unsafe fn release_peer(file: *mut kernel::bindings::file) {
     // SAFETY: `private_data` came from `into_foreign` in `new_peer_fd`, owned
     // by the file until now; nothing else can reach it any more.
     drop(unsafe { KBox::<Peer>::from_foreign(cma_glue_file_private(file)) });
-}
-
-/// The state of an open `/dev/cma` whose `private_data` is `private`.
-///
-/// # Safety
-///
-/// `private` must be the `private_data` of a `/dev/cma` file opened by
-/// [`cma_rs_open`], not yet released, for the whole of `'a`.
-pub(crate) unsafe fn borrow<'a>(private: *mut core::ffi::c_void) -> &'a DevFile {
-    // SAFETY: by the caller's guarantee the pointer came from `into_foreign`
-    // and `close` has not taken it back.
-    unsafe { <KBox<DevFile> as ForeignOwnable>::borrow(private) }
-}
-
-/// Frees the state of a `/dev/cma` file being released.
-///
-/// # Safety
-///
-/// `private` must be the `private_data` of a `/dev/cma` file opened by
-/// [`cma_rs_open`], in its `release`, with no other file operation running.
-pub(crate) unsafe fn close(private: *mut core::ffi::c_void) {
-    // SAFETY: by the caller's guarantee the pointer came from `into_foreign`
-    // and nothing borrows it any more.
-    drop(unsafe { <KBox<DevFile> as ForeignOwnable>::from_foreign(private) });
 }

@@ -26,7 +26,7 @@ use crate::glue::*;
 use core::ffi::c_int;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
-use kernel::time::Ktime;
+use crate::compat::time::Stopwatch;
 
 /// Pieces shorter than this use `memcpy` even when AVX was chosen.
 const SIMD_MIN: usize = 512;
@@ -129,7 +129,7 @@ fn time_routines(avx_usable: bool) -> Result<[i64; 3]> {
             if matches!(routine, Routine::Avx) && !avx_usable {
                 continue;
             }
-            let start = Ktime::ktime_get();
+            let start = Stopwatch::start();
             for (d, s) in dst
                 .chunks_mut(kernel::page::PAGE_SIZE)
                 .zip(src.chunks(kernel::page::PAGE_SIZE))
@@ -145,9 +145,7 @@ fn time_routines(avx_usable: bool) -> Result<[i64; 3]> {
                     }
                 }
             }
-            // PANIC: `Ktime`'s `-` is a plain `i64` subtraction; both are
-            // readings of the monotonic clock (non-negative), the later first.
-            let took = (Ktime::ktime_get() - start).to_ns();
+            let took = start.elapsed_ns();
             *best = (*best).min(took);
         }
     }

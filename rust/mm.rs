@@ -15,7 +15,7 @@ use kernel::bindings;
 use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
 use kernel::task::Task;
-use kernel::types::ARef;
+use crate::compat::aref::ARef;
 
 pub(crate) use crate::compat::mm::{Mm, MmWithUser};
 
@@ -37,6 +37,15 @@ pub(crate) fn mm_of_task(task: &Task) -> Result<MmRef> {
     // SAFETY: `MmWithUser` wraps `mm_struct` transparently; a non-NULL mm
     // carries the `mm_users` increment the `ARef` takes over.
     unsafe { crate::compat::take(mm) }.ok_or(ESRCH)
+}
+
+/// ptrace's last test: `task`, whose address space is `mm`, is dumpable by
+/// its owner's peers (`SUID_DUMP_USER`), or the caller has `CAP_SYS_PTRACE`
+/// in the user namespace `task` exec'd in.
+pub(crate) fn still_dumpable(task: &Task, mm: &Mm) -> bool {
+    // SAFETY: `task` is live and `mm` allocated (both borrowed); the glue
+    // reads flags and makes the capability check.
+    unsafe { cma_glue_still_dumpable(crate::task::TaskExt::as_raw(task), mm.as_raw()) }
 }
 
 /// The caller's own address space; `None` for a task without one.
@@ -70,30 +79,12 @@ pub(crate) fn grab_current_mm() -> Result<MmGrab> {
 pub(crate) trait MmExt {
     /// Whether this is the caller's own address space.
     fn is_current(&self) -> bool;
-    /// Whether the address space may be inspected by a non-privileged peer
-    /// (`get_dumpable(mm) == SUID_DUMP_USER`).
-    fn is_user_dumpable(&self) -> bool;
-    /// Whether the caller has `CAP_SYS_PTRACE` in the user namespace that
-    /// owns this address space.
-    fn caller_may_ptrace(&self) -> bool;
 }
 
 impl MmExt for Mm {
     fn is_current(&self) -> bool {
         // SAFETY: reads `current->mm`; no preconditions.
         self.as_raw() == unsafe { cma_glue_current_mm() }
-    }
-
-    fn is_user_dumpable(&self) -> bool {
-        // SAFETY: the mm is allocated (borrowed); `get_dumpable` reads a flag.
-        unsafe { cma_glue_get_dumpable(self.as_raw()) == bindings::SUID_DUMP_USER as c_int }
-    }
-
-    fn caller_may_ptrace(&self) -> bool {
-        // SAFETY: the mm is allocated (borrowed) and holds its user_ns.
-        let ns = unsafe { cma_glue_mm_user_ns(self.as_raw()) };
-        // SAFETY: `ns` is live for as long as the mm is.
-        unsafe { bindings::ns_capable(ns, bindings::CAP_SYS_PTRACE as c_int) }
     }
 }
 

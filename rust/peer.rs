@@ -31,7 +31,7 @@ use crate::uapi;
 use crate::user::IoctlArg;
 use kernel::prelude::*;
 use kernel::sync::Arc;
-use kernel::types::ARef;
+use crate::compat::aref::ARef;
 
 /// What a peer fd's access decision rests on, as pointers (for comparison
 /// only, never dereferenced): the caller's thread group and credentials, the
@@ -98,7 +98,7 @@ impl Peer {
             mm: ARef::from(&**mm),
             task,
             target_cred: decision.cred,
-            caller_group: me.tgid()?,
+            caller_group: me.group_pid()?,
             caller_cred: caller_cred()?,
             policy,
             consent: decision.consent.map(Seen::new),
@@ -126,8 +126,8 @@ impl Peer {
         let same = now
             == Inputs {
                 caller_group: self.caller_group.as_raw(),
-                caller_cred: self.caller_cred.as_raw(),
-                target_cred: self.target_cred.as_raw(),
+                caller_cred: self.caller_cred.as_ptr(),
+                target_cred: self.target_cred.as_ptr(),
                 target_mm: self.mm.as_raw(),
                 dumpable: true,
             };

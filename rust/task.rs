@@ -12,10 +12,10 @@ use kernel::bindings;
 use kernel::error::from_err_ptr;
 use kernel::prelude::*;
 use kernel::task::Task;
-use kernel::types::ARef;
+use crate::compat::aref::ARef;
 
 pub(crate) use crate::compat::cred::Credential;
-pub(crate) use crate::compat::pid::Pid;
+pub(crate) use crate::pid::Pid;
 
 /// A counted reference to a `struct pid`.
 pub(crate) type PidRef = ARef<Pid>;
@@ -47,7 +47,8 @@ pub(crate) fn pidfd_pid(fd: i32) -> Result<PidRef> {
 
 /// The calling task.
 pub(crate) fn current_task() -> TaskRef {
-    ARef::from(kernel::current!())
+    let current: &Task = kernel::current!();
+    ARef::from(current)
 }
 
 /// What cma asks of a `struct pid`.
@@ -85,7 +86,7 @@ pub(crate) trait TaskExt {
     fn tgid_ptr(&self) -> *mut bindings::pid;
     /// This task's thread-group (process) pid; `ESRCH` once the process has
     /// been reaped (a task found by pid may be, before this is called).
-    fn tgid(&self) -> Result<PidRef>;
+    fn group_pid(&self) -> Result<PidRef>;
     /// Whether this task's thread group is the one `pid` names.
     fn in_group(&self, pid: &Pid) -> bool;
     /// Takes the task's `exec_update_lock` for reading, so that it cannot
@@ -120,7 +121,7 @@ impl TaskExt for Task {
         unsafe { cma_glue_task_tgid(self.as_raw()) }
     }
 
-    fn tgid(&self) -> Result<PidRef> {
+    fn group_pid(&self) -> Result<PidRef> {
         // SAFETY: the task is live (borrowed); the glue reads its thread-group
         // pid under RCU and returns it with a new reference, or NULL if the
         // process was reaped meanwhile (`__unhash_process` detaches it while
@@ -231,7 +232,7 @@ pub(crate) trait CredExt {
 impl CredExt for Credential {
     fn ids(&self) -> Ids {
         // SAFETY: the credentials are live (borrowed).
-        unsafe { ids_of(self.as_raw()) }
+        unsafe { ids_of(self.as_ptr()) }
     }
 
     fn caller_may_ptrace(&self) -> bool {
@@ -268,7 +269,7 @@ pub(crate) fn access_inputs(
         core::ptr::null(),
         core::ptr::null(),
         core::ptr::null_mut(),
-        0,
+        false,
     );
     // SAFETY: `task` is live (borrowed) and `mm` is allocated (the caller's
     // guarantee); the glue only reads pointers and flags into the
@@ -284,13 +285,7 @@ pub(crate) fn access_inputs(
             &mut dumpable,
         )
     };
-    (
-        group,
-        ccred,
-        tcred,
-        tmm,
-        dumpable == bindings::SUID_DUMP_USER as c_int,
-    )
+    (group, ccred, tcred, tmm, dumpable)
 }
 
 /// Whether the caller has been sent a fatal signal (and should stop).

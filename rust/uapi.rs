@@ -32,14 +32,14 @@ kernel::static_assert!(usize::BITS == 64);
 // no implicit padding (the header pads explicitly; bindgen's generated layout
 // checks confirm every offset), so every byte is initialised and any byte
 // pattern is a valid value.
-unsafe impl kernel::types::AsBytes for cma_info {}
+unsafe impl crate::compat::transmute::AsBytes for cma_info {}
 // SAFETY: as above.
-unsafe impl kernel::types::AsBytes for cma_copy {}
+unsafe impl crate::compat::transmute::AsBytes for cma_copy {}
 // SAFETY: as above.
-unsafe impl kernel::types::FromBytes for cma_copy {}
+unsafe impl crate::compat::transmute::FromBytes for cma_copy {}
 // SAFETY: as above.
-unsafe impl kernel::types::FromBytes for cma_grant {}
+unsafe impl crate::compat::transmute::FromBytes for cma_grant {}
 // SAFETY: as above.
-unsafe impl kernel::types::FromBytes for cma_copy1 {}
+unsafe impl crate::compat::transmute::FromBytes for cma_copy1 {}
 // SAFETY: as above.
-unsafe impl kernel::types::FromBytes for cma_attach {}
+unsafe impl crate::compat::transmute::FromBytes for cma_attach {}

@@ -10,8 +10,8 @@ use crate::glue::cma_glue_access_ok;
 use core::ffi::c_void;
 use kernel::bindings;
 use kernel::prelude::*;
-use kernel::types::{AsBytes, FromBytes};
-use kernel::uaccess::{UserPtr, UserSlice};
+use crate::compat::transmute::{AsBytes, FromBytes};
+use crate::compat::uaccess::{user_ptr, UserPtr, UserSlice};
 
 /// An ioctl's argument: the user memory at `arg`, as long as the size the
 /// command encodes (`_IOC_SIZE`). Handlers read and write it as the struct
@@ -25,9 +25,9 @@ pub(crate) struct IoctlArg {
 
 impl IoctlArg {
     /// The argument of command `cmd` at `arg`.
-    pub(crate) fn new(cmd: u32, arg: UserPtr) -> IoctlArg {
+    pub(crate) fn new(cmd: u32, arg: usize) -> IoctlArg {
         IoctlArg {
-            ptr: arg,
+            ptr: user_ptr(arg),
             len: kernel::ioctl::_IOC_SIZE(cmd),
         }
     }

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Builds cma.ko for DKMS (dkms.conf's MAKE): `dkms-make.sh KDIR KVER`, in the
 # source copy DKMS made. A Rust module must be built with the very rustc the
-# kernel was built with, and bindgen and the kernel's LLVM; this finds them
+# kernel was built with, bindgen, and the kernel's compiler (LLVM for a
+# clang-built kernel, GCC otherwise, as Debian and Ubuntu build theirs; bindgen
+# uses libclang either way); this finds them
 # and fails with a clear message when the kernel or the machine lacks them.
 # KRUSTC=, BINDGEN= and LLVM= override what it finds.
 set -eu
@@ -33,10 +35,19 @@ if [ -z "$llvm" ] && grep -q '^CONFIG_CC_IS_CLANG=y' "$config"; then
     major=$((v / 10000))
     if command -v "clang-$major" >/dev/null 2>&1; then llvm=-$major; else llvm=1; fi
 fi
-[ -n "$llvm" ] || die "kernel $kver was not built with clang; cma's build uses LLVM (set LLVM=)"
-# bindgen evaluates the header's _IOR() numbers with libclang: the kernel's.
-if [ -z "${LIBCLANG_PATH:-}" ] && [ -d "/usr/lib/llvm-${major:-0}/lib" ]; then
-    export LIBCLANG_PATH=/usr/lib/llvm-$major/lib
+if [ -z "$llvm" ]; then
+    grep -q '^CONFIG_CC_IS_GCC=y' "$config" || die "kernel $kver was built with neither clang nor GCC (set LLVM=)"
+    command -v gcc >/dev/null 2>&1 || die "kernel $kver was built with GCC; install gcc"
 fi
-echo "cma (dkms): building for $kver with $found ($want), $bindgen, LLVM=$llvm${LIBCLANG_PATH:+, libclang from $LIBCLANG_PATH}"
-exec make -C "$kdir" M="$PWD" LLVM="$llvm" RUSTC="$found" BINDGEN="$bindgen" modules
+# bindgen evaluates the header's _IOR() numbers with libclang: the kernel's
+# LLVM's for a clang-built kernel, the newest installed for a GCC-built one.
+if [ -z "${LIBCLANG_PATH:-}" ]; then
+    if [ -n "${major:-}" ] && [ -d "/usr/lib/llvm-$major/lib" ]; then
+        export LIBCLANG_PATH=/usr/lib/llvm-$major/lib
+    else
+        d=$(ls -d /usr/lib/llvm-*/lib 2>/dev/null | sort -V | tail -n 1)
+        [ -n "$d" ] && export LIBCLANG_PATH=$d
+    fi
+fi
+echo "cma (dkms): building for $kver with $found ($want), $bindgen, ${llvm:+LLVM=$llvm}${llvm:-GCC}${LIBCLANG_PATH:+, libclang from $LIBCLANG_PATH}"
+exec make -C "$kdir" M="$PWD" ${llvm:+LLVM="$llvm"} RUSTC="$found" BINDGEN="$bindgen" modules

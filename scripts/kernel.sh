@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Build (or reuse) the Rust-enabled test kernel, cached outside the clone.
 #
-#   scripts/kernel.sh [--flavour normal|debug]        build if needed, print the build dir
-#   scripts/kernel.sh [--flavour F] --print-dir       print the build dir, build nothing
+#   scripts/kernel.sh [--kernel 6.12|7.3] [--flavour normal|debug]   build if needed, print the build dir
+#   scripts/kernel.sh [--kernel K] [--flavour F] --print-dir         print the build dir, build nothing
+#
+# Two kernel lines, both from Debian's source packages: 6.12 (the LTS line,
+# linux-source-6.12, built with LLVM as before) and 7.3 (the newest,
+# linux-source-7.3 from trixie-backports, fetched by scripts/linux-source.sh
+# and built with GCC, as Debian and Ubuntu build theirs). Both get the same
+# fragments: tests/config (the test kernel and the distribution hardening),
+# and tests/config.debug for the debug flavour.
 #
 # The build lives in $CMA_CACHE/kernel/<flavour>-<version>-<key>/, where <key> hashes
 # the kernel source package version, the config fragments, the toolchain versions
@@ -14,12 +21,14 @@ top=$(cd "$here/.." && pwd)
 . "$here/env.sh"
 
 flavour=normal
+kernel=${KERNEL:-6.12}
 print_only=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --flavour) flavour=$2; shift 2 ;;
+        --kernel) kernel=$2; shift 2 ;;
         --print-dir) print_only=1; shift ;;
-        *) echo "usage: $0 [--flavour normal|debug] [--print-dir]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--kernel 6.12|7.3] [--flavour normal|debug] [--print-dir]" >&2; exit 2 ;;
     esac
 done
 
@@ -34,10 +43,29 @@ case "$flavour" in
 esac
 for f in "${fragments[@]}"; do [ -r "$f" ] || die "missing config fragment $f"; done
 
-tarball=/usr/src/linux-source-6.12.tar.xz
-pkgver=$(dpkg-query -W -f='${Version}' linux-source-6.12 2>/dev/null) \
-    || die "linux-source-6.12 is not installed: run scripts/deps.sh"
-[ -r "$tarball" ] || die "$tarball missing: run scripts/deps.sh"
+case "$kernel" in
+    6.12)
+        # Installed by scripts/deps.sh from the machine's own apt sources.
+        tarball=/usr/src/linux-source-6.12.tar.xz
+        pkgver=$(dpkg-query -W -f='${Version}' linux-source-6.12 2>/dev/null) \
+            || die "linux-source-6.12 is not installed: run scripts/deps.sh"
+        [ -r "$tarball" ] || die "$tarball missing: run scripts/deps.sh"
+        # LLVM, as before: the debug flavour's KASAN needs clang for Rust.
+        compiler=(LLVM="$KLLVM")
+        compiler_id=$(clang-19 --version | head -1)
+        ;;
+    7.3)
+        # Not in bookworm: fetched (and cached) from trixie-backports without
+        # touching the machine's apt sources. Prints "<version> <tarball>".
+        read -r pkgver tarball < <("$here/linux-source.sh" 7.3) \
+            || die "could not fetch linux-source-7.3 (scripts/linux-source.sh)"
+        # GCC, as distributions build their kernels: the module's Kbuild, glue and
+        # bindgen steps must not assume clang. bindgen still uses libclang.
+        compiler=(CC=gcc HOSTCC=gcc)
+        compiler_id=$(gcc --version | head -1)
+        ;;
+    *) die "unknown kernel '$kernel' (6.12 or 7.3)" ;;
+esac
 
 bindgen=$CMA_TOOLS/bin/bindgen
 [ -x "$bindgen" ] || die "bindgen not found at $bindgen: run scripts/deps.sh"
@@ -46,7 +74,7 @@ key=$( {
     echo "pkg $pkgver"
     cat "${fragments[@]}"
     "$KRUSTC" --version
-    clang-19 --version | head -1
+    echo "$compiler_id"
     "$bindgen" --version
     cat "$0"
 } | sha256sum | cut -c1-12)
@@ -75,7 +103,7 @@ if [ ! -e "$src/.extracted" ]; then
 fi
 
 kmake() {
-    make -C "$src" O="$out/build" LLVM="$KLLVM" RUSTC="$KRUSTC" RUSTDOC="$KRUSTDOC" \
+    make -C "$src" O="$out/build" "${compiler[@]}" RUSTC="$KRUSTC" RUSTDOC="$KRUSTDOC" \
         HOSTRUSTC="$KRUSTC" BINDGEN="$bindgen" "$@"
 }
 
@@ -103,7 +131,7 @@ for f in "${fragments[@]}"; do
 done
 
 jobs=$(( $(nproc) + 1 ))
-say "building the $flavour kernel with -j$jobs (about 15 minutes on 2 cores)"
+say "building the $flavour $kernel kernel with -j$jobs (about 15 minutes on 2 cores)"
 start=$(date +%s)
 kmake -j"$jobs" all >"$out/build.log" 2>&1 || { tail -40 "$out/build.log" >&2; die "kernel build failed (log: $out/build.log)"; }
 touch "$out/.done"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Boot the test kernel with virtme-ng and run something inside it.
 #
+#   (--kernel 6.12|7.3, or KERNEL=..., picks the test kernel; 6.12 by default)
 #   scripts/vm.sh [--flavour normal|debug] test   load cma.ko, run the suites, unload,
 #                                                 check the kernel log; ends "N passed, N failed"
 #   scripts/vm.sh [--flavour normal|debug] run    load cma.ko and run the CLI
@@ -19,9 +20,11 @@ top=$(cd "$here/.." && pwd)
 . "$here/env.sh"
 
 flavour=normal
+kernel=${KERNEL:-6.12}
 while [ $# -gt 0 ]; do
     case "$1" in
         --flavour) flavour=$2; shift 2 ;;
+        --kernel) kernel=$2; shift 2 ;;
         *) break ;;
     esac
 done
@@ -32,7 +35,7 @@ mode=${1:-}
 say() { printf '[vm] %s\n' "$*" >&2; }
 die() { printf '[vm] ERROR: %s\n' "$*" >&2; exit 1; }
 
-kdir=${KDIR:-$("$here/kernel.sh" --flavour "$flavour" --print-dir)}
+kdir=${KDIR:-$("$here/kernel.sh" --kernel "$kernel" --flavour "$flavour" --print-dir)}
 bzimage=$kdir/arch/x86/boot/bzImage
 [ -r "$bzimage" ] || die "no kernel at $bzimage: run 'make kernel' (or set KDIR)"
 vng=$CMA_VENV/bin/vng
@@ -40,11 +43,12 @@ export PATH=$CMA_VENV/bin:$PATH
 [ -x "$vng" ] || die "virtme-ng not installed: run scripts/deps.sh"
 # The module built for this flavour (see MODDIR in the Makefile), relative
 # to the repository, which is the guest's working directory too.
-case "$flavour" in
-    normal) ko=cma.ko ;;
-    *) ko=out/module-$flavour/cma.ko ;;
+case "$kernel-$flavour" in
+    6.12-normal) ko=cma.ko ;;
+    6.12-*) ko=out/module-$flavour/cma.ko ;;
+    *) ko=out/module-$kernel-$flavour/cma.ko ;;
 esac
-[ -r "$top/$ko" ] || die "$ko not built: run 'make module FLAVOUR=$flavour'"
+[ -r "$top/$ko" ] || die "$ko not built: run 'make module KERNEL=$kernel FLAVOUR=$flavour'"
 
 # Does KVM work here? /dev/kvm can exist and still fail (nested virtualisation
 # that aborts on MSR writes, or crawls): boot the kernel with no root and see
@@ -90,7 +94,7 @@ case "$mode" in
         say "running the suites in the guest (log: $log)"
         set +e
         # Pass the suite's knobs through to the guest.
-        knobs="CMA_ACCEL=$accel CMA_KO=$ko CMA_FLAVOUR=$flavour"
+        knobs="CMA_ACCEL=$accel CMA_KO=$ko CMA_FLAVOUR=$flavour CMA_KERNEL=$kernel"
         for v in CMA_TESTS CMA_TEST_TIMEOUT CMA_FUZZ_CALLS CMA_FUZZ_SEED CMA_STRESS_LOAD_SECS; do
             [ -n "${!v:-}" ] && knobs="$knobs $v='${!v}'"
         done

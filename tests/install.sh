@@ -13,7 +13,7 @@ top=$PWD
 prefix=/usr/local
 manifest=$prefix/share/cma/installed-files
 kver=$(uname -r)
-kdir=$(scripts/kernel.sh --flavour "$flavour" --print-dir)
+kdir=$(scripts/kernel.sh --kernel "${CMA_KERNEL:-6.12}" --flavour "$flavour" --print-dir)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 n=0 pass=0 fail=0
@@ -79,7 +79,7 @@ fi
 restore_modules_dir() {
     [ -n "$link" ] && rm -rf "/lib/modules/$kver" && ln -s "$link" "/lib/modules/$kver"
 }
-check make_install make -s install FLAVOUR="$flavour" PREFIX=$prefix
+check make_install make -s install KERNEL="${CMA_KERNEL:-6.12}" FLAVOUR="$flavour" PREFIX=$prefix
 cp "$manifest" "$tmp/manifest" 2>/dev/null
 echo "# installed: $(tr '\n' ' ' < "$tmp/manifest" 2>/dev/null)"
 check module_in_updates test -f "/lib/modules/$kver/updates/cma.ko"
@@ -96,7 +96,7 @@ check man_pages sh -c "man -M $prefix/share/man -w 1 cma && man -M $prefix/share
 check pkg_config sh -c "PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --cflags --libs cma \
     | grep -q -- '-I$prefix/include/cma'"
 check modprobe_r modprobe -r cma
-check make_uninstall make -s uninstall FLAVOUR="$flavour" PREFIX=$prefix
+check make_uninstall make -s uninstall KERNEL="${CMA_KERNEL:-6.12}" FLAVOUR="$flavour" PREFIX=$prefix
 check nothing_left_behind left_behind
 check depmod_forgot_it sh -c "! modinfo -n cma 2>/dev/null | grep -q /updates/"
 restore_modules_dir

@@ -3,11 +3,14 @@
  * cma's C glue: the misc device, its file operations, parameters and
  * counters.
  *
- * Why C: 6.12's Rust has no miscdevice or file_operations abstraction, no
- * module parameters with callbacks in module!, no per-CPU variables and no
- * sysfs attribute groups. Each file operation is forwarded to Rust
- * (rust/dispatch.rs, rust/file.rs); each parameter is read through a
- * function Rust calls.
+ * Why C: the kernel crate (7.3's included) has no module parameters with
+ * callbacks, no per-CPU variables, no sysfs attribute groups and no
+ * anonymous inodes; 6.12's has no misc device either. On 7.x /dev/cma is
+ * the kernel crate's misc device (rust/compat/v7/miscdevice.rs) and only its
+ * attribute groups come from here; on 6.12 the struct miscdevice is here,
+ * its file operations Rust's (rust/compat/v6_12/miscdevice.rs). The peer
+ * fds' file operations are forwarded to Rust (rust/dispatch.rs); each
+ * parameter is read through a function Rust calls.
  */
 #include <linux/anon_inodes.h>
 #include <linux/fs.h>
@@ -15,6 +18,7 @@
 #include <linux/module.h>
 #include <linux/percpu.h>
 #include <linux/sysfs.h>
+#include <linux/version.h>
 
 #include "glue.h"
 
@@ -132,7 +136,7 @@ static ssize_t cma_stat_show(struct device *dev, struct device_attribute *attr, 
 			  cma_stat_sum(container_of(attr, struct cma_stat_attr, attr)->index));
 }
 
-/* Filled in by cma_glue_register(), from the one list of names above. */
+/* Filled in by cma_stat_groups(), from the one list of names above. */
 static struct cma_stat_attr cma_stat_attrs[CMA_NR_STATS];
 static struct attribute *cma_stat_attr_list[CMA_NR_STATS + 1];
 static const struct attribute_group cma_stats_group = {
@@ -166,43 +170,9 @@ static const struct kernel_param_ops peer_rechecks_ops = {
 module_param_cb(peer_rechecks, &peer_rechecks_ops, NULL, 0444);
 MODULE_PARM_DESC(peer_rechecks, "Copies through a peer fd that ran the full access check again");
 
-/* The file's state (the cache of its opener's pages) replaces the
- * miscdevice pointer misc_open() left in private_data. */
-static int cma_open(struct inode *inode, struct file *file)
-{
-	return cma_rs_open(&file->private_data);
-}
-
-static const struct file_operations cma_fops = {
-	/* Pins the module while a file is open: rmmod is refused until close. */
-	.owner = THIS_MODULE,
-	.open = cma_open,
-	.unlocked_ioctl = cma_rs_ioctl,
-	.compat_ioctl = compat_ptr_ioctl,
-	.release = cma_rs_release,
-	.llseek = noop_llseek,
-};
-
-/* A peer fd (CMA_IOC_ATTACH): an anonymous file whose private_data is the
- * Rust side's attachment, freed by its release. */
-static const struct file_operations cma_peer_fops = {
-	.owner = THIS_MODULE,
-	.unlocked_ioctl = cma_rs_peer_ioctl,
-	.compat_ioctl = compat_ptr_ioctl,
-	.release = cma_rs_peer_release,
-	.llseek = noop_llseek,
-};
-
-static struct miscdevice cma_miscdev = {
-	.minor = MISC_DYNAMIC_MINOR,
-	.name = "cma",
-	/* Anyone may open: every request is checked on its own. */
-	.mode = 0666,
-	.fops = &cma_fops,
-	.groups = cma_groups,
-};
-
-int cma_glue_register(void)
+/* The counters' attributes, filled in once from the one list of names above;
+ * the misc device is registered with them (cma_glue_misc_groups). */
+static const struct attribute_group **cma_stat_groups(void)
 {
 	unsigned int i;
 
@@ -217,13 +187,61 @@ int cma_glue_register(void)
 		a->index = i;
 		cma_stat_attr_list[i] = &a->attr.attr;
 	}
+	return cma_groups;
+}
+
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 13, 0)
+/*
+ * 6.12: the struct miscdevice and its file operations, whose entries are
+ * rust/compat/v6_12/miscdevice.rs's, given at registration (before the
+ * module's init ends; __ro_after_init then makes them read-only).
+ */
+static struct file_operations cma_fops __ro_after_init = {
+	/* Pins the module while a file is open: rmmod is refused until close. */
+	.owner = THIS_MODULE,
+	.compat_ioctl = compat_ptr_ioctl,
+	.llseek = noop_llseek,
+};
+
+static struct miscdevice cma_miscdev = {
+	.minor = MISC_DYNAMIC_MINOR,
+	/* Anyone may open: every request is checked on its own. */
+	.mode = 0666,
+	.fops = &cma_fops,
+};
+
+int cma_glue_misc_register(const char *name, cma_rs_open_fn *open, cma_rs_ioctl_fn *ioctl,
+			   cma_rs_release_fn *release)
+{
+	cma_fops.open = open;
+	cma_fops.unlocked_ioctl = ioctl;
+	cma_fops.release = release;
+	cma_miscdev.name = name;
+	cma_miscdev.groups = cma_stat_groups();
 	return misc_register(&cma_miscdev);
 }
 
-void cma_glue_unregister(void)
+void cma_glue_misc_deregister(void)
 {
 	misc_deregister(&cma_miscdev);
 }
+#else
+/* 7.x: Rust registers the kernel's struct miscdevice, with these groups. */
+const struct attribute_group **cma_glue_misc_groups(void)
+{
+	return cma_stat_groups();
+}
+#endif
+
+/* A peer fd (CMA_IOC_ATTACH): an anonymous file whose private_data is the
+ * Rust side's attachment, freed by its release. */
+static const struct file_operations cma_peer_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = cma_rs_peer_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.release = cma_rs_peer_release,
+	.llseek = noop_llseek,
+};
 
 int cma_glue_policy(void)
 {
@@ -239,9 +257,11 @@ void cma_glue_set_grants(u64 n)
  * A new peer fd whose private_data is @peer, or a negative errno. On success
  * the file owns @peer (cma_rs_peer_release frees it) and pins this module.
  */
-int cma_glue_peer_fd(void *peer)
+int cma_glue_peer_fd(const void *peer)
 {
-	return anon_inode_getfd("[cma-peer]", &cma_peer_fops, peer, O_RDWR | O_CLOEXEC);
+	/* const only because Rust's ForeignOwnable hands out a const pointer on
+	 * 6.12 and a mutable one on 7.x; the file owns and frees it. */
+	return anon_inode_getfd("[cma-peer]", &cma_peer_fops, (void *)peer, O_RDWR | O_CLOEXEC);
 }
 
 /*
@@ -319,4 +339,6 @@ int cma_glue_cache_param(void)
 	return READ_ONCE(cache_pages);
 }
 
+/* Here rather than in module!, whose key is `author` on 6.12, `authors` on 7.x. */
+MODULE_AUTHOR("The cma developers");
 MODULE_VERSION("0.3.0");

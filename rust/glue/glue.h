@@ -8,8 +8,8 @@
  *
  * Two kinds of function:
  *   cma_glue_*   C, called by Rust: the kernel's static inlines and macros
- *                that 6.12's Rust bindings do not provide, the misc device
- *                and its parameters, the notifier callbacks' plumbing;
+ *                that the kernel crate's bindings do not provide, the
+ *                parameters and counters, the notifier callbacks' plumbing;
  *   cma_rs_*     Rust (#[no_mangle] extern "C"), called by C: the file
  *                operations and the notifier callbacks. Each is declared
  *                through a function type cma_rs_*_fn, which Rust checks its
@@ -24,7 +24,9 @@
 #define CMA_GLUE_H
 
 #include <linux/types.h>
+#include <linux/version.h>
 
+struct attribute_group;
 struct cred;
 struct file;
 struct inode;
@@ -39,16 +41,14 @@ struct user_struct;
 struct cma_cache_hook;
 struct cma_region_watch;
 
-/* Implemented in Rust: rust/dispatch.rs. */
+/* Implemented in Rust: the file operations of the peer fds (rust/dispatch.rs),
+ * and on 6.12 those of /dev/cma (rust/compat/v6_12/miscdevice.rs, given to
+ * cma_glue_misc_register). */
+typedef int cma_rs_open_fn(struct inode *inode, struct file *file);
 typedef long cma_rs_ioctl_fn(struct file *file, unsigned int cmd, unsigned long arg);
 typedef int cma_rs_release_fn(struct inode *inode, struct file *file);
-cma_rs_ioctl_fn cma_rs_ioctl;
-cma_rs_release_fn cma_rs_release;
 cma_rs_ioctl_fn cma_rs_peer_ioctl;
 cma_rs_release_fn cma_rs_peer_release;
-/* rust/file.rs: the open of /dev/cma stores its state in *private. */
-typedef int cma_rs_open_fn(void **private);
-cma_rs_open_fn cma_rs_open;
 /* rust/consent.rs: the exit watch's release. */
 typedef void cma_rs_mm_released_fn(struct mm_struct *mm);
 cma_rs_mm_released_fn cma_rs_mm_released;
@@ -57,8 +57,13 @@ typedef void cma_rs_cache_reap_fn(void *cache);
 cma_rs_cache_reap_fn cma_rs_cache_reap;
 
 /* Implemented in C: the .c files of rust/glue/. */
-int cma_glue_register(void);
-void cma_glue_unregister(void);
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 13, 0)
+int cma_glue_misc_register(const char *name, cma_rs_open_fn *open, cma_rs_ioctl_fn *ioctl,
+			   cma_rs_release_fn *release);
+void cma_glue_misc_deregister(void);
+#else
+const struct attribute_group **cma_glue_misc_groups(void);
+#endif
 int cma_glue_policy(void);
 long cma_glue_pin_remote(struct mm_struct *mm, unsigned long start, unsigned long nr_pages,
 			 unsigned int gup_flags, struct page **pages);
@@ -67,8 +72,7 @@ long cma_glue_get_remote(struct mm_struct *mm, unsigned long start, unsigned lon
 void cma_glue_put_pages(struct page **pages, unsigned long n);
 u32 cma_glue_own_range_pkeys(unsigned long start, unsigned long len);
 bool cma_glue_own_pkeys_allow(u32 keys, bool write);
-int cma_glue_get_dumpable(struct mm_struct *mm);
-struct user_namespace *cma_glue_mm_user_ns(struct mm_struct *mm);
+bool cma_glue_still_dumpable(struct task_struct *task, struct mm_struct *mm);
 struct mm_struct *cma_glue_current_mm(void);
 void cma_glue_mmgrab(struct mm_struct *mm);
 void cma_glue_mmdrop(struct mm_struct *mm);
@@ -79,8 +83,8 @@ void cma_glue_get_pid(struct pid *pid);
 const struct cred *cma_glue_get_current_cred(void);
 void cma_glue_peer_state(struct task_struct *task, struct mm_struct *mm,
 			 struct pid **caller_group, const struct cred **caller_cred,
-			 const struct cred **task_cred, struct mm_struct **task_mm, int *dumpable);
-int cma_glue_peer_fd(void *peer);
+			 const struct cred **task_cred, struct mm_struct **task_mm, bool *user_dumpable);
+int cma_glue_peer_fd(const void *peer);
 const struct cred *cma_glue_current_cred(void);
 void cma_glue_put_cred(const struct cred *cred);
 bool cma_glue_fatal_signal_pending(void);

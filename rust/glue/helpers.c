@@ -19,6 +19,10 @@
 #include <linux/pid.h>
 #include <linux/pkeys.h>
 #include <linux/sched/coredump.h>
+#include <linux/version.h>
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(7, 0, 0)
+#include <linux/sched/exec_state.h>
+#endif
 #include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
 #include <linux/uaccess.h>
@@ -151,14 +155,43 @@ bool cma_glue_own_pkeys_allow(u32 keys, bool write)
 	return true;
 }
 
-int cma_glue_get_dumpable(struct mm_struct *mm)
+/*
+ * Whether @task (whose address space is @mm, held by mmgrab at least) is
+ * dumpable by its owner's peers: ptrace's dumpability test. 6.12 keeps it
+ * in the mm (get_dumpable()); 7.x in the task's exec state (RCU).
+ */
+static bool cma_user_dumpable(struct task_struct *task, struct mm_struct *mm)
 {
-	return get_dumpable(mm);
+#if LINUX_VERSION_CODE < KERNEL_VERSION(7, 0, 0)
+	return get_dumpable(mm) == SUID_DUMP_USER;
+#else
+	const struct task_exec_state *es;
+
+	guard(rcu)();
+	es = rcu_dereference(task->exec_state);
+	return es && READ_ONCE(es->dumpable) == TASK_DUMPABLE_OWNER;
+#endif
 }
 
-struct user_namespace *cma_glue_mm_user_ns(struct mm_struct *mm)
+/*
+ * ptrace's last test (task_still_dumpable() in 7.x, __ptrace_may_access()
+ * in 6.12): @task is dumpable by its owner's peers, or the caller has
+ * CAP_SYS_PTRACE in the user namespace @task exec'd in (the mm's on 6.12,
+ * the exec state's on 7.x, read under RCU as ptrace does).
+ */
+bool cma_glue_still_dumpable(struct task_struct *task, struct mm_struct *mm)
 {
-	return mm->user_ns;
+#if LINUX_VERSION_CODE < KERNEL_VERSION(7, 0, 0)
+	return cma_user_dumpable(task, mm) || ns_capable(mm->user_ns, CAP_SYS_PTRACE);
+#else
+	const struct task_exec_state *es;
+
+	if (cma_user_dumpable(task, mm))
+		return true;
+	guard(rcu)();
+	es = rcu_dereference(task->exec_state);
+	return es && ns_capable(es->user_ns, CAP_SYS_PTRACE);
+#endif
 }
 
 struct mm_struct *cma_glue_current_mm(void)
@@ -199,20 +232,20 @@ void cma_glue_get_pid(struct pid *pid)
 /*
  * What a peer fd's check compares, read in one call (a copy's hot path): the
  * caller's thread-group pid and credentials, @task's credentials and mm, and
- * get_dumpable(@mm) (@mm is held by mmgrab at least). Rust must not read
+ * whether @mm is dumpable by its owner's peers (@mm is held by mmgrab at least). Rust must not read
  * task_struct itself: in this kernel's generated bindings its field offsets
  * differ from the C compiler's (mm at 832 rather than 848; cred and
  * signal_struct match).
  */
 void cma_glue_peer_state(struct task_struct *task, struct mm_struct *mm,
 			 struct pid **caller_group, const struct cred **caller_cred,
-			 const struct cred **task_cred, struct mm_struct **task_mm, int *dumpable)
+			 const struct cred **task_cred, struct mm_struct **task_mm, bool *user_dumpable)
 {
 	*caller_group = task_tgid(current);
 	*caller_cred = current_cred();
 	*task_cred = rcu_access_pointer(task->real_cred);
 	*task_mm = READ_ONCE(task->mm);
-	*dumpable = get_dumpable(mm);
+	*user_dumpable = cma_user_dumpable(task, mm);
 }
 
 const struct cred *cma_glue_get_current_cred(void)

@@ -6,7 +6,8 @@
 use crate::glue::cma_glue_get_pid;
 use core::ptr::NonNull;
 use kernel::bindings;
-use kernel::types::{AlwaysRefCounted, Opaque};
+use crate::compat::aref::AlwaysRefCounted;
+use kernel::types::Opaque;
 
 /// A `struct pid`.
 ///
@@ -42,4 +43,9 @@ impl Pid {
     pub(crate) fn as_raw(&self) -> *mut bindings::pid {
         self.0.get()
     }
+}
+
+// SAFETY: `Pid` wraps `struct pid` transparently, counted by `get_pid`.
+unsafe impl crate::compat::Wraps for Pid {
+    type Raw = bindings::pid;
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `struct cred`, as upstream's `kernel::cred` wraps it.
+//! `struct cred`, as 7.x's `kernel::cred::Credential` wraps it.
 
 use crate::glue::{cma_glue_get_cred, cma_glue_put_cred};
 use core::ptr::NonNull;
@@ -26,7 +26,7 @@ unsafe impl Sync for Credential {}
 unsafe impl AlwaysRefCounted for Credential {
     fn inc_ref(&self) {
         // SAFETY: the pointer is valid since `self` is a reference.
-        unsafe { cma_glue_get_cred(self.as_raw()) };
+        unsafe { cma_glue_get_cred(self.as_ptr()) };
     }
 
     unsafe fn dec_ref(obj: NonNull<Self>) {
@@ -37,7 +37,7 @@ unsafe impl AlwaysRefCounted for Credential {
 
 impl Credential {
     /// The raw pointer.
-    pub(crate) fn as_raw(&self) -> *const bindings::cred {
+    pub(crate) fn as_ptr(&self) -> *const bindings::cred {
         self.0.get()
     }
 }
