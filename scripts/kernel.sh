@@ -70,13 +70,18 @@ esac
 bindgen=$CMA_TOOLS/bin/bindgen
 [ -x "$bindgen" ] || die "bindgen not found at $bindgen: run scripts/deps.sh"
 
+# How a kernel is configured and built below (tinyconfig, the fragments merged,
+# olddefconfig, `make all`). Bump it when that procedure changes: the key
+# hashes it rather than this whole script, so that teaching the script a new
+# kernel line does not throw away the builds of the others.
+recipe=2
 key=$( {
     echo "pkg $pkgver"
     cat "${fragments[@]}"
     "$KRUSTC" --version
     echo "$compiler_id"
     "$bindgen" --version
-    cat "$0"
+    echo "recipe $recipe: ${compiler[*]}"
 } | sha256sum | cut -c1-12)
 ver=${pkgver%%-*}
 out=$CMA_CACHE/kernel/$flavour-$ver-$key
