@@ -36,7 +36,7 @@ endif
 KCOMPILER = $(if $(shell grep -s '^CONFIG_CC_IS_CLANG=y' $(KDIR)/.config),LLVM=-19)
 KMAKE = $(MAKE) -C $(KDIR) M=$(MODDIR) $(KCOMPILER) RUSTC=$(KRUSTC) BINDGEN=$(BINDGEN) $(KMAKE_ARGS)
 MODULE_SOURCES := Kbuild include/uapi/cma.h $(wildcard rust/glue/*.[ch]) \
-	$(filter-out %_generated.rs,$(wildcard rust/*.rs rust/compat/*.rs))
+	$(filter-out %_generated.rs,$(wildcard rust/*.rs rust/compat/*.rs rust/compat/*/*.rs))
 CARGO_TARGET := $(TOP)/userspace/target/release
 # The C libraries: libcma.so (the C API, a Rust cdylib) and
 # libcma-preload.so (process_vm_readv/writev through /dev/cma: the Rust

@@ -5,6 +5,7 @@
 //! request, find the target, run the copy engine, report the result.
 
 use crate::access::{self, TargetId};
+use crate::compat::uaccess::{user_ptr, UserSlice};
 use crate::engine::{self, Caches, Direction, IoVec};
 use crate::file::DevFile;
 use crate::mm::MmRef;
@@ -13,7 +14,6 @@ use crate::uapi;
 use crate::user::{self, IoctlArg};
 use core::mem::size_of;
 use kernel::prelude::*;
-use crate::compat::uaccess::{user_ptr, UserSlice};
 
 /// The most iovecs on either side (`CMA_MAX_IOV`, which is `UIO_MAXIOV`).
 const MAX_IOV: u32 = uapi::CMA_MAX_IOV;

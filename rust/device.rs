@@ -43,5 +43,7 @@ impl MiscDevice for CmaDevice {
 /// checked on its own; a udev rule narrows it), with its counters'
 /// attributes; dropping the result deregisters it.
 pub(crate) fn register() -> Result<Pin<KBox<Registration<CmaDevice>>>> {
-    Registration::register(MiscDeviceOptions { name: c_str!("cma") })
+    Registration::register(MiscDeviceOptions {
+        name: c_str!("cma"),
+    })
 }

@@ -46,7 +46,10 @@ impl DevFile {
         // task, io_uring's workers included (they share their ring's mm), has
         // one; a kernel thread opening the device (`filp_open`) does not, and
         // gets `EINVAL` rather than a cache of nothing.
-        let own = Arc::new(Cache::new(crate::mm::grab_current_mm()?)?, GFP_KERNEL_ACCOUNT)?;
+        let own = Arc::new(
+            Cache::new(crate::mm::grab_current_mm()?)?,
+            GFP_KERNEL_ACCOUNT,
+        )?;
         let grants = FileGrants::new()?;
         Ok(KBox::new(DevFile { own, grants }, GFP_KERNEL_ACCOUNT)?)
     }

@@ -22,11 +22,11 @@
 //! the engine copies with the user-copy routines (`usercopy`); otherwise it
 //! pins both sides and copies kernel to kernel (`pinned`).
 
+use crate::compat::time::Stopwatch;
 use crate::glue::*;
 use core::ffi::c_int;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
-use crate::compat::time::Stopwatch;
 
 /// Pieces shorter than this use `memcpy` even when AVX was chosen.
 const SIMD_MIN: usize = 512;

@@ -7,6 +7,7 @@
 //! pinned page and the caller's memory are here too, so that the copy engine
 //! above is safe Rust.
 
+use crate::compat::aref::ARef;
 use crate::glue::*;
 use crate::stats::{self, Stat};
 use core::ffi::c_int;
@@ -15,7 +16,6 @@ use kernel::bindings;
 use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
 use kernel::task::Task;
-use crate::compat::aref::ARef;
 
 pub(crate) use crate::compat::mm::{Mm, MmWithUser};
 

@@ -24,6 +24,7 @@ use crate::cache::Cache;
 use crate::consent::{self, Seen};
 use crate::file::DevFile;
 
+use crate::compat::aref::ARef;
 use crate::mm::{MmGrab, MmRef};
 use crate::stats::{self, Stat};
 use crate::task::{access_inputs, caller_cred, current_task, PidRef, TaskCred, TaskExt, TaskRef};
@@ -31,7 +32,6 @@ use crate::uapi;
 use crate::user::IoctlArg;
 use kernel::prelude::*;
 use kernel::sync::Arc;
-use crate::compat::aref::ARef;
 
 /// What a peer fd's access decision rests on, as pointers (for comparison
 /// only, never dereferenced): the caller's thread group and credentials, the

@@ -3,10 +3,10 @@
 //! `struct pid` (a process or thread identity that outlives its number's
 //! reuse), in the shape of the kernel crate's other wrappers.
 
+use crate::compat::aref::AlwaysRefCounted;
 use crate::glue::cma_glue_get_pid;
 use core::ptr::NonNull;
 use kernel::bindings;
-use crate::compat::aref::AlwaysRefCounted;
 use kernel::types::Opaque;
 
 /// A `struct pid`.

@@ -5,6 +5,7 @@
 //! `exec_update_lock`. Each owns exactly one reference (or lock) and gives it
 //! back on drop; the rest of the module never calls the C functions directly.
 
+use crate::compat::aref::ARef;
 use crate::compat::take;
 use crate::glue::*;
 use core::ffi::c_int;
@@ -12,7 +13,6 @@ use kernel::bindings;
 use kernel::error::from_err_ptr;
 use kernel::prelude::*;
 use kernel::task::Task;
-use crate::compat::aref::ARef;
 
 pub(crate) use crate::compat::cred::Credential;
 pub(crate) use crate::pid::Pid;

@@ -6,12 +6,12 @@
 //! `copy_{to,from}_user` do (the `UserSlice` API of 6.12 is
 //! all-or-nothing, which would lose the partial count).
 
+use crate::compat::transmute::{AsBytes, FromBytes};
+use crate::compat::uaccess::{user_ptr, UserPtr, UserSlice};
 use crate::glue::cma_glue_access_ok;
 use core::ffi::c_void;
 use kernel::bindings;
 use kernel::prelude::*;
-use crate::compat::transmute::{AsBytes, FromBytes};
-use crate::compat::uaccess::{user_ptr, UserPtr, UserSlice};
 
 /// An ioctl's argument: the user memory at `arg`, as long as the size the
 /// command encodes (`_IOC_SIZE`). Handlers read and write it as the struct
