@@ -13,6 +13,10 @@ FLAVOUR ?= normal
 KERNEL ?= 6.12
 export KERNEL
 CACHE := $(shell . scripts/env.sh; echo $$CMA_CACHE)
+# The one version number (VERSION): the module's MODULE_VERSION (Kbuild),
+# the man page, cma.pc; dkms.conf and the Cargo workspace repeat it, and
+# `make lint` checks that they do.
+VERSION := $(shell cat VERSION)
 BINDGEN ?= $(CACHE)/tools/bin/bindgen
 KRUSTC ?= /usr/bin/rustc
 ifeq ($(origin KDIR),undefined)
@@ -35,7 +39,7 @@ endif
 # kernel (our 6.12), GCC otherwise (our 7.3, and the distributions' kernels).
 KCOMPILER = $(if $(shell grep -s '^CONFIG_CC_IS_CLANG=y' $(KDIR)/.config),LLVM=-19)
 KMAKE = $(MAKE) -C $(KDIR) M=$(MODDIR) $(KCOMPILER) RUSTC=$(KRUSTC) BINDGEN=$(BINDGEN) $(KMAKE_ARGS)
-MODULE_SOURCES := Kbuild include/uapi/cma.h $(wildcard rust/glue/*.[ch]) \
+MODULE_SOURCES := Kbuild VERSION include/uapi/cma.h $(wildcard rust/glue/*.[ch]) \
 	$(filter-out %_generated.rs,$(wildcard rust/*.rs rust/compat/*.rs rust/compat/*/*.rs))
 CARGO_TARGET := $(TOP)/userspace/target/release
 # The C libraries: libcma.so (the C API, a Rust cdylib) and
@@ -116,7 +120,7 @@ $(LIBDIR)/libcma-preload.so: userspace/preload/shim.c userspace/preload/exports.
 
 $(LIBDIR)/pkgconfig/cma.pc: scripts/cma.pc.in
 	mkdir -p $(LIBDIR)/pkgconfig
-	sed -e 's|@PREFIX@|$(TOP)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(TOP)/include|' $< > $@
+	sed -e 's|@PREFIX@|$(TOP)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(TOP)/include|; s|@VERSION@|$(VERSION)|' $< > $@
 
 ctests: $(C_TESTS)
 
@@ -177,6 +181,8 @@ fmt:
 # The module's clippy: a copy of its sources under out/ built by the
 # clippy-driver that comes with the kernel's rustc, warnings as errors.
 lint:
+	grep -qx 'PACKAGE_VERSION="$(VERSION)"' dkms.conf || { echo "dkms.conf: not version $(VERSION)"; exit 1; }
+	grep -qx 'version = "$(VERSION)"' userspace/Cargo.toml || { echo "userspace/Cargo.toml: not version $(VERSION)"; exit 1; }
 	rustfmt --edition 2021 --check rust/*.rs
 	cd userspace && cargo fmt --all -- --check
 	cd userspace && cargo clippy --release --workspace --all-targets -- -D warnings
@@ -191,7 +197,7 @@ man: out/man/cma.1 out/man/cma.4
 out/man/cma.1: $(CARGO_TARGET)/cma
 	mkdir -p out/man
 	help2man -N -n "single-copy cross-process memory transfer through /dev/cma" \
-		--version-string=0.1.0 $< > $@
+		--version-string=$(VERSION) $< > $@
 
 out/man/cma.4: include/uapi/cma.h
 	mkdir -p out/man

@@ -54,7 +54,7 @@ install)
     files+=("$PREFIX/lib/libcma.so")
     put 0755 "$TOP/out/lib/libcma-preload.so" "$PREFIX/lib/libcma-preload.so"
     mkdir -p "$DESTDIR$PREFIX/lib/pkgconfig"
-    sed -e "s|@PREFIX@|$PREFIX|; s|@LIBDIR@|$PREFIX/lib|; s|@INCLUDEDIR@|$PREFIX/include/cma|" \
+    sed -e "s|@PREFIX@|$PREFIX|; s|@LIBDIR@|$PREFIX/lib|; s|@INCLUDEDIR@|$PREFIX/include/cma|; s|@VERSION@|$(cat "$TOP/VERSION")|" \
         "$TOP/scripts/cma.pc.in" > "$DESTDIR$PREFIX/lib/pkgconfig/cma.pc"
     files+=("$PREFIX/lib/pkgconfig/cma.pc")
     put 0644 "$TOP/out/man/cma.1" "$PREFIX/share/man/man1/cma.1"

@@ -10,6 +10,7 @@ set -u
 flavour=${CMA_FLAVOUR:-normal}
 ko=${CMA_KO:?}
 top=$PWD
+version=$(cat VERSION)
 prefix=/usr/local
 manifest=$prefix/share/cma/installed-files
 kver=$(uname -r)
@@ -47,16 +48,16 @@ left_behind() {
 }
 dkms_build() {
     local tree=$tmp/dkms src=$tmp/src
-    mkdir -p "$tree" "$src/cma-0.1.0"
+    mkdir -p "$tree" "$src/cma-$version"
     # The source as a release would ship it: tracked and new files, no build products.
     (cd "$top" && git ls-files --cached --others --exclude-standard) |
-        grep -E '^(Kbuild|Makefile|dkms.conf|include/|rust/|scripts/)' |
-        (cd "$top" && xargs cp --parents -t "$src/cma-0.1.0")
-    dkms add --dkmstree "$tree" --sourcetree "$src" -m cma -v 0.1.0 &&
-        dkms build --dkmstree "$tree" --sourcetree "$src" -m cma -v 0.1.0 -k "$kver" \
+        grep -E '^(Kbuild|Makefile|VERSION|dkms.conf|include/|rust/|scripts/)' |
+        (cd "$top" && xargs cp --parents -t "$src/cma-$version")
+    dkms add --dkmstree "$tree" --sourcetree "$src" -m cma -v $version &&
+        dkms build --dkmstree "$tree" --sourcetree "$src" -m cma -v $version -k "$kver" \
             --kernelsourcedir "$kdir" &&
-        find "$tree/cma/0.1.0/$kver" -name 'cma.ko*' | grep -q . ||
-        { tail -n 25 "$tree/cma/0.1.0/build/make.log"; return 1; }
+        find "$tree/cma/$version/$kver" -name 'cma.ko*' | grep -q . ||
+        { tail -n 25 "$tree/cma/$version/build/make.log"; return 1; }
 }
 
 dkms_clear_errors() {

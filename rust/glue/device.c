@@ -341,4 +341,4 @@ int cma_glue_cache_param(void)
 
 /* Here rather than in module!, whose key is `author` on 6.12, `authors` on 7.x. */
 MODULE_AUTHOR("The cma developers");
-MODULE_VERSION("0.3.0");
+MODULE_VERSION(CMA_VERSION);
