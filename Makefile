@@ -179,16 +179,21 @@ fmt:
 	cd userspace && cargo fmt --all
 
 # The module's clippy: a copy of its sources under out/ built by the
-# clippy-driver that comes with the kernel's rustc, warnings as errors.
+# clippy-driver that comes with the kernel's rustc, warnings as errors, for
+# each kernel line (compat/ differs between them).
+LINT_KERNELS ?= 6.12 7.3
 lint:
 	grep -qx 'PACKAGE_VERSION="$(VERSION)"' dkms.conf || { echo "dkms.conf: not version $(VERSION)"; exit 1; }
 	grep -qx 'version = "$(VERSION)"' userspace/Cargo.toml || { echo "userspace/Cargo.toml: not version $(VERSION)"; exit 1; }
 	rustfmt --edition 2021 --check rust/*.rs
 	cd userspace && cargo fmt --all -- --check
 	cd userspace && cargo clippy --release --workspace --all-targets -- -D warnings
-	rm -rf $(TOP)/out/module-lint
-	$(MAKE) module MODDIR=$(TOP)/out/module-lint \
-		KMAKE_ARGS="CLIPPY=1 CLIPPY_DRIVER=$(dir $(KRUSTC))clippy-driver KRUSTFLAGS=-Dwarnings"
+	for k in $(LINT_KERNELS); do \
+		rm -rf $(TOP)/out/module-lint-$$k && \
+		$(MAKE) module KERNEL=$$k MODDIR=$(TOP)/out/module-lint-$$k \
+			KMAKE_ARGS="CLIPPY=1 CLIPPY_DRIVER=$(dir $(KRUSTC))clippy-driver KRUSTFLAGS=-Dwarnings" \
+			|| exit 1; \
+	done
 
 # Man pages: cma(1) from the CLI's --help (help2man), cma(4) from the UAPI
 # header's kernel-doc (the kernel's own scripts/kernel-doc).

@@ -301,7 +301,7 @@ pub(crate) fn new_registry() -> Result<KBox<Registry>> {
 /// Publishes `registry` for the ioctl and release paths.
 pub(crate) fn install(registry: &KBox<Registry>) {
     let ptr: *const Registry = &**registry;
-    REGISTRY.store(ptr as *mut _, Ordering::Release);
+    REGISTRY.store(ptr.cast_mut(), Ordering::Release);
 }
 
 /// Withdraws the registry; called once the device is deregistered and no
@@ -578,10 +578,10 @@ pub(crate) fn given(target: &TaskRef, caller: &TaskRef) -> Option<Token> {
         .get(&key)
         .filter(|e| {
             e.is(tgid, exec_id)
-                && e.grants
-                    .iter()
-                    .flatten()
-                    .any(|g| g.peer.as_ref().map_or(true, |p| caller.in_group(p)))
+                && e.grants.iter().flatten().any(|g| match &g.peer {
+                    Some(p) => caller.in_group(p),
+                    None => true,
+                })
         })
         .map(|e| Token {
             owner: e.owner.clone(),

@@ -72,20 +72,24 @@ impl<'a> Named<'a> {
 /// Handles one copy ioctl whose `struct cma_copy` is at `arg`.
 pub(crate) fn ioctl(via: Via<'_>, arg: IoctlArg, dir: Direction) -> Result<isize> {
     let mut req: uapi::cma_copy = arg.read()?;
-    if req.flags & !(uapi::CMA_COPY_FLAGS_ALL as u64) != 0
+    if req.flags & !u64::from(uapi::CMA_COPY_FLAGS_ALL) != 0
         || req.pad != 0
         || req.pad2 != 0
         || req.reserved != [0; 2]
     {
         return Err(EINVAL);
     }
-    if req.flags & uapi::CMA_COPY_PVM as u64 != 0 {
+    if req.flags & u64::from(uapi::CMA_COPY_PVM) != 0 {
         return ioctl_pvm(via, &req, dir);
     }
     if req.local_cnt > MAX_IOV || req.remote_cnt > MAX_IOV {
         return Err(EINVAL);
     }
-    let named = Named::new(via, req.pid, req.flags & uapi::CMA_COPY_PIDFD as u64 != 0)?;
+    let named = Named::new(
+        via,
+        req.pid,
+        req.flags & u64::from(uapi::CMA_COPY_PIDFD) != 0,
+    )?;
     let local = read_iovecs(req.local_iov, req.local_cnt)?;
     check_total(&local)?;
     let remote = read_iovecs(req.remote_iov, req.remote_cnt)?;
@@ -138,7 +142,11 @@ const MAX_RW_COUNT: usize = uapi::CMA_COPY1_MAX as usize;
 /// this ioctl answers every call as the system call would. Returns the bytes
 /// copied; writes nothing back.
 fn ioctl_pvm(via: Via<'_>, req: &uapi::cma_copy, dir: Direction) -> Result<isize> {
-    let named = Named::new(via, req.pid, req.flags & uapi::CMA_COPY_PIDFD as u64 != 0)?;
+    let named = Named::new(
+        via,
+        req.pid,
+        req.flags & u64::from(uapi::CMA_COPY_PIDFD) != 0,
+    )?;
     // import_iovec(): every range must be user memory (one range is checked
     // after capping, several before), and the total is capped.
     let mut local = import_iovecs(req.local_iov, req.local_cnt)?;

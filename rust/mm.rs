@@ -244,7 +244,7 @@ impl PageBatch {
         let gup_flags = if write { bindings::FOLL_WRITE } else { 0 };
         let ret = mm.pin_remote(start, gup_flags, &mut slots[..nr_pages]);
         // SAFETY: `ret` is what GUP returned for these slots just now.
-        unsafe { Pinned::from_gup(slots, ret as _, write) }
+        unsafe { Pinned::from_gup(slots, ret, write) }
     }
 
     /// Pins up to `nr_pages` pages of the caller's own address space starting
@@ -438,8 +438,8 @@ impl Drop for Pinned<'_> {
         // is only read.
         unsafe {
             bindings::unpin_user_pages_dirty_lock(
-                self.pages.as_ptr() as *mut _,
-                self.pages.len() as _,
+                self.pages.as_ptr().cast_mut(),
+                self.pages.len() as kernel::ffi::c_ulong,
                 self.dirty,
             )
         };
@@ -562,11 +562,15 @@ unsafe fn release(pages: &[*mut bindings::page], write: bool) {
     if write {
         // SAFETY: the caller's guarantee; the array is only read.
         unsafe {
-            bindings::unpin_user_pages_dirty_lock(pages.as_ptr() as *mut _, pages.len() as _, true)
+            bindings::unpin_user_pages_dirty_lock(
+                pages.as_ptr().cast_mut(),
+                pages.len() as kernel::ffi::c_ulong,
+                true,
+            )
         };
     } else {
         // SAFETY: the caller's guarantee; the array is only read.
-        unsafe { cma_glue_put_pages(pages.as_ptr() as *mut _, pages.len() as _) };
+        unsafe { cma_glue_put_pages(pages.as_ptr().cast_mut(), pages.len()) };
     }
 }
 
@@ -579,9 +583,9 @@ fn pin_own(start: usize, gup_flags: u32, slots: &mut [*mut bindings::page]) -> i
     // against the caller's own mappings and protections.
     let ret = unsafe {
         bindings::pin_user_pages_fast(
-            start as _,
-            slots.len() as _,
-            gup_flags as _,
+            start as kernel::ffi::c_ulong,
+            slots.len() as kernel::ffi::c_int,
+            gup_flags as kernel::ffi::c_uint,
             slots.as_mut_ptr(),
         )
     } as isize;
@@ -595,7 +599,12 @@ fn pin_own(start: usize, gup_flags: u32, slots: &mut [*mut bindings::page]) -> i
 fn get_own(start: usize, slots: &mut [*mut bindings::page]) -> isize {
     // SAFETY: as in `pin_own`.
     let ret = unsafe {
-        bindings::get_user_pages_fast(start as _, slots.len() as _, 0, slots.as_mut_ptr())
+        bindings::get_user_pages_fast(
+            start as kernel::ffi::c_ulong,
+            slots.len() as kernel::ffi::c_int,
+            0,
+            slots.as_mut_ptr(),
+        )
     } as isize;
     stats::inc(Stat::LocalGupCalls);
     stats::add(Stat::LocalPagesPinned, ret.max(0) as usize);

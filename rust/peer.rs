@@ -120,8 +120,11 @@ impl Peer {
     /// check if anything it rested on has changed.
     pub(crate) fn target(&self) -> Result<MmRef> {
         stats::inc(Stat::PeerCopies);
-        let consent_holds =
-            consent::policy() == self.policy && self.consent.as_ref().map_or(true, Seen::holds);
+        let consent_holds = consent::policy() == self.policy
+            && match &self.consent {
+                Some(seen) => seen.holds(),
+                None => true,
+            };
         let now = Inputs::now(&self.task, self.mm.as_raw());
         let same = now
             == Inputs {

@@ -101,7 +101,7 @@ pub(crate) trait TaskExt {
 impl TaskExt for Task {
     fn as_raw(&self) -> *mut bindings::task_struct {
         // `Task` is a transparent wrapper of `task_struct`.
-        (self as *const Task).cast_mut().cast()
+        core::ptr::from_ref(self).cast_mut().cast()
     }
 
     fn is_current_thread_group(&self) -> bool {

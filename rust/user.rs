@@ -60,7 +60,7 @@ pub(crate) fn copy_from_user(dst: &mut [u8], src: usize) -> usize {
         bindings::_copy_from_user(
             dst.as_mut_ptr().cast(),
             src as *const c_void,
-            dst.len() as _,
+            dst.len() as kernel::ffi::c_ulong,
         )
     };
     // `left <= dst.len()`; saturating all the same (a count above it would
@@ -74,8 +74,13 @@ pub(crate) fn copy_to_user(dst: usize, src: &[u8]) -> usize {
     // SAFETY: `src` is a valid kernel buffer of `src.len()` bytes; the user
     // address is validated by `_copy_to_user`, which returns how many bytes
     // it could not copy.
-    let left =
-        unsafe { bindings::_copy_to_user(dst as *mut c_void, src.as_ptr().cast(), src.len() as _) };
+    let left = unsafe {
+        bindings::_copy_to_user(
+            dst as *mut c_void,
+            src.as_ptr().cast(),
+            src.len() as kernel::ffi::c_ulong,
+        )
+    };
     // As in `copy_from_user`.
     src.len().saturating_sub(left as usize)
 }

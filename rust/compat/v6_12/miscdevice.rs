@@ -130,7 +130,7 @@ impl<T: MiscDevice> Registration<T> {
         let device = unsafe { T::Ptr::borrow((*file).private_data as _) };
         // SAFETY: the file is valid for the whole call (the caller).
         let f = unsafe { File::from_raw_file(file) };
-        match T::ioctl(device, f, cmd, arg as usize) {
+        match T::ioctl(device, f, cmd, arg) {
             Ok(ret) => ret as c_long,
             Err(e) => e.to_errno() as c_long,
         }
