@@ -34,6 +34,7 @@ mod mm;
 mod params;
 #[deny(unsafe_code)]
 mod peer;
+mod peer_fd;
 mod pid;
 mod stats;
 mod task;

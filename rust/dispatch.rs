@@ -8,7 +8,7 @@
 use crate::copy::Via;
 use crate::engine::Direction;
 use crate::user::IoctlArg;
-use crate::{consent, copy, file, info, peer, uapi};
+use crate::{consent, copy, info, peer_fd, uapi};
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
 use kernel::prelude::*;
 
@@ -16,7 +16,7 @@ use kernel::prelude::*;
 ///
 /// # Safety
 ///
-/// `file` must be a peer fd's file (made by [`file::new_peer_fd`]), not
+/// `file` must be a peer fd's file (made by [`peer_fd::attach`]), not
 /// released: the glue calls this only as a peer fd's `unlocked_ioctl`, and
 /// the VFS does not release a file while one of its ioctls runs.
 #[no_mangle]
@@ -27,7 +27,7 @@ pub(crate) unsafe extern "C" fn cma_rs_peer_ioctl(
 ) -> c_long {
     const _: crate::glue::cma_rs_ioctl_fn = Some(cma_rs_peer_ioctl);
     // SAFETY: `file` is a live peer fd file, not being released (above).
-    let peer = unsafe { file::peer_of(file) };
+    let peer = unsafe { peer_fd::peer_of(file) };
     result(dispatch(Via::Peer(peer), cmd, arg))
 }
 
@@ -46,7 +46,7 @@ pub(crate) unsafe extern "C" fn cma_rs_peer_release(
 ) -> c_int {
     const _: crate::glue::cma_rs_release_fn = Some(cma_rs_peer_release);
     // SAFETY: as above.
-    unsafe { file::release_peer(file) };
+    unsafe { peer_fd::release(file) };
     0
 }
 
@@ -70,7 +70,7 @@ pub(crate) fn dispatch(via: Via<'_>, cmd: u32, arg: usize) -> Result<isize> {
         (uapi::CMA_IOC_WRITE1, _) => copy::ioctl1(via, arg, Direction::Write),
         (uapi::CMA_IOC_GRANT, Via::Device(dev)) => consent::grant(dev.grants(), arg),
         (uapi::CMA_IOC_REVOKE, Via::Device(_)) => consent::revoke(),
-        (uapi::CMA_IOC_ATTACH, Via::Device(dev)) => peer::attach(dev, arg),
+        (uapi::CMA_IOC_ATTACH, Via::Device(dev)) => peer_fd::attach(dev, arg),
         _ => Err(ENOTTY),
     }
 }

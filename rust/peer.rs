@@ -28,8 +28,6 @@ use crate::compat::aref::ARef;
 use crate::mm::{MmGrab, MmRef};
 use crate::stats::{self, Stat};
 use crate::task::{access_inputs, caller_cred, current_task, PidRef, TaskCred, TaskExt, TaskRef};
-use crate::uapi;
-use crate::user::IoctlArg;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
@@ -87,7 +85,7 @@ pub(crate) struct Peer {
 
 impl Peer {
     /// Looks up and checks the target, as a copy by pid does.
-    fn attach(id: TargetId, dev: &DevFile) -> Result<Peer> {
+    pub(crate) fn attach(id: TargetId, dev: &DevFile) -> Result<Peer> {
         let task = access::find(id)?;
         let policy = consent::policy();
         let (mm, decision) = access::mm_access(&task)?;
@@ -162,15 +160,4 @@ impl Peer {
         }
         Ok((mm, decision))
     }
-}
-
-/// `CMA_IOC_ATTACH`: checks access to the target named at `arg` and returns
-/// a new peer fd for it.
-pub(crate) fn attach(dev: &DevFile, arg: IoctlArg) -> Result<isize> {
-    let req: uapi::cma_attach = arg.read()?;
-    if req.flags & !uapi::CMA_ATTACH_FLAGS_ALL != 0 || req.reserved != [0; 3] {
-        return Err(EINVAL);
-    }
-    let id = TargetId::new(req.pid, req.flags & uapi::CMA_COPY_PIDFD != 0);
-    crate::file::new_peer_fd(KBox::new(Peer::attach(id, dev)?, GFP_KERNEL)?)
 }
