@@ -25,11 +25,17 @@ pkg=linux-source-$line
 mirror=${CMA_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 dir=$CMA_CACHE/src/apt-$suite
+stamp=$dir/$pkg.ready
+# Fetched already: nothing to write (the cache may be read-only, as in the
+# test VM).
+if [ -e "$stamp" ]; then
+    cat "$stamp"
+    exit 0
+fi
 mkdir -p "$dir"
 exec 8>"$dir/.lock"
 flock 8
 
-stamp=$dir/$pkg.ready
 if [ ! -e "$stamp" ]; then
     mkdir -p "$dir/lists/partial" "$dir/archives/partial" "$dir/deb"
     echo "deb $mirror $suite main" >"$dir/sources.list"
