@@ -49,11 +49,10 @@
 //! open. The `cache_*` counters show hits, misses, fallbacks, invalidations,
 //! evictions and the pages held.
 
-use crate::mm::{
-    own_pkeys_allow, own_range_pkeys, CacheHook, LockedCharge, LongPins, MmExt, MmGrab, MmRef,
-    Pinned, RegionWatch,
-};
+use crate::mm::{own_pkeys_allow, own_range_pkeys, LockedCharge, MmExt, MmGrab, MmRef};
+use crate::pin::{LongPins, Pinned};
 use crate::stats::{self, Stat};
+use crate::watch::{CacheHook, RegionWatch};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;

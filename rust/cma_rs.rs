@@ -36,10 +36,12 @@ mod params;
 mod peer;
 mod peer_fd;
 mod pid;
+mod pin;
 mod stats;
 mod task;
 mod uapi;
 mod user;
+mod watch;
 
 module! {
     type: CmaModule,

@@ -70,13 +70,14 @@
 //! Releasing a file visits the entries that hold grants made on it, each
 //! that way. No operation walks the registry, a shard, or a list of users.
 
-use crate::mm::{current_mm, mm_of_task, MmWatch};
+use crate::mm::{current_mm, mm_of_task};
 use crate::stats::{self, Stat};
 use crate::task::{
     access_inputs, current_task, find_pid, pidfd_pid, PidExt, PidRef, TaskExt, TaskRef,
 };
 use crate::uapi;
 use crate::user::IoctlArg;
+use crate::watch::MmWatch;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use kernel::bindings;
 use kernel::prelude::*;

@@ -22,7 +22,8 @@
 
 use crate::cache::{Cache, Region};
 use crate::kcopy::{self, Engine};
-use crate::mm::{MmExt, MmRef, PageBatch, Pinned};
+use crate::mm::{MmExt, MmRef};
+use crate::pin::{PageBatch, Pinned};
 use crate::stats::{self, Stat};
 use crate::task::{cond_resched, fatal_signal_pending};
 use crate::user;

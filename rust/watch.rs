@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Watches on address spaces, through the glue's mmu notifiers
+//! (`rust/glue/notifier.c`: the kernel crate has no notifier abstraction):
+//! a cache's regions ([`RegionWatch`]) and its work item ([`CacheHook`]),
+//! and the consent registry's exit watch ([`MmWatch`]).
+
+use crate::glue::*;
+use crate::mm::MmRef;
+use core::ptr::NonNull;
+use kernel::bindings;
+use kernel::prelude::*;
+
+/// The watch on one region of an address space that a cache keeps: valid
+/// until the first change to the mapping of its range begins (any
+/// invalidation of the mm's notifier that meets it), which also kicks the
+/// cache's [`CacheHook`]. Made and removed without waiting for anything a
+/// user controls but the mm's `mmap_lock`, killably (see the glue's
+/// `notifier.c`).
+///
+/// # Invariants
+///
+/// `self.0` is a watch made by `cma_glue_region_watch`, owned by this value.
+pub(crate) struct RegionWatch(NonNull<cma_region_watch>);
+
+// SAFETY: the watch's state is a flag under its mm watch's spinlock; it may
+// be checked and removed from any thread.
+unsafe impl Send for RegionWatch {}
+// SAFETY: as above.
+unsafe impl Sync for RegionWatch {}
+
+impl RegionWatch {
+    /// Watches `len` bytes of `mm` from `start` for `hook`'s cache. `EINTR`
+    /// if a fatal signal arrives while the hook's first watch on `mm` waits
+    /// for its `mmap_lock`. Sleeps.
+    pub(crate) fn new(
+        mm: &MmRef,
+        start: usize,
+        len: usize,
+        hook: &CacheHook,
+    ) -> Result<RegionWatch> {
+        // SAFETY: the mm has users (we hold `mm_users`), as registering a
+        // notifier requires; the hook outlives the watch (the cache drops
+        // its regions before its hook), and a cache's hook only ever
+        // watches the one mm the cache is for (`Cache::get` checks).
+        let w = unsafe { cma_glue_region_watch(mm.as_raw(), start, len, hook.0.as_ptr()) };
+        let w = kernel::error::from_err_ptr(w)?;
+        // INVARIANT: a non-error pointer is a new watch, now ours.
+        NonNull::new(w).map(RegionWatch).ok_or(ENOMEM)
+    }
+
+    /// Whether the mapping of the range is unchanged since the watch was
+    /// made.
+    pub(crate) fn valid(&self) -> bool {
+        // SAFETY: the watch is live (type invariant).
+        unsafe { cma_glue_region_valid(self.0.as_ptr()) }
+    }
+}
+
+impl Drop for RegionWatch {
+    fn drop(&mut self) {
+        // SAFETY: we own the watch (type invariant); removing it takes only
+        // its mm watch's spinlock.
+        unsafe { cma_glue_region_unwatch(self.0.as_ptr()) };
+    }
+}
+
+/// A cache's work item, which invalidations schedule and which calls
+/// `cma_rs_cache_reap` with the cache's shared part.
+///
+/// # Invariants
+///
+/// `self.0` is a hook made by `cma_glue_cache_hook_new`, owned by this value.
+pub(crate) struct CacheHook(NonNull<cma_cache_hook>);
+
+// SAFETY: scheduling and cancelling work is thread-safe; nothing else is
+// reached through the pointer from Rust.
+unsafe impl Send for CacheHook {}
+// SAFETY: as above.
+unsafe impl Sync for CacheHook {}
+
+impl CacheHook {
+    /// A work item that will call `cma_rs_cache_reap(cache)`.
+    ///
+    /// # Safety
+    ///
+    /// `cache` must stay valid until this value is dropped, and every
+    /// [`RegionWatch`] made with it must be dropped before it is, but for
+    /// those its own work item (`cma_rs_cache_reap`) holds while it runs.
+    pub(crate) unsafe fn new(cache: *const core::ffi::c_void) -> Result<CacheHook> {
+        // SAFETY: allocates and initialises a work item; no preconditions.
+        let h = unsafe { cma_glue_cache_hook_new(cache.cast_mut()) };
+        // INVARIANT: a non-NULL hook is new and ours.
+        NonNull::new(h).map(CacheHook).ok_or(ENOMEM)
+    }
+}
+
+impl Drop for CacheHook {
+    fn drop(&mut self) {
+        // SAFETY: we own the hook; by `new`'s contract the only region
+        // watches of it left are held by a running reap, which the glue
+        // waits for (cancelling the work) before it detaches the hook from
+        // its mm's notifier; the reap takes the cache's lock, never held
+        // here.
+        unsafe { cma_glue_cache_hook_free(self.0.as_ptr()) };
+    }
+}
+
+/// A watch on the caller's address space: the consent registry's hook for
+/// forgetting a process's grants when its mm is torn down (the process
+/// exited or exec()ed). One `mmu_notifier` per mm, shared by all watches on
+/// it; each value owns one reference (`mmu_notifier_get`/`mmu_notifier_put`).
+/// The module must call [`MmWatch::synchronize`] once every watch is dropped,
+/// before its code goes away.
+///
+/// # Invariants
+///
+/// `self.0` is a notifier returned by `cma_glue_watch_exit` on which this
+/// value owns one reference.
+pub(crate) struct MmWatch(NonNull<bindings::mmu_notifier>);
+
+// SAFETY: notifier references are counted under the mm's notifier lock and
+// may be dropped from any thread; shared access only reads the mm pointer,
+// which is fixed for the notifier's life.
+unsafe impl Send for MmWatch {}
+// SAFETY: as above.
+unsafe impl Sync for MmWatch {}
+
+impl MmWatch {
+    /// A watch on the caller's mm. Takes its `mmap_lock` for writing.
+    pub(crate) fn current() -> Result<MmWatch> {
+        // SAFETY: called from a file operation, by a user task with an mm;
+        // returns a referenced notifier or an `ERR_PTR`.
+        let mn = unsafe { cma_glue_watch_exit() };
+        let mn = kernel::error::from_err_ptr(mn)?;
+        // INVARIANT: a notifier that is not an error carries our reference.
+        NonNull::new(mn).map(MmWatch).ok_or(ENOMEM)
+    }
+
+    /// The watched mm, for identity comparisons only.
+    pub(crate) fn mm(&self) -> *mut bindings::mm_struct {
+        // SAFETY: the notifier is live (type invariant); its mm is fixed.
+        unsafe { cma_glue_watch_mm(self.0.as_ptr()) }
+    }
+
+    /// Waits until no release callback of any watch runs and every dropped
+    /// watch is freed.
+    pub(crate) fn synchronize() {
+        // SAFETY: `mmu_notifier_synchronize` has no preconditions; it sleeps.
+        unsafe { cma_glue_watch_sync() };
+    }
+}
+
+impl Drop for MmWatch {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant we own one reference. The glue's
+        // `mmu_notifier_put` may be called from the release callback too.
+        unsafe { cma_glue_unwatch_exit(self.0.as_ptr()) };
+    }
+}
