@@ -214,8 +214,10 @@ impl Slots {
 const DROP_BATCH: usize = 16;
 
 /// The part of a cache its work item reaches.
+#[pin_data]
 struct Shared {
-    regions: Pin<KBox<Mutex<Slots>>>,
+    #[pin]
+    regions: Mutex<Slots>,
 }
 
 impl Shared {
@@ -287,21 +289,18 @@ impl Cache {
     /// An empty cache for the pages of `mm`.
     #[allow(unsafe_code)] // The work item's pointer back to the cache.
     pub(crate) fn new(mm: MmGrab) -> Result<Cache> {
-        let shared = Arc::new(
-            Shared {
-                regions: KBox::pin_init(
-                    kernel::new_mutex!(
-                        Slots {
-                            slot: core::array::from_fn(|_| None),
-                            clock: 0,
-                            last: 0,
-                            pages: 0,
-                        },
-                        "cma_cache"
-                    ),
-                    GFP_KERNEL_ACCOUNT,
-                )?,
-            },
+        let shared = Arc::pin_init(
+            pin_init!(Shared {
+                regions <- kernel::new_mutex!(
+                    Slots {
+                        slot: core::array::from_fn(|_| None),
+                        clock: 0,
+                        last: 0,
+                        pages: 0,
+                    },
+                    "cma_cache"
+                ),
+            }),
             GFP_KERNEL_ACCOUNT,
         )?;
         let ptr: *const Shared = &*shared;
