@@ -24,9 +24,9 @@ pub(crate) use v6_12::{aref, cred, fs, miscdevice, mm, time, transmute, uaccess}
 #[cfg(not(CMA_KERNEL_6_12))]
 mod v7;
 #[cfg(not(CMA_KERNEL_6_12))]
-pub(crate) use kernel::{cred, fs, mm, sync::aref, transmute};
+pub(crate) use kernel::{cred, fs, mm, sync::aref};
 #[cfg(not(CMA_KERNEL_6_12))]
-pub(crate) use v7::{miscdevice, time, uaccess};
+pub(crate) use v7::{miscdevice, time, transmute, uaccess};
 
 use aref::{ARef, AlwaysRefCounted};
 use core::ptr::NonNull;

@@ -5,6 +5,7 @@
 //! request, find the target, run the copy engine, report the result.
 
 use crate::access::{self, TargetId};
+use crate::compat::transmute::from_bytes_copy;
 use crate::compat::uaccess::{user_ptr, UserSlice};
 use crate::engine::{self, Caches, Direction, IoVec};
 use crate::file::DevFile;
@@ -327,24 +328,20 @@ fn import_iovecs(ptr: u64, cnt: u32) -> Result<IoVecs> {
     }
 }
 
-/// Decodes raw `struct cma_iovec` number `i` of `raw` (native endian;
-/// missing bytes read as zero, which cannot happen for the callers: `raw`
-/// holds `cnt * IOV_SIZE` bytes, whose product fit, and `i < cnt`). No
-/// index: `zip` stops at the end of `raw`.
+/// Decodes `struct cma_iovec` number `i` of `raw`, as the bytes the caller
+/// wrote (`FromBytes`: every pattern is a value). An iovec not wholly in
+/// `raw` reads as empty, which cannot happen for the callers: `raw` holds
+/// `cnt * IOV_SIZE` bytes and `i < cnt`.
 fn parse_iovec(raw: &[u8], i: usize) -> IoVec {
-    // Word `w` (0 or 1) of the iovec.
-    let word = |w: usize| {
-        // OVERFLOW: `i * IOV_SIZE + w * 8 < (i + 1) * IOV_SIZE <= cnt *
-        // IOV_SIZE`, which `read_iovecs` computed without overflow.
-        let at = i * IOV_SIZE + w * 8;
-        let mut b = [0u8; 8];
-        for (d, s) in b.iter_mut().zip(raw.iter().skip(at)) {
-            *d = *s;
-        }
-        u64::from_ne_bytes(b) as usize
-    };
+    let v = raw
+        .chunks_exact(IOV_SIZE)
+        .nth(i)
+        .and_then(from_bytes_copy::<uapi::cma_iovec>)
+        .unwrap_or(uapi::cma_iovec { base: 0, len: 0 });
+    // The ABI's `__u64`s are `usize` on the 64-bit kernels the module
+    // requires (`uapi.rs` asserts it).
     IoVec {
-        base: word(0),
-        len: word(1),
+        base: v.base as usize,
+        len: v.len as usize,
     }
 }

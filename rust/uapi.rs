@@ -38,6 +38,8 @@ unsafe impl crate::compat::transmute::AsBytes for cma_copy {}
 // SAFETY: as above.
 unsafe impl crate::compat::transmute::FromBytes for cma_copy {}
 // SAFETY: as above.
+unsafe impl crate::compat::transmute::FromBytes for cma_iovec {}
+// SAFETY: as above.
 unsafe impl crate::compat::transmute::FromBytes for cma_grant {}
 // SAFETY: as above.
 unsafe impl crate::compat::transmute::FromBytes for cma_copy1 {}

@@ -14,9 +14,22 @@ pub(crate) mod aref {
     pub(crate) use kernel::types::{ARef, AlwaysRefCounted};
 }
 
-/// 7.x: `kernel::transmute`; 6.12 has them in `kernel::types`.
+/// 7.x: `kernel::transmute`; 6.12 has the traits in `kernel::types`, as
+/// markers without 7.x's methods.
 pub(crate) mod transmute {
     pub(crate) use kernel::types::{AsBytes, FromBytes};
+
+    /// A `T` copied out of `bytes`, which must be exactly its size (7.x:
+    /// `FromBytes::from_bytes_copy`).
+    pub(crate) fn from_bytes_copy<T: FromBytes>(bytes: &[u8]) -> Option<T> {
+        if bytes.len() != core::mem::size_of::<T>() {
+            return None;
+        }
+        // SAFETY: `bytes` holds exactly `size_of::<T>()` readable bytes, and
+        // any byte pattern is a valid `T` (`FromBytes`); the read needs no
+        // alignment.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+    }
 }
 
 /// 7.x: `kernel::uaccess`, whose `UserPtr` is a type of its own; in 6.12 it

@@ -17,6 +17,17 @@ pub(crate) mod uaccess {
     }
 }
 
+/// `kernel::transmute`, with `from_bytes_copy` as `compat::transmute` has it
+/// on every kernel.
+pub(crate) mod transmute {
+    pub(crate) use kernel::transmute::{AsBytes, FromBytes};
+
+    /// A `T` copied out of `bytes`, which must be exactly its size.
+    pub(crate) fn from_bytes_copy<T: FromBytes>(bytes: &[u8]) -> Option<T> {
+        T::from_bytes_copy(bytes)
+    }
+}
+
 /// `kernel::time`, in the shape `compat::time` has on every kernel.
 pub(crate) mod time {
     use kernel::time::{Instant, Monotonic};
