@@ -17,6 +17,7 @@ if [ -z "${CMA_TESTS:-}" ]; then
     suites+=(
         "env LD_PRELOAD=$PWD/out/lib/libcma-preload.so userspace/target/release/cma-selftest --preload"
         "tests/mpi.sh"
+        "tests/doctor.sh"
         "tests/install.sh"
     )
 fi

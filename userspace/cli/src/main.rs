@@ -7,6 +7,7 @@ use std::process::{Command as Process, ExitCode, Stdio};
 use cma::{Device, RemoteIoVec, Target};
 
 mod bench;
+mod doctor;
 
 #[derive(Parser)]
 #[command(
@@ -38,9 +39,26 @@ enum Command {
     /// MPI), `cma run -- mpiexec -genvlist LD_PRELOAD ...` (MPICH), or set
     /// LD_PRELOAD=/path/libcma-preload.so yourself (`cma run --print`).
     Run(RunOptions),
+    /// Will single copy work for an MPI job started here? Checks the
+    /// module, the device and whether you may open it, Yama, seccomp, user
+    /// namespaces and the MPI libraries' own settings, and copies between
+    /// two sibling processes (as two ranks) with process_vm_readv and
+    /// through /dev/cma. Says why not, and the least-privileged fix. Exits
+    /// 0 when single copy through /dev/cma works, 1 otherwise.
+    Doctor {
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// (internal) The other process of `cma demo`.
     #[command(hide = true)]
     DemoTarget { message: String },
+    /// (internal) The target of `cma doctor`'s copy.
+    #[command(hide = true)]
+    DoctorTarget,
+    /// (internal) The reader of `cma doctor`'s copy.
+    #[command(hide = true)]
+    DoctorReader { pid: i32, addr: String, len: String },
 }
 
 #[derive(clap::Args)]
@@ -131,6 +149,13 @@ fn main() -> ExitCode {
         Command::DemoTarget { message } => demo_target(message),
         Command::Bench(o) => bench::run(o),
         Command::Run(o) => run(o),
+        Command::Doctor { json } => match doctor::doctor(json) {
+            Ok(true) => return ExitCode::SUCCESS,
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Command::DoctorTarget => doctor::target(),
+        Command::DoctorReader { pid, addr, len } => doctor::reader(pid, &addr, &len),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
