@@ -90,7 +90,7 @@ guest() {
 case "$mode" in
     test)
         mkdir -p "$top/out"
-        log=$top/out/vm-test-$flavour.log
+        log=$top/out/vm-test-$kernel-$flavour.log
         say "running the suites in the guest (log: $log)"
         set +e
         # Pass the suite's knobs through to the guest.
