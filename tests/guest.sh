@@ -65,9 +65,10 @@ for s in "${suites[@]}"; do
     args=()
     [ "$(basename "$s")" = cma-selftest ] && [ -n "${CMA_TESTS:-}" ] && read -ra args <<<"$CMA_TESTS"
     read -ra cmd <<<"$s"
+    started=$SECONDS
     CMA_KO=$ko "${cmd[@]}" "${args[@]}" 2>&1 | tee "$tmp/suite"
     status=${PIPESTATUS[0]}
-    echo "# ===== suite $s exited with $status"
+    echo "# ===== suite $s exited with $status after $((SECONDS - started)) s"
     # A suite that died before its totals would hide its failures.
     name=$(basename "${cmd[-1]}")
     [ "${cmd[-1]}" = --preload ] && name=cma-selftest-preload
