@@ -28,7 +28,7 @@
 //! the lookup of `mm`, so that an exec (say, of a setuid program) cannot slip
 //! in between, as `mm_access()` does.
 
-use crate::consent::{self, Policy, Token};
+use crate::consent::{self, Policy, Registry, Token};
 use crate::mm::{mm_of_task, still_dumpable, MmRef};
 use crate::task::{
     current_ids, current_task, find_pid, pidfd_pid, CredExt, PidExt, TaskCred, TaskExt, TaskRef,
@@ -60,8 +60,8 @@ impl TargetId {
 /// the copy. `ESRCH` if there is no such process or it has no address space
 /// (kernel thread, zombie), `EBADF` for a bad pidfd, `EPERM` if the caller
 /// may not, `EINTR` on a fatal signal.
-pub(crate) fn open(id: TargetId) -> Result<MmRef> {
-    Ok(mm_access(&find(id)?)?.0)
+pub(crate) fn open(id: TargetId, reg: &Registry) -> Result<MmRef> {
+    Ok(mm_access(&find(id)?, reg)?.0)
 }
 
 /// The task `id` names; `ESRCH` or `EBADF` as for [`open`].
@@ -74,12 +74,13 @@ pub(crate) fn find(id: TargetId) -> Result<TaskRef> {
 }
 
 /// Takes `task`'s address space and checks that the caller may copy from and
-/// to it. Returns it with what the decision rested on.
-pub(crate) fn mm_access(task: &TaskRef) -> Result<(MmRef, Decision)> {
+/// to it (consent as `reg` records it). Returns it with what the decision
+/// rested on.
+pub(crate) fn mm_access(task: &TaskRef, reg: &Registry) -> Result<(MmRef, Decision)> {
     // Like mm_access(): hold off exec while the mm is taken and checked.
     let exec_lock = task.lock_exec()?;
     let mm = mm_of_task(task)?;
-    let decision = check(task, &mm)?;
+    let decision = check(task, &mm, reg)?;
     drop(exec_lock);
     Ok((mm, decision))
 }
@@ -94,7 +95,7 @@ pub(crate) struct Decision {
 
 /// Decides whether the caller may copy from and to `task`, whose address
 /// space is `mm`. `EPERM` if not; if so, what the decision rested on.
-fn check(task: &TaskRef, mm: &MmRef) -> Result<Decision> {
+fn check(task: &TaskRef, mm: &MmRef, reg: &Registry) -> Result<Decision> {
     let tcred = task.cred()?;
     if task.is_current_thread_group() {
         return Ok(Decision {
@@ -129,7 +130,7 @@ fn check(task: &TaskRef, mm: &MmRef) -> Result<Decision> {
     }
     let consent = match policy != Policy::Consent {
         true => None,
-        false => match consent::given(task, &current_task()) {
+        false => match consent::given(reg, task, &current_task()) {
             Some(token) => Some(token),
             None if privileged() => None,
             None => return Err(EPERM),

@@ -50,44 +50,25 @@ module! {
     license: "GPL",
 }
 
-/// The loaded module: holds `/dev/cma` registered for as long as it lives,
-/// and the consent registry its requests use.
+/// The loaded module: holds `/dev/cma` registered for as long as it lives.
+/// The registration holds the consent registry, as each open file and peer
+/// fd does; the last of them to go drops it (at unload, since every file
+/// holds a reference to the module).
 struct CmaModule {
-    // Fields drop in order: the device goes away before the registry.
-    _device: Pin<KBox<compat::miscdevice::Registration<device::CmaDevice>>>,
-    _consents: KBox<consent::Registry>,
+    _device: Pin<KBox<device::CmaRegistration>>,
 }
 
 impl kernel::Module for CmaModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         stats::check()?;
         kcopy::select()?;
-        let consents = consent::new_registry()?;
-        consent::install(&consents);
-        let device = match device::register() {
-            Ok(device) => device,
-            Err(e) => {
-                consent::uninstall();
-                return Err(e);
-            }
-        };
+        let device = device::register(consent::Registry::new()?)?;
         pr_info!(
             "/dev/cma registered (ABI version {}, engine {}, page copies by {})\n",
             uapi::CMA_ABI_VERSION,
             kcopy::engine_name(),
             kcopy::routine_name()
         );
-        Ok(CmaModule {
-            _device: device,
-            _consents: consents,
-        })
-    }
-}
-
-impl Drop for CmaModule {
-    fn drop(&mut self) {
-        // Runs before the fields drop; no file is open (each holds a module
-        // reference), so nothing can reach the registry any more.
-        consent::uninstall();
+        Ok(CmaModule { _device: device })
     }
 }

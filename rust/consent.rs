@@ -78,7 +78,7 @@ use crate::task::{
 use crate::uapi;
 use crate::user::IoctlArg;
 use crate::watch::MmWatch;
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use kernel::bindings;
 use kernel::prelude::*;
 use kernel::rbtree::RBTree;
@@ -267,100 +267,67 @@ fn mm_id(task: &Task, allocated: *mut bindings::mm_struct) -> *mut bindings::mm_
 
 type Shard = RBTree<usize, Entry>;
 
-/// Every live grant.
+/// Every live grant. Held in an `Arc` by the module's device registration,
+/// each open `/dev/cma` and each peer fd.
 pub(crate) struct Registry {
     shards: KVec<Pin<KBox<Mutex<Shard>>>>,
     /// Slots in use: an entry per address space, one per grant slot.
     slots: AtomicUsize,
 }
 
-/// The registry of the loaded module (see [`install`]).
-static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(core::ptr::null_mut());
-
-/// Creates the registry. The module owns it and must keep it alive until
-/// [`uninstall`], after the device is gone.
-pub(crate) fn new_registry() -> Result<KBox<Registry>> {
-    let mut shards = KVec::with_capacity(SHARDS, GFP_KERNEL)?;
-    for _ in 0..SHARDS {
-        shards.push(
-            KBox::pin_init(
-                kernel::new_mutex!(RBTree::new(), "cma_consent_shard"),
+impl Registry {
+    /// An empty registry.
+    pub(crate) fn new() -> Result<Arc<Registry>> {
+        let mut shards = KVec::with_capacity(SHARDS, GFP_KERNEL)?;
+        for _ in 0..SHARDS {
+            shards.push(
+                KBox::pin_init(
+                    kernel::new_mutex!(RBTree::new(), "cma_consent_shard"),
+                    GFP_KERNEL,
+                )?,
                 GFP_KERNEL,
-            )?,
+            )?;
+        }
+        Ok(Arc::new(
+            Registry {
+                shards,
+                slots: AtomicUsize::new(0),
+            },
             GFP_KERNEL,
-        )?;
+        )?)
     }
-    Ok(KBox::new(
-        Registry {
-            shards,
-            slots: AtomicUsize::new(0),
-        },
-        GFP_KERNEL,
-    )?)
-}
 
-/// Publishes `registry` for the ioctl and release paths.
-pub(crate) fn install(registry: &KBox<Registry>) {
-    let ptr: *const Registry = &**registry;
-    REGISTRY.store(ptr.cast_mut(), Ordering::Release);
-}
-
-/// Withdraws the registry; called once the device is deregistered and no
-/// file of the module is open. Every entry goes (dropping its watch), and no
-/// watch's release callback runs any more when this returns.
-#[allow(unsafe_code)] // The registry's global pointer (see `registry`).
-pub(crate) fn uninstall() {
-    let ptr = REGISTRY.load(Ordering::Acquire);
-    if ptr.is_null() {
-        return;
-    }
-    // SAFETY: installed and not yet withdrawn: the module owns it and frees
-    // it only after this returns.
-    let reg = unsafe { &*ptr };
-    for shard in reg.shards.iter() {
-        let entries = core::mem::take(&mut *shard.lock());
-        drop(entries);
-    }
-    // A release callback that started before its watch was dropped may
-    // still be looking at the registry: wait for it.
-    MmWatch::synchronize();
-    REGISTRY.store(core::ptr::null_mut(), Ordering::Release);
-}
-
-/// Called by the glue's exit watch when `mm` is torn down (in `exit_mmap`,
-/// in whatever task dropped the last user): the entry for `mm` goes.
-#[no_mangle]
-#[allow(unsafe_code)] // A C callback: the registry's global pointer.
-pub(crate) extern "C" fn cma_rs_mm_released(mm: *mut bindings::mm_struct) {
-    const _: crate::glue::cma_rs_mm_released_fn = Some(cma_rs_mm_released);
-    let ptr = REGISTRY.load(Ordering::Acquire);
-    if ptr.is_null() {
-        return;
-    }
-    // SAFETY: the registry is withdrawn only after every watch is dropped
-    // and `MmWatch::synchronize` waited for running callbacks such as this.
-    let reg = unsafe { &*ptr };
-    let key = mm as usize;
-    let mut shard = reg.shard(key).lock();
-    // The entry under this key, if any, watches `mm` itself: its watch
-    // keeps `mm` allocated, so no other mm can have had this address.
-    if let Some(mut e) = shard.remove(&key) {
-        e.forget_all(key);
-        reg.sub_slots(1 + e.grants.len());
-        stats::inc(Stat::GrantsReapedAtExit);
-        // Dropping `e` puts its watch, which a release callback may do.
+    /// Called by the exit watch of `mm` when it is torn down (in
+    /// `exit_mmap`, in whatever task dropped the last user): the entry for
+    /// `mm` goes.
+    pub(crate) fn forget_mm(&self, mm: *mut bindings::mm_struct) {
+        let key = mm as usize;
+        let mut shard = self.shard(key).lock();
+        // The entry under this key, if any, watches `mm` itself: its watch
+        // keeps `mm` allocated, so no other mm can have had this address.
+        if let Some(mut e) = shard.remove(&key) {
+            e.forget_all(key);
+            self.sub_slots(1 + e.grants.len());
+            stats::inc(Stat::GrantsReapedAtExit);
+            // Dropping `e` puts its watch, which a release callback may do.
+        }
     }
 }
 
-#[allow(unsafe_code)] // The one place the global pointer is read for a request.
-fn registry() -> &'static Registry {
-    let ptr = REGISTRY.load(Ordering::Acquire);
-    // SAFETY: the registry is installed before `/dev/cma` is registered and
-    // withdrawn after it is deregistered. Every caller runs inside a file
-    // operation of `/dev/cma` or of a peer fd, and an open file holds a
-    // reference on the module (`fops.owner`), so the module, which owns the
-    // boxed registry, outlives the call.
-    unsafe { &*ptr }
+impl Drop for Registry {
+    /// The last holder went: the module is unloading (every file, each of
+    /// which holds the registry, is closed). Every entry goes, dropping its
+    /// watch, and no watch's release callback runs any more when this
+    /// returns (the exit watches reach the registry by address).
+    fn drop(&mut self) {
+        for shard in self.shards.iter() {
+            let entries = core::mem::take(&mut *shard.lock());
+            drop(entries);
+        }
+        // A release callback that started before its watch was dropped may
+        // still be looking at the registry: wait for it.
+        MmWatch::synchronize();
+    }
 }
 
 /// Who may copy: the `policy` module parameter (`require_consent` is the
@@ -456,9 +423,9 @@ impl Registry {
     }
 }
 
-/// `CMA_IOC_GRANT`: records the caller's consent, made on the file whose
-/// record is `file`.
-pub(crate) fn grant(file: &Arc<FileGrants>, arg: IoctlArg) -> Result<isize> {
+/// `CMA_IOC_GRANT`: records the caller's consent in `reg`, made on the file
+/// whose record is `file`.
+pub(crate) fn grant(reg: &Registry, file: &Arc<FileGrants>, arg: IoctlArg) -> Result<isize> {
     let req: uapi::cma_grant = arg.read()?;
     if req.flags & !uapi::CMA_GRANT_FLAGS_ALL != 0 || req.reserved != [0; 3] {
         return Err(EINVAL);
@@ -479,9 +446,8 @@ pub(crate) fn grant(file: &Arc<FileGrants>, arg: IoctlArg) -> Result<isize> {
     // watch on an mm gives up with EINTR when a signal is pending (it takes
     // all of the mm's locks, `mm_take_all_locks`); the grant is then
     // restarted after the signal is handled, never failed with EINTR.
-    let watch = MmWatch::current().map_err(|e| if e == EINTR { ERESTARTNOINTR } else { e })?;
+    let watch = MmWatch::current(reg).map_err(|e| if e == EINTR { ERESTARTNOINTR } else { e })?;
     let key = watch.mm() as usize;
-    let reg = registry();
     let mut shard = reg.shard(key).lock();
     let entry = reg.claim(&mut shard, key, &me, watch)?;
     let added = entry.add(key, file, peer)?;
@@ -489,8 +455,8 @@ pub(crate) fn grant(file: &Arc<FileGrants>, arg: IoctlArg) -> Result<isize> {
     Ok(0)
 }
 
-/// `CMA_IOC_REVOKE`: forgets every grant of the calling process.
-pub(crate) fn revoke() -> Result<isize> {
+/// `CMA_IOC_REVOKE`: forgets every grant of the calling process in `reg`.
+pub(crate) fn revoke(reg: &Registry) -> Result<isize> {
     let me = current_task();
     // Its grants that still count are in the entry of its mm; those of an
     // image it left by exec() count for nothing already.
@@ -499,7 +465,7 @@ pub(crate) fn revoke() -> Result<isize> {
     };
     let key = mm.as_raw() as usize;
     {
-        let mut shard = registry().shard(key).lock();
+        let mut shard = reg.shard(key).lock();
         if let Some(e) = shard.get_mut(&key) {
             if e.is(me.tgid_ptr(), me.exec_id()) {
                 e.forget_all(key);
@@ -512,10 +478,9 @@ pub(crate) fn revoke() -> Result<isize> {
     Ok(0)
 }
 
-/// Forgets the grants made on the file whose record is `file`, which is
-/// being released.
-pub(crate) fn release(file: &Arc<FileGrants>) {
-    let reg = registry();
+/// Forgets the grants in `reg` made on the file whose record is `file`,
+/// which is being released.
+pub(crate) fn release(reg: &Registry, file: &Arc<FileGrants>) {
     // No grant can be made on a file being released, so every pass drops
     // one note for good: this visits the entries holding grants made on
     // the file, and no other.
@@ -564,17 +529,17 @@ impl Seen {
     }
 }
 
-/// Whether `target` has consented to copies by `caller`: the grants the
+/// Whether `target` has consented in `reg` to copies by `caller`: the grants the
 /// decision rests on, or `None`. The caller must hold the target's
 /// `exec_update_lock`, so that its exec generation and mm are stable.
-pub(crate) fn given(target: &TaskRef, caller: &TaskRef) -> Option<Token> {
+pub(crate) fn given(reg: &Registry, target: &TaskRef, caller: &TaskRef) -> Option<Token> {
     stats::inc(Stat::RegistryLookups);
     // The caller holds a user of this mm too, so the put at the end is
     // never the last; it comes after the shard's lock all the same.
     let mm = mm_of_task(target).ok()?;
     let key = mm.as_raw() as usize;
     let (tgid, exec_id) = (target.tgid_ptr(), target.exec_id());
-    let shard = registry().shard(key).lock();
+    let shard = reg.shard(key).lock();
     let token = shard
         .get(&key)
         .filter(|e| {

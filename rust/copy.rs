@@ -48,7 +48,7 @@ impl<'a> Named<'a> {
     /// Looks the target up and checks access.
     fn open(&self) -> Result<MmRef> {
         match self {
-            Named::Id(id, _) => access::open(*id),
+            Named::Id(id, f) => access::open(*id, f.registry()),
             Named::Peer(p) => p.target(),
         }
     }

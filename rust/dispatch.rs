@@ -68,8 +68,10 @@ pub(crate) fn dispatch(via: Via<'_>, cmd: u32, arg: usize) -> Result<isize> {
         (uapi::CMA_IOC_WRITE, _) => copy::ioctl(via, arg, Direction::Write),
         (uapi::CMA_IOC_READ1, _) => copy::ioctl1(via, arg, Direction::Read),
         (uapi::CMA_IOC_WRITE1, _) => copy::ioctl1(via, arg, Direction::Write),
-        (uapi::CMA_IOC_GRANT, Via::Device(dev)) => consent::grant(dev.grants(), arg),
-        (uapi::CMA_IOC_REVOKE, Via::Device(_)) => consent::revoke(),
+        (uapi::CMA_IOC_GRANT, Via::Device(dev)) => {
+            consent::grant(dev.registry(), dev.grants(), arg)
+        }
+        (uapi::CMA_IOC_REVOKE, Via::Device(dev)) => consent::revoke(dev.registry()),
         (uapi::CMA_IOC_ATTACH, Via::Device(dev)) => peer_fd::attach(dev, arg),
         _ => Err(ENOTTY),
     }

@@ -12,7 +12,7 @@
 //! the peer fds attached through the file share it.
 
 use crate::cache::Cache;
-use crate::consent::FileGrants;
+use crate::consent::{FileGrants, Registry};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
@@ -23,6 +23,8 @@ pub(crate) struct DevFile {
     own: Arc<Cache>,
     /// Which registry entries hold grants made on this file.
     grants: Arc<FileGrants>,
+    /// The consent registry.
+    registry: Arc<Registry>,
 }
 
 impl DevFile {
@@ -36,8 +38,14 @@ impl DevFile {
         &self.grants
     }
 
-    /// The state of a new open file of `/dev/cma`.
-    pub(crate) fn new() -> Result<KBox<DevFile>> {
+    /// The consent registry.
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The state of a new open file of `/dev/cma`, whose grants go to
+    /// `registry`.
+    pub(crate) fn new(registry: Arc<Registry>) -> Result<KBox<DevFile>> {
         // The opener's own address space, for the cache of its pages. A user
         // task, io_uring's workers included (they share their ring's mm), has
         // one; a kernel thread opening the device (`filp_open`) does not, and
@@ -47,6 +55,13 @@ impl DevFile {
             GFP_KERNEL_ACCOUNT,
         )?;
         let grants = FileGrants::new()?;
-        Ok(KBox::new(DevFile { own, grants }, GFP_KERNEL_ACCOUNT)?)
+        Ok(KBox::new(
+            DevFile {
+                own,
+                grants,
+                registry,
+            },
+            GFP_KERNEL_ACCOUNT,
+        )?)
     }
 }

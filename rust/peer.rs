@@ -21,7 +21,7 @@
 
 use crate::access::{self, TargetId};
 use crate::cache::Cache;
-use crate::consent::{self, Seen};
+use crate::consent::{self, Registry, Seen};
 use crate::file::DevFile;
 
 use crate::compat::aref::ARef;
@@ -72,6 +72,8 @@ pub(crate) struct Peer {
     caller_cred: TaskCred,
     /// The policy in force at attach time.
     policy: consent::Policy,
+    /// The consent registry the decisions read (the attaching file's).
+    registry: Arc<Registry>,
     /// The target's grants the decision rested on, if it needed them; the
     /// only input a later check that passed may move forward (the target
     /// revoking one grant and granting again must not leave the fd slow).
@@ -88,7 +90,7 @@ impl Peer {
     pub(crate) fn attach(id: TargetId, dev: &DevFile) -> Result<Peer> {
         let task = access::find(id)?;
         let policy = consent::policy();
-        let (mm, decision) = access::mm_access(&task)?;
+        let (mm, decision) = access::mm_access(&task, dev.registry())?;
         let me = current_task();
         Ok(Peer {
             cache: Cache::new(ARef::from(&**mm))?,
@@ -99,6 +101,7 @@ impl Peer {
             caller_group: me.group_pid()?,
             caller_cred: caller_cred()?,
             policy,
+            registry: dev.registry().clone(),
             consent: decision.consent.map(Seen::new),
         })
     }
@@ -153,7 +156,7 @@ impl Peer {
     /// The full check, for a copy after something changed.
     #[cold]
     fn recheck(&self) -> Result<(MmRef, access::Decision)> {
-        let (mm, decision) = access::mm_access(&self.task)?;
+        let (mm, decision) = access::mm_access(&self.task, &self.registry)?;
         if mm.as_raw() != self.mm.as_raw() {
             // The target exec()ed: this fd was for the old image.
             return Err(ESRCH);

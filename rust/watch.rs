@@ -126,12 +126,56 @@ unsafe impl Send for MmWatch {}
 // SAFETY: as above.
 unsafe impl Sync for MmWatch {}
 
+/// The owner of exit watches, told when a watched address space is torn
+/// down.
+///
+/// # Safety
+///
+/// A value must stay where it is, alive, from the first [`MmWatch`] made with
+/// it until [`MmWatch::synchronize`] has returned after the last such watch
+/// was dropped: its release callbacks reach it by address.
+pub(crate) unsafe trait ExitWatcher: Sync {
+    /// `mm`, watched by this owner, is being torn down (in `exit_mmap`, in
+    /// whatever task dropped its last user).
+    fn mm_released(&self, mm: *mut bindings::mm_struct);
+}
+
+/// The release callback of the exit watches of a `W`.
+///
+/// # Safety
+///
+/// `ctx` must be the `W` the watch was made with ([`MmWatch::current`]),
+/// which [`ExitWatcher`]'s contract keeps alive while callbacks can run.
+unsafe extern "C" fn released<W: ExitWatcher>(
+    ctx: *mut kernel::ffi::c_void,
+    mm: *mut bindings::mm_struct,
+) {
+    // SAFETY: `ctx` is a live `W` (the caller's guarantee), only shared.
+    let watcher = unsafe { &*ctx.cast::<W>() };
+    watcher.mm_released(mm);
+}
+
+// SAFETY: the registry lives in an `Arc` (it never moves), and its `Drop`
+// takes every entry out, dropping its watch (entries hold the only watches
+// made with it), then calls `MmWatch::synchronize` before its memory goes.
+unsafe impl ExitWatcher for crate::consent::Registry {
+    fn mm_released(&self, mm: *mut bindings::mm_struct) {
+        self.forget_mm(mm);
+    }
+}
+
 impl MmWatch {
-    /// A watch on the caller's mm. Takes its `mmap_lock` for writing.
-    pub(crate) fn current() -> Result<MmWatch> {
+    /// A watch on the caller's mm whose release tells `watcher`. Takes the
+    /// mm's `mmap_lock` for writing.
+    pub(crate) fn current<W: ExitWatcher>(watcher: &W) -> Result<MmWatch> {
+        let ctx = core::ptr::from_ref(watcher).cast_mut().cast();
+        // Checked against the glue's function type.
+        let callback: cma_rs_mm_released_fn = Some(released::<W>);
         // SAFETY: called from a file operation, by a user task with an mm;
-        // returns a referenced notifier or an `ERR_PTR`.
-        let mn = unsafe { cma_glue_watch_exit() };
+        // returns a referenced notifier or an `ERR_PTR`. Its release calls
+        // `released::<W>` with `ctx`, which stays valid while callbacks can
+        // run (`ExitWatcher`'s contract).
+        let mn = unsafe { cma_glue_watch_exit(callback, ctx) };
         let mn = kernel::error::from_err_ptr(mn)?;
         // INVARIANT: a notifier that is not an error carries our reference.
         NonNull::new(mn).map(MmWatch).ok_or(ENOMEM)

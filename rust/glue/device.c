@@ -210,9 +210,13 @@ static struct miscdevice cma_miscdev = {
 	.fops = &cma_fops,
 };
 
+/* The Rust registration (rust/compat/v6_12/miscdevice.rs), for its open. */
+static void *cma_misc_owner;
+
 int cma_glue_misc_register(const char *name, cma_rs_open_fn *open, cma_rs_ioctl_fn *ioctl,
-			   cma_rs_release_fn *release)
+			   cma_rs_release_fn *release, void *owner)
 {
+	cma_misc_owner = owner;
 	cma_fops.open = open;
 	cma_fops.unlocked_ioctl = ioctl;
 	cma_fops.release = release;
@@ -224,6 +228,11 @@ int cma_glue_misc_register(const char *name, cma_rs_open_fn *open, cma_rs_ioctl_
 void cma_glue_misc_deregister(void)
 {
 	misc_deregister(&cma_miscdev);
+}
+
+void *cma_glue_misc_owner(void)
+{
+	return cma_misc_owner;
 }
 #else
 /* 7.x: Rust registers the kernel's struct miscdevice, with these groups. */

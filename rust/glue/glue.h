@@ -49,9 +49,8 @@ typedef long cma_rs_ioctl_fn(struct file *file, unsigned int cmd, unsigned long 
 typedef int cma_rs_release_fn(struct inode *inode, struct file *file);
 cma_rs_ioctl_fn cma_rs_peer_ioctl;
 cma_rs_release_fn cma_rs_peer_release;
-/* rust/consent.rs: the exit watch's release. */
-typedef void cma_rs_mm_released_fn(struct mm_struct *mm);
-cma_rs_mm_released_fn cma_rs_mm_released;
+/* rust/watch.rs: the exit watch's release, for the registry @ctx. */
+typedef void cma_rs_mm_released_fn(void *ctx, struct mm_struct *mm);
 /* rust/cache.rs: the cache's work item. */
 typedef void cma_rs_cache_reap_fn(void *cache);
 cma_rs_cache_reap_fn cma_rs_cache_reap;
@@ -59,8 +58,9 @@ cma_rs_cache_reap_fn cma_rs_cache_reap;
 /* Implemented in C: the .c files of rust/glue/. */
 #if LINUX_VERSION_CODE < KERNEL_VERSION(6, 13, 0)
 int cma_glue_misc_register(const char *name, cma_rs_open_fn *open, cma_rs_ioctl_fn *ioctl,
-			   cma_rs_release_fn *release);
+			   cma_rs_release_fn *release, void *owner);
 void cma_glue_misc_deregister(void);
+void *cma_glue_misc_owner(void);
 #else
 const struct attribute_group **cma_glue_misc_groups(void);
 #endif
@@ -116,7 +116,7 @@ void cma_glue_cred_ids(const struct cred *cred, u32 ids[6], u64 *permitted,
 void *cma_glue_file_private(struct file *file);
 unsigned int cma_glue_stat_names(void);
 void cma_glue_stat_add(unsigned int i, u64 n);
-struct mmu_notifier *cma_glue_watch_exit(void);
+struct mmu_notifier *cma_glue_watch_exit(cma_rs_mm_released_fn *released, void *ctx);
 struct mm_struct *cma_glue_watch_mm(struct mmu_notifier *mn);
 void cma_glue_unwatch_exit(struct mmu_notifier *mn);
 void cma_glue_watch_sync(void);

@@ -25,23 +25,38 @@
  * a new image), through an mmu_notifier's release on that mm. One notifier
  * per mm (mmu_notifier_get), one reference per registry entry; the registry
  * keys its entries by the mm, so the release needs nothing but the mm (it
- * may run in another task's context: the last mmput).
+ * may run in another task's context: the last mmput) and the registry,
+ * which the watch carries (rust/watch.rs's ExitWatcher: it outlives every
+ * release callback of its watches).
  */
+struct cma_exit_watch {
+	struct mmu_notifier mn;
+	/* Set by cma_glue_watch_exit(); the same for every watch while the
+	 * module is loaded (one registry). */
+	cma_rs_mm_released_fn *released;
+	void *ctx;
+};
+
 static void cma_exit_release(struct mmu_notifier *mn, struct mm_struct *mm)
 {
-	cma_rs_mm_released(mm);
+	struct cma_exit_watch *w = container_of(mn, struct cma_exit_watch, mn);
+	cma_rs_mm_released_fn *released = READ_ONCE(w->released);
+	void *ctx = READ_ONCE(w->ctx);
+
+	if (released && ctx)
+		released(ctx, mm);
 }
 
 static struct mmu_notifier *cma_exit_alloc(struct mm_struct *mm)
 {
-	struct mmu_notifier *mn = kzalloc(sizeof(*mn), GFP_KERNEL_ACCOUNT);
+	struct cma_exit_watch *w = kzalloc(sizeof(*w), GFP_KERNEL_ACCOUNT);
 
-	return mn ? mn : ERR_PTR(-ENOMEM);
+	return w ? &w->mn : ERR_PTR(-ENOMEM);
 }
 
 static void cma_exit_free(struct mmu_notifier *mn)
 {
-	kfree(mn);
+	kfree(container_of(mn, struct cma_exit_watch, mn));
 }
 
 static const struct mmu_notifier_ops cma_exit_ops = {
@@ -51,12 +66,22 @@ static const struct mmu_notifier_ops cma_exit_ops = {
 };
 
 /*
- * A reference on the exit watch of the caller's mm (made if none), or an
- * ERR_PTR. Takes the mm's mmap_lock for writing.
+ * A reference on the exit watch of the caller's mm (made if none), whose
+ * release calls @released(@ctx, mm), or an ERR_PTR. Takes the mm's
+ * mmap_lock for writing. No release can run before @released and @ctx are
+ * set: the caller runs in the mm, which therefore has a user.
  */
-struct mmu_notifier *cma_glue_watch_exit(void)
+struct mmu_notifier *cma_glue_watch_exit(cma_rs_mm_released_fn *released, void *ctx)
 {
-	return mmu_notifier_get(&cma_exit_ops, current->mm);
+	struct mmu_notifier *mn = mmu_notifier_get(&cma_exit_ops, current->mm);
+	struct cma_exit_watch *w;
+
+	if (IS_ERR(mn))
+		return mn;
+	w = container_of(mn, struct cma_exit_watch, mn);
+	WRITE_ONCE(w->ctx, ctx);
+	WRITE_ONCE(w->released, released);
+	return mn;
 }
 
 /* The mm a watch is on (identity only). */

@@ -9,7 +9,7 @@
 //! registering.
 
 use super::fs::File;
-use crate::glue::{cma_glue_misc_deregister, cma_glue_misc_register};
+use crate::glue::{cma_glue_misc_deregister, cma_glue_misc_owner, cma_glue_misc_register};
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::bindings;
@@ -25,9 +25,9 @@ pub(crate) struct MiscDeviceOptions {
     pub(crate) name: &'static CStr,
 }
 
-/// What `open` is given to say which registration it came through. On 7.x
-/// it is the registration itself; here there is only one, in the glue.
-pub(crate) struct MiscDeviceRegistration<T>(PhantomData<T>);
+/// What `open` is given to say which registration it came through: as on
+/// 7.x, a reference to the start of the [`Registration`] itself.
+pub(crate) struct MiscDeviceRegistration<T>(PhantomData<fn() -> T>);
 
 /// The file operations of a misc device.
 #[vtable]
@@ -55,47 +55,79 @@ pub(crate) trait MiscDevice: Sized {
 /// Whether the glue's single `struct miscdevice` is registered.
 static REGISTERED: AtomicBool = AtomicBool::new(false);
 
-/// A registered misc device; dropping it deregisters the device.
+/// A registered misc device, with `data` for its `open` to find
+/// ([`Registration::data`]); dropping it deregisters the device.
 ///
 /// # Invariants
 ///
-/// While a `Registration` exists, the glue's `struct miscdevice` is
-/// registered with `T`'s file operations, and it is the only `Registration`
-/// (guarded by [`REGISTERED`]).
-pub(crate) struct Registration<T: MiscDevice> {
-    _t: PhantomData<T>,
+/// While a `Registration` whose `registered` is true exists, the glue's
+/// `struct miscdevice` is registered with `T`'s file operations and this
+/// registration's address as its owner, and it is the only such
+/// `Registration` (guarded by [`REGISTERED`]). `misc` is the first field
+/// (`repr(C)`).
+#[repr(C)]
+pub(crate) struct Registration<T: MiscDevice, D> {
+    misc: MiscDeviceRegistration<T>,
+    data: D,
+    registered: AtomicBool,
 }
 
-impl<T: MiscDevice> Registration<T> {
+impl<T: MiscDevice, D> Registration<T, D> {
+    /// The data of the registration `misc` is, for `T::open`.
+    ///
+    /// # Safety
+    ///
+    /// `misc` must be what `T::open` was given.
+    pub(crate) unsafe fn data(misc: &MiscDeviceRegistration<T>) -> &D {
+        // SAFETY: `open` below makes `misc` from the glue's owner pointer,
+        // the address of the live `Registration<T, D>` (type invariant),
+        // whose first field it is.
+        unsafe { &(*core::ptr::from_ref(misc).cast::<Self>()).data }
+    }
+
     /// Registers the device with mode 0666 and the module's attribute
-    /// groups (the glue's). `EBUSY` if it is already registered.
-    pub(crate) fn register(opts: MiscDeviceOptions) -> Result<Pin<KBox<Self>>> {
+    /// groups (the glue's), keeping `data` for `open`. `EBUSY` if it is
+    /// already registered.
+    pub(crate) fn register(opts: MiscDeviceOptions, data: D) -> Result<Pin<KBox<Self>>> {
         if REGISTERED.swap(true, Ordering::AcqRel) {
             return Err(EBUSY);
         }
+        let this = match KBox::pin(
+            Self {
+                misc: MiscDeviceRegistration(PhantomData),
+                data,
+                registered: AtomicBool::new(false),
+            },
+            GFP_KERNEL,
+        ) {
+            Ok(this) => this,
+            Err(e) => {
+                REGISTERED.store(false, Ordering::Release);
+                return Err(e.into());
+            }
+        };
+        let owner = core::ptr::from_ref::<Self>(&this).cast_mut().cast();
         // SAFETY: `REGISTERED` was false and is now true, so the glue's
         // `struct miscdevice` is not registered and nobody else registers it
         // concurrently. The name is a static string; the functions are this
-        // type's file operations, valid for any file of this device.
+        // type's file operations, valid for any file of this device; `owner`
+        // is pinned in its box until `drop` deregisters the device.
         let ret = unsafe {
             cma_glue_misc_register(
                 opts.name.as_char_ptr(),
                 Some(Self::open),
                 Some(Self::ioctl),
                 Some(Self::release),
+                owner,
             )
         };
         if let Err(e) = to_result(ret) {
             REGISTERED.store(false, Ordering::Release);
             return Err(e);
         }
-        // INVARIANT: registration succeeded and `REGISTERED` is set.
-        KBox::pin(Self { _t: PhantomData }, GFP_KERNEL).map_err(|e| {
-            // SAFETY: registered just above, by us alone.
-            unsafe { cma_glue_misc_deregister() };
-            REGISTERED.store(false, Ordering::Release);
-            e.into()
-        })
+        // INVARIANT: registered, with this owner, and `REGISTERED` is set.
+        this.registered.store(true, Ordering::Relaxed);
+        Ok(this)
     }
 
     /// The `open` file operation.
@@ -107,7 +139,11 @@ impl<T: MiscDevice> Registration<T> {
     unsafe extern "C" fn open(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
         // SAFETY: the file is valid for the whole call (the caller).
         let f = unsafe { File::from_raw_file(file) };
-        match T::open(f, &MiscDeviceRegistration(PhantomData)) {
+        // SAFETY: the glue's owner is the live `Registration<T, D>` this
+        // device was registered by (type invariant): a file of it is being
+        // opened, and `drop` deregisters before the registration goes.
+        let misc = unsafe { &*cma_glue_misc_owner().cast::<MiscDeviceRegistration<T>>() };
+        match T::open(f, misc) {
             Ok(ptr) => {
                 // SAFETY: an opening file's `private_data` is its opener's to
                 // set; from here the file owns the state, until `release`.
@@ -152,8 +188,11 @@ impl<T: MiscDevice> Registration<T> {
     }
 }
 
-impl<T: MiscDevice> Drop for Registration<T> {
+impl<T: MiscDevice, D> Drop for Registration<T, D> {
     fn drop(&mut self) {
+        if !*self.registered.get_mut() {
+            return;
+        }
         // SAFETY: by the type invariant the device is registered, and this is
         // the only `Registration`, so it is deregistered exactly once; no
         // file of it is open (each holds a reference to the module).

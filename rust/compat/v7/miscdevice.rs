@@ -23,31 +23,48 @@ pub(crate) use kernel::miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceReg
 use kernel::prelude::*;
 use kernel::types::Opaque;
 
-/// A registered misc device, with mode 0666 and the module's attribute
-/// groups; dropping it deregisters the device.
+/// A registered misc device, with mode 0666, the module's attribute groups,
+/// and `data` for its `open` to find ([`Registration::data`]); dropping it
+/// deregisters the device.
 ///
 /// # Invariants
 ///
 /// `inner` is a `struct miscdevice` built by `MiscDeviceOptions::into_raw`
 /// for `T`, registered with `misc_register` for the whole life of the
-/// `Registration`, and deregistered exactly once, in `drop`.
-#[repr(transparent)]
+/// `Registration`, and deregistered exactly once, in `drop`. It is the first
+/// field (`repr(C)`), so a pointer to it is a pointer to the registration.
+#[repr(C)]
 #[pin_data(PinnedDrop)]
-pub(crate) struct Registration<T> {
+pub(crate) struct Registration<T, D> {
     #[pin]
     inner: Opaque<bindings::miscdevice>,
+    data: D,
     _t: PhantomData<T>,
 }
 
-// SAFETY: `misc_deregister` may be called from any thread.
-unsafe impl<T> Send for Registration<T> {}
-// SAFETY: nothing is reachable through `&Registration`.
-unsafe impl<T> Sync for Registration<T> {}
+// SAFETY: `misc_deregister` may be called from any thread; `data` is `Send`.
+unsafe impl<T, D: Send> Send for Registration<T, D> {}
+// SAFETY: only `data` is reachable through `&Registration`, and it is `Sync`.
+unsafe impl<T, D: Sync> Sync for Registration<T, D> {}
 
-impl<T: MiscDevice> Registration<T> {
+impl<T: MiscDevice, D> Registration<T, D> {
+    /// The data of the registration `misc` is, for `T::open`.
+    ///
+    /// # Safety
+    ///
+    /// `misc` must be what `T::open` was given, and `T` registered only
+    /// through `Registration<T, D>` (never the kernel's
+    /// `MiscDeviceRegistration`, whose memory has no `data`).
+    pub(crate) unsafe fn data(misc: &MiscDeviceRegistration<T>) -> &D {
+        // SAFETY: the kernel's `open` for `T` made `misc` from the `struct
+        // miscdevice` `misc_open` found, which (the caller's guarantee) is
+        // the `inner` of a live `Registration<T, D>`, its first field.
+        unsafe { &(*core::ptr::from_ref(misc).cast::<Self>()).data }
+    }
+
     /// Registers the device with mode 0666 and the module's attribute
-    /// groups (the glue's).
-    pub(crate) fn register(opts: MiscDeviceOptions) -> Result<Pin<KBox<Self>>> {
+    /// groups (the glue's), keeping `data` for `open`.
+    pub(crate) fn register(opts: MiscDeviceOptions, data: D) -> Result<Pin<KBox<Self>>> {
         let init = try_pin_init!(Self {
             inner <- Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
                 let mut raw = opts.into_raw::<T>();
@@ -66,6 +83,7 @@ impl<T: MiscDevice> Registration<T> {
                 // INVARIANT: on success `slot` is registered.
                 to_result(unsafe { bindings::misc_register(slot) })
             }),
+            data,
             _t: PhantomData,
         });
         KBox::pin_init(init, GFP_KERNEL)
@@ -73,7 +91,7 @@ impl<T: MiscDevice> Registration<T> {
 }
 
 #[pinned_drop]
-impl<T> PinnedDrop for Registration<T> {
+impl<T, D> PinnedDrop for Registration<T, D> {
     fn drop(self: Pin<&mut Self>) {
         // SAFETY: registered by the type invariant, deregistered only here.
         unsafe { bindings::misc_deregister(self.inner.get()) };
