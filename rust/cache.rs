@@ -215,12 +215,19 @@ const DROP_BATCH: usize = 16;
 
 /// The part of a cache its work item reaches.
 #[pin_data]
-struct Shared {
+pub(crate) struct Shared {
     #[pin]
     regions: Mutex<Slots>,
 }
 
 impl Shared {
+    /// The cache's work item, which invalidations schedule: unpins the
+    /// regions whose watch was invalidated.
+    pub(crate) fn reap_invalid(&self) {
+        let n = self.drop_where(|r| !r.valid());
+        stats::add(Stat::CacheInvalidations, n);
+    }
+
     /// Drops the regions `pred` picks, outside the lock, a batch at a time;
     /// returns how many.
     fn drop_where(&self, mut pred: impl FnMut(&Region) -> bool) -> usize {
@@ -261,19 +268,6 @@ impl Shared {
     }
 }
 
-/// Called by the cache's work item, which invalidations schedule: unpins
-/// the regions whose watch was invalidated.
-#[no_mangle]
-#[allow(unsafe_code)] // A C callback: its pointer back to the cache.
-pub(crate) extern "C" fn cma_rs_cache_reap(shared: *mut kernel::ffi::c_void) {
-    // SAFETY: the hook was made with a pointer to the `Shared` of a live
-    // `Cache`, which cancels the work before it lets go of `Shared`.
-    let shared = unsafe { &*(shared as *const Shared) };
-    let n = shared.drop_where(|r| !r.valid());
-    stats::add(Stat::CacheInvalidations, n);
-}
-const _: crate::glue::cma_rs_cache_reap_fn = Some(cma_rs_cache_reap);
-
 /// A cache of the pages of one address space.
 pub(crate) struct Cache {
     /// Declared before `shared`: the work item is cancelled before the
@@ -287,7 +281,6 @@ pub(crate) struct Cache {
 
 impl Cache {
     /// An empty cache for the pages of `mm`.
-    #[allow(unsafe_code)] // The work item's pointer back to the cache.
     pub(crate) fn new(mm: MmGrab) -> Result<Cache> {
         let shared = Arc::pin_init(
             pin_init!(Shared {
@@ -303,10 +296,7 @@ impl Cache {
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
-        let ptr: *const Shared = &*shared;
-        // SAFETY: `shared` lives in the cache with the hook, and `Drop`
-        // drops every region (so every watch) before the hook.
-        let hook = unsafe { CacheHook::new(ptr.cast())? };
+        let hook = CacheHook::new(&*shared)?;
         Ok(Cache { hook, shared, mm })
     }
 

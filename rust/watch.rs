@@ -79,17 +79,52 @@ unsafe impl Send for CacheHook {}
 // SAFETY: as above.
 unsafe impl Sync for CacheHook {}
 
+/// The owner of a [`CacheHook`], whose work item calls [`Reaper::reap`]
+/// after an invalidation.
+///
+/// # Safety
+///
+/// A value must stay where it is, alive, for as long as a hook made with it
+/// exists, and every [`RegionWatch`] made with such a hook must be dropped
+/// before the hook is, but for those the hook's own running work item
+/// holds (the hook's drop waits for it).
+pub(crate) unsafe trait Reaper: Sync {
+    /// Drops the regions whose watch an invalidation met.
+    fn reap(&self);
+}
+
+/// The work item of the hooks of an `R`.
+///
+/// # Safety
+///
+/// `ctx` must be the `R` the hook was made with ([`CacheHook::new`]), which
+/// [`Reaper`]'s contract keeps alive while the hook exists.
+unsafe extern "C" fn reap<R: Reaper>(ctx: *mut kernel::ffi::c_void) {
+    // SAFETY: `ctx` is a live `R` (the caller's guarantee), only shared.
+    unsafe { &*ctx.cast::<R>() }.reap();
+}
+
+// SAFETY: a cache keeps its `Shared` in an `Arc` (it never moves), beside
+// the hook made with it, which is declared first and so dropped first; and
+// the cache's `Drop` drops every region, so every region watch, before its
+// fields drop, but those a running reap took out of the slots, which the
+// hook's drop waits for.
+unsafe impl Reaper for crate::cache::Shared {
+    fn reap(&self) {
+        self.reap_invalid();
+    }
+}
+
 impl CacheHook {
-    /// A work item that will call `cma_rs_cache_reap(cache)`.
-    ///
-    /// # Safety
-    ///
-    /// `cache` must stay valid until this value is dropped, and every
-    /// [`RegionWatch`] made with it must be dropped before it is, but for
-    /// those its own work item (`cma_rs_cache_reap`) holds while it runs.
-    pub(crate) unsafe fn new(cache: *const core::ffi::c_void) -> Result<CacheHook> {
-        // SAFETY: allocates and initialises a work item; no preconditions.
-        let h = unsafe { cma_glue_cache_hook_new(cache.cast_mut()) };
+    /// A work item that will call `owner.reap()`.
+    pub(crate) fn new<R: Reaper>(owner: &R) -> Result<CacheHook> {
+        // Checked against the glue's function type.
+        let callback: cma_rs_cache_reap_fn = Some(reap::<R>);
+        // SAFETY: allocates and initialises a work item whose work calls
+        // `reap::<R>` with `owner`, valid while the hook lives (`Reaper`).
+        let h = unsafe {
+            cma_glue_cache_hook_new(callback, core::ptr::from_ref(owner).cast_mut().cast())
+        };
         // INVARIANT: a non-NULL hook is new and ours.
         NonNull::new(h).map(CacheHook).ok_or(ENOMEM)
     }

@@ -51,9 +51,8 @@ cma_rs_ioctl_fn cma_rs_peer_ioctl;
 cma_rs_release_fn cma_rs_peer_release;
 /* rust/watch.rs: the exit watch's release, for the registry @ctx. */
 typedef void cma_rs_mm_released_fn(void *ctx, struct mm_struct *mm);
-/* rust/cache.rs: the cache's work item. */
+/* rust/watch.rs: the cache's work item, for the cache @cache. */
 typedef void cma_rs_cache_reap_fn(void *cache);
-cma_rs_cache_reap_fn cma_rs_cache_reap;
 
 /* Implemented in C: the .c files of rust/glue/. */
 #if LINUX_VERSION_CODE < KERNEL_VERSION(6, 13, 0)
@@ -120,7 +119,7 @@ struct mmu_notifier *cma_glue_watch_exit(cma_rs_mm_released_fn *released, void *
 struct mm_struct *cma_glue_watch_mm(struct mmu_notifier *mn);
 void cma_glue_unwatch_exit(struct mmu_notifier *mn);
 void cma_glue_watch_sync(void);
-struct cma_cache_hook *cma_glue_cache_hook_new(void *cache);
+struct cma_cache_hook *cma_glue_cache_hook_new(cma_rs_cache_reap_fn *reap, void *cache);
 void cma_glue_cache_hook_free(struct cma_cache_hook *hook);
 struct cma_region_watch *cma_glue_region_watch(struct mm_struct *mm, unsigned long start,
 					       unsigned long len, struct cma_cache_hook *hook);

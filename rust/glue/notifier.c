@@ -139,7 +139,8 @@ struct cma_mm_watch {
 
 struct cma_cache_hook {
 	struct work_struct work;
-	void *cache;			/* the Rust cache's shared part, for the work */
+	cma_rs_cache_reap_fn *reap;	/* the Rust cache's work (rust/watch.rs) */
+	void *cache;			/* and its argument: the cache's shared part */
 	struct mutex attach;		/* serialises the first attach */
 	struct cma_mm_watch *watch;	/* set once, under @attach */
 	struct list_head node;		/* on watch->hooks */
@@ -243,11 +244,13 @@ static const struct mmu_notifier_ops cma_mm_ops = {
 
 static void cma_cache_work(struct work_struct *work)
 {
-	cma_rs_cache_reap(container_of(work, struct cma_cache_hook, work)->cache);
+	struct cma_cache_hook *hook = container_of(work, struct cma_cache_hook, work);
+
+	hook->reap(hook->cache);
 }
 
-/* The work item of the cache @cache, or NULL. */
-struct cma_cache_hook *cma_glue_cache_hook_new(void *cache)
+/* The work item of the cache @cache, which calls @reap(@cache), or NULL. */
+struct cma_cache_hook *cma_glue_cache_hook_new(cma_rs_cache_reap_fn *reap, void *cache)
 {
 	struct cma_cache_hook *hook = kzalloc(sizeof(*hook), GFP_KERNEL_ACCOUNT);
 
@@ -257,6 +260,7 @@ struct cma_cache_hook *cma_glue_cache_hook_new(void *cache)
 	mutex_init(&hook->attach);
 	INIT_LIST_HEAD(&hook->node);
 	INIT_LIST_HEAD(&hook->regions);
+	hook->reap = reap;
 	hook->cache = cache;
 	return hook;
 }
