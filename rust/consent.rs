@@ -180,7 +180,7 @@ impl Entry {
     /// Whether the process `pid` (a thread-group pid) in exec generation
     /// `exec_id` holds this entry.
     fn is(&self, pid: *mut bindings::pid, exec_id: u64) -> bool {
-        self.pid.as_raw() == pid && self.exec_id == exec_id
+        self.pid.as_ptr() == pid && self.exec_id == exec_id
     }
 
     /// Forgets every grant. `key` is the entry's key.
@@ -217,12 +217,12 @@ impl Entry {
 
     /// Adds a grant on `file` to `peer`; returns the slots it added (0 or 1).
     fn add(&mut self, key: usize, file: &Arc<FileGrants>, peer: Option<PidRef>) -> Result<usize> {
-        let peer_ptr = peer.as_ref().map(|p| p.as_raw());
+        let peer_ptr = peer.as_ref().map(|p| p.as_ptr());
         if self
             .grants
             .iter()
             .flatten()
-            .any(|g| Arc::ptr_eq(&g.file, file) && g.peer.as_ref().map(|p| p.as_raw()) == peer_ptr)
+            .any(|g| Arc::ptr_eq(&g.file, file) && g.peer.as_ref().map(|p| p.as_ptr()) == peer_ptr)
         {
             return Ok(0);
         }

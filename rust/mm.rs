@@ -28,7 +28,7 @@ pub(crate) type MmGrab = ARef<Mm>;
 pub(crate) fn mm_of_task(task: &Task) -> Result<MmRef> {
     // SAFETY: `task` is live (borrowed); `get_task_mm` returns its mm with
     // a new `mm_users` reference, or NULL.
-    let mm = unsafe { bindings::get_task_mm(crate::task::TaskExt::as_raw(task)) };
+    let mm = unsafe { bindings::get_task_mm(crate::task::TaskExt::as_ptr(task)) };
     // SAFETY: `MmWithUser` wraps `mm_struct` transparently; a non-NULL mm
     // carries the `mm_users` increment the `ARef` takes over.
     unsafe { crate::compat::take(mm) }.ok_or(ESRCH)
@@ -40,7 +40,7 @@ pub(crate) fn mm_of_task(task: &Task) -> Result<MmRef> {
 pub(crate) fn still_dumpable(task: &Task, mm: &Mm) -> bool {
     // SAFETY: `task` is live and `mm` allocated (both borrowed); the glue
     // reads flags and makes the capability check.
-    unsafe { cma_glue_still_dumpable(crate::task::TaskExt::as_raw(task), mm.as_raw()) }
+    unsafe { cma_glue_still_dumpable(crate::task::TaskExt::as_ptr(task), mm.as_raw()) }
 }
 
 /// The caller's own address space; `None` for a task without one.

@@ -129,7 +129,7 @@ impl Peer {
         let now = Inputs::now(&self.task, self.mm.as_raw());
         let same = now
             == Inputs {
-                caller_group: self.caller_group.as_raw(),
+                caller_group: self.caller_group.as_ptr(),
                 caller_cred: self.caller_cred.as_ptr(),
                 target_cred: self.target_cred.as_ptr(),
                 target_mm: self.mm.as_raw(),

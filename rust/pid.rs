@@ -29,7 +29,7 @@ unsafe impl Sync for Pid {}
 unsafe impl AlwaysRefCounted for Pid {
     fn inc_ref(&self) {
         // SAFETY: the pointer is valid since `self` is a reference.
-        unsafe { cma_glue_get_pid(self.as_raw()) };
+        unsafe { cma_glue_get_pid(self.as_ptr()) };
     }
 
     unsafe fn dec_ref(obj: NonNull<Self>) {
@@ -40,7 +40,7 @@ unsafe impl AlwaysRefCounted for Pid {
 
 impl Pid {
     /// The raw pointer.
-    pub(crate) fn as_raw(&self) -> *mut bindings::pid {
+    pub(crate) fn as_ptr(&self) -> *mut bindings::pid {
         self.0.get()
     }
 }

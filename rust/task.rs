@@ -64,7 +64,7 @@ impl PidExt for Pid {
         // task reference or NULL, which `take` takes over.
         unsafe {
             take(bindings::get_pid_task(
-                self.as_raw(),
+                self.as_ptr(),
                 bindings::pid_type_PIDTYPE_PID,
             ))
         }
@@ -75,7 +75,7 @@ impl PidExt for Pid {
 /// What cma asks of a task, beside what the kernel crate's `Task` gives.
 pub(crate) trait TaskExt {
     /// The raw pointer.
-    fn as_raw(&self) -> *mut bindings::task_struct;
+    fn as_ptr(&self) -> *mut bindings::task_struct;
     /// Whether this task belongs to the caller's thread group.
     fn is_current_thread_group(&self) -> bool;
     /// The exec generation of this task: it changes when the process execs.
@@ -99,7 +99,7 @@ pub(crate) trait TaskExt {
 }
 
 impl TaskExt for Task {
-    fn as_raw(&self) -> *mut bindings::task_struct {
+    fn as_ptr(&self) -> *mut bindings::task_struct {
         // `Task` is a transparent wrapper of `task_struct`.
         core::ptr::from_ref(self).cast_mut().cast()
     }
@@ -107,18 +107,18 @@ impl TaskExt for Task {
     fn is_current_thread_group(&self) -> bool {
         // SAFETY: the task is live (borrowed); `same_thread_group` only
         // compares its signal struct with current's.
-        unsafe { cma_glue_same_thread_group(self.as_raw()) }
+        unsafe { cma_glue_same_thread_group(self.as_ptr()) }
     }
 
     fn exec_id(&self) -> u64 {
         // SAFETY: the task is live (borrowed); the read is atomic.
-        unsafe { cma_glue_self_exec_id(self.as_raw()) }
+        unsafe { cma_glue_self_exec_id(self.as_ptr()) }
     }
 
     fn tgid_ptr(&self) -> *mut bindings::pid {
         // SAFETY: the task is live (borrowed), so is its tgid pid; the
         // pointer is only compared.
-        unsafe { cma_glue_task_tgid(self.as_raw()) }
+        unsafe { cma_glue_task_tgid(self.as_ptr()) }
     }
 
     fn group_pid(&self) -> Result<PidRef> {
@@ -126,16 +126,16 @@ impl TaskExt for Task {
         // pid under RCU and returns it with a new reference, or NULL if the
         // process was reaped meanwhile (`__unhash_process` detaches it while
         // the task itself lives on); `take` takes the reference over.
-        unsafe { take(cma_glue_get_task_tgid(self.as_raw())) }.ok_or(ESRCH)
+        unsafe { take(cma_glue_get_task_tgid(self.as_ptr())) }.ok_or(ESRCH)
     }
 
     fn in_group(&self, pid: &Pid) -> bool {
-        pid.as_raw() == self.tgid_ptr()
+        pid.as_ptr() == self.tgid_ptr()
     }
 
     fn lock_exec(&self) -> Result<ExecLockGuard<'_>> {
         // SAFETY: the task is live (borrowed), so is its signal struct.
-        let ret = unsafe { cma_glue_exec_update_lock_killable(self.as_raw()) };
+        let ret = unsafe { cma_glue_exec_update_lock_killable(self.as_ptr()) };
         if ret != 0 {
             return Err(EINTR);
         }
@@ -150,7 +150,7 @@ impl TaskExt for Task {
         // on a NULL `real_cred`, which only `exit_creds` sets, in
         // `__put_task_struct` after the last task reference is gone. Should
         // a later kernel return NULL, the request fails, not the kernel.
-        unsafe { take(bindings::get_task_cred(self.as_raw()).cast_mut()) }.ok_or(ESRCH)
+        unsafe { take(bindings::get_task_cred(self.as_ptr()).cast_mut()) }.ok_or(ESRCH)
     }
 }
 
@@ -166,7 +166,7 @@ pub(crate) struct ExecLockGuard<'a> {
 impl Drop for ExecLockGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: by the type invariant the lock is held for reading by us.
-        unsafe { cma_glue_exec_update_unlock(self.task.as_raw()) };
+        unsafe { cma_glue_exec_update_unlock(self.task.as_ptr()) };
     }
 }
 
@@ -276,7 +276,7 @@ pub(crate) fn access_inputs(
     // out-parameters, which are valid locals.
     unsafe {
         cma_glue_peer_state(
-            task.as_raw(),
+            task.as_ptr(),
             mm,
             &mut group,
             &mut ccred,
