@@ -48,7 +48,7 @@ CARGO_TARGET := $(TOP)/userspace/target/release
 LIBDIR := $(TOP)/out/lib
 LIBS := $(LIBDIR)/libcma.so $(LIBDIR)/libcma-preload.so $(LIBDIR)/pkgconfig/cma.pc
 C_TESTS := tests/c/cma_abi_test tests/c/libcma_test tests/c/mpi_check \
-	tests/c/mpi_check_mpich
+	tests/c/mpi_check_mpich tests/c/seccomp_deny
 
 .PHONY: all module deps kernel userspace libs ctests test test-debug fuzz stress run bench bench-mpi man install uninstall clean help fmt lint
 
@@ -139,6 +139,11 @@ tests/c/mpi_check: tests/c/mpi_check.c
 	mpicc.openmpi -O2 -Wall -Werror -o $@ $<
 tests/c/mpi_check_mpich: tests/c/mpi_check.c
 	mpicc.mpich -O2 -Wall -Werror -o $@ $<
+
+# A launcher that runs a command under a seccomp filter refusing
+# process_vm_readv/writev, as a container runtime's profile does.
+tests/c/seccomp_deny: tests/c/seccomp_deny.c
+	$(CC) -O2 -Wall -Werror -o $@ $<
 
 test: module userspace libs ctests man
 	scripts/vm.sh --flavour $(FLAVOUR) test

@@ -4,8 +4,9 @@
 # host where single copy through /dev/cma works, and on hosts where it
 # cannot (the node closed to the user, the module's policy off, the module
 # not loaded), each with the verdict, exit status and failed check it must
-# give; Yama 1 and 2 keep the verdict (process_vm_readv refused, /dev/cma
-# still works). KTAP on stdout.
+# give; Yama 1 and 2, and a seccomp filter refusing process_vm_readv with
+# EPERM or ENOSYS, keep the verdict (process_vm_readv refused, /dev/cma still
+# works). KTAP on stdout.
 set -u
 cma=$PWD/userspace/target/release/cma
 tmp=$(mktemp -d)
@@ -66,6 +67,18 @@ yama() { # level: process_vm_readv refused between siblings, /dev/cma still work
 }
 # With Yama at 0, so that process_vm_readv works and the verdict says so.
 yama0() { [ -w "$scope" ] && echo 0 > "$scope"; return 0; }
+# A seccomp filter refusing process_vm_readv (as a container runtime's
+# profile does), with EPERM or ENOSYS: /dev/cma still works.
+seccomp() { # eperm|enosys
+    as_user tests/c/seccomp_deny "$1" "$cma" doctor --json > "$tmp/json"
+    echo $? > "$tmp/rc"
+    cat "$tmp/json"
+    local want=EPERM
+    [ "$1" = enosys ] && want=ENOSYS
+    expect verdict "$(field verdict)" cma && expect exit "$(cat "$tmp/rc")" 0 &&
+        expect seccomp "$(level seccomp)" warn && expect process_vm_readv "$(level process_vm_readv)" warn &&
+        grep -q "refused between sibling processes: $want" "$tmp/json"
+}
 node_closed() {
     chmod 0600 /dev/cma || return 1
     yama0
@@ -102,6 +115,8 @@ if [ -w "$scope" ]; then
     check doctor_yama_1_still_cma yama 1
     check doctor_yama_2_still_cma yama 2
 fi
+check doctor_seccomp_eperm_still_cma seccomp eperm
+check doctor_seccomp_enosys_still_cma seccomp enosys
 check doctor_node_closed_to_user node_closed
 check doctor_policy_off policy_off
 [ -w "$scope" ] && check doctor_nothing_works nothing_works

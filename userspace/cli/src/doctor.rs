@@ -76,7 +76,9 @@ impl Verdict {
 type Probe = std::result::Result<(), i32>;
 
 fn errno_name(e: i32) -> String {
-    let s = std::io::Error::from_raw_os_error(e);
+    let s = std::io::Error::from_raw_os_error(e).to_string();
+    // "Operation not permitted (os error 1)": the words only.
+    let s = s.split(" (os error").next().unwrap_or_default();
     match e {
         libc::EPERM => format!("EPERM ({s})"),
         libc::EACCES => format!("EACCES ({s})"),
