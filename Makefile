@@ -202,6 +202,7 @@ lint:
 
 # Man pages: cma(1) from the CLI's --help (help2man), cma(4) from the UAPI
 # header's kernel-doc (the kernel's own scripts/kernel-doc).
+# It is run as its own #! line says: Perl in 6.12, Python in 7.x.
 man: out/man/cma.1 out/man/cma.4
 
 out/man/cma.1: $(CARGO_TARGET)/cma
@@ -211,7 +212,7 @@ out/man/cma.1: $(CARGO_TARGET)/cma
 
 out/man/cma.4: include/uapi/cma.h
 	mkdir -p out/man
-	perl $(KDIR)/source/scripts/kernel-doc -man $< > $@
+	$(KDIR)/source/scripts/kernel-doc -man $< > $@
 
 # make install [DESTDIR=/staging] [PREFIX=/usr/local] [SYSCONFDIR=/etc]
 # [KVER=<kernel release>]: the module (Kbuild's modules_install into
