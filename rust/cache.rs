@@ -272,7 +272,7 @@ impl Shared {
 pub(crate) struct Cache {
     /// Declared before `shared`: the work item is cancelled before the
     /// shared part it uses goes.
-    hook: CacheHook,
+    hook: CacheHook<Shared>,
     shared: Arc<Shared>,
     /// The address space the regions belong to (held, so that no other can
     /// take its address while the cache lives).
@@ -296,7 +296,7 @@ impl Cache {
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
-        let hook = CacheHook::new(&*shared)?;
+        let hook = CacheHook::new(shared.clone())?;
         Ok(Cache { hook, shared, mm })
     }
 

@@ -55,7 +55,8 @@ module! {
 /// fd does; the last of them to go drops it (at unload, since every file
 /// holds a reference to the module).
 struct CmaModule {
-    _device: Pin<KBox<device::CmaRegistration>>,
+    /// `None` only while the module is dropped.
+    device: Option<Pin<KBox<device::CmaRegistration>>>,
 }
 
 impl kernel::Module for CmaModule {
@@ -69,6 +70,20 @@ impl kernel::Module for CmaModule {
             kcopy::engine_name(),
             kcopy::routine_name()
         );
-        Ok(CmaModule { _device: device })
+        Ok(CmaModule {
+            device: Some(device),
+        })
+    }
+}
+
+impl Drop for CmaModule {
+    fn drop(&mut self) {
+        // The device goes, then the registry with it (every file, each of
+        // which held it, is closed: each holds a reference to the module).
+        drop(self.device.take());
+        // Then no notifier callback of the module's (the registry's exit
+        // watches, the caches' notifiers, whose frees run after an SRCU
+        // grace period) may still run when its code goes away.
+        watch::MmWatch::synchronize();
     }
 }

@@ -10,6 +10,7 @@ use crate::mm::MmRef;
 use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::prelude::*;
+use kernel::sync::Arc;
 
 /// The watch on one region of an address space that a cache keeps: valid
 /// until the first change to the mapping of its range begins (any
@@ -33,17 +34,17 @@ impl RegionWatch {
     /// Watches `len` bytes of `mm` from `start` for `hook`'s cache. `EINTR`
     /// if a fatal signal arrives while the hook's first watch on `mm` waits
     /// for its `mmap_lock`. Sleeps.
-    pub(crate) fn new(
+    pub(crate) fn new<R: Reaper>(
         mm: &MmRef,
         start: usize,
         len: usize,
-        hook: &CacheHook,
+        hook: &CacheHook<R>,
     ) -> Result<RegionWatch> {
         // SAFETY: the mm has users (we hold `mm_users`), as registering a
         // notifier requires; the hook outlives the watch (the cache drops
         // its regions before its hook), and a cache's hook only ever
         // watches the one mm the cache is for (`Cache::get` checks).
-        let w = unsafe { cma_glue_region_watch(mm.as_raw(), start, len, hook.0.as_ptr()) };
+        let w = unsafe { cma_glue_region_watch(mm.as_raw(), start, len, hook.hook.as_ptr()) };
         let w = kernel::error::from_err_ptr(w)?;
         // INVARIANT: a non-error pointer is a new watch, now ours.
         NonNull::new(w).map(RegionWatch).ok_or(ENOMEM)
@@ -65,29 +66,33 @@ impl Drop for RegionWatch {
     }
 }
 
-/// A cache's work item, which invalidations schedule and which calls
-/// `cma_rs_cache_reap` with the cache's shared part.
+/// A cache's work item, which invalidations schedule and which calls its
+/// owner's [`Reaper::reap`]; it holds the owner.
 ///
 /// # Invariants
 ///
 /// `self.0` is a hook made by `cma_glue_cache_hook_new`, owned by this value.
-pub(crate) struct CacheHook(NonNull<cma_cache_hook>);
+pub(crate) struct CacheHook<R: Reaper> {
+    hook: NonNull<cma_cache_hook>,
+    /// Keeps the owner the work item reaches alive; dropped after the hook
+    /// is freed (fields drop after `drop`).
+    _owner: Arc<R>,
+}
 
 // SAFETY: scheduling and cancelling work is thread-safe; nothing else is
-// reached through the pointer from Rust.
-unsafe impl Send for CacheHook {}
+// reached through the pointer from Rust; the owner is `Sync` and counted.
+unsafe impl<R: Reaper> Send for CacheHook<R> {}
 // SAFETY: as above.
-unsafe impl Sync for CacheHook {}
+unsafe impl<R: Reaper> Sync for CacheHook<R> {}
 
 /// The owner of a [`CacheHook`], whose work item calls [`Reaper::reap`]
 /// after an invalidation.
 ///
 /// # Safety
 ///
-/// A value must stay where it is, alive, for as long as a hook made with it
-/// exists, and every [`RegionWatch`] made with such a hook must be dropped
-/// before the hook is, but for those the hook's own running work item
-/// holds (the hook's drop waits for it).
+/// Every [`RegionWatch`] made with a hook of a value must be dropped before
+/// the hook is, but for those the hook's own running work item holds (the
+/// hook's drop waits for it). (The value itself is kept alive by the hook.)
 pub(crate) unsafe trait Reaper: Sync {
     /// Drops the regions whose watch an invalidation met.
     fn reap(&self);
@@ -98,46 +103,48 @@ pub(crate) unsafe trait Reaper: Sync {
 /// # Safety
 ///
 /// `ctx` must be the `R` the hook was made with ([`CacheHook::new`]), which
-/// [`Reaper`]'s contract keeps alive while the hook exists.
+/// the hook keeps alive while it exists.
 unsafe extern "C" fn reap<R: Reaper>(ctx: *mut kernel::ffi::c_void) {
     // SAFETY: `ctx` is a live `R` (the caller's guarantee), only shared.
     unsafe { &*ctx.cast::<R>() }.reap();
 }
 
-// SAFETY: a cache keeps its `Shared` in an `Arc` (it never moves), beside
-// the hook made with it, which is declared first and so dropped first; and
-// the cache's `Drop` drops every region, so every region watch, before its
-// fields drop, but those a running reap took out of the slots, which the
-// hook's drop waits for.
+// SAFETY: a `Shared` is made only by `Cache::new`, beside its hook, and the
+// cache's `Drop` drops every region, so every region watch, before its
+// fields (the hook) drop, but those a running reap took out of the slots,
+// which the hook's drop waits for.
 unsafe impl Reaper for crate::cache::Shared {
     fn reap(&self) {
         self.reap_invalid();
     }
 }
 
-impl CacheHook {
+impl<R: Reaper> CacheHook<R> {
     /// A work item that will call `owner.reap()`.
-    pub(crate) fn new<R: Reaper>(owner: &R) -> Result<CacheHook> {
+    pub(crate) fn new(owner: Arc<R>) -> Result<CacheHook<R>> {
         // Checked against the glue's function type.
         let callback: cma_rs_cache_reap_fn = Some(reap::<R>);
+        let ctx = core::ptr::from_ref::<R>(&owner).cast_mut().cast();
         // SAFETY: allocates and initialises a work item whose work calls
-        // `reap::<R>` with `owner`, valid while the hook lives (`Reaper`).
-        let h = unsafe {
-            cma_glue_cache_hook_new(callback, core::ptr::from_ref(owner).cast_mut().cast())
-        };
+        // `reap::<R>` with `ctx`, the owner, which the hook keeps alive.
+        let h = unsafe { cma_glue_cache_hook_new(callback, ctx) };
         // INVARIANT: a non-NULL hook is new and ours.
-        NonNull::new(h).map(CacheHook).ok_or(ENOMEM)
+        let hook = NonNull::new(h).ok_or(ENOMEM)?;
+        Ok(CacheHook {
+            hook,
+            _owner: owner,
+        })
     }
 }
 
-impl Drop for CacheHook {
+impl<R: Reaper> Drop for CacheHook<R> {
     fn drop(&mut self) {
         // SAFETY: we own the hook; by `new`'s contract the only region
         // watches of it left are held by a running reap, which the glue
         // waits for (cancelling the work) before it detaches the hook from
         // its mm's notifier; the reap takes the cache's lock, never held
         // here.
-        unsafe { cma_glue_cache_hook_free(self.0.as_ptr()) };
+        unsafe { cma_glue_cache_hook_free(self.hook.as_ptr()) };
     }
 }
 
@@ -190,9 +197,11 @@ unsafe extern "C" fn released<W: ExitWatcher>(
     watcher.mm_released(mm);
 }
 
-// SAFETY: the registry lives in an `Arc` (it never moves), and its `Drop`
-// takes every entry out, dropping its watch (entries hold the only watches
-// made with it), then calls `MmWatch::synchronize` before its memory goes.
+// SAFETY: a registry exists only in the `Arc` `Registry::new` makes (its
+// fields are private to `consent.rs`, which has no other constructor), so it
+// never moves; its `Drop` takes every entry out, dropping its watch (entries
+// hold the only watches made with it), then calls `MmWatch::synchronize`
+// before its memory goes.
 unsafe impl ExitWatcher for crate::consent::Registry {
     fn mm_released(&self, mm: *mut bindings::mm_struct) {
         self.forget_mm(mm);

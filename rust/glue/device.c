@@ -213,9 +213,12 @@ static struct miscdevice cma_miscdev = {
 /* The Rust registration (rust/compat/v6_12/miscdevice.rs), for its open. */
 static void *cma_misc_owner;
 
+/* Only from the module's init: cma_fops is read-only once it has run. */
 int cma_glue_misc_register(const char *name, cma_rs_open_fn *open, cma_rs_ioctl_fn *ioctl,
 			   cma_rs_release_fn *release, void *owner)
 {
+	if (WARN_ON_ONCE(THIS_MODULE && THIS_MODULE->state != MODULE_STATE_COMING))
+		return -EBUSY;
 	cma_misc_owner = owner;
 	cma_fops.open = open;
 	cma_fops.unlocked_ioctl = ioctl;

@@ -19,8 +19,7 @@
 #include <linux/pid.h>
 #include <linux/pkeys.h>
 #include <linux/sched/coredump.h>
-#include <linux/version.h>
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(7, 0, 0)
+#ifdef CMA_HAVE_EXEC_STATE
 #include <linux/sched/exec_state.h>
 #endif
 #include <linux/sched/mm.h>
@@ -158,11 +157,12 @@ bool cma_glue_own_pkeys_allow(u32 keys, bool write)
 /*
  * Whether @task (whose address space is @mm, held by mmgrab at least) is
  * dumpable by its owner's peers: ptrace's dumpability test. 6.12 keeps it
- * in the mm (get_dumpable()); 7.x in the task's exec state (RCU).
+ * in the mm (get_dumpable()); 7.3 in the task's exec state (RCU), which
+ * Kbuild detects (CMA_HAVE_EXEC_STATE).
  */
 static bool cma_user_dumpable(struct task_struct *task, struct mm_struct *mm)
 {
-#if LINUX_VERSION_CODE < KERNEL_VERSION(7, 0, 0)
+#ifndef CMA_HAVE_EXEC_STATE
 	return get_dumpable(mm) == SUID_DUMP_USER;
 #else
 	const struct task_exec_state *es;
@@ -174,14 +174,14 @@ static bool cma_user_dumpable(struct task_struct *task, struct mm_struct *mm)
 }
 
 /*
- * ptrace's last test (task_still_dumpable() in 7.x, __ptrace_may_access()
- * in 6.12): @task is dumpable by its owner's peers, or the caller has
- * CAP_SYS_PTRACE in the user namespace @task exec'd in (the mm's on 6.12,
- * the exec state's on 7.x, read under RCU as ptrace does).
+ * ptrace's last test (task_still_dumpable() in 7.3, the mm's dumpability in
+ * 6.12's __ptrace_may_access()): @task is dumpable by its owner's peers, or
+ * the caller has CAP_SYS_PTRACE in the user namespace @task exec'd in (the
+ * mm's on 6.12, the exec state's on 7.3, read under RCU as ptrace does).
  */
 bool cma_glue_still_dumpable(struct task_struct *task, struct mm_struct *mm)
 {
-#if LINUX_VERSION_CODE < KERNEL_VERSION(7, 0, 0)
+#ifndef CMA_HAVE_EXEC_STATE
 	return cma_user_dumpable(task, mm) || ns_capable(mm->user_ns, CAP_SYS_PTRACE);
 #else
 	const struct task_exec_state *es;

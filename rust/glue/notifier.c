@@ -79,6 +79,11 @@ struct mmu_notifier *cma_glue_watch_exit(cma_rs_mm_released_fn *released, void *
 	if (IS_ERR(mn))
 		return mn;
 	w = container_of(mn, struct cma_exit_watch, mn);
+	/* One owner per notifier: a second would take the first's callbacks. */
+	if (WARN_ON_ONCE(READ_ONCE(w->ctx) && READ_ONCE(w->ctx) != ctx)) {
+		mmu_notifier_put(mn);
+		return ERR_PTR(-EBUSY);
+	}
 	WRITE_ONCE(w->ctx, ctx);
 	WRITE_ONCE(w->released, released);
 	return mn;

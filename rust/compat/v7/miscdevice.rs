@@ -65,7 +65,12 @@ impl<T: MiscDevice, D> Registration<T, D> {
     /// Registers the device with mode 0666 and the module's attribute
     /// groups (the glue's), keeping `data` for `open`.
     pub(crate) fn register(opts: MiscDeviceOptions, data: D) -> Result<Pin<KBox<Self>>> {
+        // Fields are initialised in the order written here: `data` before
+        // `inner`, whose `misc_register` makes the node live, so that an
+        // `open` racing with the registration finds `data` written.
         let init = try_pin_init!(Self {
+            data,
+            _t: PhantomData,
             inner <- Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
                 let mut raw = opts.into_raw::<T>();
                 raw.mode = 0o666;
@@ -79,12 +84,11 @@ impl<T: MiscDevice, D> Registration<T, D> {
                 // kernel's `open` for `T` casts the `struct miscdevice` that
                 // `misc_open` finds to a `MiscDeviceRegistration<T>`, a
                 // transparent wrapper of `struct miscdevice` as this type is:
-                // the reference it makes points to a registered device.
+                // the reference it makes points to a registered device, whose
+                // `data` is already written (above).
                 // INVARIANT: on success `slot` is registered.
                 to_result(unsafe { bindings::misc_register(slot) })
             }),
-            data,
-            _t: PhantomData,
         });
         KBox::pin_init(init, GFP_KERNEL)
     }
