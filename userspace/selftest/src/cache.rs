@@ -108,11 +108,7 @@ pub const TESTS: &[Test] = &[
     },
     Test {
         name: "cache_invalidation_storm_killable",
-        run: || invalidation_storm(Storm::Madvise),
-    },
-    Test {
-        name: "cache_fork_storm_killable",
-        run: || invalidation_storm(Storm::Fork),
+        run: invalidation_storm,
     },
 ];
 
@@ -820,25 +816,6 @@ fn memlock() -> TestResult {
 /// loop, so that invalidations of it are nearly always in flight.
 const STORM_THREADS: usize = 6;
 
-/// How the storm's target keeps invalidations of its address space in
-/// flight.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Storm {
-    /// Threads `MADV_DONTNEED` the cached buffer in a loop: each
-    /// invalidation is short (the range is soon empty), so there are gaps.
-    Madvise,
-    /// As `Madvise`, fewer of them, and threads `fork()` in a loop beside a
-    /// large populated mapping: fork copies the parent's page tables with
-    /// an invalidation of each copy-on-write mapping open for the whole copy,
-    /// so with a few forking threads one is nearly always open.
-    Fork,
-}
-
-/// The populated mapping that makes each of the `Fork` storm's forks long.
-const FORK_BALLAST: usize = 64 << 20;
-/// Forking threads of the `Fork` storm.
-const FORK_THREADS: usize = 3;
-
 /// A target whose threads keep `MADV_DONTNEED`s of the cached buffer in
 /// flight, and a copier reading it through a peer fd: the copies go on
 /// (cached or not, with the bytes the buffer has: zeros or the fill), and
@@ -848,55 +825,19 @@ const FORK_THREADS: usize = 3;
 /// `mmu_interval_notifier_remove()` when it drops one: both
 /// uninterruptible, for as long as the target keeps them coming), the
 /// copier sits in D state and SIGKILL does not end it.
-fn invalidation_storm(storm: Storm) -> TestResult {
+fn invalidation_storm() -> TestResult {
     crate::perm::needs_root()?;
-    let mut t = Peer::spawn(move |mut ch| {
+    let mut t = Peer::spawn(|mut ch| {
         let addr = aligned_buffer()?;
         fill(addr, 1);
-        let madvisers = match storm {
-            Storm::Madvise => STORM_THREADS,
-            Storm::Fork => 2,
-        };
-        for _ in 0..madvisers {
+        ch.send(&[addr as u64])?;
+        for _ in 0..STORM_THREADS {
             std::thread::spawn(move || loop {
                 // SAFETY: our own buffer of `LEN` bytes; its pages go and
                 // come back as zeros.
                 unsafe { libc::madvise(addr as *mut libc::c_void, LEN, libc::MADV_DONTNEED) };
             });
         }
-        if storm == Storm::Fork {
-            // Small pages, all present: a long page-table copy per fork.
-            let ballast = Mapping::new(FORK_BALLAST, libc::PROT_READ | libc::PROT_WRITE)?;
-            // SAFETY: advice on our own mapping.
-            unsafe {
-                libc::madvise(
-                    ballast.addr() as *mut libc::c_void,
-                    FORK_BALLAST,
-                    libc::MADV_NOHUGEPAGE,
-                )
-            };
-            for page in (0..FORK_BALLAST).step_by(page_size()) {
-                // SAFETY: a byte of our own mapping.
-                unsafe { std::ptr::write_volatile((ballast.addr() + page) as *mut u8, 1) };
-            }
-            std::mem::forget(ballast);
-            for _ in 0..FORK_THREADS {
-                std::thread::spawn(|| loop {
-                    // SAFETY: the child only calls `_exit`, which is
-                    // async-signal-safe; the parent reaps it.
-                    let child = unsafe { libc::fork() };
-                    if child == 0 {
-                        // SAFETY: ends the child at once.
-                        unsafe { libc::_exit(0) };
-                    }
-                    if child > 0 {
-                        // SAFETY: reaps our own child.
-                        unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
-                    }
-                });
-            }
-        }
-        ch.send(&[addr as u64])?;
         ch.wait()
     })?;
     let addr = t.recv()?[0] as usize;
@@ -991,13 +932,8 @@ fn invalidation_storm(storm: Storm) -> TestResult {
         ));
     }
     println!(
-        "# {} storm: {good} copies checked in {:.1} s; the killed copier was gone after {} ms",
-        if storm == Storm::Fork {
-            "fork"
-        } else {
-            "madvise"
-        },
-        (copies_took).as_secs_f64(),
+        "# storm: {good} copies checked in {:.1} s; the killed copier was gone after {} ms",
+        copies_took.as_secs_f64(),
         waited.as_millis()
     );
     check!(
