@@ -186,11 +186,11 @@ bool cma_glue_still_dumpable(struct task_struct *task, struct mm_struct *mm)
 #else
 	const struct task_exec_state *es;
 
-	if (cma_user_dumpable(task, mm))
-		return true;
+	/* One exec state for both halves of the test, as ptrace reads it. */
 	guard(rcu)();
 	es = rcu_dereference(task->exec_state);
-	return es && ns_capable(es->user_ns, CAP_SYS_PTRACE);
+	return es && (READ_ONCE(es->dumpable) == TASK_DUMPABLE_OWNER ||
+		      ns_capable(es->user_ns, CAP_SYS_PTRACE));
 #endif
 }
 
