@@ -95,9 +95,8 @@ fn read_trim(path: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// A field of `/proc/self/status`.
-fn status_field(name: &str) -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// A field of `status`, the text of `/proc/self/status`.
+fn status_field(status: &str, name: &str) -> Option<String> {
     status
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
@@ -206,8 +205,9 @@ pub(crate) fn doctor(json: bool) -> crate::Result<bool> {
             "keep ptrace_scope: /dev/cma needs the target's consent, not ptrace (run the job with `cma run --`)".to_string()
         }),
     });
-    let seccomp = status_field("Seccomp");
-    let filters = status_field("Seccomp_filters");
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let seccomp = status_field(&status, "Seccomp");
+    let filters = status_field(&status, "Seccomp_filters");
     checks.push(Check {
         name: "seccomp",
         level: match seccomp.as_deref() {
@@ -225,7 +225,7 @@ pub(crate) fn doctor(json: bool) -> crate::Result<bool> {
         },
         fix: None,
     });
-    let cap_ptrace = status_field("CapEff")
+    let cap_ptrace = status_field(&status, "CapEff")
         .and_then(|c| u64::from_str_radix(&c, 16).ok())
         .map(|c| c & (1 << CAP_SYS_PTRACE) != 0);
     checks.push(Check {
