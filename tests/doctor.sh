@@ -19,16 +19,7 @@ restore() {
     rm -rf "$tmp"
 }
 trap restore EXIT
-n=0 pass=0 fail=0
-check() { # name command...: a test that passes if the command does
-    local name=$1; shift
-    n=$((n + 1))
-    if "$@" > "$tmp/out" 2>&1; then
-        pass=$((pass + 1)); echo "ok $n $name"
-    else
-        fail=$((fail + 1)); sed 's/^/# /' "$tmp/out" | tail -n 40; echo "not ok $n $name"
-    fi
-}
+. tests/ktap.sh
 as_user() { setpriv --reuid=1000 --regid=1000 --clear-groups "$@"; }
 # The doctor's JSON as the user; `field verdict`, `level NAME` read it.
 doctor() {
@@ -120,5 +111,5 @@ check doctor_seccomp_enosys_still_cma seccomp enosys
 check doctor_node_closed_to_user node_closed
 check doctor_policy_off policy_off
 [ -w "$scope" ] && check doctor_nothing_works nothing_works
-echo "# Totals: pass:$pass fail:$fail xfail:0 xpass:0 skip:0 error:0"
+totals
 [ "$fail" = 0 ]

@@ -17,16 +17,7 @@ kver=$(uname -r)
 kdir=$(scripts/kernel.sh --kernel "${CMA_KERNEL:-6.12}" --flavour "$flavour" --print-dir)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-n=0 pass=0 fail=0
-check() { # name command...: a test that passes if the command does
-    local name=$1; shift
-    n=$((n + 1))
-    if "$@" > "$tmp/out" 2>&1; then
-        pass=$((pass + 1)); echo "ok $n $name"
-    else
-        fail=$((fail + 1)); sed 's/^/# /' "$tmp/out" | tail -n 30; echo "not ok $n $name"
-    fi
-}
+. tests/ktap.sh
 cma_gid() { getent group cma | cut -d: -f3; }
 as_member() { setpriv --reuid=65534 --regid=65534 --groups="$(cma_gid)" "$@"; }
 as_outsider() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
@@ -108,4 +99,4 @@ if [ "$flavour" = normal ]; then
     check dkms_build_against_test_kernel dkms_build
 fi
 echo "1..$n"
-echo "# Totals: pass:$pass fail:$fail xfail:0 xpass:0 skip:0 error:0"
+totals
