@@ -88,7 +88,10 @@ out=$CMA_CACHE/kernel/$flavour-$ver-$key
 if [ $print_only = 1 ]; then echo "$out/build"; exit 0; fi
 
 mkdir -p "$CMA_CACHE/kernel" "$CMA_CACHE/src"
-exec 9>"$CMA_CACHE/kernel/.lock"
+# One lock per build, so that different kernels can build at once (.ci/run
+# builds the later suites' kernels at idle priority while the first suite
+# runs), and one per source tree for its extraction.
+exec 9>"$out.lock"
 flock 9
 
 if [ -e "$out/.done" ]; then
@@ -98,6 +101,8 @@ if [ -e "$out/.done" ]; then
 fi
 
 src=$CMA_CACHE/src/linux-source-$pkgver
+exec 8>"$src.lock"
+flock 8
 if [ ! -e "$src/.extracted" ]; then
     say "extracting $tarball into $src"
     rm -rf "$src" "$src.tmp"
@@ -106,6 +111,7 @@ if [ ! -e "$src/.extracted" ]; then
     touch "$src.tmp/.extracted"
     mv "$src.tmp" "$src"
 fi
+exec 8>&-
 
 kmake() {
     make -C "$src" O="$out/build" "${compiler[@]}" RUSTC="$KRUSTC" RUSTDOC="$KRUSTDOC" \

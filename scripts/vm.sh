@@ -71,6 +71,9 @@ if [ -z "$accel" ]; then
     if why=$(probe_kvm); then accel=kvm; else accel=tcg; say "KVM unusable here ($why): using TCG"; fi
 fi
 append="root=/dev/root"
+# Full preemption (the kernels are PREEMPT_DYNAMIC, tests/config) for the
+# suites, where it shakes out more races; benchmarks keep the kernel's default.
+case "$mode" in test | shell) append="$append preempt=${CMA_PREEMPT:-full}" ;; esac
 # The debug kernel also panics on any WARN, so that no warning goes unnoticed.
 [ "$flavour" = debug ] && append="$append panic_on_warn=1"
 vng_args=(--run "$bzimage" --force-9p --user root --cpus 2 -m 2G --append "$append")
@@ -108,6 +111,13 @@ case "$mode" in
             say "the guest never started the suites (vng exit 255, no output; see $log.no-start): booting again"
             guest "$knobs tests/guest.sh" 2>&1 | tee "$log"
             status=${PIPESTATUS[0]}
+        fi
+        # DKMS builds against the kernel's tree on the host, as it would on a
+        # user's machine; it needs no guest (only the normal flavours: the
+        # build is the same for the debug kernel).
+        if [ "$flavour" = normal ]; then
+            echo "# ===== suite tests/dkms.sh (on the host)" | tee -a "$log"
+            "$top/tests/dkms.sh" "$kernel" "$flavour" 2>&1 | tee -a "$log"
         fi
         set -e
         exec "$top/tests/summarise.sh" "$log" "$status"

@@ -4,11 +4,13 @@
 n=0 pass=0 fail=0
 check() { # name command...: a test that passes if the command does
     local name=$1; shift
+    local start=$SECONDS
     n=$((n + 1))
     if "$@" > "$tmp/out" 2>&1; then
-        pass=$((pass + 1)); echo "ok $n $name"
+        pass=$((pass + 1)); echo "# $name: $((SECONDS - start)) s"; echo "ok $n $name"
     else
-        fail=$((fail + 1)); sed 's/^/# /' "$tmp/out" | tail -n 40; echo "not ok $n $name"
+        fail=$((fail + 1)); sed 's/^/# /' "$tmp/out" | tail -n 40
+        echo "# $name: $((SECONDS - start)) s"; echo "not ok $n $name"
     fi
 }
 totals() {
