@@ -22,6 +22,18 @@
 //!    `policy` parameter is `credentials`, the target has consented
 //!    (see [`crate::consent`]).
 //!
+//! Where rule 4 alone refuses (the target is in another user namespace, or
+//! holds capabilities the caller lacks), cma admits one more case, with
+//! `policy=consent`: the target's grant names the caller's process by pidfd,
+//! and no capability of the target reaches the caller's namespace (its
+//! permitted set is empty, or its user namespace is neither the caller's nor
+//! an ancestor of it). Rules 2 and 3 still hold: the same kuids and kgids
+//! (global ids, which no namespace mapping changes), a dumpable target. That
+//! is ranks of one user in user namespaces of their own (rootless
+//! containers, `unshare -U`), each naming its peers; the argument that it
+//! gives a reader no more than the target could hand over itself (its
+//! `/proc/self/mem` over `SCM_RIGHTS`) is in `docs/userns-consent.md`.
+//!
 //! With `policy=off`, only the caller's own thread group may be copied.
 //!
 //! The caller must hold the target's `exec_update_lock` across the check and
@@ -125,12 +137,18 @@ fn check(task: &TaskRef, mm: &MmRef, reg: &Registry) -> Result<Decision> {
         return Err(EPERM);
     }
     let covers_caps = me.user_ns == them.user_ns && them.permitted & !me.permitted == 0;
-    if !covers_caps && !privileged() {
+    // Rule 4 refuses; only a grant naming the caller by pidfd can admit it,
+    // from a target none of whose capabilities reach the caller.
+    let needs_named = !covers_caps && !privileged();
+    if needs_named
+        && (policy != Policy::Consent || them.permitted != 0 && tcred.ns_reaches_caller())
+    {
         return Err(EPERM);
     }
     let consent = match policy != Policy::Consent {
         true => None,
         false => match consent::given(reg, task, &current_task()) {
+            Some(token) if needs_named && !token.named => return Err(EPERM),
             Some(token) => Some(token),
             None if privileged() => None,
             None => return Err(EPERM),

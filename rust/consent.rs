@@ -147,6 +147,9 @@ struct Grant {
     file: Arc<FileGrants>,
     /// The process allowed (its thread-group pid), or `None` for any.
     peer: Option<PidRef>,
+    /// Whether the peer was named by a pidfd: only such a grant admits its
+    /// peer from another user namespace (see [`crate::access`]).
+    by_pidfd: bool,
 }
 
 /// The grants made in one address space, by the process holding it.
@@ -216,14 +219,23 @@ impl Entry {
     }
 
     /// Adds a grant on `file` to `peer`; returns the slots it added (0 or 1).
-    fn add(&mut self, key: usize, file: &Arc<FileGrants>, peer: Option<PidRef>) -> Result<usize> {
+    fn add(
+        &mut self,
+        key: usize,
+        file: &Arc<FileGrants>,
+        peer: Option<PidRef>,
+        by_pidfd: bool,
+    ) -> Result<usize> {
         let peer_ptr = peer.as_ref().map(|p| p.as_ptr());
-        if self
+        if let Some(g) = self
             .grants
-            .iter()
+            .iter_mut()
             .flatten()
-            .any(|g| Arc::ptr_eq(&g.file, file) && g.peer.as_ref().map(|p| p.as_ptr()) == peer_ptr)
+            .find(|g| Arc::ptr_eq(&g.file, file) && g.peer.as_ref().map(|p| p.as_ptr()) == peer_ptr)
         {
+            // The same grant again; naming the peer by pidfd now makes it
+            // the stronger kind.
+            g.by_pidfd |= by_pidfd;
             return Ok(0);
         }
         if self.live >= MAX_GRANTS_PER_PROCESS {
@@ -238,6 +250,7 @@ impl Entry {
         let grant = Some(Grant {
             file: file.clone(),
             peer,
+            by_pidfd,
         });
         let added = match free {
             Some(i) => {
@@ -432,7 +445,8 @@ pub(crate) fn grant(reg: &Registry, file: &Arc<FileGrants>, arg: IoctlArg) -> Re
     }
     // The peer, looked up now and held from here on; a thread names its
     // process.
-    let peer = if req.flags & uapi::CMA_GRANT_PIDFD != 0 {
+    let by_pidfd = req.flags & uapi::CMA_GRANT_PIDFD != 0;
+    let peer = if by_pidfd {
         Some(pidfd_pid(req.pid)?.task()?.group_pid()?)
     } else {
         match req.pid {
@@ -450,7 +464,7 @@ pub(crate) fn grant(reg: &Registry, file: &Arc<FileGrants>, arg: IoctlArg) -> Re
     let key = watch.mm() as usize;
     let mut shard = reg.shard(key).lock();
     let entry = reg.claim(&mut shard, key, &me, watch)?;
-    let added = entry.add(key, file, peer)?;
+    let added = entry.add(key, file, peer, by_pidfd)?;
     reg.add_slots(added);
     Ok(0)
 }
@@ -498,6 +512,8 @@ pub(crate) fn release(reg: &Registry, file: &Arc<FileGrants>) {
 pub(crate) struct Token {
     owner: Arc<Owner>,
     withdrawals: u64,
+    /// Whether a grant naming the caller by pidfd is among them.
+    pub(crate) named: bool,
 }
 
 /// What a peer fd remembers of a [`Token`]: the same owner, and a count it
@@ -540,19 +556,28 @@ pub(crate) fn given(reg: &Registry, target: &TaskRef, caller: &TaskRef) -> Optio
     let key = mm.as_raw() as usize;
     let (tgid, exec_id) = (target.tgid_ptr(), target.exec_id());
     let shard = reg.shard(key).lock();
-    let token = shard
-        .get(&key)
-        .filter(|e| {
-            e.is(tgid, exec_id)
-                && e.grants.iter().flatten().any(|g| match &g.peer {
-                    Some(p) => caller.in_group(p),
-                    None => true,
-                })
-        })
-        .map(|e| Token {
+    let token = shard.get(&key).filter(|e| e.is(tgid, exec_id)).and_then(|e| {
+        // Whether a grant admits the caller, and whether one names it by
+        // pidfd (the stronger kind wins).
+        let mut admits = None;
+        for g in e.grants.iter().flatten() {
+            match &g.peer {
+                Some(p) if caller.in_group(p) => {
+                    admits = Some(g.by_pidfd);
+                    if g.by_pidfd {
+                        break;
+                    }
+                }
+                Some(_) => {}
+                None => admits = Some(admits.unwrap_or(false)),
+            }
+        }
+        admits.map(|named| Token {
             owner: e.owner.clone(),
             withdrawals: e.owner.withdrawals.load(Ordering::Acquire),
-        });
+            named,
+        })
+    });
     drop(shard);
     drop(mm);
     token

@@ -227,6 +227,10 @@ pub(crate) trait CredExt {
     /// Whether the caller has `CAP_SYS_PTRACE` in these credentials' user
     /// namespace (ptrace's `ptrace_has_cap`).
     fn caller_may_ptrace(&self) -> bool;
+    /// Whether capabilities held in these credentials' user namespace reach
+    /// the caller: its namespace is that one or a descendant of it
+    /// (`current_in_userns`).
+    fn ns_reaches_caller(&self) -> bool;
 }
 
 impl CredExt for Credential {
@@ -239,6 +243,13 @@ impl CredExt for Credential {
         let ns = self.ids().user_ns;
         // SAFETY: `ns` is a live user namespace (held by the credentials).
         unsafe { bindings::ns_capable(ns.cast_mut(), bindings::CAP_SYS_PTRACE as c_int) }
+    }
+
+    fn ns_reaches_caller(&self) -> bool {
+        let ns = self.ids().user_ns;
+        // SAFETY: `ns` is a live user namespace (held by the credentials,
+        // and its ancestors by it), which the glue only walks up from.
+        unsafe { cma_glue_caller_within(ns) }
     }
 }
 

@@ -34,21 +34,25 @@ check() {
     n=$((n + 1))
     export CMA_PRELOAD_STATS=$tmp/$name.stats
     : > "$CMA_PRELOAD_STATS"
+    chmod 666 "$CMA_PRELOAD_STATS"
     local status=0 why=""
     timeout 600 "$@" > "$tmp/out" 2>&1 || status=$?
-    local lines calls bytes fb failed
+    local lines calls bytes fb failed answered
     lines=$(reports "$comm")
     calls=$(field_sum cma <<<"$lines")
     bytes=$(field_sum bytes <<<"$lines")
     fb=$(field_sum fallback <<<"$lines")
     failed=$(field_sum failed <<<"$lines")
+    answered=$(field_sum answered.ptrace_scope <<<"$lines")
     if [ "$status" != 0 ]; then why="exit status $status"
     elif ! grep -qE "$expect" "$tmp/out"; then why="no line matching '$expect'"
     elif [ -z "$lines" ]; then why="no report from a $comm process (was the library loaded?)"
     elif [ "$bytes" -lt "$min" ]; then why="$bytes bytes through /dev/cma, fewer than the $min the test moves"
     elif [ "$fb" != 0 ] || [ "$failed" != 0 ]; then why="$fb fallbacks, $failed failed calls"
+    elif [ "${need_answer:-0}" = 1 ] && [ "$answered" = 0 ]; then
+        why="the library's ptrace_scope check was not answered"
     fi
-    echo "# $name: $(wc -l <<<"$lines") processes, $calls calls through /dev/cma ($bytes bytes), $fb fallbacks, $failed failed"
+    echo "# $name: $(wc -l <<<"$lines") processes, $calls calls through /dev/cma ($bytes bytes), $fb fallbacks, $failed failed, $answered ptrace_scope checks answered"
     if [ -z "$why" ]; then
         pass=$((pass + 1)); echo "ok $n $name"
     else
@@ -102,5 +106,85 @@ check libfabric_shm_pingpong fi_pingpong 'bytes' 300000000 -- \
         tmp='"$tmp"'
         server_client fi_pingpong -p shm -e rdm -c -I 20 -S all -B 13373 -- \
             fi_pingpong -p shm -e rdm -c -I 20 -S all -P 13373 127.0.0.1'
+# ---- Restricted hosts: process_vm_readv refused by Yama (ptrace_scope 2,
+# where only CAP_SYS_PTRACE may) or by a container runtime's seccomp filter
+# (tests/c/seccomp_deny). Each stack without the preload shows the refusal
+# (Open MPI's failed reads and fallback, UCX's cma transport turned off); with
+# it, the same job runs single-copy through /dev/cma. Normal kernels only:
+# the debug kernel runs the same module paths in the runs above.
+# without NAME -- CMD...: passes if CMD, run without the preload, exits 0.
+without() {
+    local name=$1; shift 2
+    n=$((n + 1))
+    if "$@" > "$tmp/out" 2>&1; then
+        pass=$((pass + 1)); echo "ok $n $name"
+    else
+        fail=$((fail + 1)); sed 's/^/#   /' "$tmp/out" | tail -n 20; echo "not ok $n $name"
+    fi
+}
+# Open MPI's own message when its process_vm_readv is refused (it then sends
+# that fragment instead); PREFIX... runs it (a seccomp launcher).
+ompi_refused() { # [PREFIX...]
+    "$@" "${ompi_bare[@]}" -np 2 tests/c/mpi_check > "$tmp/ompi" 2>&1
+    cat "$tmp/ompi"
+    grep -qE 'Read -1, expected [0-9]+, errno = 1' "$tmp/ompi"
+}
+# UCX lists its cma transport only when it decided process_vm_readv works.
+ucx_lacks_cma() { # [PREFIX...]
+    "$@" env UCX_TLS=cma ucx_info -d > "$tmp/ucx" 2>&1
+    cat "$tmp/ucx"
+    ! grep -q 'Transport: cma' "$tmp/ucx"
+}
+ompi_bare=(mpirun.openmpi --oversubscribe --bind-to none --mca btl self,vader --mca pml ob1
+           --mca btl_vader_single_copy_mechanism cma)
+scope=/proc/sys/kernel/yama/ptrace_scope
+# Under Yama 2 root may still (CAP_SYS_PTRACE): the jobs run as nobody.
+chmod 777 "$tmp"  # not sticky: fs.protected_regular would refuse O_CREAT of the root-made report files
+mkdir -m 777 "$tmp/home"
+user=(setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$tmp/home")
+if [ "${CMA_FLAVOUR:-normal}" = normal ] && [ -w "$scope" ]; then
+    echo 2 > "$scope"
+    echo "# ptrace_scope 2"
+    without yama2_openmpi_refused_without_preload -- ompi_refused "${user[@]}"
+    without yama2_ucx_turns_cma_off_without_preload -- ucx_lacks_cma "${user[@]}"
+    check yama2_openmpi_vader mpi_check 'mpi_check: ok \(2 ranks' 40000000 -- \
+        "${user[@]}" "${ompi[@]}" -np 2 tests/c/mpi_check
+    need_answer=1
+    check yama2_ucx_perftest_tag_bw ucx_perftest 'Final:' 167772160 -- \
+        "${user[@]}" env "${ucx_env[@]}" LD_PRELOAD="$lib" bash -c '
+            server_client() { '"$(declare -f server_client | tail -n +2)"'; }
+            tmp='"$tmp"'
+            server_client ucx_perftest -p 13375 -- \
+                ucx_perftest 127.0.0.1 -p 13375 -t tag_bw -s 4194304 -n 40'
+    check yama2_mpich_ucx mpi_check_mpich 'mpi_check: ok \(2 ranks' 40000000 -- \
+        "${user[@]}" env "${ucx_env[@]}" userspace/target/release/cma run --stats "$tmp/yama2_mpich_ucx.stats" -- \
+        mpiexec.mpich -launcher fork -n 2 tests/c/mpi_check_mpich
+    need_answer=0
+    check yama2_libfabric_shm_pingpong fi_pingpong 'bytes' 300000000 -- \
+        "${user[@]}" env FI_PROVIDER=shm LD_PRELOAD="$lib" bash -c '
+            server_client() { '"$(declare -f server_client | tail -n +2)"'; }
+            tmp='"$tmp"'
+            server_client fi_pingpong -p shm -e rdm -c -I 20 -S all -B 13377 -- \
+                fi_pingpong -p shm -e rdm -c -I 20 -S all -P 13377 127.0.0.1'
+    echo 0 > "$scope"
+    echo "# ptrace_scope 0; seccomp filters refusing process_vm_readv/writev"
+    deny=(tests/c/seccomp_deny eperm)
+    without seccomp_openmpi_refused_without_preload -- ompi_refused "${deny[@]}"
+    without seccomp_ucx_turns_cma_off_without_preload -- ucx_lacks_cma "${deny[@]}"
+    check seccomp_openmpi_vader mpi_check 'mpi_check: ok \(2 ranks' 40000000 -- \
+        "${deny[@]}" "${ompi[@]}" -np 2 tests/c/mpi_check
+    check seccomp_ucx_perftest_tag_bw ucx_perftest 'Final:' 167772160 -- \
+        "${deny[@]}" env "${ucx_env[@]}" LD_PRELOAD="$lib" bash -c '
+            server_client() { '"$(declare -f server_client | tail -n +2)"'; }
+            tmp='"$tmp"'
+            server_client ucx_perftest -p 13379 -- \
+                ucx_perftest 127.0.0.1 -p 13379 -t tag_bw -s 4194304 -n 40'
+    check seccomp_enosys_libfabric_shm_pingpong fi_pingpong 'bytes' 300000000 -- \
+        tests/c/seccomp_deny enosys env FI_PROVIDER=shm LD_PRELOAD="$lib" bash -c '
+            server_client() { '"$(declare -f server_client | tail -n +2)"'; }
+            tmp='"$tmp"'
+            server_client fi_pingpong -p shm -e rdm -c -I 20 -S all -B 13381 -- \
+                fi_pingpong -p shm -e rdm -c -I 20 -S all -P 13381 127.0.0.1'
+fi
 echo "1..$n"
 echo "# Totals: pass:$pass fail:$fail xfail:0 xpass:0 skip:0 error:0"

@@ -62,10 +62,15 @@ struct cma_info {
 #define CMA_FEAT_PVM		(1ULL << 6)
 /** %CMA_GRANT_PIDFD: the peer of a grant may be named by a pidfd. */
 #define CMA_FEAT_GRANT_PIDFD	(1ULL << 7)
+/**
+ * A grant naming its peer by pidfd admits that peer from another user
+ * namespace (same kuids, the target's capabilities not reaching the peer).
+ */
+#define CMA_FEAT_USERNS_GRANT	(1ULL << 8)
 /** Every feature bit this header defines (a module reports all of them). */
 #define CMA_FEAT_ALL		(CMA_FEAT_COPY | CMA_FEAT_PIDFD | CMA_FEAT_GRANT | \
 				 CMA_FEAT_PROBE | CMA_FEAT_COPY1 | CMA_FEAT_ATTACH | \
-				 CMA_FEAT_PVM | CMA_FEAT_GRANT_PIDFD)
+				 CMA_FEAT_PVM | CMA_FEAT_GRANT_PIDFD | CMA_FEAT_USERNS_GRANT)
 
 /**
  * struct cma_iovec - one contiguous range, laid out like struct iovec on 64-bit.

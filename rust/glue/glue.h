@@ -112,6 +112,7 @@ bool cma_glue_access_ok(unsigned long addr, unsigned long len);
 void cma_glue_set_grants(u64 n);
 void cma_glue_cred_ids(const struct cred *cred, u32 ids[6], u64 *permitted,
 		       struct user_namespace **user_ns);
+bool cma_glue_caller_within(const struct user_namespace *ns);
 void *cma_glue_file_private(struct file *file);
 unsigned int cma_glue_stat_names(void);
 void cma_glue_stat_add(unsigned int i, u64 n);

@@ -14,6 +14,7 @@
 #include <linux/magic.h>
 #include <linux/overflow.h>
 #include <linux/sched/user.h>
+#include <linux/user_namespace.h>
 #include <linux/mm.h>
 #include <linux/mmap_lock.h>
 #include <linux/pid.h>
@@ -46,6 +47,16 @@ void cma_glue_cred_ids(const struct cred *cred, u32 ids[6], u64 *permitted,
 	ids[5] = __kgid_val(cred->sgid);
 	*permitted = cred->cap_permitted.val;
 	*user_ns = cred->user_ns;
+}
+
+/*
+ * Whether the caller's user namespace is @ns or a descendant of it: whether
+ * capabilities held in @ns reach the caller. current_in_userns() is exported,
+ * or an inline returning true without CONFIG_USER_NS.
+ */
+bool cma_glue_caller_within(const struct user_namespace *ns)
+{
+	return current_in_userns(ns);
 }
 
 /* A file's private_data (a peer fd's Peer, an open /dev/cma's state), read

@@ -12,12 +12,21 @@
  *
  * prctl(): PR_SET_PTRACER is how Open MPI and UCX consent to being read
  * when Yama is on; it becomes the matching CMA_IOC_GRANT as well.
+ *
+ * open() and its relatives: UCX reads /proc/sys/kernel/yama/ptrace_scope
+ * before it uses process_vm_readv, and turns its cma transport off at 2 and
+ * 3, where the system call is refused. When /dev/cma serves this process's
+ * calls, that answer would be wrong for the path the calls take, so src/lib.rs
+ * answers the read (see cma_preload_yama_answer). Every other open goes to
+ * the next definition untouched.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -31,6 +40,7 @@ void cma_preload_fini(void);
 void cma_preload_atfork_prepare(void);
 void cma_preload_atfork_parent(void);
 void cma_preload_atfork_child(void);
+int cma_preload_yama_answer(int flags);
 
 typedef long (*syscall_fn)(long, ...);
 typedef int (*prctl_fn)(int, ...);
@@ -110,6 +120,92 @@ int prctl(int option, ...)
 	}
 	return ret;
 }
+
+/* The file a library reads to learn whether process_vm_readv may work. */
+static const char yama_scope[] = "/proc/sys/kernel/yama/ptrace_scope";
+
+/* An fd answering the read of Yama's scope, or -1: open the real file. */
+static int answered(int dirfd, const char *path, int flags)
+{
+	if (!path || (path[0] != '/' && dirfd != AT_FDCWD) || strcmp(path, yama_scope) != 0)
+		return -1;
+	return cma_preload_yama_answer(flags);
+}
+
+/* open(2)'s mode argument, present only when the flags create a file. */
+#define OPEN_MODE(flags, last)                                                  \
+	({                                                                      \
+		mode_t m = 0;                                                   \
+		if ((flags) & O_CREAT || ((flags) & O_TMPFILE) == O_TMPFILE) {  \
+			va_list ap;                                             \
+			va_start(ap, last);                                     \
+			m = va_arg(ap, mode_t);                                 \
+			va_end(ap);                                             \
+		}                                                               \
+		m;                                                              \
+	})
+
+typedef int (*open_fn)(const char *, int, ...);
+typedef int (*openat_fn)(int, const char *, int, ...);
+typedef int (*open2_fn)(const char *, int);
+
+/* The next definition of @name (glibc's), looked up once into @slot. */
+static void *next_fn(void **slot, const char *name)
+{
+	void *f = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+
+	if (!f) {
+		f = dlsym(RTLD_NEXT, name);
+		__atomic_store_n(slot, f, __ATOMIC_RELEASE);
+	}
+	if (!f)
+		errno = ENOSYS;
+	return f;
+}
+
+#define DEFINE_OPEN(name)                                                       \
+	int name(const char *path, int flags, ...)                              \
+	{                                                                       \
+		static void *next;                                              \
+		mode_t mode = OPEN_MODE(flags, flags);                          \
+		int fd = answered(AT_FDCWD, path, flags);                       \
+		open_fn f;                                                      \
+		if (fd >= 0)                                                    \
+			return fd;                                              \
+		f = (open_fn)next_fn(&next, #name);                             \
+		return f ? f(path, flags, mode) : -1;                           \
+	}
+#define DEFINE_OPENAT(name)                                                     \
+	int name(int dirfd, const char *path, int flags, ...)                   \
+	{                                                                       \
+		static void *next;                                              \
+		mode_t mode = OPEN_MODE(flags, flags);                          \
+		int fd = answered(dirfd, path, flags);                          \
+		openat_fn f;                                                    \
+		if (fd >= 0)                                                    \
+			return fd;                                              \
+		f = (openat_fn)next_fn(&next, #name);                           \
+		return f ? f(dirfd, path, flags, mode) : -1;                    \
+	}
+/* What _FORTIFY_SOURCE makes of an open() whose flags are not constant. */
+#define DEFINE_OPEN_2(name)                                                     \
+	int name(const char *path, int flags)                                   \
+	{                                                                       \
+		static void *next;                                              \
+		int fd = answered(AT_FDCWD, path, flags);                       \
+		open2_fn f;                                                     \
+		if (fd >= 0)                                                    \
+			return fd;                                              \
+		f = (open2_fn)next_fn(&next, #name);                            \
+		return f ? f(path, flags) : -1;                                 \
+	}
+
+DEFINE_OPEN(open)
+DEFINE_OPEN(open64)
+DEFINE_OPENAT(openat)
+DEFINE_OPENAT(openat64)
+DEFINE_OPEN_2(__open_2)
+DEFINE_OPEN_2(__open64_2)
 
 __attribute__((constructor)) static void preload_init(void)
 {

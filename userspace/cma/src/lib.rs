@@ -120,9 +120,12 @@ impl Features {
     pub const PVM: Features = Features(sys::CMA_FEAT_PVM);
     /// `CMA_GRANT_PIDFD`: a grant may name its peer by a pidfd.
     pub const GRANT_PIDFD: Features = Features(sys::CMA_FEAT_GRANT_PIDFD);
+    /// `CMA_FEAT_USERNS_GRANT`: a grant naming its peer by pidfd admits it
+    /// from another user namespace.
+    pub const USERNS_GRANT: Features = Features(sys::CMA_FEAT_USERNS_GRANT);
 
     /// Every feature, with its name: the one table of them.
-    pub const NAMED: [(&'static str, Features); 8] = [
+    pub const NAMED: [(&'static str, Features); 9] = [
         ("copy", Features::COPY),
         ("pidfd", Features::PIDFD),
         ("grant", Features::GRANT),
@@ -131,6 +134,7 @@ impl Features {
         ("attach", Features::ATTACH),
         ("pvm", Features::PVM),
         ("grant-pidfd", Features::GRANT_PIDFD),
+        ("userns-grant", Features::USERNS_GRANT),
     ];
 
     /// No feature.

@@ -25,10 +25,21 @@
 //!   refuses with `EPERM` (a peer that has not consented may still be
 //!   readable by `process_vm_readv`'s own rules); `CMA_PRELOAD_FALLBACK=0`
 //!   makes that `EPERM` final.
+//! - **The libraries' own checks.** UCX (and so MPICH on Debian) reads
+//!   Yama's `ptrace_scope` before it uses `process_vm_readv` and turns its
+//!   cma transport off at 2 and 3, where the system call is refused. When
+//!   `/dev/cma` serves this process's calls, the library opening that file
+//!   read-only gets "0", the scope under which its calls will behave as they
+//!   will through `/dev/cma` (`CMA_PRELOAD_YAMA=0` turns that off). At 0 and
+//!   1, or without a usable `/dev/cma`, it reads the real file. Open MPI
+//!   needs no answer (it only asks `prctl`, which Yama grants at every
+//!   scope), nor does any library under a seccomp filter (UCX's self-probe
+//!   and libfabric's first-peer probe are copies, served like any other).
 //! - **Report.** `CMA_PRELOAD_STATS=1` (or `stderr`) prints one line per
 //!   process at exit, `CMA_PRELOAD_STATS=/path` appends it to a file: calls
 //!   answered by `/dev/cma`, bytes, calls that fell back (and why), calls
-//!   that failed (and with which errno).
+//!   that failed (and with which errno), and the libraries' checks answered
+//!   (`answered.ptrace_scope`).
 //! - **fork.** The child drops the parent's peer fds, opens its own
 //!   `/dev/cma` and grants again (grants belong to a process).
 
@@ -36,7 +47,7 @@ use cma::raw::{self, Channel};
 use cma::{sys, Features, Op, Target};
 use std::cell::UnsafeCell;
 use std::ffi::{c_int, c_long, c_ulong};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -78,6 +89,8 @@ struct Stats {
     bytes: AtomicU64,
     fallback: [AtomicU64; 4],
     failed: [AtomicU64; 5],
+    /// Reads of Yama's scope answered.
+    yama: AtomicU64,
 }
 
 const FALLBACK_NAMES: [&str; 4] = ["no-device", "old-module", "eperm", "bad-fd"];
@@ -93,6 +106,7 @@ static STATS: Stats = Stats {
     bytes: AtomicU64::new(0),
     fallback: [const { AtomicU64::new(0) }; 4],
     failed: [const { AtomicU64::new(0) }; 5],
+    yama: AtomicU64::new(0),
 };
 
 /// A peer fd and the pid it was attached by.
@@ -479,8 +493,60 @@ pub extern "C" fn cma_preload_atfork_child() {
     for s in STATS.fallback.iter().chain(&STATS.failed) {
         s.store(0, Relaxed);
     }
+    STATS.yama.store(0, Relaxed);
     STATS.cma.store(0, Relaxed);
     STATS.bytes.store(0, Relaxed);
+}
+
+/// Yama's scope as the kernel has it, or `None` if it cannot be read (no
+/// Yama). Read with the system call itself, past this library's `open`.
+fn real_yama_scope() -> Option<u8> {
+    const PATH: &[u8] = b"/proc/sys/kernel/yama/ptrace_scope\0";
+    // SAFETY: a NUL-terminated path; the fd, if any, is ours.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            PATH.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    let fd = RawFd::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+    // SAFETY: just opened, owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut buf = [0u8; 4];
+    let n = std::fs::File::from(fd).read(&mut buf).ok()?;
+    buf[..n].first().copied()
+}
+
+/// `shim.c`'s `open()` of Yama's `ptrace_scope` with `flags`: an fd reading
+/// "0\n" if the real scope refuses `process_vm_readv` between siblings (2
+/// or 3) and `/dev/cma` serves this process's calls, or -1 (the real file is
+/// opened). See the crate's documentation.
+#[no_mangle]
+pub extern "C" fn cma_preload_yama_answer(flags: c_int) -> c_int {
+    if flags & libc::O_ACCMODE != libc::O_RDONLY || !env_on("YAMA", true) || device().is_err() {
+        return -1;
+    }
+    if !matches!(real_yama_scope(), Some(b'2'..=b'9')) {
+        return -1;
+    }
+    let cloexec = match flags & libc::O_CLOEXEC {
+        0 => 0,
+        _ => libc::MFD_CLOEXEC,
+    };
+    // SAFETY: a NUL-terminated name; the fd, if any, is ours.
+    let fd = unsafe { libc::memfd_create(c"ptrace_scope".as_ptr(), cloexec) };
+    if fd < 0 {
+        return -1;
+    }
+    // SAFETY: just created, owned by nothing else.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    if file.write_all(b"0\n").is_err() || file.rewind().is_err() {
+        return -1;
+    }
+    STATS.yama.fetch_add(1, Relaxed);
+    std::os::fd::IntoRawFd::into_raw_fd(file)
 }
 
 /// At exit: the report, if `CMA_PRELOAD_STATS` asks for it.
@@ -527,6 +593,7 @@ fn report() -> String {
     for (name, n) in names.zip(&STATS.failed) {
         line += &format!(" failed.{name}={}", n.load(Relaxed));
     }
+    line += &format!(" answered.ptrace_scope={}", STATS.yama.load(Relaxed));
     line.push('\n');
     line
 }

@@ -18,6 +18,7 @@ mod pvm;
 mod race;
 mod review;
 mod stress;
+mod userns;
 mod util;
 
 /// The `CMA_FEAT_*` bits this suite expects the module to report: every
@@ -41,6 +42,7 @@ fn main() {
         .chain(attach::TESTS)
         .chain(perm::TESTS)
         .chain(consent::TESTS)
+        .chain(userns::TESTS)
         .chain(fuzz::TESTS)
         .chain(cache::TESTS)
         .chain(race::TESTS)

@@ -216,39 +216,54 @@ pub fn load_module(path: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Makes every permitted capability effective (`capset`), as a process that
-/// kept its capabilities across a change of uid must before using them.
-pub fn raise_caps() -> io::Result<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Default, Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    // _LINUX_CAPABILITY_VERSION_3: two `Data`, for capabilities 0-31 and 32-63.
-    let mut hdr = Header {
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// The calling thread's capability sets, `_LINUX_CAPABILITY_VERSION_3`: two
+/// [`CapData`], for capabilities 0-31 and 32-63.
+fn caps_edit(edit: impl Fn(&mut CapData)) -> io::Result<()> {
+    let mut hdr = CapHeader {
         version: 0x2008_0522,
         pid: 0,
     };
-    let mut data = [Data::default(); 2];
+    let mut data = [CapData::default(); 2];
     // SAFETY: `hdr` and `data` have the layout capget(2) expects.
     if unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    for d in &mut data {
-        d.effective = d.permitted;
-    }
+    data.iter_mut().for_each(edit);
     // SAFETY: as above, for capset(2), which only reads them.
     if unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Makes every permitted capability effective (`capset`), as a process that
+/// kept its capabilities across a change of uid must before using them.
+pub fn raise_caps() -> io::Result<()> {
+    caps_edit(|d| d.effective = d.permitted)
+}
+
+/// Keeps only the capabilities in `mask` in every set (0: drops them all
+/// for good).
+pub fn set_caps(mask: u32) -> io::Result<()> {
+    caps_edit(|d| {
+        d.effective &= mask;
+        d.permitted &= mask;
+        d.inheritable &= mask;
+    })
 }
 
 /// Runs `f` in a forked child and returns the exit code it chose (or 128 +
