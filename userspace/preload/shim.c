@@ -41,6 +41,7 @@ void cma_preload_atfork_prepare(void);
 void cma_preload_atfork_parent(void);
 void cma_preload_atfork_child(void);
 int cma_preload_yama_answer(int flags);
+void cma_preload_saw_pid(int pid);
 
 typedef long (*syscall_fn)(long, ...);
 typedef int (*prctl_fn)(int, ...);
@@ -124,10 +125,34 @@ int prctl(int option, ...)
 /* The file a library reads to learn whether process_vm_readv may work. */
 static const char yama_scope[] = "/proc/sys/kernel/yama/ptrace_scope";
 
+/*
+ * A pid in "/proc/PID/stat", or 0. UCX opens it for each peer it connects
+ * to (its keepalive reads the start time), which names the peer to
+ * src/lib.rs before any copy (see cma_preload_saw_pid).
+ */
+static int proc_stat_pid(const char *path)
+{
+	const char *p = path + strlen("/proc/");
+	long pid = 0;
+
+	if (strncmp(path, "/proc/", strlen("/proc/")) != 0 || *p < '1' || *p > '9')
+		return 0;
+	for (; *p >= '0' && *p <= '9' && pid < (1L << 22); p++)
+		pid = pid * 10 + (*p - '0');
+	return strcmp(p, "/stat") == 0 && pid < (1L << 22) ? (int)pid : 0;
+}
+
 /* An fd answering the read of Yama's scope, or -1: open the real file. */
 static int answered(int dirfd, const char *path, int flags)
 {
-	if (!path || (path[0] != '/' && dirfd != AT_FDCWD) || strcmp(path, yama_scope) != 0)
+	int pid;
+
+	if (!path || (path[0] != '/' && dirfd != AT_FDCWD))
+		return -1;
+	pid = proc_stat_pid(path);
+	if (pid > 0)
+		cma_preload_saw_pid(pid);
+	if (strcmp(path, yama_scope) != 0)
 		return -1;
 	return cma_preload_yama_answer(flags);
 }

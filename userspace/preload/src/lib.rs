@@ -20,6 +20,14 @@
 //!   `process_vm_readv` is under Yama's scope 0; `CMA_PRELOAD_GRANT=0` turns
 //!   that off. `prctl(PR_SET_PTRACER, pid)` grants to `pid`,
 //!   `PR_SET_PTRACER_ANY` to any permitted peer, 0 withdraws.
+//! - **Peers in other user namespaces.** An open grant does not reach a
+//!   process in another user namespace (rootless containers, `unshare -U`):
+//!   only a grant naming it by pidfd does. So the library names, once, each
+//!   process in another user namespace whose pid the MPI library hands it:
+//!   the pid of a `process_vm_readv`/`writev`, and the pid of a
+//!   `/proc/PID/stat` that the library opens (UCX does, for every peer it
+//!   connects to, before any copy). `CMA_PRELOAD_NAME_PEERS=0` turns that
+//!   off.
 //! - **Fallback.** Without `/dev/cma`, or with a module too old for
 //!   `CMA_COPY_PVM`, the real system call runs. So it does when `/dev/cma`
 //!   refuses with `EPERM` (a peer that has not consented may still be
@@ -49,7 +57,7 @@ use std::cell::UnsafeCell;
 use std::ffi::{c_int, c_long, c_ulong};
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 extern "C" {
@@ -140,6 +148,16 @@ impl<T> Locked<T> {
     }
 }
 
+/// Whether the module admits a grant by pidfd across user namespaces.
+static USERNS_GRANT: AtomicBool = AtomicBool::new(false);
+
+/// The pids named by pidfd so far (see [`name_peer`]), at most
+/// [`MAX_PEERS`].
+static NAMED: Locked<Vec<i32>> = Locked {
+    mutex: UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER),
+    data: UnsafeCell::new(Vec::new()),
+};
+
 /// Cached peer fds, by pid.
 static PEERS: Locked<Vec<Arc<PeerFd>>> = Locked {
     mutex: UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER),
@@ -170,9 +188,13 @@ fn open_device() -> i32 {
     // SAFETY: `fd` was just opened and is owned by nothing else.
     let dev = unsafe { OwnedFd::from_raw_fd(fd) };
     let need = Features::PVM | Features::ATTACH | Features::GRANT;
-    if !raw::info(dev.as_fd()).is_ok_and(|info| info.features.contains(need)) {
+    let Ok(info) = raw::info(dev.as_fd()) else {
+        return OLD_MODULE;
+    };
+    if !info.features.contains(need) {
         return OLD_MODULE;
     }
+    USERNS_GRANT.store(info.features.contains(Features::USERNS_GRANT), Relaxed);
     if env_on("GRANT", true) {
         // A failure (say, a full consent registry) only means peers need
         // CAP_SYS_PTRACE or a prctl(); copies still work.
@@ -212,6 +234,8 @@ fn peer(dev: BorrowedFd<'_>, pid: i32) -> Option<Arc<PeerFd>> {
     if let Some(p) = PEERS.with(|v| v.iter().find(|p| p.pid == pid).cloned()) {
         return Some(p);
     }
+    // Whoever this process copies from may copy from it.
+    name_peer(pid);
     let fd: RawFd = raw::attach(dev, Target::Pid(pid)).ok()?;
     // SAFETY: the kernel returned a new fd that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -228,6 +252,46 @@ fn peer(dev: BorrowedFd<'_>, pid: i32) -> Option<Arc<PeerFd>> {
         v.push(new.clone());
         new
     }))
+}
+
+/// The user namespace `pid` (or `self`) runs in, as its `/proc` link reads.
+fn user_ns(pid: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/user")).ok()
+}
+
+/// Grants `pid` by pidfd, once, if it runs in another user namespace, where
+/// this process's open grant does not reach it (see the crate's
+/// documentation). Failures leave the copies to fail as they would.
+fn name_peer(pid: i32) {
+    if pid <= 0 || !USERNS_GRANT.load(Relaxed) || !env_on("NAME_PEERS", true) {
+        return;
+    }
+    let Ok(dev) = device() else {
+        return;
+    };
+    // SAFETY: getpid has no preconditions.
+    if pid == unsafe { libc::getpid() } {
+        return;
+    }
+    let new = NAMED.with(|v| {
+        if v.contains(&pid) || v.len() >= MAX_PEERS {
+            return false;
+        }
+        v.push(pid);
+        true
+    });
+    if !new || user_ns(&pid.to_string()) == user_ns("self") {
+        return;
+    }
+    if let Ok(pidfd) = cma::pidfd_open(pid) {
+        let _ = raw::grant_to(dev, Target::PidFd(pidfd.as_fd()));
+    }
+}
+
+/// `shim.c`'s `open()` of `/proc/PID/stat`: the library names a peer.
+#[no_mangle]
+pub extern "C" fn cma_preload_saw_pid(pid: c_int) {
+    name_peer(pid);
 }
 
 /// Forgets `old` (its process exited or exec()ed); the fd closes when the
@@ -461,27 +525,37 @@ pub extern "C" fn cma_preload_init() {
 /// a consistent state.
 #[no_mangle]
 pub extern "C" fn cma_preload_atfork_prepare() {
-    // SAFETY: the mutex is initialised; released by one of the handlers below.
-    unsafe { libc::pthread_mutex_lock(PEERS.mutex.get()) };
+    // SAFETY: the mutexes are initialised; released by one of the handlers
+    // below (always taken in this order).
+    unsafe {
+        libc::pthread_mutex_lock(PEERS.mutex.get());
+        libc::pthread_mutex_lock(NAMED.mutex.get());
+    }
 }
 
 /// After `fork()`, in the parent.
 #[no_mangle]
 pub extern "C" fn cma_preload_atfork_parent() {
     // SAFETY: locked by `cma_preload_atfork_prepare` in this thread.
-    unsafe { libc::pthread_mutex_unlock(PEERS.mutex.get()) };
+    unsafe {
+        libc::pthread_mutex_unlock(NAMED.mutex.get());
+        libc::pthread_mutex_unlock(PEERS.mutex.get());
+    }
 }
 
 /// After `fork()`, in the child (one thread): the peer fds were the
 /// parent's, and so were its grants; start over with its own device fd.
 #[no_mangle]
 pub extern "C" fn cma_preload_atfork_child() {
-    // SAFETY: the child has one thread, which holds the lock (taken in
-    // `prepare`); no reference to the table exists. Re-initialising the
-    // mutex is what POSIX allows a child to do with one it inherited.
+    // SAFETY: the child has one thread, which holds both locks (taken in
+    // `prepare`); no reference to either table exists. Re-initialising a
+    // mutex is what POSIX allows a child to do with one it inherited. (The
+    // pids named are forgotten too: the parent's grants stay the parent's.)
     unsafe {
         (*PEERS.data.get()).clear();
         libc::pthread_mutex_init(PEERS.mutex.get(), std::ptr::null());
+        (*NAMED.data.get()).clear();
+        libc::pthread_mutex_init(NAMED.mutex.get(), std::ptr::null());
     }
     let old = DEVICE.swap(NOT_OPENED, Relaxed);
     if old >= 0 {
