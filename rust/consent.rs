@@ -227,11 +227,10 @@ impl Entry {
         by_pidfd: bool,
     ) -> Result<usize> {
         let peer_ptr = peer.as_ref().map(|p| p.as_ptr());
-        if let Some(g) = self
-            .grants
-            .iter_mut()
-            .flatten()
-            .find(|g| Arc::ptr_eq(&g.file, file) && g.peer.as_ref().map(|p| p.as_ptr()) == peer_ptr)
+        if let Some(g) =
+            self.grants.iter_mut().flatten().find(|g| {
+                Arc::ptr_eq(&g.file, file) && g.peer.as_ref().map(|p| p.as_ptr()) == peer_ptr
+            })
         {
             // The same grant again; naming the peer by pidfd now makes it
             // the stronger kind.
@@ -556,28 +555,31 @@ pub(crate) fn given(reg: &Registry, target: &TaskRef, caller: &TaskRef) -> Optio
     let key = mm.as_raw() as usize;
     let (tgid, exec_id) = (target.tgid_ptr(), target.exec_id());
     let shard = reg.shard(key).lock();
-    let token = shard.get(&key).filter(|e| e.is(tgid, exec_id)).and_then(|e| {
-        // Whether a grant admits the caller, and whether one names it by
-        // pidfd (the stronger kind wins).
-        let mut admits = None;
-        for g in e.grants.iter().flatten() {
-            match &g.peer {
-                Some(p) if caller.in_group(p) => {
-                    admits = Some(g.by_pidfd);
-                    if g.by_pidfd {
-                        break;
+    let token = shard
+        .get(&key)
+        .filter(|e| e.is(tgid, exec_id))
+        .and_then(|e| {
+            // Whether a grant admits the caller, and whether one names it by
+            // pidfd (the stronger kind wins).
+            let mut admits = None;
+            for g in e.grants.iter().flatten() {
+                match &g.peer {
+                    Some(p) if caller.in_group(p) => {
+                        admits = Some(g.by_pidfd);
+                        if g.by_pidfd {
+                            break;
+                        }
                     }
+                    Some(_) => {}
+                    None => admits = Some(admits.unwrap_or(false)),
                 }
-                Some(_) => {}
-                None => admits = Some(admits.unwrap_or(false)),
             }
-        }
-        admits.map(|named| Token {
-            owner: e.owner.clone(),
-            withdrawals: e.owner.withdrawals.load(Ordering::Acquire),
-            named,
-        })
-    });
+            admits.map(|named| Token {
+                owner: e.owner.clone(),
+                withdrawals: e.owner.withdrawals.load(Ordering::Acquire),
+                named,
+            })
+        });
     drop(shard);
     drop(mm);
     token

@@ -15,10 +15,10 @@ use kernel::prelude::*;
 use kernel::task::Task;
 
 pub(crate) use crate::compat::cred::Credential;
-pub(crate) use crate::pid::Pid;
+pub(crate) use crate::pid::StructPid;
 
 /// A counted reference to a `struct pid`.
-pub(crate) type PidRef = ARef<Pid>;
+pub(crate) type PidRef = ARef<StructPid>;
 
 /// A counted reference to a task.
 pub(crate) type TaskRef = ARef<Task>;
@@ -58,7 +58,7 @@ pub(crate) trait PidExt {
     fn task(&self) -> Result<TaskRef>;
 }
 
-impl PidExt for Pid {
+impl PidExt for StructPid {
     fn task(&self) -> Result<TaskRef> {
         // SAFETY: the pid is live (borrowed); `get_pid_task` returns a new
         // task reference or NULL, which `take` takes over.
@@ -88,7 +88,7 @@ pub(crate) trait TaskExt {
     /// been reaped (a task found by pid may be, before this is called).
     fn group_pid(&self) -> Result<PidRef>;
     /// Whether this task's thread group is the one `pid` names.
-    fn in_group(&self, pid: &Pid) -> bool;
+    fn in_group(&self, pid: &StructPid) -> bool;
     /// Takes the task's `exec_update_lock` for reading, so that it cannot
     /// exec (and change credentials or mm) while the guard lives. `EINTR`
     /// if a fatal signal arrives while waiting.
@@ -129,7 +129,7 @@ impl TaskExt for Task {
         unsafe { take(cma_glue_get_task_tgid(self.as_ptr())) }.ok_or(ESRCH)
     }
 
-    fn in_group(&self, pid: &Pid) -> bool {
+    fn in_group(&self, pid: &StructPid) -> bool {
         pid.as_ptr() == self.tgid_ptr()
     }
 

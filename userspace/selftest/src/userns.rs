@@ -193,14 +193,22 @@ fn userns_named_pidfd_grant_admits() -> TestResult {
     check_eq!(t.command(GRANT_PIDFD, &[c.pid as u64])?[0], 0);
     check_eq!(attempt(&mut c, &t, addr)?, CMA_ONLY, "a grant by pidfd");
     let mut other = caller(NOBODY, Ns::Own { caps: false })?;
-    check_eq!(attempt(&mut other, &t, addr)?, REFUSED, "a process not named");
+    check_eq!(
+        attempt(&mut other, &t, addr)?,
+        REFUSED,
+        "a process not named"
+    );
     check_eq!(t.command(REVOKE, &[])?[0], 0);
     check_eq!(attempt(&mut c, &t, addr)?, REFUSED, "after the revoke");
     // A target with every capability in its own namespace: none reaches a
     // sibling namespace, so a named grant admits as well.
     let (mut t2, addr2) = target(NOBODY, Ns::Own { caps: true })?;
     check_eq!(t2.command(GRANT_PIDFD, &[c.pid as u64])?[0], 0);
-    check_eq!(attempt(&mut c, &t2, addr2)?, CMA_ONLY, "a target with caps of its own");
+    check_eq!(
+        attempt(&mut c, &t2, addr2)?,
+        CMA_ONLY,
+        "a target with caps of its own"
+    );
     Ok(())
 }
 
