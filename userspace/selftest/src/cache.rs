@@ -812,9 +812,15 @@ fn memlock() -> TestResult {
     Ok(())
 }
 
-/// Threads of the storm's target, each invalidating the whole buffer in a
-/// loop, so that invalidations of it are nearly always in flight.
-const STORM_THREADS: usize = 6;
+/// Threads of the storm's target: one invalidating the copied buffer in a
+/// loop, the others each populating and discarding a chunk of their own
+/// ([`STORM_CHUNK`]), so that some invalidation of the address space is
+/// nearly always in flight (zapping populated pages takes time, and under
+/// preemption a thread preempted mid-zap keeps its invalidation in flight
+/// while it waits for a CPU). An mmu_interval_notifier's reader waits until
+/// no invalidation at all is in flight.
+const STORM_THREADS: usize = 16;
+const STORM_CHUNK: usize = 8 << 20;
 
 /// A target whose threads keep `MADV_DONTNEED`s of the cached buffer in
 /// flight, and a copier reading it through a peer fd: the copies go on
@@ -831,11 +837,21 @@ fn invalidation_storm() -> TestResult {
         let addr = aligned_buffer()?;
         fill(addr, 1);
         ch.send(&[addr as u64])?;
-        for _ in 0..STORM_THREADS {
+        std::thread::spawn(move || loop {
+            // SAFETY: our own buffer of `LEN` bytes; its pages go and come
+            // back as zeros.
+            unsafe { libc::madvise(addr as *mut libc::c_void, LEN, libc::MADV_DONTNEED) };
+        });
+        for _ in 1..STORM_THREADS {
+            // Never unmapped: the target process ends with the test.
+            let chunk = Mapping::new(STORM_CHUNK, libc::PROT_READ | libc::PROT_WRITE)?;
+            let chunk = std::mem::ManuallyDrop::new(chunk).addr();
             std::thread::spawn(move || loop {
-                // SAFETY: our own buffer of `LEN` bytes; its pages go and
-                // come back as zeros.
-                unsafe { libc::madvise(addr as *mut libc::c_void, LEN, libc::MADV_DONTNEED) };
+                let at = chunk as *mut libc::c_void;
+                // SAFETY (both): the thread's own mapping, never unmapped.
+                // Populated in one call (no faults), then discarded.
+                unsafe { libc::madvise(at, STORM_CHUNK, libc::MADV_POPULATE_WRITE) };
+                unsafe { libc::madvise(at, STORM_CHUNK, libc::MADV_DONTNEED) };
             });
         }
         ch.wait()
