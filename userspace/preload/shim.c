@@ -46,15 +46,20 @@ void cma_preload_saw_pid(int pid);
 typedef long (*syscall_fn)(long, ...);
 typedef int (*prctl_fn)(int, ...);
 
-static syscall_fn next_syscall(void)
+/*
+ * The next definition of @name (glibc's), looked up once into @slot; NULL
+ * with errno ENOSYS if there is none.
+ */
+static void *next_fn(void **slot, const char *name)
 {
-	static syscall_fn next;
-	syscall_fn f = __atomic_load_n(&next, __ATOMIC_ACQUIRE);
+	void *f = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
 
 	if (!f) {
-		f = (syscall_fn)dlsym(RTLD_NEXT, "syscall");
-		__atomic_store_n(&next, f, __ATOMIC_RELEASE);
+		f = dlsym(RTLD_NEXT, name);
+		__atomic_store_n(slot, f, __ATOMIC_RELEASE);
 	}
+	if (!f)
+		errno = ENOSYS;
 	return f;
 }
 
@@ -64,13 +69,10 @@ static syscall_fn next_syscall(void)
  */
 long cma_preload_real_syscall(long nr, long a1, long a2, long a3, long a4, long a5, long a6)
 {
-	syscall_fn f = next_syscall();
+	static void *next;
+	syscall_fn f = (syscall_fn)next_fn(&next, "syscall");
 
-	if (!f) {
-		errno = ENOSYS;
-		return -1;
-	}
-	return f(nr, a1, a2, a3, a4, a5, a6);
+	return f ? f(nr, a1, a2, a3, a4, a5, a6) : -1;
 }
 
 long syscall(long nr, ...)
@@ -91,24 +93,19 @@ long syscall(long nr, ...)
 
 int prctl(int option, ...)
 {
-	static prctl_fn next;
+	static void *next;
 	unsigned long a[4];
 	va_list ap;
-	prctl_fn f = __atomic_load_n(&next, __ATOMIC_ACQUIRE);
+	prctl_fn f;
 	int ret, saved;
 
 	va_start(ap, option);
 	for (int i = 0; i < 4; i++)
 		a[i] = va_arg(ap, unsigned long);
 	va_end(ap);
-	if (!f) {
-		f = (prctl_fn)dlsym(RTLD_NEXT, "prctl");
-		__atomic_store_n(&next, f, __ATOMIC_RELEASE);
-	}
-	if (!f) {
-		errno = ENOSYS;
+	f = (prctl_fn)next_fn(&next, "prctl");
+	if (!f)
 		return -1;
-	}
 	ret = f(option, a[0], a[1], a[2], a[3]);
 	if (option == PR_SET_PTRACER) {
 		/*
@@ -173,20 +170,6 @@ static int answered(int dirfd, const char *path, int flags)
 typedef int (*open_fn)(const char *, int, ...);
 typedef int (*openat_fn)(int, const char *, int, ...);
 typedef int (*open2_fn)(const char *, int);
-
-/* The next definition of @name (glibc's), looked up once into @slot. */
-static void *next_fn(void **slot, const char *name)
-{
-	void *f = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-
-	if (!f) {
-		f = dlsym(RTLD_NEXT, name);
-		__atomic_store_n(slot, f, __ATOMIC_RELEASE);
-	}
-	if (!f)
-		errno = ENOSYS;
-	return f;
-}
 
 #define DEFINE_OPEN(name)                                                       \
 	int name(const char *path, int flags, ...)                              \
