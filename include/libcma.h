@@ -103,6 +103,15 @@ int cma_grant(int fd, pid_t pid);
  */
 int cma_grant_pidfd(int fd, int pidfd);
 
+/**
+ * Consents to copies by the processes descended from the one @pidfd refers
+ * to (CMA_GRANT_DESCENDANTS): its children, theirs, and so on, in whatever
+ * user namespace, but not that process itself. An MPI rank names its
+ * launcher so, and with it its sibling ranks. -1 with EINVAL from a module
+ * without CMA_FEAT_DESCENDANTS_GRANT, else as cma_grant_pidfd().
+ */
+int cma_grant_descendants(int fd, int pidfd);
+
 /** Withdraws every consent the calling process has given. */
 int cma_revoke(int fd);
 

@@ -16,7 +16,10 @@
 //! copy through a peer fd, which any thread of the attaching process may use,
 //! agree. The peer is looked up once, when the grant is made, by pid or by
 //! pidfd (`CMA_GRANT_PIDFD`, which cannot name a process that took over a
-//! recycled pid), and the grant holds that `struct pid`.
+//! recycled pid), and the grant holds that `struct pid`. A grant by pidfd
+//! may name the descendants of the process instead (`CMA_GRANT_DESCENDANTS`:
+//! an MPI rank names its launcher, and so its sibling ranks); descent is
+//! judged at each check, from the parent links of the moment.
 //!
 //! # The registry
 //!
@@ -150,6 +153,23 @@ struct Grant {
     /// Whether the peer was named by a pidfd: only such a grant admits its
     /// peer from another user namespace (see [`crate::access`]).
     by_pidfd: bool,
+    /// Whether the grant admits the descendants of `peer` rather than
+    /// `peer` itself (made by pidfd only).
+    descendants: bool,
+}
+
+impl Grant {
+    /// Whether this grant admits `caller`; `None` if not, else whether it
+    /// names the caller by pidfd (itself, or as a descendant).
+    fn admits(&self, caller: &TaskRef) -> Option<bool> {
+        match &self.peer {
+            None => Some(false),
+            Some(p) if self.descendants => caller
+                .descends_from(p, uapi::CMA_GRANT_MAX_GENERATIONS)
+                .then_some(self.by_pidfd),
+            Some(p) => caller.in_group(p).then_some(self.by_pidfd),
+        }
+    }
 }
 
 /// The grants made in one address space, by the process holding it.
@@ -225,13 +245,14 @@ impl Entry {
         file: &Arc<FileGrants>,
         peer: Option<PidRef>,
         by_pidfd: bool,
+        descendants: bool,
     ) -> Result<usize> {
         let peer_ptr = peer.as_ref().map(|p| p.as_ptr());
-        if let Some(g) =
-            self.grants.iter_mut().flatten().find(|g| {
-                Arc::ptr_eq(&g.file, file) && g.peer.as_ref().map(|p| p.as_ptr()) == peer_ptr
-            })
-        {
+        if let Some(g) = self.grants.iter_mut().flatten().find(|g| {
+            Arc::ptr_eq(&g.file, file)
+                && g.peer.as_ref().map(|p| p.as_ptr()) == peer_ptr
+                && g.descendants == descendants
+        }) {
             // The same grant again; naming the peer by pidfd now makes it
             // the stronger kind.
             g.by_pidfd |= by_pidfd;
@@ -250,6 +271,7 @@ impl Entry {
             file: file.clone(),
             peer,
             by_pidfd,
+            descendants,
         });
         let added = match free {
             Some(i) => {
@@ -445,6 +467,10 @@ pub(crate) fn grant(reg: &Registry, file: &Arc<FileGrants>, arg: IoctlArg) -> Re
     // The peer, looked up now and held from here on; a thread names its
     // process.
     let by_pidfd = req.flags & uapi::CMA_GRANT_PIDFD != 0;
+    let descendants = req.flags & uapi::CMA_GRANT_DESCENDANTS != 0;
+    if descendants && !by_pidfd {
+        return Err(EINVAL);
+    }
     let peer = if by_pidfd {
         Some(pidfd_pid(req.pid)?.task()?.group_pid()?)
     } else {
@@ -463,7 +489,7 @@ pub(crate) fn grant(reg: &Registry, file: &Arc<FileGrants>, arg: IoctlArg) -> Re
     let key = watch.mm() as usize;
     let mut shard = reg.shard(key).lock();
     let entry = reg.claim(&mut shard, key, &me, watch)?;
-    let added = entry.add(key, file, peer, by_pidfd)?;
+    let added = entry.add(key, file, peer, by_pidfd, descendants)?;
     reg.add_slots(added);
     Ok(0)
 }
@@ -562,16 +588,10 @@ pub(crate) fn given(reg: &Registry, target: &TaskRef, caller: &TaskRef) -> Optio
             // Whether a grant admits the caller, and whether one names it by
             // pidfd (the stronger kind wins).
             let mut admits = None;
-            for g in e.grants.iter().flatten() {
-                match &g.peer {
-                    Some(p) if caller.in_group(p) => {
-                        admits = Some(g.by_pidfd);
-                        if g.by_pidfd {
-                            break;
-                        }
-                    }
-                    Some(_) => {}
-                    None => admits = Some(admits.unwrap_or(false)),
+            for named in e.grants.iter().flatten().filter_map(|g| g.admits(caller)) {
+                admits = Some(named || admits.unwrap_or(false));
+                if named {
+                    break;
                 }
             }
             admits.map(|named| Token {

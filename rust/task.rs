@@ -89,6 +89,9 @@ pub(crate) trait TaskExt {
     fn group_pid(&self) -> Result<PidRef>;
     /// Whether this task's thread group is the one `pid` names.
     fn in_group(&self, pid: &StructPid) -> bool;
+    /// Whether this task descends from the process `pid` names (a
+    /// thread-group pid), at most `generations` parent links up.
+    fn descends_from(&self, pid: &StructPid, generations: u32) -> bool;
     /// Takes the task's `exec_update_lock` for reading, so that it cannot
     /// exec (and change credentials or mm) while the guard lives. `EINTR`
     /// if a fatal signal arrives while waiting.
@@ -131,6 +134,13 @@ impl TaskExt for Task {
 
     fn in_group(&self, pid: &StructPid) -> bool {
         pid.as_ptr() == self.tgid_ptr()
+    }
+
+    fn descends_from(&self, pid: &StructPid, generations: u32) -> bool {
+        // SAFETY: the task is live (borrowed); the glue walks its parent
+        // links under RCU and only compares `pid`, which the borrow keeps
+        // allocated.
+        unsafe { cma_glue_task_descends_from(self.as_ptr(), pid.as_ptr(), generations) }
     }
 
     fn lock_exec(&self) -> Result<ExecLockGuard<'_>> {

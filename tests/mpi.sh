@@ -28,7 +28,8 @@ field_sum() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" | awk '{ s += $1 } END { print 
 # check NAME COMM EXPECT MINBYTES -- CMD...: runs CMD with a fresh report
 # file; passes if it exits 0, prints a line matching EXPECT, and the reports
 # of the processes named COMM show at least MINBYTES moved through /dev/cma,
-# no fallback and no failure.
+# no fallback and no failure (and, if $need names a field of the report,
+# a non-zero sum of it: a check the library answered, a launcher named).
 check() {
     local name=$1 comm=$2 expect=$3 min=$4; shift 5
     n=$((n + 1))
@@ -42,20 +43,21 @@ check() {
     else
         timeout 600 "$@" > "$tmp/out" 2>&1 || status=$?
     fi
-    local lines calls bytes fb failed answered
+    local lines calls bytes fb failed answered needed=1
     lines=$(reports "$comm")
     calls=$(field_sum cma <<<"$lines")
     bytes=$(field_sum bytes <<<"$lines")
     fb=$(field_sum fallback <<<"$lines")
     failed=$(field_sum failed <<<"$lines")
     answered=$(field_sum answered.ptrace_scope <<<"$lines")
+    [ -z "${need:-}" ] || needed=$(field_sum "$need" <<<"$lines")
     if [ "$status" != 0 ]; then why="exit status $status"
     elif ! grep -qE "$expect" "$tmp/out"; then why="no line matching '$expect'"
     elif [ -z "$lines" ]; then why="no report from a $comm process (was the library loaded?)"
     elif [ "$bytes" -lt "$min" ]; then why="$bytes bytes through /dev/cma, fewer than the $min the test moves"
     elif [ "$fb" != 0 ] || [ "$failed" != 0 ]; then why="$fb fallbacks, $failed failed calls"
-    elif [ "${need_answer:-0}" = 1 ] && [ "$answered" = 0 ]; then
-        why="the library's ptrace_scope check was not answered"
+    elif [ "$needed" = 0 ]; then
+        why="no report has a non-zero $need"
     fi
     echo "# $name: $(wc -l <<<"$lines") processes, $calls calls through /dev/cma ($bytes bytes), $fb fallbacks, $failed failed, $answered ptrace_scope checks answered"
     if [ -z "$why" ]; then
@@ -68,8 +70,9 @@ check() {
     fi
 }
 
-# server_client NAME PORTARG SERVER... -- CLIENT...: the server in the
-# background, then the client; the client's status decides.
+# server_client SERVER... -- CLIENT...: the server in the background, then
+# the client; whichever fails first stops the other (nobody is left to talk
+# to it); the client's status decides, then the server's.
 server_client() {
     local -a server=() client=()
     while [ "$1" != -- ]; do server+=("$1"); shift; done
@@ -80,12 +83,19 @@ server_client() {
     "${server[@]}" > "$out" 2>&1 &
     local spid=$!
     sleep 2
-    local status=0
-    "${client[@]}" || status=$?
-    # A failed client leaves nobody to talk to the server.
-    [ "$status" = 0 ] || kill "$spid" 2>/dev/null
-    local s=0
-    wait "$spid" || s=$?
+    "${client[@]}" &
+    local cpid=$! ended first status=0 s=0
+    wait -n -p ended "$spid" "$cpid"
+    first=$?
+    if [ "$ended" = "$cpid" ]; then
+        status=$first
+        [ "$status" = 0 ] || kill "$spid" 2>/dev/null
+        wait "$spid" || s=$?
+    else
+        s=$first
+        [ "$s" = 0 ] || kill "$cpid" 2>/dev/null
+        wait "$cpid" || status=$?
+    fi
     [ "$status" != 0 ] || status=$s
     echo "--- server"; cat "$out"
     return "$status"
@@ -170,6 +180,26 @@ ucx_userns() { # PRELOAD PATTERN
     grep -qE "$2" "$tmp/userns" || return 1
     if [ -n "$1" ]; then [ "$status" = 0 ]; else [ "$status" != 0 ]; fi
 }
+# UCX's message when its process_vm_readv or _writev is refused.
+ucx_refused='process_vm_(read|write)v\(pid=[0-9]+ .* returned -1: Operation not permitted'
+# Open MPI as nobody, each rank in a user namespace of its own, no preload,
+# with MCA options $@: passes if it names the namespaces as why it has no CMA.
+ompi_userns_refused() { # [MCA OPTION...]
+    "${user[@]}" "${ompi_bare[@]}" "$@" -np 2 unshare --user --map-current-user \
+        tests/c/mpi_check > "$tmp/ompi" 2>&1
+    cat "$tmp/ompi"
+    grep -q 'not available due to different user namespaces' "$tmp/ompi"
+}
+# MPICH over UCX as nobody, each rank in a user namespace of its own, no
+# preload: passes if it fails, UCX naming the refused call.
+mpich_userns_fails() {
+    local status=0
+    "${user[@]}" env "${ucx_env[@]}" UCX_POSIX_USE_PROC_LINK=n timeout 300 \
+        mpiexec.mpich -launcher fork -n 2 unshare --user --map-current-user \
+        tests/c/mpi_check_mpich > "$tmp/mpich" 2>&1 || status=$?
+    cat "$tmp/mpich"
+    [ "$status" != 0 ] && grep -qE "$ucx_refused" "$tmp/mpich"
+}
 ompi_bare=(mpirun.openmpi --oversubscribe --bind-to none --mca btl self,vader --mca pml ob1
            --mca btl_vader_single_copy_mechanism cma)
 scope=/proc/sys/kernel/yama/ptrace_scope
@@ -187,30 +217,31 @@ under_yama() {
     without yama${level}_ucx_turns_cma_off_without_preload -- ucx_lacks_cma "${user[@]}"
     check yama${level}_openmpi_vader mpi_check 'mpi_check: ok \(2 ranks' 40000000 -- \
         "${user[@]}" "${ompi[@]}" -np 2 tests/c/mpi_check
-    need_answer=1
+    need=answered.ptrace_scope
     check yama${level}_ucx_perftest_tag_bw ucx_perftest 'Final:' 167772160 -- \
         "${user[@]}" env "${ucx_env[@]}" LD_PRELOAD="$lib" bash -c '
             server_client() { '"$(declare -f server_client | tail -n +2)"'; }
             tmp='"$tmp"'
             server_client ucx_perftest -p 13375 -- \
                 ucx_perftest 127.0.0.1 -p 13375 -t tag_bw -s 4194304 -n 40'
-    [ "$level" = 3 ] && { need_answer=0; return; }
+    [ "$level" = 3 ] && { need=; return; }
     check yama${level}_mpich_ucx mpi_check_mpich 'mpi_check: ok \(2 ranks' 40000000 -- \
         "${user[@]}" env "${ucx_env[@]}" userspace/target/release/cma run \
         --stats "$tmp/yama${level}_mpich_ucx.stats" -- \
         mpiexec.mpich -launcher fork -n 2 tests/c/mpi_check_mpich
-    need_answer=0
+    need=
 }
 # libfabric asks nothing before its first copy (no prctl either): under
 # scope 1 already its probe of a sibling is refused. Through the preload:
+# PREFIX... runs the job; $fi_each (words) runs each of server and client.
 libfabric_user() { # NAME PORT [PREFIX...]
     local name=$1 port=$2; shift 2
     check "$name" fi_pingpong 'bytes' 300000000 -- \
         "$@" "${user[@]}" env FI_PROVIDER=shm LD_PRELOAD="$lib" bash -c '
             server_client() { '"$(declare -f server_client | tail -n +2)"'; }
             tmp='"$tmp"'
-            server_client fi_pingpong -p shm -e rdm -c -I 20 -S all -B '"$port"' -- \
-                fi_pingpong -p shm -e rdm -c -I 20 -S all -P '"$port"' 127.0.0.1'
+            server_client '"${fi_each:-}"' fi_pingpong -p shm -e rdm -c -I 20 -S all -B '"$port"' -- \
+                '"${fi_each:-}"' fi_pingpong -p shm -e rdm -c -I 20 -S all -P '"$port"' 127.0.0.1'
 }
 if [ "${1:-}" = yama3 ]; then
     # Scope 3 cannot be undone until reboot: tests/guest.sh runs this last.
@@ -234,17 +265,37 @@ elif [ "${CMA_FLAVOUR:-normal}" = normal ] && [ -w "$scope" ]; then
             server_client ucx_perftest -p 13379 -- \
                 ucx_perftest 127.0.0.1 -p 13379 -t tag_bw -s 4194304 -n 40'
     libfabric_user seccomp_enosys_libfabric_shm_pingpong 13381 tests/c/seccomp_deny enosys
-    # Server and client each in a user namespace of its own, mapping the same
-    # uid (as rootless containers run ranks): commoncap refuses
-    # process_vm_readv between them, and UCX, which does not compare user
-    # namespaces, aborts at its first rendezvous. Through the preload, each
-    # names the other by pidfd when UCX opens its /proc/PID/stat.
+    # Each rank in a user namespace of its own, all mapping the same uid (as
+    # rootless containers and Apptainer run ranks): commoncap refuses
+    # process_vm_readv between them. Open MPI compares the namespaces and
+    # falls back (or aborts, with CMA asked for); UCX, which does not, fails
+    # at its first rendezvous, and so does MPICH over it; libfabric's probe
+    # of its peer fails and it falls back. Through the preload: a rank of a
+    # launcher consents to the launcher's descendants (its sibling ranks) by
+    # pidfd, Open MPI's namespace check is answered, and UCX's peers are
+    # also named one by one as UCX opens their /proc/PID/stat.
     echo "# each process in a user namespace of its own, one kuid"
-    # (That process_vm_readv refuses here is checked by the selftest's
-    # userns_* cases; UCX without the preload fails this run, but how it
-    # fails is not yet pinned down for a check of its own.)
+    in_ns=(unshare --user --map-current-user)
+    without userns_openmpi_refused_without_preload -- \
+        ompi_userns_refused
+    need=answered.userns
+    check userns_openmpi_vader mpi_check 'mpi_check: ok \(2 ranks' 40000000 -- \
+        "${user[@]}" "${ompi[@]}" -np 2 "${in_ns[@]}" tests/c/mpi_check
+    need=
+    without userns_mpich_fails_without_preload -- mpich_userns_fails
+    need=launcher
+    check userns_mpich_ucx mpi_check_mpich 'mpi_check: ok \(2 ranks' 40000000 -- \
+        "${user[@]}" env "${ucx_env[@]}" UCX_POSIX_USE_PROC_LINK=n userspace/target/release/cma run \
+        --stats "$tmp/userns_mpich_ucx.stats" -- \
+        mpiexec.mpich -launcher fork -n 2 "${in_ns[@]}" tests/c/mpi_check_mpich
+    need=
+    without userns_ucx_fails_without_preload -- ucx_userns "" "$ucx_refused"
     check userns_ucx_perftest_tag_bw ucx_perftest 'Final:' 167772160 -- \
         ucx_userns "$lib" 'Final:'
+    # Server and client are children of one shell, their launcher here.
+    need=launcher fi_each="${in_ns[*]}"
+    libfabric_user userns_libfabric_shm_pingpong 13385 env CMA_PRELOAD_NAME_LAUNCHER=1
+    need= fi_each=
 fi
 echo "1..$n"
 echo "# Totals: pass:$pass fail:$fail xfail:0 xpass:0 skip:0 error:0"

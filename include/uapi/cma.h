@@ -67,10 +67,13 @@ struct cma_info {
  * namespace (same kuids, the target's capabilities not reaching the peer).
  */
 #define CMA_FEAT_USERNS_GRANT	(1ULL << 8)
+/** %CMA_GRANT_DESCENDANTS: a grant may name a launcher's descendants. */
+#define CMA_FEAT_DESCENDANTS_GRANT (1ULL << 9)
 /** Every feature bit this header defines (a module reports all of them). */
 #define CMA_FEAT_ALL		(CMA_FEAT_COPY | CMA_FEAT_PIDFD | CMA_FEAT_GRANT | \
 				 CMA_FEAT_PROBE | CMA_FEAT_COPY1 | CMA_FEAT_ATTACH | \
-				 CMA_FEAT_PVM | CMA_FEAT_GRANT_PIDFD | CMA_FEAT_USERNS_GRANT)
+				 CMA_FEAT_PVM | CMA_FEAT_GRANT_PIDFD | CMA_FEAT_USERNS_GRANT | \
+				 CMA_FEAT_DESCENDANTS_GRANT)
 
 /**
  * struct cma_iovec - one contiguous range, laid out like struct iovec on 64-bit.
@@ -207,8 +210,24 @@ struct cma_copy1 {
  * %CMA_FEAT_GRANT_PIDFD.
  */
 #define CMA_GRANT_PIDFD		((__u32)CMA_COPY_PIDFD)
-/** Every bit cma_grant.flags (__u32) may have: %CMA_GRANT_PIDFD. */
-#define CMA_GRANT_FLAGS_ALL	CMA_GRANT_PIDFD
+/**
+ * CMA_GRANT_DESCENDANTS - with %CMA_GRANT_PIDFD only: the peers allowed are
+ * the processes descended from the one the pidfd names (its children, their
+ * children, up to %CMA_GRANT_MAX_GENERATIONS generations down), not that
+ * process itself: an MPI rank names its launcher (mpirun, orted, a PMI
+ * proxy) and so its sibling ranks, which may be in user namespaces of their
+ * own. Descent is judged at each access check, from the caller's parent
+ * links as they are then: a process whose parent exited was reparented and
+ * no longer descends from that parent. Like a grant naming a process by
+ * pidfd, it admits its peers from other user namespaces (see
+ * %CMA_FEAT_USERNS_GRANT). Without %CMA_GRANT_PIDFD: -EINVAL. Announced by
+ * %CMA_FEAT_DESCENDANTS_GRANT.
+ */
+#define CMA_GRANT_DESCENDANTS	((__u32)1 << 1)
+/** How many generations down a %CMA_GRANT_DESCENDANTS grant reaches. */
+#define CMA_GRANT_MAX_GENERATIONS 16
+/** Every bit cma_grant.flags (__u32) may have. */
+#define CMA_GRANT_FLAGS_ALL	(CMA_GRANT_PIDFD | CMA_GRANT_DESCENDANTS)
 
 /**
  * struct cma_grant - consent to be copied from and to (%CMA_IOC_GRANT).
@@ -216,7 +235,7 @@ struct cma_copy1 {
  *	process or one of its threads), or 0 for any peer that passes the
  *	credential rule; with %CMA_GRANT_PIDFD, a pidfd naming the peer (a
  *	process or, with PIDFD_THREAD, one of its threads).
- * @flags: in: %CMA_GRANT_PIDFD or zero.
+ * @flags: in: zero, %CMA_GRANT_PIDFD, or both it and %CMA_GRANT_DESCENDANTS.
  * @reserved: in: zero.
  *
  * Unless the caller of a copy has CAP_SYS_PTRACE over the target (or the

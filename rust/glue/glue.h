@@ -94,6 +94,8 @@ void cma_glue_exec_update_unlock(struct task_struct *task);
 u64 cma_glue_self_exec_id(struct task_struct *task);
 struct pid *cma_glue_task_tgid(struct task_struct *task);
 struct pid *cma_glue_get_task_tgid(struct task_struct *task);
+bool cma_glue_task_descends_from(struct task_struct *task, struct pid *ancestor,
+				 unsigned int generations);
 struct pid *cma_glue_pidfd_get_pid(int fd);
 unsigned long cma_glue_page_to_user(void __user *to, struct page *page, size_t offset, size_t n);
 unsigned long cma_glue_user_to_page(struct page *page, size_t offset, const void __user *from,

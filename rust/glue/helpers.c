@@ -316,6 +316,39 @@ struct pid *cma_glue_task_tgid(struct task_struct *task)
 }
 
 /*
+ * Whether @task descends from the process whose thread-group pid is
+ * @ancestor (compared, never dereferenced): whether that process is its
+ * parent, its parent's parent, and so on, at most @generations links up.
+ * The links are the real_parent pointers as they are now: a process whose
+ * parent exited has been reparented (to a subreaper or init) and descends
+ * from its new parent. real_parent is read under RCU, as getppid() does:
+ * each task reached stays allocated until rcu_read_unlock(), since
+ * release_task() frees it through call_rcu(); init_task is its own parent,
+ * which ends the walk at the top.
+ */
+bool cma_glue_task_descends_from(struct task_struct *task, struct pid *ancestor,
+				 unsigned int generations)
+{
+	struct task_struct *t = task;
+	bool found = false;
+
+	rcu_read_lock();
+	while (generations--) {
+		struct task_struct *parent = rcu_dereference(t->real_parent);
+
+		if (parent == t)
+			break;
+		if (task_tgid(parent) == ancestor) {
+			found = true;
+			break;
+		}
+		t = parent;
+	}
+	rcu_read_unlock();
+	return found;
+}
+
+/*
  * @task's thread-group pid with a new reference, or NULL if the process has
  * been reaped (see above). get_task_pid() reads it under RCU, so that a pid
  * being detached and freed concurrently is not taken after its last put;

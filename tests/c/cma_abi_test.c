@@ -72,6 +72,7 @@ ABI_FIELD(cma_grant, flags, 4);
 ABI_FIELD(cma_grant, reserved, 8);
 ABI_WIDTH(CMA_GRANT_FLAGS_ALL, cma_grant, flags);
 ABI_WIDTH(CMA_GRANT_PIDFD, cma_grant, flags);
+ABI_WIDTH(CMA_GRANT_DESCENDANTS, cma_grant, flags);
 
 ABI_SIZE(cma_attach, 32);
 ABI_FIELD(cma_attach, pid, 0);
@@ -82,7 +83,8 @@ ABI_WIDTH(CMA_ATTACH_FLAGS_ALL, cma_attach, flags);
 /* Masks and feature bits agree with the bits they collect. */
 _Static_assert(CMA_COPY1_FLAGS_ALL == CMA_COPY_PIDFD, "copy1 flags");
 _Static_assert(CMA_ATTACH_FLAGS_ALL == CMA_COPY_PIDFD, "attach flags");
-_Static_assert(CMA_GRANT_FLAGS_ALL == CMA_GRANT_PIDFD, "grant flags");
+_Static_assert(CMA_GRANT_FLAGS_ALL == (CMA_GRANT_PIDFD | CMA_GRANT_DESCENDANTS), "grant flags");
+_Static_assert(CMA_GRANT_DESCENDANTS == 2, "grant flags: descendants");
 _Static_assert(CMA_GRANT_PIDFD == CMA_COPY_PIDFD, "a pidfd is the same bit in every struct");
 _Static_assert((CMA_FEAT_ALL & (CMA_FEAT_ALL + 1)) == 0, "feature bits are contiguous");
 

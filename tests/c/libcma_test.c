@@ -231,4 +231,20 @@ TEST_F(peer, grant_by_pidfd)
 	close(pidfd);
 }
 
+TEST_F(peer, grant_descendants)
+{
+	int pidfd = syscall(SYS_pidfd_open, getppid(), 0);
+
+	ASSERT_LE(0, pidfd);
+	/* The test's launcher, and so this process and its siblings. */
+	EXPECT_EQ(0, cma_grant_descendants(self->dev, pidfd));
+	EXPECT_EQ(0, cma_grant_descendants(self->dev, pidfd));
+	EXPECT_EQ(0, cma_revoke(self->dev));
+	EXPECT_EQ(-1, cma_grant_descendants(self->dev, self->dev));
+	EXPECT_EQ(EBADF, errno);
+	EXPECT_EQ(-1, cma_grant_descendants(-1, pidfd));
+	EXPECT_EQ(EBADF, errno);
+	close(pidfd);
+}
+
 TEST_HARNESS_MAIN

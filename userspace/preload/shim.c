@@ -19,6 +19,8 @@
  * calls, that answer would be wrong for the path the calls take, so src/lib.rs
  * answers the read (see cma_preload_yama_answer). Every other open goes to
  * the next definition untouched.
+ *
+ * stat(): see userns_answer below.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -28,6 +30,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 
@@ -42,6 +45,7 @@ void cma_preload_atfork_parent(void);
 void cma_preload_atfork_child(void);
 int cma_preload_yama_answer(int flags);
 void cma_preload_saw_pid(int pid);
+unsigned long long cma_preload_userns_answer(void);
 
 typedef long (*syscall_fn)(long, ...);
 typedef int (*prctl_fn)(int, ...);
@@ -214,6 +218,39 @@ DEFINE_OPENAT(openat)
 DEFINE_OPENAT(openat64)
 DEFINE_OPEN_2(__open_2)
 DEFINE_OPEN_2(__open64_2)
+
+/*
+ * stat(): Open MPI's btl/vader stat()s /proc/self/ns/user and compares the
+ * inode numbers of its ranks; src/lib.rs gives the number to report when
+ * /dev/cma lets the ranks of this process's launcher copy across user
+ * namespaces (see cma_preload_userns_answer). Every other stat, and every
+ * other field, is the real one.
+ */
+/* The inode number to report for @path, which stat() found, or 0. */
+static unsigned long long userns_answer(const char *path)
+{
+	if (!path || (strcmp(path, "/proc/self/ns/user") != 0 &&
+		      strcmp(path, "/proc/thread-self/ns/user") != 0))
+		return 0;
+	return cma_preload_userns_answer();
+}
+
+#define DEFINE_STAT(name, type)                                                 \
+	int name(const char *path, struct type *buf)                            \
+	{                                                                       \
+		static void *next;                                              \
+		int (*f)(const char *, struct type *) = next_fn(&next, #name);  \
+		int ret = f ? f(path, buf) : -1;                                \
+		int saved = errno;                                              \
+		unsigned long long ino = ret == 0 ? userns_answer(path) : 0;    \
+		if (ino)                                                        \
+			buf->st_ino = ino;                                      \
+		errno = saved;                                                  \
+		return ret;                                                     \
+	}
+
+DEFINE_STAT(stat, stat)
+DEFINE_STAT(stat64, stat64)
 
 __attribute__((constructor)) static void preload_init(void)
 {

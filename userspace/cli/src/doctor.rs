@@ -152,8 +152,10 @@ pub(crate) fn doctor(json: bool) -> crate::Result<bool> {
         detail,
         fix,
     });
+    let mut features = None;
     if let Ok(dev) = &opened {
         if let Ok(info) = dev.info() {
+            features = Some(info.features);
             checks.push(Check {
                 name: "abi",
                 level: Level::Info,
@@ -242,16 +244,22 @@ pub(crate) fn doctor(json: bool) -> crate::Result<bool> {
     });
     let own_ns = std::fs::read_link("/proc/self/ns/user").ok();
     let init_ns = std::fs::read_link("/proc/1/ns/user").ok();
+    let own = matches!((&own_ns, &init_ns), (Some(a), Some(b)) if a != b);
+    // Ranks in user namespaces of their own need a grant naming them, or
+    // their launcher (what libcma-preload.so makes under an MPI launcher).
+    let old_module = own && features.is_some_and(|f| !f.contains(cma::Features::DESCENDANTS_GRANT));
     checks.push(Check {
         name: "user_namespace",
-        level: Level::Info,
+        level: if old_module { Level::Warn } else { Level::Info },
         detail: match (&own_ns, &init_ns) {
             (Some(a), Some(b)) if a == b => "the initial user namespace".to_string(),
-            (Some(a), Some(_)) => format!("a user namespace of its own ({}): ranks in different user namespaces need a grant naming their peer", a.display()),
+            (Some(a), Some(_)) => format!("a user namespace of its own ({}): process_vm_readv refuses ranks in other user namespaces; /dev/cma admits them by a grant naming them or their launcher by pidfd (libcma-preload.so makes it under an MPI launcher)", a.display()),
             (Some(a), None) => format!("user namespace {}", a.display()),
             _ => "user namespace unknown".to_string(),
         },
-        fix: None,
+        fix: old_module.then(|| {
+            "the loaded cma module cannot name a launcher's ranks (no descendants-grant): install a newer one".into()
+        }),
     });
 
     // The MPI libraries' own switches.

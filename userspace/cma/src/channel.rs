@@ -51,6 +51,19 @@ pub fn grant(fd: BorrowedFd<'_>, peer: Option<Target<'_>>) -> io::Result<()> {
     unsafe { sys::ioctl(fd, sys::CMA_IOC_GRANT, &args as *const _ as usize) }.map(drop)
 }
 
+/// `CMA_IOC_GRANT` on the device `fd` with `CMA_GRANT_DESCENDANTS`: consent
+/// to copies by the processes descended from the one `launcher` (a pidfd)
+/// refers to.
+pub fn grant_descendants(fd: BorrowedFd<'_>, launcher: BorrowedFd<'_>) -> io::Result<()> {
+    let args = sys::cma_grant {
+        pid: launcher.as_raw_fd(),
+        flags: sys::CMA_GRANT_PIDFD | sys::CMA_GRANT_DESCENDANTS,
+        ..Default::default()
+    };
+    // SAFETY: CMA_IOC_GRANT reads one `cma_grant` from a live struct.
+    unsafe { sys::ioctl(fd, sys::CMA_IOC_GRANT, &args as *const _ as usize) }.map(drop)
+}
+
 /// `CMA_IOC_REVOKE` on the device `fd`.
 pub fn revoke(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: CMA_IOC_REVOKE takes no argument.

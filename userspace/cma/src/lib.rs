@@ -123,9 +123,12 @@ impl Features {
     /// `CMA_FEAT_USERNS_GRANT`: a grant naming its peer by pidfd admits it
     /// from another user namespace.
     pub const USERNS_GRANT: Features = Features(sys::CMA_FEAT_USERNS_GRANT);
+    /// `CMA_GRANT_DESCENDANTS`: a grant may name the descendants of a
+    /// process (a launcher's ranks), from any user namespace.
+    pub const DESCENDANTS_GRANT: Features = Features(sys::CMA_FEAT_DESCENDANTS_GRANT);
 
     /// Every feature, with its name: the one table of them.
-    pub const NAMED: [(&'static str, Features); 9] = [
+    pub const NAMED: [(&'static str, Features); 10] = [
         ("copy", Features::COPY),
         ("pidfd", Features::PIDFD),
         ("grant", Features::GRANT),
@@ -135,6 +138,7 @@ impl Features {
         ("pvm", Features::PVM),
         ("grant-pidfd", Features::GRANT_PIDFD),
         ("userns-grant", Features::USERNS_GRANT),
+        ("descendants-grant", Features::DESCENDANTS_GRANT),
     ];
 
     /// No feature.
@@ -489,6 +493,17 @@ impl Device {
     /// `grant(None)` does. Lasts as [`Device::grant`]'s consent does.
     pub fn grant_to(&self, peer: Target<'_>) -> io::Result<()> {
         channel::grant(self.as_fd(), Some(peer))
+    }
+
+    /// Consents to copies by the processes descended from the one
+    /// `launcher` (a pidfd) refers to: its children, theirs, and so on (at
+    /// most `CMA_GRANT_MAX_GENERATIONS` down), in whatever user namespace,
+    /// not the launcher itself. An MPI rank names its launcher so, and
+    /// with it its sibling ranks. Needs [`Features::DESCENDANTS_GRANT`] (an
+    /// older module fails with `EINVAL`). Lasts as [`Device::grant`]'s
+    /// consent does.
+    pub fn grant_descendants(&self, launcher: BorrowedFd<'_>) -> io::Result<()> {
+        channel::grant_descendants(self.as_fd(), launcher)
     }
 
     /// Withdraws every consent this process has given.

@@ -28,6 +28,13 @@ pub fn grant_to(fd: BorrowedFd<'_>, peer: Target<'_>) -> io::Result<()> {
     channel::grant(fd, Some(peer))
 }
 
+/// `CMA_IOC_GRANT` with `CMA_GRANT_DESCENDANTS` on the device `fd`: consent
+/// to copies by the descendants of the process `launcher` (a pidfd) refers
+/// to.
+pub fn grant_descendants(fd: BorrowedFd<'_>, launcher: BorrowedFd<'_>) -> io::Result<()> {
+    channel::grant_descendants(fd, launcher)
+}
+
 /// `CMA_IOC_REVOKE` on the device `fd`.
 pub fn revoke(fd: BorrowedFd<'_>) -> io::Result<()> {
     channel::revoke(fd)

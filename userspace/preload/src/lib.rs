@@ -28,6 +28,13 @@
 //!   `/proc/PID/stat` that the library opens (UCX does, for every peer it
 //!   connects to, before any copy). `CMA_PRELOAD_NAME_PEERS=0` turns that
 //!   off.
+//! - **Ranks of one launcher.** A rank started by an MPI launcher (its
+//!   environment has `OMPI_COMM_WORLD_RANK`, `PMIX_RANK`, `PMI_RANK`,
+//!   `PMI_FD` or `SLURM_PROCID`) consents, by a pidfd of its parent, to the
+//!   parent's descendants (`CMA_GRANT_DESCENDANTS`): its sibling ranks, in
+//!   whatever user namespace, before any of them asks. Open MPI, which names
+//!   no peer before it reads, needs that; `CMA_PRELOAD_NAME_LAUNCHER=0` turns
+//!   it off, `=1` makes it for any parent but init.
 //! - **Fallback.** Without `/dev/cma`, or with a module too old for
 //!   `CMA_COPY_PVM`, the real system call runs. So it does when `/dev/cma`
 //!   refuses with `EPERM` (a peer that has not consented may still be
@@ -43,11 +50,19 @@
 //!   needs no answer (it only asks `prctl`, which Yama grants at every
 //!   scope), nor does any library under a seccomp filter (UCX's self-probe
 //!   and libfabric's first-peer probe are copies, served like any other).
+//!   Open MPI's btl/vader compares the inode numbers of its ranks' user
+//!   namespaces (`stat("/proc/self/ns/user")`) and turns single copy off
+//!   when they differ; a rank that consented to its launcher's descendants
+//!   reports one number made from the launcher's pid, the same in every
+//!   rank of that launcher, which can all copy from each other through
+//!   `/dev/cma` (`CMA_PRELOAD_USERNS=0` turns that off; see
+//!   [`cma_preload_userns_answer`]).
 //! - **Report.** `CMA_PRELOAD_STATS=1` (or `stderr`) prints one line per
 //!   process at exit, `CMA_PRELOAD_STATS=/path` appends it to a file: calls
 //!   answered by `/dev/cma`, bytes, calls that fell back (and why), calls
-//!   that failed (and with which errno), and the libraries' checks answered
-//!   (`answered.ptrace_scope`).
+//!   that failed (and with which errno), the libraries' checks answered
+//!   (`answered.ptrace_scope`, `answered.userns`), and the launcher named
+//!   (`launcher`, its pid, or 0).
 //! - **fork.** The child drops the parent's peer fds, opens its own
 //!   `/dev/cma` and grants again (grants belong to a process).
 
@@ -99,6 +114,8 @@ struct Stats {
     failed: [AtomicU64; 5],
     /// Reads of Yama's scope answered.
     yama: AtomicU64,
+    /// `stat()`s of this process's user namespace answered.
+    userns: AtomicU64,
 }
 
 const FALLBACK_NAMES: [&str; 4] = ["no-device", "old-module", "eperm", "bad-fd"];
@@ -115,6 +132,7 @@ static STATS: Stats = Stats {
     fallback: [const { AtomicU64::new(0) }; 4],
     failed: [const { AtomicU64::new(0) }; 5],
     yama: AtomicU64::new(0),
+    userns: AtomicU64::new(0),
 };
 
 /// A peer fd and the pid it was attached by.
@@ -150,6 +168,10 @@ impl<T> Locked<T> {
 
 /// Whether the module admits a grant by pidfd across user namespaces.
 static USERNS_GRANT: AtomicBool = AtomicBool::new(false);
+
+/// The launcher whose descendants this process consented to (its parent
+/// when it opened the device), or 0 (see [`name_launcher`]).
+static LAUNCHER: AtomicI32 = AtomicI32::new(0);
 
 /// The pids named by pidfd so far (see [`name_peer`]), at most
 /// [`MAX_PEERS`].
@@ -199,6 +221,9 @@ fn open_device() -> i32 {
         // A failure (say, a full consent registry) only means peers need
         // CAP_SYS_PTRACE or a prctl(); copies still work.
         let _ = raw::grant(dev.as_fd(), 0);
+        if info.features.contains(Features::DESCENDANTS_GRANT) {
+            name_launcher(dev.as_fd());
+        }
     }
     std::os::fd::IntoRawFd::into_raw_fd(dev)
 }
@@ -252,6 +277,69 @@ fn peer(dev: BorrowedFd<'_>, pid: i32) -> Option<Arc<PeerFd>> {
         v.push(new.clone());
         new
     }))
+}
+
+/// Variables an MPI launcher sets in each rank's environment: Open MPI's
+/// (ORTE and PMIx), Hydra's (MPICH) and Slurm's PMI.
+const RANK_VARS: [&str; 5] = [
+    "OMPI_COMM_WORLD_RANK",
+    "PMIX_RANK",
+    "PMI_RANK",
+    "PMI_FD",
+    "SLURM_PROCID",
+];
+
+/// Consents, by pidfd, to copies by the descendants of this process's
+/// parent, when that parent is an MPI launcher (mpirun, orted, a PMI
+/// proxy; so say [`RANK_VARS`]) or `CMA_PRELOAD_NAME_LAUNCHER=1` says so;
+/// `=0` never. That admits the sibling ranks from user namespaces of their
+/// own (each rank started by `unshare -U` or a rootless container runtime),
+/// which an open grant does not reach, before any of them makes a call.
+fn name_launcher(dev: BorrowedFd<'_>) {
+    let wanted = match std::env::var("CMA_PRELOAD_NAME_LAUNCHER") {
+        Ok(v) => v != "0",
+        Err(_) => RANK_VARS.iter().any(|v| std::env::var_os(v).is_some()),
+    };
+    LAUNCHER.store(0, Relaxed);
+    // SAFETY: getppid has no preconditions.
+    let ppid = unsafe { libc::getppid() };
+    // Never init's descendants: a process whose parent exited, or a daemon.
+    if !wanted || ppid <= 1 {
+        return;
+    }
+    let Ok(pidfd) = cma::pidfd_open(ppid) else {
+        return;
+    };
+    // The pidfd names the parent only if it is still the parent: had the
+    // parent exited before pidfd_open, this process would have been
+    // reparented, and the pid might be another's by now.
+    // SAFETY: as above.
+    if unsafe { libc::getppid() } == ppid && raw::grant_descendants(dev, pidfd.as_fd()).is_ok() {
+        LAUNCHER.store(ppid, Relaxed);
+    }
+}
+
+/// `shim.c`'s `stat()` of `/proc/self/ns/user`: the inode number to report
+/// instead of the real one, or 0 (report the real one).
+///
+/// Open MPI's btl/vader compares these numbers between ranks and turns
+/// single copy off if they differ, since `process_vm_readv` refuses across
+/// user namespaces. When this process has consented to its launcher's
+/// descendants (see [`name_launcher`]) and `/dev/cma` serves its calls,
+/// every rank of that launcher (which all do the same) can copy from every
+/// other, whatever its namespace; they all report one number, made from the
+/// launcher's pid above any inode number the kernel gives a namespace
+/// (those are 32-bit). Ranks of other launchers, or without this library,
+/// report something else, and Open MPI falls back for them as it would.
+/// `CMA_PRELOAD_USERNS=0` turns the answer off.
+#[no_mangle]
+pub extern "C" fn cma_preload_userns_answer() -> u64 {
+    let launcher = LAUNCHER.load(Relaxed);
+    if launcher <= 0 || !env_on("USERNS", true) || device().is_err() {
+        return 0;
+    }
+    STATS.userns.fetch_add(1, Relaxed);
+    0xc3a0_0000_0000_0000 | launcher as u64
 }
 
 /// The user namespace `pid` (or `self`) runs in, as its `/proc` link reads.
@@ -563,11 +651,13 @@ pub extern "C" fn cma_preload_atfork_child() {
         // (the parent's stays open, and so do its grants).
         unsafe { libc::close(old) };
     }
+    LAUNCHER.store(0, Relaxed);
     let _ = device();
     for s in STATS.fallback.iter().chain(&STATS.failed) {
         s.store(0, Relaxed);
     }
     STATS.yama.store(0, Relaxed);
+    STATS.userns.store(0, Relaxed);
     STATS.cma.store(0, Relaxed);
     STATS.bytes.store(0, Relaxed);
 }
@@ -668,6 +758,8 @@ fn report() -> String {
         line += &format!(" failed.{name}={}", n.load(Relaxed));
     }
     line += &format!(" answered.ptrace_scope={}", STATS.yama.load(Relaxed));
+    line += &format!(" answered.userns={}", STATS.userns.load(Relaxed));
+    line += &format!(" launcher={}", LAUNCHER.load(Relaxed));
     line.push('\n');
     line
 }

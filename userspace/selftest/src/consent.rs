@@ -280,11 +280,13 @@ fn consent_grant_pidfd_bad_arguments() -> TestResult {
         reserved,
     };
     let ok = pidfd.as_raw_fd();
+    // CMA_GRANT_DESCENDANTS (2) without CMA_GRANT_PIDFD, and bits no
+    // version defines.
     for flags in [
-        2,
+        cma::sys::CMA_GRANT_DESCENDANTS,
         1 << 31,
         !cma::sys::CMA_GRANT_FLAGS_ALL,
-        cma::sys::CMA_GRANT_PIDFD | 2,
+        cma::sys::CMA_GRANT_PIDFD | 4,
     ] {
         expect_errno(
             ioctl(&grant(ok, flags, [0; 3])),

@@ -20,6 +20,7 @@ use crate::{check, check_eq};
 /// The tests of this file, in order.
 pub const TESTS: &[Test] = crate::tests![
     userns_named_pidfd_grant_admits,
+    userns_descendants_grant_admits_siblings,
     userns_other_kuid_refused,
     userns_target_caps_reaching_caller_refused,
     userns_nondumpable_target_refused,
@@ -28,6 +29,7 @@ pub const TESTS: &[Test] = crate::tests![
 /// Commands a target answers with [errno] (see [`target`]).
 const GRANT_PID: u8 = b'g';
 const GRANT_PIDFD: u8 = b'f';
+const GRANT_DESCENDANTS: u8 = b'D';
 const REVOKE: u8 = b'r';
 const UNDUMPABLE: u8 = b'd';
 /// Commands a caller answers with [errno] (see [`caller`]).
@@ -87,7 +89,8 @@ fn enter(uid: u32, ns: Ns) -> io::Result<()> {
 
 /// A target running as `uid` in `ns`, with "cma!" at the address it sends,
 /// answering GRANT_PID [pid] (0: any peer), GRANT_PIDFD [pid] (opens a
-/// pidfd for it), REVOKE and UNDUMPABLE with [errno].
+/// pidfd for it), GRANT_DESCENDANTS [pid] (of the process it names, by a
+/// pidfd), REVOKE and UNDUMPABLE with [errno].
 fn target(uid: u32, ns: Ns) -> io::Result<(Peer, usize)> {
     let mut t = Peer::spawn(move |mut ch| {
         enter(uid, ns)?;
@@ -100,6 +103,9 @@ fn target(uid: u32, ns: Ns) -> io::Result<(Peer, usize)> {
                 GRANT_PID => dev.grant(Some(args[0] as i32).filter(|&p| p != 0)),
                 GRANT_PIDFD => cma::pidfd_open(args[0] as i32)
                     .and_then(|p| dev.grant_to(Target::PidFd(p.as_fd()))),
+                GRANT_DESCENDANTS => {
+                    cma::pidfd_open(args[0] as i32).and_then(|p| dev.grant_descendants(p.as_fd()))
+                }
                 REVOKE => dev.revoke(),
                 // SAFETY: prctl with integer arguments.
                 UNDUMPABLE => match unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } {
@@ -209,6 +215,44 @@ fn userns_named_pidfd_grant_admits() -> TestResult {
         CMA_ONLY,
         "a target with caps of its own"
     );
+    Ok(())
+}
+
+fn userns_descendants_grant_admits_siblings() -> TestResult {
+    needs_userns()?;
+    let features = Device::open()?.info()?.features;
+    check!(
+        features.contains(Features::DESCENDANTS_GRANT),
+        "the module does not announce CMA_FEAT_DESCENDANTS_GRANT"
+    );
+    // Ranks of one launcher (this process), each in a namespace of its own.
+    let (mut t, addr) = target(NOBODY, Ns::Own { caps: false })?;
+    let mut c = caller(NOBODY, Ns::Own { caps: false })?;
+    let mut c2 = caller(NOBODY, Ns::Own { caps: false })?;
+    // The descendants of a sibling, or of the caller itself, do not
+    // include the caller.
+    check_eq!(t.command(GRANT_DESCENDANTS, &[c2.pid as u64])?[0], 0);
+    check_eq!(
+        attempt(&mut c, &t, addr)?,
+        REFUSED,
+        "a sibling's descendants"
+    );
+    check_eq!(t.command(GRANT_DESCENDANTS, &[c.pid as u64])?[0], 0);
+    check_eq!(
+        attempt(&mut c, &t, addr)?,
+        REFUSED,
+        "the caller's descendants"
+    );
+    // The launcher's descendants: every sibling, across namespaces.
+    let launcher = std::process::id();
+    check_eq!(t.command(GRANT_DESCENDANTS, &[launcher as u64])?[0], 0);
+    check_eq!(attempt(&mut c, &t, addr)?, CMA_ONLY, "a sibling");
+    check_eq!(attempt(&mut c2, &t, addr)?, CMA_ONLY, "another sibling");
+    // Never another kuid, whatever grant names it.
+    let mut stranger = caller(OTHER_USER, Ns::Own { caps: false })?;
+    check_eq!(attempt(&mut stranger, &t, addr)?, REFUSED, "another kuid");
+    check_eq!(t.command(REVOKE, &[])?[0], 0);
+    check_eq!(attempt(&mut c, &t, addr)?, REFUSED, "after the revoke");
     Ok(())
 }
 
