@@ -105,12 +105,14 @@ int cma_grant_pidfd(int fd, int pidfd);
 
 /**
  * Consents to copies by the processes descended from the one @pidfd refers
- * to (CMA_GRANT_DESCENDANTS): its children, theirs, and so on, in whatever
- * user namespace, but not that process itself. An MPI rank names its
- * launcher so, and with it its sibling ranks. -1 with EINVAL from a module
- * without CMA_FEAT_DESCENDANTS_GRANT, else as cma_grant_pidfd().
+ * to (CMA_GRANT_DESCENDANTS), in whatever user namespace, but not that
+ * process itself: its children if @generations is 0 or 1, down to that many
+ * generations otherwise (at most CMA_GRANT_MAX_GENERATIONS). An MPI rank
+ * names its launcher so, and with it its sibling ranks. -1 with EINVAL for
+ * too many generations, or from a module without
+ * CMA_FEAT_DESCENDANTS_GRANT; else as cma_grant_pidfd().
  */
-int cma_grant_descendants(int fd, int pidfd);
+int cma_grant_descendants(int fd, int pidfd, uint32_t generations);
 
 /** Withdraws every consent the calling process has given. */
 int cma_revoke(int fd);

@@ -17,9 +17,10 @@
 //! agree. The peer is looked up once, when the grant is made, by pid or by
 //! pidfd (`CMA_GRANT_PIDFD`, which cannot name a process that took over a
 //! recycled pid), and the grant holds that `struct pid`. A grant by pidfd
-//! may name the descendants of the process instead (`CMA_GRANT_DESCENDANTS`:
-//! an MPI rank names its launcher, and so its sibling ranks); descent is
-//! judged at each check, from the parent links of the moment.
+//! may name the descendants of the process instead (`CMA_GRANT_DESCENDANTS`,
+//! to a depth the granter chooses: an MPI rank names its launcher, and so
+//! its sibling ranks); descent is judged when access is checked, from the
+//! parent links of the moment.
 //!
 //! # The registry
 //!
@@ -153,9 +154,9 @@ struct Grant {
     /// Whether the peer was named by a pidfd: only such a grant admits its
     /// peer from another user namespace (see [`crate::access`]).
     by_pidfd: bool,
-    /// Whether the grant admits the descendants of `peer` rather than
-    /// `peer` itself (made by pidfd only).
-    descendants: bool,
+    /// How many generations of descendants of `peer` the grant admits
+    /// rather than `peer` itself (made by pidfd only), or 0: `peer` itself.
+    generations: u32,
 }
 
 impl Grant {
@@ -164,8 +165,8 @@ impl Grant {
     fn admits(&self, caller: &TaskRef) -> Option<bool> {
         match &self.peer {
             None => Some(false),
-            Some(p) if self.descendants => caller
-                .descends_from(p, uapi::CMA_GRANT_MAX_GENERATIONS)
+            Some(p) if self.generations > 0 => caller
+                .descends_from(p, self.generations)
                 .then_some(self.by_pidfd),
             Some(p) => caller.in_group(p).then_some(self.by_pidfd),
         }
@@ -245,13 +246,13 @@ impl Entry {
         file: &Arc<FileGrants>,
         peer: Option<PidRef>,
         by_pidfd: bool,
-        descendants: bool,
+        generations: u32,
     ) -> Result<usize> {
         let peer_ptr = peer.as_ref().map(|p| p.as_ptr());
         if let Some(g) = self.grants.iter_mut().flatten().find(|g| {
             Arc::ptr_eq(&g.file, file)
                 && g.peer.as_ref().map(|p| p.as_ptr()) == peer_ptr
-                && g.descendants == descendants
+                && g.generations == generations
         }) {
             // The same grant again; naming the peer by pidfd now makes it
             // the stronger kind.
@@ -271,7 +272,7 @@ impl Entry {
             file: file.clone(),
             peer,
             by_pidfd,
-            descendants,
+            generations,
         });
         let added = match free {
             Some(i) => {
@@ -461,16 +462,22 @@ impl Registry {
 /// whose record is `file`.
 pub(crate) fn grant(reg: &Registry, file: &Arc<FileGrants>, arg: IoctlArg) -> Result<isize> {
     let req: uapi::cma_grant = arg.read()?;
-    if req.flags & !uapi::CMA_GRANT_FLAGS_ALL != 0 || req.reserved != [0; 3] {
+    if req.flags & !uapi::CMA_GRANT_FLAGS_ALL != 0 {
         return Err(EINVAL);
     }
     // The peer, looked up now and held from here on; a thread names its
     // process.
     let by_pidfd = req.flags & uapi::CMA_GRANT_PIDFD != 0;
-    let descendants = req.flags & uapi::CMA_GRANT_DESCENDANTS != 0;
-    if descendants && !by_pidfd {
-        return Err(EINVAL);
-    }
+    // Generations of descendants admitted (0: the peer itself), in the
+    // otherwise reserved first word.
+    let generations = match (req.flags & uapi::CMA_GRANT_DESCENDANTS != 0, req.reserved) {
+        (false, [0, 0, 0]) => 0,
+        (true, [g, 0, 0]) if by_pidfd && g <= u64::from(uapi::CMA_GRANT_MAX_GENERATIONS) => {
+            // Lossless: at most CMA_GRANT_MAX_GENERATIONS (16).
+            g.max(1) as u32
+        }
+        _ => return Err(EINVAL),
+    };
     let peer = if by_pidfd {
         Some(pidfd_pid(req.pid)?.task()?.group_pid()?)
     } else {
@@ -489,7 +496,7 @@ pub(crate) fn grant(reg: &Registry, file: &Arc<FileGrants>, arg: IoctlArg) -> Re
     let key = watch.mm() as usize;
     let mut shard = reg.shard(key).lock();
     let entry = reg.claim(&mut shard, key, &me, watch)?;
-    let added = entry.add(key, file, peer, by_pidfd, descendants)?;
+    let added = entry.add(key, file, peer, by_pidfd, generations)?;
     reg.add_slots(added);
     Ok(0)
 }

@@ -90,7 +90,9 @@ pub(crate) trait TaskExt {
     /// Whether this task's thread group is the one `pid` names.
     fn in_group(&self, pid: &StructPid) -> bool;
     /// Whether this task descends from the process `pid` names (a
-    /// thread-group pid), at most `generations` parent links up.
+    /// thread-group pid), at most `generations` parent links up. Meant for
+    /// the calling task: a reaped task's parent links are stale, and the
+    /// walk then finds nothing.
     fn descends_from(&self, pid: &StructPid, generations: u32) -> bool;
     /// Takes the task's `exec_update_lock` for reading, so that it cannot
     /// exec (and change credentials or mm) while the guard lives. `EINTR`
@@ -137,9 +139,9 @@ impl TaskExt for Task {
     }
 
     fn descends_from(&self, pid: &StructPid, generations: u32) -> bool {
-        // SAFETY: the task is live (borrowed); the glue walks its parent
-        // links under RCU and only compares `pid`, which the borrow keeps
-        // allocated.
+        // SAFETY: the task is allocated (borrowed); the glue walks its
+        // parent links under RCU only while each task is alive (pid_alive),
+        // and only compares `pid`.
         unsafe { cma_glue_task_descends_from(self.as_ptr(), pid.as_ptr(), generations) }
     }
 

@@ -212,19 +212,21 @@ struct cma_copy1 {
 #define CMA_GRANT_PIDFD		((__u32)CMA_COPY_PIDFD)
 /**
  * CMA_GRANT_DESCENDANTS - with %CMA_GRANT_PIDFD only: the peers allowed are
- * the processes descended from the one the pidfd names (its children, their
- * children, up to %CMA_GRANT_MAX_GENERATIONS generations down), not that
- * process itself: an MPI rank names its launcher (mpirun, orted, a PMI
- * proxy) and so its sibling ranks, which may be in user namespaces of their
- * own. Descent is judged at each access check, from the caller's parent
- * links as they are then: a process whose parent exited was reparented and
- * no longer descends from that parent. Like a grant naming a process by
- * pidfd, it admits its peers from other user namespaces (see
- * %CMA_FEAT_USERNS_GRANT). Without %CMA_GRANT_PIDFD: -EINVAL. Announced by
- * %CMA_FEAT_DESCENDANTS_GRANT.
+ * the processes descended from the one the pidfd names, not that process
+ * itself: its children if cma_grant.reserved[0] is 0 or 1, down to that many
+ * generations otherwise (at most %CMA_GRANT_MAX_GENERATIONS, else -EINVAL).
+ * An MPI rank names its launcher (mpirun, orted, a PMI proxy, slurmstepd:
+ * each starts its ranks as children) and so its sibling ranks, which may be
+ * in user namespaces of their own. Descent is judged from the caller's
+ * parent links as they are when its access is checked: a process whose
+ * parent exited was reparented and no longer descends from that parent (a
+ * peer fd, which keeps a decision until the target withdraws a grant, keeps
+ * it too). Like a grant naming a process by pidfd, it admits its peers from
+ * other user namespaces (see %CMA_FEAT_USERNS_GRANT). Without
+ * %CMA_GRANT_PIDFD: -EINVAL. Announced by %CMA_FEAT_DESCENDANTS_GRANT.
  */
 #define CMA_GRANT_DESCENDANTS	((__u32)1 << 1)
-/** How many generations down a %CMA_GRANT_DESCENDANTS grant reaches. */
+/** The most generations down a %CMA_GRANT_DESCENDANTS grant may reach. */
 #define CMA_GRANT_MAX_GENERATIONS 16
 /** Every bit cma_grant.flags (__u32) may have. */
 #define CMA_GRANT_FLAGS_ALL	(CMA_GRANT_PIDFD | CMA_GRANT_DESCENDANTS)
@@ -236,7 +238,8 @@ struct cma_copy1 {
  *	credential rule; with %CMA_GRANT_PIDFD, a pidfd naming the peer (a
  *	process or, with PIDFD_THREAD, one of its threads).
  * @flags: in: zero, %CMA_GRANT_PIDFD, or both it and %CMA_GRANT_DESCENDANTS.
- * @reserved: in: zero.
+ * @reserved: in: zero; with %CMA_GRANT_DESCENDANTS, reserved[0] is how many
+ *	generations down the grant reaches (0 and 1: children).
  *
  * Unless the caller of a copy has CAP_SYS_PTRACE over the target (or the
  * module was loaded with require_consent=0), a target must have consented.

@@ -324,7 +324,10 @@ struct pid *cma_glue_task_tgid(struct task_struct *task)
  * from its new parent. real_parent is read under RCU, as getppid() does:
  * each task reached stays allocated until rcu_read_unlock(), since
  * release_task() frees it through call_rcu(); init_task is its own parent,
- * which ends the walk at the top.
+ * which ends the walk at the top. @task must be alive (not yet reaped: the
+ * callers pass current): a reaped task's real_parent is no longer kept up
+ * to date and may point at a freed task, so the walk stops there, as
+ * Yama's does.
  */
 bool cma_glue_task_descends_from(struct task_struct *task, struct pid *ancestor,
 				 unsigned int generations)
@@ -333,12 +336,13 @@ bool cma_glue_task_descends_from(struct task_struct *task, struct pid *ancestor,
 	bool found = false;
 
 	rcu_read_lock();
-	while (generations--) {
+	while (generations-- && pid_alive(t)) {
 		struct task_struct *parent = rcu_dereference(t->real_parent);
 
 		if (parent == t)
 			break;
-		if (task_tgid(parent) == ancestor) {
+		/* Compared only; the reaper may be clearing it (see below). */
+		if (READ_ONCE(parent->signal->pids[PIDTYPE_TGID]) == ancestor) {
 			found = true;
 			break;
 		}

@@ -237,12 +237,14 @@ TEST_F(peer, grant_descendants)
 
 	ASSERT_LE(0, pidfd);
 	/* The test's launcher, and so this process and its siblings. */
-	EXPECT_EQ(0, cma_grant_descendants(self->dev, pidfd));
-	EXPECT_EQ(0, cma_grant_descendants(self->dev, pidfd));
+	EXPECT_EQ(0, cma_grant_descendants(self->dev, pidfd, 1));
+	EXPECT_EQ(0, cma_grant_descendants(self->dev, pidfd, CMA_GRANT_MAX_GENERATIONS));
 	EXPECT_EQ(0, cma_revoke(self->dev));
-	EXPECT_EQ(-1, cma_grant_descendants(self->dev, self->dev));
+	EXPECT_EQ(-1, cma_grant_descendants(self->dev, pidfd, CMA_GRANT_MAX_GENERATIONS + 1));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(-1, cma_grant_descendants(self->dev, self->dev, 1));
 	EXPECT_EQ(EBADF, errno);
-	EXPECT_EQ(-1, cma_grant_descendants(-1, pidfd));
+	EXPECT_EQ(-1, cma_grant_descendants(-1, pidfd, 1));
 	EXPECT_EQ(EBADF, errno);
 	close(pidfd);
 }

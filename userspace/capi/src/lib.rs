@@ -68,7 +68,7 @@ checked!(
 checked!(cma_probe: unsafe extern "C" fn(c_int, c_int, u64) -> c_int);
 checked!(cma_grant: unsafe extern "C" fn(c_int, libc::pid_t) -> c_int);
 checked!(cma_grant_pidfd: unsafe extern "C" fn(c_int, c_int) -> c_int);
-checked!(cma_grant_descendants: unsafe extern "C" fn(c_int, c_int) -> c_int);
+checked!(cma_grant_descendants: unsafe extern "C" fn(c_int, c_int, u32) -> c_int);
 checked!(cma_revoke: unsafe extern "C" fn(c_int) -> c_int);
 
 /// Sets `errno` from `e` and returns -1.
@@ -409,20 +409,20 @@ pub unsafe extern "C" fn cma_grant_pidfd(fd: c_int, pidfd: c_int) -> c_int {
     }
 }
 
-/// Consents to copies by the descendants of the process `pidfd` refers to
-/// (`CMA_GRANT_DESCENDANTS`).
+/// Consents to copies by the descendants of the process `pidfd` refers to,
+/// `generations` deep (`CMA_GRANT_DESCENDANTS`).
 ///
 /// # Safety
 ///
 /// `fd` and `pidfd` are open.
 #[no_mangle]
-pub unsafe extern "C" fn cma_grant_descendants(fd: c_int, pidfd: c_int) -> c_int {
+pub unsafe extern "C" fn cma_grant_descendants(fd: c_int, pidfd: c_int, generations: u32) -> c_int {
     // SAFETY: the caller's promise, for both.
     let (dev, pidfd) = match unsafe { (borrow(fd), borrow(pidfd)) } {
         (Ok(dev), Ok(pidfd)) => (dev, pidfd),
         (Err(e), _) | (_, Err(e)) => return fail(e),
     };
-    match raw::grant_descendants(dev, pidfd) {
+    match raw::grant_descendants(dev, pidfd, generations) {
         Ok(()) => 0,
         Err(e) => fail(e),
     }

@@ -53,12 +53,16 @@ pub fn grant(fd: BorrowedFd<'_>, peer: Option<Target<'_>>) -> io::Result<()> {
 
 /// `CMA_IOC_GRANT` on the device `fd` with `CMA_GRANT_DESCENDANTS`: consent
 /// to copies by the processes descended from the one `launcher` (a pidfd)
-/// refers to.
-pub fn grant_descendants(fd: BorrowedFd<'_>, launcher: BorrowedFd<'_>) -> io::Result<()> {
+/// refers to, down to `generations` (0 and 1: its children).
+pub fn grant_descendants(
+    fd: BorrowedFd<'_>,
+    launcher: BorrowedFd<'_>,
+    generations: u32,
+) -> io::Result<()> {
     let args = sys::cma_grant {
         pid: launcher.as_raw_fd(),
         flags: sys::CMA_GRANT_PIDFD | sys::CMA_GRANT_DESCENDANTS,
-        ..Default::default()
+        reserved: [generations.into(), 0, 0],
     };
     // SAFETY: CMA_IOC_GRANT reads one `cma_grant` from a live struct.
     unsafe { sys::ioctl(fd, sys::CMA_IOC_GRANT, &args as *const _ as usize) }.map(drop)

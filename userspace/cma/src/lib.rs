@@ -496,14 +496,15 @@ impl Device {
     }
 
     /// Consents to copies by the processes descended from the one
-    /// `launcher` (a pidfd) refers to: its children, theirs, and so on (at
-    /// most `CMA_GRANT_MAX_GENERATIONS` down), in whatever user namespace,
-    /// not the launcher itself. An MPI rank names its launcher so, and
-    /// with it its sibling ranks. Needs [`Features::DESCENDANTS_GRANT`] (an
-    /// older module fails with `EINVAL`). Lasts as [`Device::grant`]'s
-    /// consent does.
-    pub fn grant_descendants(&self, launcher: BorrowedFd<'_>) -> io::Result<()> {
-        channel::grant_descendants(self.as_fd(), launcher)
+    /// `launcher` (a pidfd) refers to, in whatever user namespace, not the
+    /// launcher itself: its children if `generations` is 0 or 1, down to
+    /// that many generations otherwise (at most
+    /// `CMA_GRANT_MAX_GENERATIONS`, else `EINVAL`). An MPI rank names its
+    /// launcher so, and with it its sibling ranks. Needs
+    /// [`Features::DESCENDANTS_GRANT`] (an older module fails with
+    /// `EINVAL`). Lasts as [`Device::grant`]'s consent does.
+    pub fn grant_descendants(&self, launcher: BorrowedFd<'_>, generations: u32) -> io::Result<()> {
+        channel::grant_descendants(self.as_fd(), launcher, generations)
     }
 
     /// Withdraws every consent this process has given.

@@ -30,9 +30,13 @@ pub fn grant_to(fd: BorrowedFd<'_>, peer: Target<'_>) -> io::Result<()> {
 
 /// `CMA_IOC_GRANT` with `CMA_GRANT_DESCENDANTS` on the device `fd`: consent
 /// to copies by the descendants of the process `launcher` (a pidfd) refers
-/// to.
-pub fn grant_descendants(fd: BorrowedFd<'_>, launcher: BorrowedFd<'_>) -> io::Result<()> {
-    channel::grant_descendants(fd, launcher)
+/// to, down to `generations` (0 and 1: its children).
+pub fn grant_descendants(
+    fd: BorrowedFd<'_>,
+    launcher: BorrowedFd<'_>,
+    generations: u32,
+) -> io::Result<()> {
+    channel::grant_descendants(fd, launcher, generations)
 }
 
 /// `CMA_IOC_REVOKE` on the device `fd`.

@@ -30,11 +30,13 @@
 //!   off.
 //! - **Ranks of one launcher.** A rank started by an MPI launcher (its
 //!   environment has `OMPI_COMM_WORLD_RANK`, `PMIX_RANK`, `PMI_RANK`,
-//!   `PMI_FD` or `SLURM_PROCID`) consents, by a pidfd of its parent, to the
-//!   parent's descendants (`CMA_GRANT_DESCENDANTS`): its sibling ranks, in
-//!   whatever user namespace, before any of them asks. Open MPI, which names
-//!   no peer before it reads, needs that; `CMA_PRELOAD_NAME_LAUNCHER=0` turns
-//!   it off, `=1` makes it for any parent but init.
+//!   `PMI_FD` or `SLURM_PROCID`, and its parent is `mpirun`, `mpiexec`,
+//!   `orted`, `prted`, `hydra_pmi_proxy` or `slurmstepd`) consents, by a
+//!   pidfd of its parent, to the parent's children (`CMA_GRANT_DESCENDANTS`,
+//!   one generation): its sibling ranks, in whatever user namespace, before
+//!   any of them asks. Open MPI, which names no peer before it reads, needs
+//!   that; `CMA_PRELOAD_NAME_LAUNCHER=0` turns it off, `=1` makes it for any
+//!   parent but init.
 //! - **Fallback.** Without `/dev/cma`, or with a module too old for
 //!   `CMA_COPY_PVM`, the real system call runs. So it does when `/dev/cma`
 //!   refuses with `EPERM` (a peer that has not consented may still be
@@ -169,9 +171,12 @@ impl<T> Locked<T> {
 /// Whether the module admits a grant by pidfd across user namespaces.
 static USERNS_GRANT: AtomicBool = AtomicBool::new(false);
 
-/// The launcher whose descendants this process consented to (its parent
+/// The launcher whose children this process consented to (its parent
 /// when it opened the device), or 0 (see [`name_launcher`]).
 static LAUNCHER: AtomicI32 = AtomicI32::new(0);
+
+/// Set in a forked child (see [`cma_preload_atfork_child`]).
+static IN_FORK_CHILD: AtomicBool = AtomicBool::new(false);
 
 /// The pids named by pidfd so far (see [`name_peer`]), at most
 /// [`MAX_PEERS`].
@@ -221,7 +226,9 @@ fn open_device() -> i32 {
         // A failure (say, a full consent registry) only means peers need
         // CAP_SYS_PTRACE or a prctl(); copies still work.
         let _ = raw::grant(dev.as_fd(), 0);
-        if info.features.contains(Features::DESCENDANTS_GRANT) {
+        // At load only: a forked child's parent is this process, no
+        // launcher (after an exec, the library loads anew).
+        if info.features.contains(Features::DESCENDANTS_GRANT) && !IN_FORK_CHILD.load(Relaxed) {
             name_launcher(dev.as_fd());
         }
     }
@@ -289,22 +296,46 @@ const RANK_VARS: [&str; 5] = [
     "SLURM_PROCID",
 ];
 
-/// Consents, by pidfd, to copies by the descendants of this process's
-/// parent, when that parent is an MPI launcher (mpirun, orted, a PMI
-/// proxy; so say [`RANK_VARS`]) or `CMA_PRELOAD_NAME_LAUNCHER=1` says so;
-/// `=0` never. That admits the sibling ranks from user namespaces of their
-/// own (each rank started by `unshare -U` or a rootless container runtime),
-/// which an open grant does not reach, before any of them makes a call.
+/// The names (`comm`) of the processes that start MPI ranks as their
+/// children: Open MPI's and MPICH's launchers and daemons, Slurm's step
+/// daemon. A prefix matches (`mpirun.openmpi`, `mpiexec.hydra`).
+const LAUNCHERS: [&str; 7] = [
+    "mpirun",
+    "mpiexec",
+    "orterun",
+    "orted",
+    "prte",
+    "hydra_pmi_proxy",
+    "slurmstepd",
+];
+
+/// Consents, by pidfd, to copies by the children of this process's parent
+/// (`CMA_GRANT_DESCENDANTS`, one generation) when this process is an MPI
+/// rank (its environment has one of [`RANK_VARS`]) whose parent is an MPI
+/// launcher ([`LAUNCHERS`], by the parent's `comm`), or
+/// `CMA_PRELOAD_NAME_LAUNCHER=1` says so for any parent; `=0` never. That
+/// admits the sibling ranks from user namespaces of their own (each rank
+/// started by `unshare -U` or a rootless container runtime), which an open
+/// grant does not reach, before any of them makes a call. The variables
+/// alone would not do: every process a rank starts inherits them, and its
+/// parent (the rank, or a shell under `srun --pty`) launches no ranks.
 fn name_launcher(dev: BorrowedFd<'_>) {
-    let wanted = match std::env::var("CMA_PRELOAD_NAME_LAUNCHER") {
-        Ok(v) => v != "0",
-        Err(_) => RANK_VARS.iter().any(|v| std::env::var_os(v).is_some()),
-    };
     LAUNCHER.store(0, Relaxed);
     // SAFETY: getppid has no preconditions.
     let ppid = unsafe { libc::getppid() };
-    // Never init's descendants: a process whose parent exited, or a daemon.
-    if !wanted || ppid <= 1 {
+    // Never init's children: a process whose parent exited, or a daemon.
+    if ppid <= 1 {
+        return;
+    }
+    let wanted = match std::env::var("CMA_PRELOAD_NAME_LAUNCHER") {
+        Ok(v) => v != "0",
+        Err(_) => {
+            RANK_VARS.iter().any(|v| std::env::var_os(v).is_some())
+                && std::fs::read_to_string(format!("/proc/{ppid}/comm"))
+                    .is_ok_and(|c| LAUNCHERS.iter().any(|l| c.trim_end().starts_with(l)))
+        }
+    };
+    if !wanted {
         return;
     }
     let Ok(pidfd) = cma::pidfd_open(ppid) else {
@@ -314,7 +345,7 @@ fn name_launcher(dev: BorrowedFd<'_>) {
     // parent exited before pidfd_open, this process would have been
     // reparented, and the pid might be another's by now.
     // SAFETY: as above.
-    if unsafe { libc::getppid() } == ppid && raw::grant_descendants(dev, pidfd.as_fd()).is_ok() {
+    if unsafe { libc::getppid() } == ppid && raw::grant_descendants(dev, pidfd.as_fd(), 1).is_ok() {
         LAUNCHER.store(ppid, Relaxed);
     }
 }
@@ -652,6 +683,7 @@ pub extern "C" fn cma_preload_atfork_child() {
         unsafe { libc::close(old) };
     }
     LAUNCHER.store(0, Relaxed);
+    IN_FORK_CHILD.store(true, Relaxed);
     let _ = device();
     for s in STATS.fallback.iter().chain(&STATS.failed) {
         s.store(0, Relaxed);

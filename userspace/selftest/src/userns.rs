@@ -89,8 +89,8 @@ fn enter(uid: u32, ns: Ns) -> io::Result<()> {
 
 /// A target running as `uid` in `ns`, with "cma!" at the address it sends,
 /// answering GRANT_PID [pid] (0: any peer), GRANT_PIDFD [pid] (opens a
-/// pidfd for it), GRANT_DESCENDANTS [pid] (of the process it names, by a
-/// pidfd), REVOKE and UNDUMPABLE with [errno].
+/// pidfd for it), GRANT_DESCENDANTS [pid, generations] (of the process it
+/// names, by a pidfd), REVOKE and UNDUMPABLE with [errno].
 fn target(uid: u32, ns: Ns) -> io::Result<(Peer, usize)> {
     let mut t = Peer::spawn(move |mut ch| {
         enter(uid, ns)?;
@@ -103,9 +103,8 @@ fn target(uid: u32, ns: Ns) -> io::Result<(Peer, usize)> {
                 GRANT_PID => dev.grant(Some(args[0] as i32).filter(|&p| p != 0)),
                 GRANT_PIDFD => cma::pidfd_open(args[0] as i32)
                     .and_then(|p| dev.grant_to(Target::PidFd(p.as_fd()))),
-                GRANT_DESCENDANTS => {
-                    cma::pidfd_open(args[0] as i32).and_then(|p| dev.grant_descendants(p.as_fd()))
-                }
+                GRANT_DESCENDANTS => cma::pidfd_open(args[0] as i32)
+                    .and_then(|p| dev.grant_descendants(p.as_fd(), args[1] as u32)),
                 REVOKE => dev.revoke(),
                 // SAFETY: prctl with integer arguments.
                 UNDUMPABLE => match unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } {
@@ -231,21 +230,35 @@ fn userns_descendants_grant_admits_siblings() -> TestResult {
     let mut c2 = caller(NOBODY, Ns::Own { caps: false })?;
     // The descendants of a sibling, or of the caller itself, do not
     // include the caller.
-    check_eq!(t.command(GRANT_DESCENDANTS, &[c2.pid as u64])?[0], 0);
+    check_eq!(t.command(GRANT_DESCENDANTS, &[c2.pid as u64, 1])?[0], 0);
     check_eq!(
         attempt(&mut c, &t, addr)?,
         REFUSED,
         "a sibling's descendants"
     );
-    check_eq!(t.command(GRANT_DESCENDANTS, &[c.pid as u64])?[0], 0);
+    check_eq!(t.command(GRANT_DESCENDANTS, &[c.pid as u64, 1])?[0], 0);
     check_eq!(
         attempt(&mut c, &t, addr)?,
         REFUSED,
         "the caller's descendants"
     );
-    // The launcher's descendants: every sibling, across namespaces.
+    // The launcher's grandchildren are not its children: the depth is the
+    // granter's (this test runs in a child of the suite's process).
+    // SAFETY: getppid has no preconditions.
+    let grandparent = unsafe { libc::getppid() } as u64;
+    check_eq!(t.command(GRANT_DESCENDANTS, &[grandparent, 1])?[0], 0);
+    check_eq!(attempt(&mut c, &t, addr)?, REFUSED, "one generation");
+    check_eq!(t.command(GRANT_DESCENDANTS, &[grandparent, 2])?[0], 0);
+    check_eq!(attempt(&mut c, &t, addr)?, CMA_ONLY, "two generations");
+    check_eq!(t.command(REVOKE, &[])?[0], 0);
+    let too_deep = u64::from(cma::sys::CMA_GRANT_MAX_GENERATIONS) + 1;
+    check_eq!(
+        t.command(GRANT_DESCENDANTS, &[grandparent, too_deep])?[0],
+        libc::EINVAL as u64
+    );
+    // The launcher's children: every sibling, across namespaces.
     let launcher = std::process::id();
-    check_eq!(t.command(GRANT_DESCENDANTS, &[launcher as u64])?[0], 0);
+    check_eq!(t.command(GRANT_DESCENDANTS, &[launcher as u64, 0])?[0], 0);
     check_eq!(attempt(&mut c, &t, addr)?, CMA_ONLY, "a sibling");
     check_eq!(attempt(&mut c2, &t, addr)?, CMA_ONLY, "another sibling");
     // Never another kuid, whatever grant names it.
