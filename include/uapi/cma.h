@@ -69,11 +69,13 @@ struct cma_info {
 #define CMA_FEAT_USERNS_GRANT	(1ULL << 8)
 /** %CMA_GRANT_DESCENDANTS: a grant may name a launcher's descendants. */
 #define CMA_FEAT_DESCENDANTS_GRANT (1ULL << 9)
+/** %CMA_IOC_MAP exists (struct cma_map): a target's memory mapped in. */
+#define CMA_FEAT_MAP		(1ULL << 10)
 /** Every feature bit this header defines (a module reports all of them). */
 #define CMA_FEAT_ALL		(CMA_FEAT_COPY | CMA_FEAT_PIDFD | CMA_FEAT_GRANT | \
 				 CMA_FEAT_PROBE | CMA_FEAT_COPY1 | CMA_FEAT_ATTACH | \
 				 CMA_FEAT_PVM | CMA_FEAT_GRANT_PIDFD | CMA_FEAT_USERNS_GRANT | \
-				 CMA_FEAT_DESCENDANTS_GRANT)
+				 CMA_FEAT_DESCENDANTS_GRANT | CMA_FEAT_MAP)
 
 /**
  * struct cma_iovec - one contiguous range, laid out like struct iovec on 64-bit.
@@ -297,6 +299,76 @@ struct cma_attach {
 /** Every bit cma_attach.flags (__u32) may have: %CMA_COPY_PIDFD. */
 #define CMA_ATTACH_FLAGS_ALL	((__u32)CMA_COPY_PIDFD)
 
+/**
+ * struct cma_map - map a range of the target's memory into the caller
+ *	(%CMA_IOC_MAP, on a peer fd only).
+ * @addr: in: the target's address of the range, page-aligned, not 0.
+ * @len: in: its length in bytes, page-aligned, not 0.
+ * @prot: in: PROT_READ, or PROT_READ | PROT_WRITE.
+ * @flags: in: zero.
+ * @mapped: out: where the range now is in the caller's address space.
+ * @reserved: in: zero.
+ *
+ * Checks access as a copy of the range would (the peer fd's decision,
+ * renewed if anything changed) and maps the range shared into the caller,
+ * like mmap(2) of the peer fd with @addr as the offset (which works too once
+ * a first %CMA_IOC_MAP has been made). munmap(2) unmaps it. Loads and stores
+ * reach the target's pages themselves: the memory of an MPI message is read
+ * with memcpy(), with no system call once it is mapped.
+ *
+ * The mapping shows what a copy would, page by page: a page is looked up in
+ * the target (faulted in there as a copy would) when the caller first
+ * touches it, read-only until the caller writes (a write breaks
+ * copy-on-write in the target, as process_vm_writev(2) does), and is
+ * unmapped from the caller before any change to the target's mapping of it
+ * takes effect (munmap, mremap, mprotect, MADV_DONTNEED, copy-on-write after
+ * fork, THP split and collapse, migration, swap, exit); the next touch looks
+ * it up again. The target's pages are not pinned: the module holds a page
+ * reference only while the page is mapped and drops it at the first change.
+ * Where the target has no page a copy could reach (unmapped, PROT_NONE, a
+ * device mapping, the target gone), the caller is not killed: it reads zeros
+ * and its writes go nowhere, and the peer fd's status page says so.
+ *
+ * The status page: mmap(2) of one page of the peer fd at offset 0,
+ * PROT_READ, shows a struct cma_map_status. A reader that wants exactly
+ * what a copy would give reads @gen, then @unstable, copies, and reads @gen
+ * again: if @unstable was not zero or @gen moved, the bytes may not be the
+ * target's (a change raced with the copy, or a page was missing), and the
+ * copy ioctls say what a copy gives (and which errno).
+ *
+ * Mappings are not inherited across fork() and cannot be split, grown or
+ * moved (mremap): -EINVAL. Each counts against the caller's address-space
+ * limits. Errors: -EINVAL for a bad range, protection or flag, -ENOTTY on
+ * /dev/cma itself, -ESRCH once the target has exited or exec()ed, -EPERM
+ * as a copy, -ENOMEM, -EINTR.
+ */
+struct cma_map {
+	__u64 addr;
+	__u64 len;
+	__u32 prot;
+	__u32 flags;
+	__u64 mapped;
+	__u64 reserved[2];
+};
+
+/**
+ * struct cma_map_status - what a peer fd's maps show (its page at offset 0).
+ * @gen: moves whenever a mapped range may have changed under a reader.
+ * @unstable: not zero while a mapping may show bytes that are not the
+ *	target's (a missing page, an unmapping not yet done).
+ * @holes: touches that found no target page, since the peer fd was made.
+ * @invalidations: changes of the target's mapping that unmapped mapped
+ *	ranges, since then.
+ * @reserved: zero.
+ */
+struct cma_map_status {
+	__u64 gen;
+	__u64 unstable;
+	__u64 holes;
+	__u64 invalidations;
+	__u64 reserved[4];
+};
+
 /** Query the module's ABI version and features. */
 #define CMA_IOC_INFO	_IOR(CMA_IOC_MAGIC, 0x40, struct cma_info)
 /** Copy from the target's remote iovecs to the caller's local iovecs. */
@@ -313,5 +385,7 @@ struct cma_attach {
 #define CMA_IOC_WRITE1	_IOW(CMA_IOC_MAGIC, 0x46, struct cma_copy1)
 /** Open a peer fd on a target; returns the new fd. */
 #define CMA_IOC_ATTACH	_IOW(CMA_IOC_MAGIC, 0x47, struct cma_attach)
+/** Map a range of a peer fd's target into the caller (struct cma_map). */
+#define CMA_IOC_MAP	_IOWR(CMA_IOC_MAGIC, 0x48, struct cma_map)
 
 #endif /* _UAPI_CMA_H */

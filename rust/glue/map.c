@@ -1,0 +1,644 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * cma's C glue: maps of a target's memory (CMA_IOC_MAP, rust/map.rs).
+ *
+ * Why C: the kernel crate has no vm_operations_struct, page-fault or
+ * mmu_notifier abstraction; the access decision stays in Rust (the ioctl,
+ * and cma_rs_peer_map_ok() at each fault).
+ *
+ * A peer fd has an inode of its own (cma_glue_peer_fd()), whose i_mapping
+ * holds the caller's mappings of the fd, at file offsets equal to the
+ * target's addresses. Its state (struct cma_map, in i_private) is made by
+ * the first CMA_IOC_MAP, outside any mmap_lock of the caller's: it
+ * registers an mmu_notifier on the target's mm, which needs that mm's
+ * mmap_lock for writing.
+ *
+ * Faults (cma_map_fault): the page is looked up in the target with
+ * get_user_pages_remote(), as a copy would, and its pfn is put in the
+ * caller's page table (a special PTE: no rmap, no refcount of its own). The
+ * module keeps one page reference per mapped target page (@pages, indexed by
+ * the target's page number) and drops it at the first invalidation of that
+ * page, after unmapping it from the caller: a page can never be freed while
+ * the caller maps it, and nothing is pinned longer than the target's
+ * mapping of it lasts.
+ *
+ * Invalidations (cma_map_invalidate_start/_end), as KVM does them: each one
+ * bumps @seq if it meets a mapped range, and counts itself in @active with
+ * the span in flight; a fault inserts only if no invalidation in flight
+ * covers its page, and checks after inserting that @seq did not move
+ * (else it unmaps what it inserted). A blockable invalidation unmaps from
+ * the caller at once (unmap_mapping_range(), which synchronises with the
+ * caller's munmap through i_mmap_rwsem), so that migration and reclaim find
+ * the page free of our reference; a non-blockable one (the OOM reaper), or
+ * one nested in our own unmapping (a caller's mapping of someone who maps
+ * another, whose i_mmap_rwsem we already hold), leaves it to the work item:
+ * the reference keeps the page alive until then, and @unstable tells
+ * readers not to trust the bytes meanwhile.
+ *
+ * Nothing here waits for an invalidation to end: a fault whose page is
+ * being invalidated returns without a PTE, and the access is retried (a
+ * signal is taken on the way back to user space).
+ *
+ * Lock order: the caller's mmap_lock, then (trylock only) the target's;
+ * i_mmap_rwsem of the peer fd's mapping, then page-table locks; @lock is a
+ * spinlock taken last.
+ */
+#include <linux/fs.h>
+#include <linux/hashtable.h>
+#include <linux/mm.h>
+#include <linux/mman.h>
+#include <linux/mmap_lock.h>
+#include <linux/mmu_notifier.h>
+#include <linux/pagemap.h>
+#include <linux/sched/mm.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/srcu.h>
+#include <linux/workqueue.h>
+#include <linux/xarray.h>
+#include <uapi/linux/mman.h>
+
+#include "glue.h"
+#include "../../include/uapi/cma.h"
+
+/* The value entry of @pages for a hole: the caller maps the zero page or
+ * the sink there, until the work item unmaps it. */
+#define CMA_HOLE xa_mk_value(0)
+/* The mark of a page obtained for writing (FOLL_WRITE). */
+#define CMA_WRITABLE XA_MARK_1
+
+struct cma_map {
+	struct mmu_notifier mn;
+	struct inode *inode;		/* the peer fd's: i_mapping */
+	const void *peer;		/* the Rust Peer: cma_rs_peer_map_ok() */
+	spinlock_t lock;
+	unsigned long active;		/* invalidations in flight */
+	unsigned long busy_start, busy_end;	/* the span they cover */
+	unsigned long seq;		/* bumped by invalidations of mapped ranges */
+	unsigned long lo, hi;		/* the target range ever mapped */
+	unsigned long stale_start, stale_end;	/* left for the work item */
+	bool dead;			/* the target's mm was torn down */
+	bool destroyed;			/* the peer fd is being released */
+	struct xarray pages;		/* page number -> referenced page, or CMA_HOLE */
+	struct work_struct work;
+	struct page *status;		/* struct cma_map_status */
+	struct page *sink;		/* where writes to holes go */
+};
+
+/* Callbacks that touch a map's inode run under this, which the release of
+ * the peer fd waits out before the inode can go. */
+DEFINE_STATIC_SRCU(cma_map_srcu);
+
+/*
+ * Tasks inside our unmap_mapping_range(): an invalidation it causes in the
+ * caller's mm, seen by another map of that mm, must not take a second
+ * i_mmap_rwsem (lockdep cannot tell two maps' locks apart, and two callers
+ * mapping each other could deadlock on them). Entries live on the
+ * unmapping task's stack.
+ */
+struct cma_zapping {
+	struct hlist_node node;
+	struct task_struct *task;
+};
+static DEFINE_HASHTABLE(cma_zapping, 6);
+static DEFINE_SPINLOCK(cma_zapping_lock);
+
+static bool cma_nested(void)
+{
+	struct cma_zapping *z;
+	bool found = false;
+
+	spin_lock(&cma_zapping_lock);
+	hash_for_each_possible(cma_zapping, z, node, (unsigned long)current)
+		if (z->task == current)
+			found = true;
+	spin_unlock(&cma_zapping_lock);
+	return found;
+}
+
+/* Unmaps target pages [@start, @end) from every mapping of @map. */
+static void cma_map_unmap(struct cma_map *map, unsigned long start, unsigned long end)
+{
+	struct cma_zapping z = { .task = current };
+
+	spin_lock(&cma_zapping_lock);
+	hash_add(cma_zapping, &z.node, (unsigned long)current);
+	spin_unlock(&cma_zapping_lock);
+	unmap_mapping_range(map->inode->i_mapping, start, end - start, 1);
+	spin_lock(&cma_zapping_lock);
+	hash_del(&z.node);
+	spin_unlock(&cma_zapping_lock);
+}
+
+static struct cma_map_status *cma_status(struct cma_map *map)
+{
+	return page_address(map->status);
+}
+
+/* A field of the status page, as an atomic (the page is ours, u64-aligned). */
+#define STATUS(map, field) ((atomic64_t *)&cma_status(map)->field)
+
+/* A reader's bytes may not be the target's from now on: @gen moves after
+ * @unstable, so a reader that saw the old @gen either sees @unstable or a
+ * new @gen. */
+static void cma_status_unstable(struct cma_map *map)
+{
+	atomic64_inc(STATUS(map, unstable));
+	smp_mb__after_atomic();
+	atomic64_inc(STATUS(map, gen));
+}
+
+/* Drops the entry @entry of @pages, taken out by the caller. */
+static void cma_map_drop(struct cma_map *map, void *entry)
+{
+	if (xa_is_value(entry))
+		atomic64_dec(STATUS(map, unstable));
+	else if (entry)
+		put_page(entry);
+}
+
+/* Takes out and drops the entries of target pages [@start, @end), which
+ * are unmapped from the caller. */
+static void cma_map_forget(struct cma_map *map, unsigned long start, unsigned long end)
+{
+	unsigned long index;
+	void *entry;
+
+	xa_for_each_range(&map->pages, index, entry, start >> PAGE_SHIFT,
+			  (end - 1) >> PAGE_SHIFT)
+		if (xa_cmpxchg(&map->pages, index, entry, NULL, 0) == entry)
+			cma_map_drop(map, entry);
+}
+
+/*
+ * The work item: unmaps and forgets what invalidations left (the stale
+ * span), then the holes, each of which a later touch looks up again.
+ */
+static void cma_map_work(struct work_struct *work)
+{
+	struct cma_map *map = container_of(work, struct cma_map, work);
+	unsigned long start, end, index;
+	bool stale;
+	void *entry;
+	int id;
+
+	id = srcu_read_lock(&cma_map_srcu);
+	if (READ_ONCE(map->destroyed))
+		goto out;
+	spin_lock(&map->lock);
+	start = map->stale_start;
+	end = map->stale_end;
+	stale = start < end;
+	map->stale_start = ULONG_MAX;
+	map->stale_end = 0;
+	spin_unlock(&map->lock);
+	if (stale) {
+		cma_map_unmap(map, start, end);
+		cma_map_forget(map, start, end);
+		/* The count cma_map_defer() added. */
+		atomic64_dec(STATUS(map, unstable));
+	}
+	xa_for_each(&map->pages, index, entry) {
+		if (!xa_is_value(entry))
+			continue;
+		cma_map_unmap(map, index << PAGE_SHIFT, (index + 1) << PAGE_SHIFT);
+		if (xa_cmpxchg(&map->pages, index, entry, NULL, 0) == entry)
+			cma_map_drop(map, entry);
+		cond_resched();
+	}
+out:
+	srcu_read_unlock(&cma_map_srcu, id);
+}
+
+/* Leaves [@start, @end) to the work item; @lock held. */
+static void cma_map_defer(struct cma_map *map, unsigned long start, unsigned long end)
+{
+	if (map->stale_start >= map->stale_end)
+		atomic64_inc(STATUS(map, unstable));
+	map->stale_start = min(map->stale_start, start);
+	map->stale_end = max(map->stale_end, end);
+	schedule_work(&map->work);
+}
+
+static int cma_map_invalidate_start(struct mmu_notifier *mn,
+				    const struct mmu_notifier_range *range)
+{
+	struct cma_map *map = container_of(mn, struct cma_map, mn);
+	unsigned long start, end;
+	bool meets, now;
+	int id;
+
+	id = srcu_read_lock(&cma_map_srcu);
+	spin_lock(&map->lock);
+	if (map->active++ == 0) {
+		map->busy_start = range->start;
+		map->busy_end = range->end;
+	} else {
+		map->busy_start = min(map->busy_start, range->start);
+		map->busy_end = max(map->busy_end, range->end);
+	}
+	start = max(range->start, map->lo);
+	end = min(range->end, map->hi);
+	meets = start < end && !map->destroyed;
+	now = meets && mmu_notifier_range_blockable(range) && !cma_nested();
+	if (meets) {
+		map->seq++;
+		atomic64_inc(STATUS(map, invalidations));
+		atomic64_inc(STATUS(map, gen));
+		if (!now)
+			cma_map_defer(map, start, end);
+	}
+	spin_unlock(&map->lock);
+	if (now) {
+		cma_map_unmap(map, start, end);
+		cma_map_forget(map, start, end);
+	}
+	srcu_read_unlock(&cma_map_srcu, id);
+	return 0;
+}
+
+static void cma_map_invalidate_end(struct mmu_notifier *mn,
+				   const struct mmu_notifier_range *range)
+{
+	struct cma_map *map = container_of(mn, struct cma_map, mn);
+
+	spin_lock(&map->lock);
+	/* An invalidation that began before the notifier was registered ends
+	 * without having started here. */
+	if (map->active)
+		map->active--;
+	spin_unlock(&map->lock);
+}
+
+/* The target's address space is being torn down: nothing of it may stay
+ * mapped, and nothing will be mapped again. */
+static void cma_map_release(struct mmu_notifier *mn, struct mm_struct *mm)
+{
+	struct cma_map *map = container_of(mn, struct cma_map, mn);
+	bool was_dead;
+	int id;
+
+	id = srcu_read_lock(&cma_map_srcu);
+	spin_lock(&map->lock);
+	was_dead = map->dead || map->destroyed;
+	map->dead = true;
+	map->seq++;
+	spin_unlock(&map->lock);
+	if (!was_dead) {
+		/* For good: every reader falls back to a copy, which fails with
+		 * ESRCH. */
+		cma_status_unstable(map);
+		cma_map_unmap(map, 0, TASK_SIZE_MAX);
+		cma_map_forget(map, 0, TASK_SIZE_MAX);
+	}
+	srcu_read_unlock(&cma_map_srcu, id);
+}
+
+static void cma_map_free_notifier(struct mmu_notifier *mn)
+{
+	struct cma_map *map = container_of(mn, struct cma_map, mn);
+
+	__free_page(map->status);
+	__free_page(map->sink);
+	kfree(map);
+}
+
+static const struct mmu_notifier_ops cma_map_ops = {
+	.release = cma_map_release,
+	.invalidate_range_start = cma_map_invalidate_start,
+	.invalidate_range_end = cma_map_invalidate_end,
+	.free_notifier = cma_map_free_notifier,
+};
+
+/* Whether an invalidation in flight covers target address @taddr, or the
+ * map is dead; @lock held. */
+static bool cma_map_busy(struct cma_map *map, unsigned long taddr)
+{
+	return map->dead ||
+	       (map->active && taddr >= map->busy_start && taddr < map->busy_end);
+}
+
+/* The protection of a PTE for the caller: writable only for a write fault,
+ * or a page obtained for writing in a writable mapping. */
+static pgprot_t cma_map_prot(struct vm_area_struct *vma, bool writable)
+{
+	return writable && (vma->vm_flags & VM_WRITE) ? vm_get_page_prot(vma->vm_flags) :
+							 vma->vm_page_prot;
+}
+
+/*
+ * A touch that found no target page: the zero page (reads) or the sink
+ * (writes), noted as a hole, which the work item unmaps soon.
+ */
+static vm_fault_t cma_map_hole(struct vm_fault *vmf, struct cma_map *map, bool write)
+{
+	struct vm_area_struct *vma = vmf->vma;
+	void *old;
+
+	old = xa_cmpxchg(&map->pages, vmf->pgoff, NULL, CMA_HOLE, GFP_KERNEL_ACCOUNT);
+	if (xa_is_err(old))
+		return VM_FAULT_OOM;
+	if (!old) {
+		cma_status_unstable(map);
+		atomic64_inc(STATUS(map, holes));
+		schedule_work(&map->work);
+	} else if (!xa_is_value(old)) {
+		/* A page came meanwhile: touch again. */
+		return VM_FAULT_NOPAGE;
+	}
+	if (write)
+		return vmf_insert_pfn_prot(vma, vmf->address, page_to_pfn(map->sink),
+					   cma_map_prot(vma, true));
+	return vmf_insert_pfn_prot(vma, vmf->address, my_zero_pfn(vmf->address),
+				   vma->vm_page_prot);
+}
+
+/*
+ * The target's page at @taddr, with a reference, looked up as a copy would
+ * (for writing if @write), or NULL (no page: a hole), or an ERR_PTR:
+ * -EAGAIN if the fault lock was dropped to wait for the target's
+ * mmap_lock (the fault is retried).
+ */
+static struct page *cma_map_lookup(struct vm_fault *vmf, struct cma_map *map,
+				   unsigned long taddr, bool write)
+{
+	struct mm_struct *mm = map->mn.mm;
+	struct page *page = NULL;
+	long n;
+
+	if (!cma_rs_peer_map_ok(map->peer) || !mmget_not_zero(mm))
+		return NULL;
+	/*
+	 * The caller's mmap_lock is held: never wait for the target's under
+	 * it (two processes mapping each other would deadlock). Drop ours,
+	 * wait, and have the fault retried.
+	 */
+	if (!mmap_read_trylock(mm)) {
+		if (!(vmf->flags & FAULT_FLAG_ALLOW_RETRY)) {
+			mmput_async(mm);
+			return NULL;
+		}
+		if (!(vmf->flags & FAULT_FLAG_RETRY_NOWAIT)) {
+			release_fault_lock(vmf);
+			if (!mmap_read_lock_killable(mm))
+				mmap_read_unlock(mm);
+		}
+		mmput_async(mm);
+		return ERR_PTR(-EAGAIN);
+	}
+	n = get_user_pages_remote(mm, taddr, 1, write ? FOLL_WRITE : 0, &page, NULL);
+	mmap_read_unlock(mm);
+	mmput_async(mm);
+	if (n != 1)
+		return NULL;
+	if (write)
+		set_page_dirty_lock(page);
+	return page;
+}
+
+static vm_fault_t cma_map_fault(struct vm_fault *vmf)
+{
+	struct vm_area_struct *vma = vmf->vma;
+	struct cma_map *map = vma->vm_private_data;
+	unsigned long index = vmf->pgoff, taddr = index << PAGE_SHIFT;
+	bool write = vmf->flags & FAULT_FLAG_WRITE;
+	bool busy, writable, changed;
+	struct page *page;
+	unsigned long seq;
+	vm_fault_t ret;
+	void *entry;
+
+	spin_lock(&map->lock);
+	busy = cma_map_busy(map, taddr);
+	seq = map->seq;
+	spin_unlock(&map->lock);
+	if (map->dead)
+		return cma_map_hole(vmf, map, write);
+	if (busy)
+		return VM_FAULT_NOPAGE;
+
+	/* A page another mapping of this fd already holds. */
+	xa_lock(&map->pages);
+	entry = xa_load(&map->pages, index);
+	writable = entry && xa_get_mark(&map->pages, index, CMA_WRITABLE);
+	if (entry && !xa_is_value(entry) && (writable || !write))
+		get_page(entry);
+	else if (entry && !xa_is_value(entry))
+		entry = NULL;	/* read-only: look it up for writing */
+	xa_unlock(&map->pages);
+	if (xa_is_value(entry))
+		return cma_map_hole(vmf, map, write);
+	page = entry;
+	if (!page) {
+		page = cma_map_lookup(vmf, map, taddr, write);
+		if (IS_ERR(page))
+			return VM_FAULT_RETRY;
+		if (!page)
+			return cma_map_hole(vmf, map, write);
+		/* The lookup's reference goes to @pages; ours is another. */
+		xa_lock(&map->pages);
+		entry = __xa_cmpxchg(&map->pages, index, NULL, page, GFP_KERNEL_ACCOUNT);
+		if (!entry && write)
+			__xa_set_mark(&map->pages, index, CMA_WRITABLE);
+		else if (entry == page && write)
+			__xa_set_mark(&map->pages, index, CMA_WRITABLE);
+		xa_unlock(&map->pages);
+		if (xa_is_err(entry)) {
+			put_page(page);
+			return VM_FAULT_OOM;
+		}
+		if (entry) {
+			/* Another fault got there first (the same page: its
+			 * reference serves), or the entry is changing. */
+			bool same = entry == page;
+
+			put_page(page);
+			if (!same)
+				return VM_FAULT_NOPAGE;
+		}
+		get_page(page);
+		writable = write;
+	}
+	ret = vmf_insert_pfn_prot(vma, vmf->address, page_to_pfn(page),
+				  cma_map_prot(vma, writable));
+	/* Pairs with the invalidation's seq++ under the lock. */
+	spin_lock(&map->lock);
+	changed = map->seq != seq || cma_map_busy(map, taddr);
+	spin_unlock(&map->lock);
+	if (changed) {
+		/* An invalidation raced with the lookup: what was inserted may
+		 * be a page the target no longer maps. */
+		cma_map_unmap(map, taddr, taddr + PAGE_SIZE);
+		if (xa_cmpxchg(&map->pages, index, page, NULL, 0) == page)
+			put_page(page);
+		ret = VM_FAULT_NOPAGE;
+	}
+	put_page(page);
+	return ret;
+}
+
+/* A write to a page mapped read-only: unmap it, and the retried write
+ * faults it in for writing. */
+static vm_fault_t cma_map_pfn_mkwrite(struct vm_fault *vmf)
+{
+	struct cma_map *map = vmf->vma->vm_private_data;
+	unsigned long taddr = vmf->pgoff << PAGE_SHIFT;
+
+	cma_map_unmap(map, taddr, taddr + PAGE_SIZE);
+	return VM_FAULT_NOPAGE;
+}
+
+static int cma_map_may_split(struct vm_area_struct *vma, unsigned long addr)
+{
+	return -EINVAL;
+}
+
+static int cma_map_mremap(struct vm_area_struct *vma)
+{
+	return -EINVAL;
+}
+
+/* The last mapping of the fd went: drop the references it left. */
+static void cma_map_close(struct vm_area_struct *vma)
+{
+	struct cma_map *map = vma->vm_private_data;
+
+	if (!mapping_mapped(map->inode->i_mapping))
+		cma_map_forget(map, PAGE_SIZE, TASK_SIZE_MAX);
+}
+
+static const struct vm_operations_struct cma_map_vm_ops = {
+	.fault = cma_map_fault,
+	.pfn_mkwrite = cma_map_pfn_mkwrite,
+	.may_split = cma_map_may_split,
+	.mremap = cma_map_mremap,
+	.close = cma_map_close,
+};
+
+static const struct vm_operations_struct cma_status_vm_ops = {
+	.may_split = cma_map_may_split,
+	.mremap = cma_map_mremap,
+};
+
+/*
+ * The map state of the peer fd @file for the target @mm (made if none):
+ * 0, -EINTR on a fatal signal while waiting for @mm's mmap_lock, -ENOMEM.
+ * The caller holds a user of @mm and no mmap_lock.
+ */
+int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm)
+{
+	struct inode *inode = file_inode(file);
+	struct cma_map *map;
+	int ret;
+
+	if (smp_load_acquire(&inode->i_private))
+		return 0;
+	if (inode_lock_killable(inode))
+		return -EINTR;
+	ret = 0;
+	if (inode->i_private)
+		goto out;
+	ret = -ENOMEM;
+	map = kzalloc(sizeof(*map), GFP_KERNEL_ACCOUNT);
+	if (!map)
+		goto out;
+	map->status = alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO);
+	map->sink = alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO);
+	if (!map->status || !map->sink)
+		goto free;
+	map->inode = inode;
+	map->peer = peer;
+	spin_lock_init(&map->lock);
+	map->lo = ULONG_MAX;
+	map->stale_start = ULONG_MAX;
+	xa_init(&map->pages);
+	INIT_WORK(&map->work, cma_map_work);
+	map->mn.ops = &cma_map_ops;
+	ret = -EINTR;
+	if (mmap_write_lock_killable(mm))
+		goto free;
+	ret = __mmu_notifier_register(&map->mn, mm);
+	mmap_write_unlock(mm);
+	if (ret)
+		goto free;
+	smp_store_release(&inode->i_private, map);
+	goto out;
+free:
+	if (map->status)
+		__free_page(map->status);
+	if (map->sink)
+		__free_page(map->sink);
+	kfree(map);
+out:
+	inode_unlock(inode);
+	return ret;
+}
+
+/*
+ * Maps target range [@addr, @addr + @len) of the peer fd @file, whose map
+ * state exists, with @prot: the caller's address, or a negative errno.
+ */
+long cma_glue_map(struct file *file, unsigned long addr, unsigned long len, unsigned long prot)
+{
+	return vm_mmap(file, 0, len, prot, MAP_SHARED, addr);
+}
+
+/*
+ * The peer fd's mmap: a range of the target (offset: its address), or at
+ * offset 0 the status page, read-only. The access decision is the one the
+ * fd holds now (cma_rs_peer_map_ok()): the caller's mmap_lock is held, so
+ * nothing here may wait for the target.
+ */
+int cma_glue_peer_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct cma_map *map = smp_load_acquire(&file_inode(file)->i_private);
+	unsigned long start = vma->vm_pgoff << PAGE_SHIFT;
+	unsigned long len = vma->vm_end - vma->vm_start;
+
+	if (!map)
+		return -ENODEV;	/* CMA_IOC_MAP first */
+	if (!(vma->vm_flags & VM_SHARED))
+		return -EINVAL;
+	vm_flags_set(vma, VM_DONTCOPY | VM_DONTEXPAND | VM_DONTDUMP);
+	if (vma->vm_pgoff == 0) {
+		if (len != PAGE_SIZE || (vma->vm_flags & VM_WRITE))
+			return -EINVAL;
+		vm_flags_clear(vma, VM_MAYWRITE);
+		vma->vm_ops = &cma_status_vm_ops;
+		return vm_insert_page(vma, vma->vm_start, map->status);
+	}
+	if (vma->vm_pgoff > (TASK_SIZE_MAX >> PAGE_SHIFT) ||
+	    len > TASK_SIZE_MAX - start)
+		return -EINVAL;
+	if (!cma_rs_peer_map_ok(map->peer))
+		return -EPERM;
+	spin_lock(&map->lock);
+	map->lo = min(map->lo, start);
+	map->hi = max(map->hi, start + len);
+	spin_unlock(&map->lock);
+	vm_flags_set(vma, VM_PFNMAP | VM_IO);
+	vma->vm_ops = &cma_map_vm_ops;
+	vma->vm_private_data = map;
+	return 0;
+}
+
+/*
+ * The peer fd is being released (no mapping of it is left: each holds the
+ * file): after the callbacks running now are done, none touches the map,
+ * whose references go; the notifier frees it after its grace period.
+ */
+void cma_glue_map_destroy(struct file *file)
+{
+	struct cma_map *map = file_inode(file)->i_private;
+
+	if (!map)
+		return;
+	spin_lock(&map->lock);
+	map->destroyed = true;
+	spin_unlock(&map->lock);
+	synchronize_srcu(&cma_map_srcu);
+	cancel_work_sync(&map->work);
+	cma_map_forget(map, 0, TASK_SIZE_MAX);
+	xa_destroy(&map->pages);
+	mmu_notifier_put(&map->mn);
+}
