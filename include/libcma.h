@@ -114,6 +114,26 @@ int cma_grant_pidfd(int fd, int pidfd);
  */
 int cma_grant_descendants(int fd, int pidfd, uint32_t generations);
 
+/**
+ * Maps @len bytes of the target of the peer fd @peer at @addr (both
+ * page-aligned) into the caller, shared (CMA_IOC_MAP): @prot is PROT_READ,
+ * or PROT_READ | PROT_WRITE. Returns the address, or MAP_FAILED with errno
+ * as the ioctl's. Loads and stores then reach the target's pages; see
+ * struct cma_map for how the mapping follows the target's changes and
+ * cma_map_status() for how a reader knows what it read.
+ */
+void *cma_map(int peer, uint64_t addr, size_t len, int prot);
+
+/** Unmaps what cma_map() mapped: munmap(2). */
+int cma_unmap(void *mapped, size_t len);
+
+/**
+ * The status page of the peer fd @peer (struct cma_map_status), mapped
+ * read-only, after a first cma_map(); MAP_FAILED with errno else. Unmap it
+ * with cma_unmap(page, sysconf(_SC_PAGESIZE)).
+ */
+const struct cma_map_status *cma_map_status(int peer);
+
 /** Withdraws every consent the calling process has given. */
 int cma_revoke(int fd);
 

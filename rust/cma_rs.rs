@@ -30,6 +30,7 @@ mod glue;
 #[deny(unsafe_code)]
 mod info;
 mod kcopy;
+mod map;
 mod mm;
 mod params;
 #[deny(unsafe_code)]

@@ -8,7 +8,7 @@
 use crate::copy::Via;
 use crate::engine::Direction;
 use crate::user::IoctlArg;
-use crate::{consent, copy, info, peer_fd, uapi};
+use crate::{consent, copy, info, map, peer_fd, uapi};
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
 use kernel::prelude::*;
 
@@ -28,6 +28,10 @@ pub(crate) unsafe extern "C" fn cma_rs_peer_ioctl(
     const _: crate::glue::cma_rs_ioctl_fn = Some(cma_rs_peer_ioctl);
     // SAFETY: `file` is a live peer fd file, not being released (above).
     let peer = unsafe { peer_fd::peer_of(file) };
+    if cmd == uapi::CMA_IOC_MAP {
+        // SAFETY: `file` is `peer`'s file, in its ioctl (above).
+        return result(unsafe { map::ioctl(file, peer, IoctlArg::new(cmd, arg)) });
+    }
     result(dispatch(Via::Peer(peer), cmd, arg))
 }
 

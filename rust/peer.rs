@@ -116,11 +116,10 @@ impl Peer {
         &self.own
     }
 
-    /// The target's address space for one copy by the caller: `ESRCH` once
-    /// the target has exited or exec()ed, else the decision of the full
-    /// check if anything it rested on has changed.
-    pub(crate) fn target(&self) -> Result<MmRef> {
-        stats::inc(Stat::PeerCopies);
+    /// Whether the calling process may rely on the decision this fd holds:
+    /// nothing it rested on has changed (`same`), and the target withdrew no
+    /// consent it rested on (`consent_holds`).
+    fn holds(&self) -> (bool, bool) {
         let consent_holds = consent::policy() == self.policy
             && match &self.consent {
                 Some(seen) => seen.holds(),
@@ -135,6 +134,24 @@ impl Peer {
                 target_mm: self.mm.as_raw(),
                 dumpable: true,
             };
+        (same, consent_holds)
+    }
+
+    /// Whether the decision this fd holds still admits the calling process,
+    /// without the full check (which may wait for the target): for a map's
+    /// page faults and mmap, which run under the caller's `mmap_lock`. A
+    /// `false` leaves the page unmapped; a copy or `CMA_IOC_MAP` through the
+    /// fd makes the full check and renews the decision.
+    pub(crate) fn unchanged(&self) -> bool {
+        self.holds() == (true, true)
+    }
+
+    /// The target's address space for one copy by the caller: `ESRCH` once
+    /// the target has exited or exec()ed, else the decision of the full
+    /// check if anything it rested on has changed.
+    pub(crate) fn target(&self) -> Result<MmRef> {
+        stats::inc(Stat::PeerCopies);
+        let (same, consent_holds) = self.holds();
         let mm = self.mm.mmget_not_zero().ok_or(ESRCH)?;
         if same && consent_holds {
             return Ok(mm);

@@ -22,6 +22,8 @@ kernel::static_assert!(core::mem::size_of::<cma_copy>() == 96);
 kernel::static_assert!(core::mem::size_of::<cma_grant>() == 32);
 kernel::static_assert!(core::mem::size_of::<cma_copy1>() == 32);
 kernel::static_assert!(core::mem::size_of::<cma_attach>() == 32);
+kernel::static_assert!(core::mem::size_of::<cma_map>() == 48);
+kernel::static_assert!(core::mem::size_of::<cma_map_status>() == 64);
 // The header's iovec limit is the kernel's.
 kernel::static_assert!(CMA_MAX_IOV == kernel::bindings::UIO_MAXIOV);
 // The ABI's `__u64` addresses, lengths and counts become `usize` (and back)
@@ -45,3 +47,7 @@ unsafe impl crate::compat::transmute::FromBytes for cma_grant {}
 unsafe impl crate::compat::transmute::FromBytes for cma_copy1 {}
 // SAFETY: as above.
 unsafe impl crate::compat::transmute::FromBytes for cma_attach {}
+// SAFETY: as above.
+unsafe impl crate::compat::transmute::FromBytes for cma_map {}
+// SAFETY: as above.
+unsafe impl crate::compat::transmute::AsBytes for cma_map {}

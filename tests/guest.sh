@@ -73,7 +73,7 @@ for s in "${suites[@]}"; do
     status=${PIPESTATUS[0]}
     echo "# ===== suite $s exited with $status after $((SECONDS - started)) s"
     # A suite that died before its totals would hide its failures.
-    name=$(basename "${cmd[-1]}")
+    name=$(basename -- "${cmd[-1]}")
     [ "${cmd[-1]}" = --preload ] && name=cma-selftest-preload
     check "$name.completed" grep -q '^# Totals:' "$tmp/suite"
 done

@@ -331,8 +331,9 @@ struct cma_attach {
  *
  * The status page: mmap(2) of one page of the peer fd at offset 0,
  * PROT_READ, shows a struct cma_map_status. A reader that wants exactly
- * what a copy would give reads @gen, then @unstable, copies, and reads @gen
- * again: if @unstable was not zero or @gen moved, the bytes may not be the
+ * what a copy would give reads @generation, then @unstable, copies, and
+ * reads @generation again: if @unstable was not zero or @generation moved,
+ * the bytes may not be the
  * target's (a change raced with the copy, or a page was missing), and the
  * copy ioctls say what a copy gives (and which errno).
  *
@@ -353,7 +354,7 @@ struct cma_map {
 
 /**
  * struct cma_map_status - what a peer fd's maps show (its page at offset 0).
- * @gen: moves whenever a mapped range may have changed under a reader.
+ * @generation: moves whenever a mapped range may have changed under a reader.
  * @unstable: not zero while a mapping may show bytes that are not the
  *	target's (a missing page, an unmapping not yet done).
  * @holes: touches that found no target page, since the peer fd was made.
@@ -362,7 +363,7 @@ struct cma_map {
  * @reserved: zero.
  */
 struct cma_map_status {
-	__u64 gen;
+	__u64 generation;
 	__u64 unstable;
 	__u64 holes;
 	__u64 invalidations;

@@ -13,6 +13,7 @@
  * parameter is read through a function Rust calls.
  */
 #include <linux/anon_inodes.h>
+#include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
@@ -245,13 +246,23 @@ const struct attribute_group **cma_glue_misc_groups(void)
 }
 #endif
 
+/* A peer fd's release: its maps' state first (rust/glue/map.c), then the
+ * Rust side's attachment, which the state points to. */
+static int cma_peer_release(struct inode *inode, struct file *file)
+{
+	cma_glue_map_destroy(file);
+	return cma_rs_peer_release(inode, file);
+}
+
 /* A peer fd (CMA_IOC_ATTACH): an anonymous file whose private_data is the
- * Rust side's attachment, freed by its release. */
+ * Rust side's attachment, freed by its release, with an inode of its own
+ * whose i_mapping holds the caller's maps of the target (mmap). */
 static const struct file_operations cma_peer_fops = {
 	.owner = THIS_MODULE,
 	.unlocked_ioctl = cma_rs_peer_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
-	.release = cma_rs_peer_release,
+	.mmap = cma_glue_peer_mmap,
+	.release = cma_peer_release,
 	.llseek = noop_llseek,
 };
 
@@ -271,9 +282,24 @@ void cma_glue_set_grants(u64 n)
  */
 int cma_glue_peer_fd(const void *peer)
 {
+	struct file *file;
+	int fd;
+
+	fd = get_unused_fd_flags(O_CLOEXEC);
+	if (fd < 0)
+		return fd;
 	/* const only because Rust's ForeignOwnable hands out a const pointer on
-	 * 6.12 and a mutable one on 7.x; the file owns and frees it. */
-	return anon_inode_getfd("[cma-peer]", &cma_peer_fops, (void *)peer, O_RDWR | O_CLOEXEC);
+	 * 6.12 and a mutable one on 7.x; the file owns and frees it. An inode
+	 * of its own (not the anonymous inodes' shared one): its i_mapping is
+	 * this fd's maps alone. */
+	file = anon_inode_create_getfile("[cma-peer]", &cma_peer_fops, (void *)peer,
+					 O_RDWR, NULL);
+	if (IS_ERR(file)) {
+		put_unused_fd(fd);
+		return PTR_ERR(file);
+	}
+	fd_install(fd, file);
+	return fd;
 }
 
 /*

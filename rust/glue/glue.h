@@ -40,6 +40,7 @@ struct user_struct;
 
 struct cma_cache_hook;
 struct cma_region_watch;
+struct vm_area_struct;
 
 /* Implemented in Rust: the file operations of the peer fds (rust/dispatch.rs),
  * and on 6.12 those of /dev/cma (rust/compat/v6_12/miscdevice.rs, given to
@@ -53,6 +54,11 @@ cma_rs_release_fn cma_rs_peer_release;
 typedef void cma_rs_mm_released_fn(void *ctx, struct mm_struct *mm);
 /* rust/watch.rs: the cache's work item, for the cache @cache. */
 typedef void cma_rs_cache_reap_fn(void *cache);
+/* rust/map.rs: whether the peer @peer's access decision still holds, without
+ * waiting for anything (a map's fault and mmap, under the caller's
+ * mmap_lock). */
+typedef bool cma_rs_peer_map_ok_fn(const void *peer);
+cma_rs_peer_map_ok_fn cma_rs_peer_map_ok;
 
 /* Implemented in C: the .c files of rust/glue/. */
 #if LINUX_VERSION_CODE < KERNEL_VERSION(6, 13, 0)
@@ -133,5 +139,12 @@ void cma_glue_uncharge_locked(struct user_struct *user, unsigned long pages);
 unsigned long cma_glue_totalram_pages(void);
 int cma_glue_cache_param(void);
 void cma_glue_dirty_pages(struct page *const *pages, unsigned long n);
+
+/* rust/glue/map.c: maps of a target's memory (CMA_IOC_MAP). */
+int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm);
+long cma_glue_map(struct file *file, unsigned long addr, unsigned long len, unsigned long prot);
+void cma_glue_unmap(unsigned long start, unsigned long len);
+int cma_glue_peer_mmap(struct file *file, struct vm_area_struct *vma);
+void cma_glue_map_destroy(struct file *file);
 
 #endif /* CMA_GLUE_H */

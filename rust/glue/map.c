@@ -8,7 +8,7 @@
  *
  * A peer fd has an inode of its own (cma_glue_peer_fd()), whose i_mapping
  * holds the caller's mappings of the fd, at file offsets equal to the
- * target's addresses. Its state (struct cma_map, in i_private) is made by
+ * target's addresses. Its state (struct cma_map_state, in i_private) is made by
  * the first CMA_IOC_MAP, outside any mmap_lock of the caller's: it
  * registers an mmu_notifier on the target's mm, which needs that mm's
  * mmap_lock for writing.
@@ -67,7 +67,7 @@
 /* The mark of a page obtained for writing (FOLL_WRITE). */
 #define CMA_WRITABLE XA_MARK_1
 
-struct cma_map {
+struct cma_map_state {
 	struct mmu_notifier mn;
 	struct inode *inode;		/* the peer fd's: i_mapping */
 	const void *peer;		/* the Rust Peer: cma_rs_peer_map_ok() */
@@ -117,7 +117,7 @@ static bool cma_nested(void)
 }
 
 /* Unmaps target pages [@start, @end) from every mapping of @map. */
-static void cma_map_unmap(struct cma_map *map, unsigned long start, unsigned long end)
+static void cma_map_unmap(struct cma_map_state *map, unsigned long start, unsigned long end)
 {
 	struct cma_zapping z = { .task = current };
 
@@ -130,7 +130,7 @@ static void cma_map_unmap(struct cma_map *map, unsigned long start, unsigned lon
 	spin_unlock(&cma_zapping_lock);
 }
 
-static struct cma_map_status *cma_status(struct cma_map *map)
+static struct cma_map_status *cma_status(struct cma_map_state *map)
 {
 	return page_address(map->status);
 }
@@ -138,18 +138,18 @@ static struct cma_map_status *cma_status(struct cma_map *map)
 /* A field of the status page, as an atomic (the page is ours, u64-aligned). */
 #define STATUS(map, field) ((atomic64_t *)&cma_status(map)->field)
 
-/* A reader's bytes may not be the target's from now on: @gen moves after
- * @unstable, so a reader that saw the old @gen either sees @unstable or a
- * new @gen. */
-static void cma_status_unstable(struct cma_map *map)
+/* A reader's bytes may not be the target's from now on: the generation
+ * moves after @unstable, so a reader that saw the old generation either sees
+ * @unstable or a new generation. */
+static void cma_status_unstable(struct cma_map_state *map)
 {
 	atomic64_inc(STATUS(map, unstable));
 	smp_mb__after_atomic();
-	atomic64_inc(STATUS(map, gen));
+	atomic64_inc(STATUS(map, generation));
 }
 
 /* Drops the entry @entry of @pages, taken out by the caller. */
-static void cma_map_drop(struct cma_map *map, void *entry)
+static void cma_map_drop(struct cma_map_state *map, void *entry)
 {
 	if (xa_is_value(entry))
 		atomic64_dec(STATUS(map, unstable));
@@ -159,7 +159,7 @@ static void cma_map_drop(struct cma_map *map, void *entry)
 
 /* Takes out and drops the entries of target pages [@start, @end), which
  * are unmapped from the caller. */
-static void cma_map_forget(struct cma_map *map, unsigned long start, unsigned long end)
+static void cma_map_forget(struct cma_map_state *map, unsigned long start, unsigned long end)
 {
 	unsigned long index;
 	void *entry;
@@ -176,7 +176,7 @@ static void cma_map_forget(struct cma_map *map, unsigned long start, unsigned lo
  */
 static void cma_map_work(struct work_struct *work)
 {
-	struct cma_map *map = container_of(work, struct cma_map, work);
+	struct cma_map_state *map = container_of(work, struct cma_map_state, work);
 	unsigned long start, end, index;
 	bool stale;
 	void *entry;
@@ -211,7 +211,7 @@ out:
 }
 
 /* Leaves [@start, @end) to the work item; @lock held. */
-static void cma_map_defer(struct cma_map *map, unsigned long start, unsigned long end)
+static void cma_map_defer(struct cma_map_state *map, unsigned long start, unsigned long end)
 {
 	if (map->stale_start >= map->stale_end)
 		atomic64_inc(STATUS(map, unstable));
@@ -223,7 +223,7 @@ static void cma_map_defer(struct cma_map *map, unsigned long start, unsigned lon
 static int cma_map_invalidate_start(struct mmu_notifier *mn,
 				    const struct mmu_notifier_range *range)
 {
-	struct cma_map *map = container_of(mn, struct cma_map, mn);
+	struct cma_map_state *map = container_of(mn, struct cma_map_state, mn);
 	unsigned long start, end;
 	bool meets, now;
 	int id;
@@ -244,7 +244,7 @@ static int cma_map_invalidate_start(struct mmu_notifier *mn,
 	if (meets) {
 		map->seq++;
 		atomic64_inc(STATUS(map, invalidations));
-		atomic64_inc(STATUS(map, gen));
+		atomic64_inc(STATUS(map, generation));
 		if (!now)
 			cma_map_defer(map, start, end);
 	}
@@ -260,7 +260,7 @@ static int cma_map_invalidate_start(struct mmu_notifier *mn,
 static void cma_map_invalidate_end(struct mmu_notifier *mn,
 				   const struct mmu_notifier_range *range)
 {
-	struct cma_map *map = container_of(mn, struct cma_map, mn);
+	struct cma_map_state *map = container_of(mn, struct cma_map_state, mn);
 
 	spin_lock(&map->lock);
 	/* An invalidation that began before the notifier was registered ends
@@ -274,7 +274,7 @@ static void cma_map_invalidate_end(struct mmu_notifier *mn,
  * mapped, and nothing will be mapped again. */
 static void cma_map_release(struct mmu_notifier *mn, struct mm_struct *mm)
 {
-	struct cma_map *map = container_of(mn, struct cma_map, mn);
+	struct cma_map_state *map = container_of(mn, struct cma_map_state, mn);
 	bool was_dead;
 	int id;
 
@@ -288,15 +288,15 @@ static void cma_map_release(struct mmu_notifier *mn, struct mm_struct *mm)
 		/* For good: every reader falls back to a copy, which fails with
 		 * ESRCH. */
 		cma_status_unstable(map);
-		cma_map_unmap(map, 0, TASK_SIZE_MAX);
-		cma_map_forget(map, 0, TASK_SIZE_MAX);
+		cma_map_unmap(map, PAGE_SIZE, TASK_SIZE_MAX);
+		cma_map_forget(map, PAGE_SIZE, TASK_SIZE_MAX);
 	}
 	srcu_read_unlock(&cma_map_srcu, id);
 }
 
 static void cma_map_free_notifier(struct mmu_notifier *mn)
 {
-	struct cma_map *map = container_of(mn, struct cma_map, mn);
+	struct cma_map_state *map = container_of(mn, struct cma_map_state, mn);
 
 	__free_page(map->status);
 	__free_page(map->sink);
@@ -312,7 +312,7 @@ static const struct mmu_notifier_ops cma_map_ops = {
 
 /* Whether an invalidation in flight covers target address @taddr, or the
  * map is dead; @lock held. */
-static bool cma_map_busy(struct cma_map *map, unsigned long taddr)
+static bool cma_map_busy(struct cma_map_state *map, unsigned long taddr)
 {
 	return map->dead ||
 	       (map->active && taddr >= map->busy_start && taddr < map->busy_end);
@@ -330,7 +330,7 @@ static pgprot_t cma_map_prot(struct vm_area_struct *vma, bool writable)
  * A touch that found no target page: the zero page (reads) or the sink
  * (writes), noted as a hole, which the work item unmaps soon.
  */
-static vm_fault_t cma_map_hole(struct vm_fault *vmf, struct cma_map *map, bool write)
+static vm_fault_t cma_map_hole(struct vm_fault *vmf, struct cma_map_state *map, bool write)
 {
 	struct vm_area_struct *vma = vmf->vma;
 	void *old;
@@ -349,7 +349,7 @@ static vm_fault_t cma_map_hole(struct vm_fault *vmf, struct cma_map *map, bool w
 	if (write)
 		return vmf_insert_pfn_prot(vma, vmf->address, page_to_pfn(map->sink),
 					   cma_map_prot(vma, true));
-	return vmf_insert_pfn_prot(vma, vmf->address, my_zero_pfn(vmf->address),
+	return vmf_insert_pfn_prot(vma, vmf->address, page_to_pfn(ZERO_PAGE(vmf->address)),
 				   vma->vm_page_prot);
 }
 
@@ -359,7 +359,7 @@ static vm_fault_t cma_map_hole(struct vm_fault *vmf, struct cma_map *map, bool w
  * -EAGAIN if the fault lock was dropped to wait for the target's
  * mmap_lock (the fault is retried).
  */
-static struct page *cma_map_lookup(struct vm_fault *vmf, struct cma_map *map,
+static struct page *cma_map_lookup(struct vm_fault *vmf, struct cma_map_state *map,
 				   unsigned long taddr, bool write)
 {
 	struct mm_struct *mm = map->mn.mm;
@@ -399,20 +399,21 @@ static struct page *cma_map_lookup(struct vm_fault *vmf, struct cma_map *map,
 static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 {
 	struct vm_area_struct *vma = vmf->vma;
-	struct cma_map *map = vma->vm_private_data;
+	struct cma_map_state *map = vma->vm_private_data;
 	unsigned long index = vmf->pgoff, taddr = index << PAGE_SHIFT;
 	bool write = vmf->flags & FAULT_FLAG_WRITE;
-	bool busy, writable, changed;
+	bool dead, busy, writable, changed;
 	struct page *page;
 	unsigned long seq;
 	vm_fault_t ret;
 	void *entry;
 
 	spin_lock(&map->lock);
+	dead = map->dead;
 	busy = cma_map_busy(map, taddr);
 	seq = map->seq;
 	spin_unlock(&map->lock);
-	if (map->dead)
+	if (dead)
 		return cma_map_hole(vmf, map, write);
 	if (busy)
 		return VM_FAULT_NOPAGE;
@@ -435,28 +436,30 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 			return VM_FAULT_RETRY;
 		if (!page)
 			return cma_map_hole(vmf, map, write);
-		/* The lookup's reference goes to @pages; ours is another. */
+		/*
+		 * Two references: the lookup's goes to @pages, the other is
+		 * this fault's until it returns.
+		 */
+		get_page(page);
 		xa_lock(&map->pages);
 		entry = __xa_cmpxchg(&map->pages, index, NULL, page, GFP_KERNEL_ACCOUNT);
-		if (!entry && write)
-			__xa_set_mark(&map->pages, index, CMA_WRITABLE);
-		else if (entry == page && write)
+		if ((!entry || entry == page) && write)
 			__xa_set_mark(&map->pages, index, CMA_WRITABLE);
 		xa_unlock(&map->pages);
-		if (xa_is_err(entry)) {
-			put_page(page);
-			return VM_FAULT_OOM;
-		}
 		if (entry) {
-			/* Another fault got there first (the same page: its
-			 * reference serves), or the entry is changing. */
+			/*
+			 * Out of memory; or another fault got there first (the
+			 * same page: its entry's reference serves), or the
+			 * entry is changing (touch again).
+			 */
 			bool same = entry == page;
 
 			put_page(page);
-			if (!same)
-				return VM_FAULT_NOPAGE;
+			if (!same) {
+				put_page(page);
+				return xa_is_err(entry) ? VM_FAULT_OOM : VM_FAULT_NOPAGE;
+			}
 		}
-		get_page(page);
 		writable = write;
 	}
 	ret = vmf_insert_pfn_prot(vma, vmf->address, page_to_pfn(page),
@@ -481,7 +484,7 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
  * faults it in for writing. */
 static vm_fault_t cma_map_pfn_mkwrite(struct vm_fault *vmf)
 {
-	struct cma_map *map = vmf->vma->vm_private_data;
+	struct cma_map_state *map = vmf->vma->vm_private_data;
 	unsigned long taddr = vmf->pgoff << PAGE_SHIFT;
 
 	cma_map_unmap(map, taddr, taddr + PAGE_SIZE);
@@ -501,7 +504,7 @@ static int cma_map_mremap(struct vm_area_struct *vma)
 /* The last mapping of the fd went: drop the references it left. */
 static void cma_map_close(struct vm_area_struct *vma)
 {
-	struct cma_map *map = vma->vm_private_data;
+	struct cma_map_state *map = vma->vm_private_data;
 
 	if (!mapping_mapped(map->inode->i_mapping))
 		cma_map_forget(map, PAGE_SIZE, TASK_SIZE_MAX);
@@ -528,7 +531,7 @@ static const struct vm_operations_struct cma_status_vm_ops = {
 int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm)
 {
 	struct inode *inode = file_inode(file);
-	struct cma_map *map;
+	struct cma_map_state *map;
 	int ret;
 
 	if (smp_load_acquire(&inode->i_private))
@@ -583,6 +586,13 @@ long cma_glue_map(struct file *file, unsigned long addr, unsigned long len, unsi
 	return vm_mmap(file, 0, len, prot, MAP_SHARED, addr);
 }
 
+/* Unmaps [@start, @start + @len) of the caller (a map whose address could
+ * not be reported). */
+void cma_glue_unmap(unsigned long start, unsigned long len)
+{
+	vm_munmap(start, len);
+}
+
 /*
  * The peer fd's mmap: a range of the target (offset: its address), or at
  * offset 0 the status page, read-only. The access decision is the one the
@@ -591,7 +601,7 @@ long cma_glue_map(struct file *file, unsigned long addr, unsigned long len, unsi
  */
 int cma_glue_peer_mmap(struct file *file, struct vm_area_struct *vma)
 {
-	struct cma_map *map = smp_load_acquire(&file_inode(file)->i_private);
+	struct cma_map_state *map = smp_load_acquire(&file_inode(file)->i_private);
 	unsigned long start = vma->vm_pgoff << PAGE_SHIFT;
 	unsigned long len = vma->vm_end - vma->vm_start;
 
@@ -629,7 +639,7 @@ int cma_glue_peer_mmap(struct file *file, struct vm_area_struct *vma)
  */
 void cma_glue_map_destroy(struct file *file)
 {
-	struct cma_map *map = file_inode(file)->i_private;
+	struct cma_map_state *map = file_inode(file)->i_private;
 
 	if (!map)
 		return;
@@ -638,7 +648,7 @@ void cma_glue_map_destroy(struct file *file)
 	spin_unlock(&map->lock);
 	synchronize_srcu(&cma_map_srcu);
 	cancel_work_sync(&map->work);
-	cma_map_forget(map, 0, TASK_SIZE_MAX);
+	cma_map_forget(map, PAGE_SIZE, TASK_SIZE_MAX);
 	xa_destroy(&map->pages);
 	mmu_notifier_put(&map->mn);
 }

@@ -97,6 +97,9 @@ _Static_assert(_IOC_SIZE(CMA_IOC_GRANT) == sizeof(struct cma_grant), "grant ioct
 _Static_assert(_IOC_SIZE(CMA_IOC_READ1) == sizeof(struct cma_copy1), "read1 ioctl size");
 _Static_assert(_IOC_SIZE(CMA_IOC_WRITE1) == sizeof(struct cma_copy1), "write1 ioctl size");
 _Static_assert(_IOC_SIZE(CMA_IOC_ATTACH) == sizeof(struct cma_attach), "attach ioctl size");
+_Static_assert(_IOC_SIZE(CMA_IOC_MAP) == sizeof(struct cma_map), "map ioctl size");
+_Static_assert(sizeof(struct cma_map) == 48, "struct cma_map size");
+_Static_assert(sizeof(struct cma_map_status) == 64, "struct cma_map_status size");
 
 FIXTURE(dev) {
 	int fd;

@@ -231,6 +231,42 @@ TEST_F(peer, grant_by_pidfd)
 	close(pidfd);
 }
 
+TEST_F(peer, map)
+{
+	int pfd = cma_attach(self->dev, self->pid, 0);
+	const struct cma_map_status *st;
+	uint64_t gen;
+	char *m;
+
+	ASSERT_LE(0, pfd);
+	/* The status page comes with the first map. */
+	EXPECT_EQ(MAP_FAILED, (void *)cma_map_status(pfd));
+	EXPECT_EQ(ENODEV, errno);
+	m = cma_map(pfd, (uintptr_t)self->remote, 2 * PAGE, PROT_READ | PROT_WRITE);
+	ASSERT_NE(MAP_FAILED, m) TH_LOG("cma_map: %s", strerror(errno));
+	st = cma_map_status(pfd);
+	ASSERT_NE(MAP_FAILED, (void *)st);
+	gen = st->generation;
+	EXPECT_EQ('a', m[0]);
+	EXPECT_EQ('b', m[PAGE]);
+	m[1] = 'z';
+	EXPECT_EQ(0, st->unstable);
+	EXPECT_EQ(gen, st->generation);
+	EXPECT_EQ(1, cma_read(self->dev, self->pid, 0, self->local, (uintptr_t)self->remote + 1, 1));
+	EXPECT_EQ('z', self->local[0]);
+	/* The page the target does not map reads as zeros, and says so. */
+	EXPECT_EQ(MAP_FAILED, cma_map(pfd, (uintptr_t)self->remote, 3, PROT_READ));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(0, cma_unmap(m, 2 * PAGE));
+	m = cma_map(pfd, (uintptr_t)self->remote + (PAGES - 1) * PAGE, PAGE, PROT_READ);
+	ASSERT_NE(MAP_FAILED, m);
+	EXPECT_EQ(0, m[0]);
+	EXPECT_LT(0, st->holes);
+	EXPECT_EQ(0, cma_unmap(m, PAGE));
+	EXPECT_EQ(0, cma_unmap((void *)st, PAGE));
+	close(pfd);
+}
+
 TEST_F(peer, grant_descendants)
 {
 	int pidfd = syscall(SYS_pidfd_open, getppid(), 0);

@@ -70,6 +70,9 @@ checked!(cma_grant: unsafe extern "C" fn(c_int, libc::pid_t) -> c_int);
 checked!(cma_grant_pidfd: unsafe extern "C" fn(c_int, c_int) -> c_int);
 checked!(cma_grant_descendants: unsafe extern "C" fn(c_int, c_int, u32) -> c_int);
 checked!(cma_revoke: unsafe extern "C" fn(c_int) -> c_int);
+checked!(cma_map: unsafe extern "C" fn(c_int, u64, usize, c_int) -> *mut libc::c_void);
+checked!(cma_unmap: unsafe extern "C" fn(*mut libc::c_void, usize) -> c_int);
+checked!(cma_map_status: unsafe extern "C" fn(c_int) -> *const header::cma_map_status);
 
 /// Sets `errno` from `e` and returns -1.
 fn fail<T: From<i8>>(e: io::Error) -> T {
@@ -440,4 +443,63 @@ pub unsafe extern "C" fn cma_revoke(fd: c_int) -> c_int {
         Ok(()) => 0,
         Err(e) => fail(e),
     }
+}
+
+/// Maps a range of a peer fd's target (`CMA_IOC_MAP`).
+///
+/// # Safety
+///
+/// `peer` is open.
+#[no_mangle]
+pub unsafe extern "C" fn cma_map(peer: c_int, addr: u64, len: usize, prot: c_int) -> *mut libc::c_void {
+    let mut args = cma::sys::cma_map {
+        addr,
+        len: len as u64,
+        prot: prot as u32,
+        ..Default::default()
+    };
+    // SAFETY: the caller's promise; CMA_IOC_MAP reads and writes one live
+    // `cma_map`.
+    let r = unsafe { borrow(peer) }.and_then(|fd| unsafe {
+        cma::sys::ioctl(fd, cma::sys::CMA_IOC_MAP, &mut args as *mut _ as usize)
+    });
+    match r {
+        Ok(_) => args.mapped as *mut libc::c_void,
+        Err(e) => {
+            fail::<c_int>(e);
+            libc::MAP_FAILED
+        }
+    }
+}
+
+/// Unmaps what `cma_map` mapped.
+///
+/// # Safety
+///
+/// As for `munmap(2)`: nothing in the range is in use.
+#[no_mangle]
+pub unsafe extern "C" fn cma_unmap(mapped: *mut libc::c_void, len: usize) -> c_int {
+    // SAFETY: the caller's promise.
+    unsafe { libc::munmap(mapped, len) }
+}
+
+/// The status page of a peer fd.
+///
+/// # Safety
+///
+/// `peer` is open.
+#[no_mangle]
+pub unsafe extern "C" fn cma_map_status(peer: c_int) -> *const header::cma_map_status {
+    // SAFETY: a new shared read-only mapping of the fd's page at offset 0.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            libc::sysconf(libc::_SC_PAGESIZE) as usize,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            peer,
+            0,
+        )
+    };
+    p.cast()
 }

@@ -42,12 +42,14 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
 mod channel;
+mod map;
 pub mod sys;
 
 #[cfg(feature = "raw")]
 pub mod raw;
 
 use channel::Channel;
+pub use map::{MapStatus, Mapped, StatusSnapshot};
 
 /// The path of the device the module registers (`CMA_DEVICE_PATH`).
 pub const DEVICE_PATH: &str = match sys::CMA_DEVICE_PATH.split_last() {
@@ -126,9 +128,11 @@ impl Features {
     /// `CMA_GRANT_DESCENDANTS`: a grant may name the descendants of a
     /// process (a launcher's ranks), from any user namespace.
     pub const DESCENDANTS_GRANT: Features = Features(sys::CMA_FEAT_DESCENDANTS_GRANT);
+    /// `CMA_IOC_MAP`: a target's memory mapped into the caller.
+    pub const MAP: Features = Features(sys::CMA_FEAT_MAP);
 
     /// Every feature, with its name: the one table of them.
-    pub const NAMED: [(&'static str, Features); 10] = [
+    pub const NAMED: [(&'static str, Features); 11] = [
         ("copy", Features::COPY),
         ("pidfd", Features::PIDFD),
         ("grant", Features::GRANT),
@@ -139,6 +143,7 @@ impl Features {
         ("grant-pidfd", Features::GRANT_PIDFD),
         ("userns-grant", Features::USERNS_GRANT),
         ("descendants-grant", Features::DESCENDANTS_GRANT),
+        ("map", Features::MAP),
     ];
 
     /// No feature.

@@ -113,22 +113,22 @@ pub const TESTS: &[Test] = &[
 ];
 
 /// The target's buffer: 4 MiB, 2 MiB-aligned (THP-able).
-const LEN: usize = 4 << 20;
+pub(crate) const LEN: usize = 4 << 20;
 
 // Target commands.
-const FILL: u8 = b'f';
-const SUM: u8 = b's';
-const REMAP: u8 = b'm';
-const UNMAP: u8 = b'u';
-const MREMAP: u8 = b'r';
-const PROTECT_NONE: u8 = b'n';
-const PROTECT_RO: u8 = b'o';
-const DONTNEED: u8 = b'd';
-const FORK_THEN_WRITE: u8 = b'F';
-const CHILD_WRITES: u8 = b'C';
-const SPLIT_THP: u8 = b'S';
-const COLLAPSE_THP: u8 = b'L';
-const COMPACT: u8 = b'K';
+pub(crate) const FILL: u8 = b'f';
+pub(crate) const SUM: u8 = b's';
+pub(crate) const REMAP: u8 = b'm';
+pub(crate) const UNMAP: u8 = b'u';
+pub(crate) const MREMAP: u8 = b'r';
+pub(crate) const PROTECT_NONE: u8 = b'n';
+pub(crate) const PROTECT_RO: u8 = b'o';
+pub(crate) const DONTNEED: u8 = b'd';
+pub(crate) const FORK_THEN_WRITE: u8 = b'F';
+pub(crate) const CHILD_WRITES: u8 = b'C';
+pub(crate) const SPLIT_THP: u8 = b'S';
+pub(crate) const COLLAPSE_THP: u8 = b'L';
+pub(crate) const COMPACT: u8 = b'K';
 
 /// What the next read must see after a change.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -145,13 +145,13 @@ enum Expect {
     ReadOnly,
 }
 
-fn fnv(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
     })
 }
 
-fn pattern(seed: u64) -> Vec<u8> {
+pub(crate) fn pattern(seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; LEN];
     Rng::new(seed).fill(&mut v);
     v
@@ -181,7 +181,7 @@ fn errno(ret: libc::c_int) -> u64 {
 }
 
 /// A target process with the buffer, filled with seed 1, serving changes.
-fn cache_target() -> Result<(Peer, usize), Failure> {
+pub(crate) fn cache_target() -> Result<(Peer, usize), Failure> {
     let mut peer = Peer::spawn(|mut ch| {
         let addr = aligned_buffer()?;
         fill(addr, 1);

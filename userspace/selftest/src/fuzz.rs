@@ -481,12 +481,13 @@ fn one_call(
             "other-nr",
         ),
         18 => (sys::CMA_IOC_ATTACH, "attach"),
-        19 => match rng.below(6) {
+        19 => match rng.below(7) {
             0 => (sys::CMA_IOC_READ, "peer-read"),
             1 => (sys::CMA_IOC_WRITE, "peer-write"),
             2 => (sys::CMA_IOC_READ1, "peer-read1"),
             3 => (sys::CMA_IOC_WRITE1, "peer-write1"),
             4 => (sys::CMA_IOC_INFO, "peer-info"),
+            5 => (sys::CMA_IOC_MAP, "peer-map"),
             _ => (rng.next() as u32, "peer-other"),
         },
         20 => (sys::CMA_IOC_READ1, "read1"),
@@ -507,6 +508,7 @@ fn one_call(
     let mut grant = cma_grant::default();
     let mut copy1 = cma_copy1::default();
     let mut attach = sys::cma_attach::default();
+    let mut map = sys::cma_map::default();
     // On a peer fd the target is named by the fd: pid and flags are zero,
     // except sometimes, which must be refused.
     let on_peer = name.starts_with("peer-");
@@ -514,6 +516,23 @@ fn one_call(
     let base = name.trim_start_matches("peer-");
     let unnamed = on_peer && rng.below(8) != 0;
     match base {
+        "map" => {
+            // Mostly page-aligned ranges of the pools, sometimes anything.
+            let ps = page_size() as u64;
+            map.addr = p.address(rng) as u64;
+            map.len = Pools::length(rng);
+            if rng.below(4) != 0 {
+                map.addr &= !(ps - 1);
+                map.len = (map.len.min(16 * ps) + ps - 1) & !(ps - 1);
+            }
+            map.prot = [1, 1, 3, 3, 0, 2, 7, rng.next() as u32][rng.below(8)];
+            if rng.below(16) == 0 {
+                map.flags = rng.next() as u32;
+            }
+            if rng.below(16) == 0 {
+                map.reserved[rng.below(2)] = rng.next();
+            }
+        }
         "attach" => {
             attach.flags = flags(rng) as u32;
             attach.pid = if attach.flags & sys::CMA_COPY_PIDFD as u32 != 0 {
@@ -565,6 +584,13 @@ fn one_call(
     }
     // Copy the struct into the args page (as much as fits before the hole).
     let raw: &[u8] = match base {
+        // SAFETY: plain-old-data structs viewed as bytes.
+        "map" => unsafe {
+            std::slice::from_raw_parts(
+                &map as *const _ as *const u8,
+                std::mem::size_of::<sys::cma_map>(),
+            )
+        },
         // SAFETY: plain-old-data structs viewed as bytes.
         "attach" => unsafe {
             std::slice::from_raw_parts(
@@ -621,6 +647,30 @@ fn one_call(
             p.peers.push(owned);
         } else {
             p.peers[rng.below(MAX_PEERS)] = owned;
+        }
+    }
+    if let (Ok(_), "map") = (&res, base) {
+        if arg_addr == p.args.addr() + off && n == raw.len() {
+            // Touch the map (a fault in each page, a hole where the target
+            // has nothing) and unmap it.
+            let mut out = sys::cma_map::default();
+            // SAFETY: reads back the struct we placed there.
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(
+                    &mut out as *mut _ as *mut u8,
+                    std::mem::size_of::<sys::cma_map>(),
+                )
+            };
+            bytes.copy_from_slice(&p.args.bytes()[off..off + n]);
+            let mut sum = 0u8;
+            for page in (0..out.len).step_by(page_size()) {
+                // SAFETY: inside the map just made, readable (PROT_READ is
+                // in every protection the module accepts).
+                sum ^= unsafe { std::ptr::read_volatile((out.mapped + page) as *const u8) };
+            }
+            std::hint::black_box(sum);
+            // SAFETY: the map just made, unmapped once.
+            unsafe { libc::munmap(out.mapped as *mut libc::c_void, out.len as usize) };
         }
     }
     let key = match &res {

@@ -12,6 +12,7 @@ mod consent;
 mod copy;
 mod fuzz;
 mod ktap;
+mod map;
 mod peer;
 mod perm;
 mod pvm;
@@ -45,6 +46,7 @@ fn main() {
         .chain(userns::TESTS)
         .chain(fuzz::TESTS)
         .chain(cache::TESTS)
+        .chain(map::TESTS)
         .chain(race::TESTS)
         .chain(stress::TESTS)
         .chain(review::TESTS)

@@ -80,7 +80,7 @@ pub(super) fn one_copy(
             }
             n as usize
         }
-        Mech::Double | Mech::Memcpy | Mech::Vecloop => {
+        Mech::Double | Mech::Memcpy | Mech::Vecloop | Mech::Map => {
             unreachable!("not a syscall mechanism")
         }
         Mech::CmaUc | Mech::CmaPidUc | Mech::CmaDirectUc => {

@@ -77,6 +77,9 @@ pub(super) enum Mech {
     Memcpy,
     /// A plain vector loop within one process (no `rep movsb`).
     Vecloop,
+    /// `memcpy` to or from a map of the target's buffer (`CMA_IOC_MAP`),
+    /// mapped once: the steady state, no system call per message.
+    Map,
 }
 
 impl Mech {
@@ -93,6 +96,7 @@ impl Mech {
             Mech::Double => "double-copy",
             Mech::Memcpy => "memcpy",
             Mech::Vecloop => "vecloop",
+            Mech::Map => "map",
         }
     }
 
@@ -109,6 +113,7 @@ impl Mech {
             Mech::Double => "double",
             Mech::Memcpy => "memcpy",
             Mech::Vecloop => "vecloop",
+            Mech::Map => "map",
         }
     }
 

@@ -1,7 +1,7 @@
 //! One process copying to or from one other, by every mechanism: the
 //! one-to-one table, with its counts.
 
-use cma::{Device, Op, Target};
+use cma::{Device, Features, Op, Target};
 use std::io::{self};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -49,6 +49,12 @@ pub(super) fn one_to_one(
         peer: &dev.attach(Target::Pid(me))?,
     };
 
+    // The target's buffer mapped once (whole pages), if the module can.
+    let page = 4096;
+    let mapped = match dev.info()?.features.contains(Features::MAP) {
+        true => Some(remote.peer.map(target_buf.addr, size.div_ceil(page) * page, true)?),
+        false => None,
+    };
     let case = |mech: Mech, op: Op, engine: Option<Engine>| Case {
         mech: mech.under(engine),
         op,
@@ -68,6 +74,10 @@ pub(super) fn one_to_one(
         case(Mech::Memcpy, Op::Read, None),
         case(Mech::Vecloop, Op::Read, None),
     ]);
+    if mapped.is_some() {
+        cases.push(case(Mech::Map, Op::Read, None));
+        cases.push(case(Mech::Map, Op::Write, None));
+    }
     let min = Duration::from_millis(o.min_ms);
     let run = |mech: Mech, op: Op, iters: u64| -> io::Result<()> {
         let ctl = team.ctl();
@@ -103,6 +113,20 @@ pub(super) fn one_to_one(
                 for _ in 0..iters {
                     vecloop(&local_dst, &local_src, size);
                     std::hint::black_box(&local_dst.addr);
+                }
+            }
+            Mech::Map => {
+                let m = mapped.as_ref().ok_or(io::ErrorKind::Unsupported)?;
+                let (dst, src) = match op {
+                    Op::Read => (local_dst.addr as *mut u8, m.as_ptr().cast_const()),
+                    Op::Write => (m.as_ptr(), local_src.addr as *const u8),
+                };
+                for _ in 0..iters {
+                    // SAFETY: both ranges are mapped and at least `size`
+                    // long; the map is the target's memory, which it does
+                    // not touch while the bench runs (an idle child).
+                    unsafe { std::ptr::copy_nonoverlapping(src, dst, size) };
+                    std::hint::black_box(dst);
                 }
             }
             Mech::CmaUc | Mech::CmaPidUc | Mech::CmaDirectUc => {

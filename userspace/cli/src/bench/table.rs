@@ -148,6 +148,7 @@ pub(super) fn table(recs: &[Record], sizes: &[usize], pages_list: &[Pages]) -> S
                 col("limit", 1, &limit),
                 bw(Mech::CmaDirect, Op::Read),
                 bw(Mech::CmaDirectUc, Op::Read),
+                bw(Mech::Map, op),
             ];
             let ratios = vec![
                 col("cma/pvm", 2, &|s| {
@@ -160,6 +161,13 @@ pub(super) fn table(recs: &[Record], sizes: &[usize], pages_list: &[Pages]) -> S
                     ratio(get(Mech::Cma, op, s), get(Mech::Double, Op::Read, s))
                 }),
                 col("cma/limit", 2, &|s| ratio(get(Mech::Cma, op, s), limit(s))),
+                col("map/pvm", 2, &|s| {
+                    ratio(get(Mech::Map, op, s), get(Mech::Pvm, op, s))
+                }),
+                col("map/cma", 2, &|s| {
+                    ratio(get(Mech::Map, op, s), get(Mech::Cma, op, s))
+                }),
+                col("map/limit", 2, &|s| ratio(get(Mech::Map, op, s), limit(s))),
             ];
             render(&mut out, &labels, vec![bandwidth, ratios]);
         }

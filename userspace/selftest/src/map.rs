@@ -1,0 +1,398 @@
+//! Maps of a target's memory (`CMA_IOC_MAP`): a mapping shows what a copy
+//! would after each change of the target's mapping (reads see the new
+//! bytes, writes land in the pages the target has now), a missing page is
+//! zeros and says so on the status page, the caller is never killed, bad
+//! arguments are refused, and a mapping keeps the module loaded.
+//!
+//! Each change test maps a target's 4 MiB buffer (the page cache tests'
+//! target, `cache::cache_target`), reads it all through the mapping, has
+//! the target change its mapping, and reads again.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use cma::{Device, Features, Op, Target};
+
+use crate::cache::{self, cache_target, fnv, pattern, LEN};
+use crate::copy::iov;
+use crate::ktap::{expect_errno, Test, TestResult};
+use crate::util::{page_size, Mapping};
+use crate::{check, check_eq};
+
+/// The tests of this file, in order.
+pub const TESTS: &[Test] = &[
+    Test {
+        name: "map_reads_and_writes_target",
+        run: reads_and_writes,
+    },
+    Test {
+        name: "map_sees_munmap_and_new_mapping",
+        run: || change(cache::REMAP, Expect::NewBytes),
+    },
+    Test {
+        name: "map_sees_munmap",
+        run: || change(cache::UNMAP, Expect::Hole),
+    },
+    Test {
+        name: "map_sees_mremap",
+        run: || change(cache::MREMAP, Expect::Hole),
+    },
+    Test {
+        name: "map_sees_mprotect",
+        run: || change(cache::PROTECT_NONE, Expect::Hole),
+    },
+    Test {
+        name: "map_sees_madv_dontneed",
+        run: || change(cache::DONTNEED, Expect::Zeros),
+    },
+    Test {
+        name: "map_sees_fork_and_cow",
+        run: || change(cache::FORK_THEN_WRITE, Expect::NewBytes),
+    },
+    Test {
+        name: "map_sees_child_cow_write_not",
+        run: || change(cache::CHILD_WRITES, Expect::OldBytes),
+    },
+    Test {
+        name: "map_sees_thp_split",
+        run: || change(cache::SPLIT_THP, Expect::NewBytes),
+    },
+    Test {
+        name: "map_sees_thp_collapse",
+        run: || change(cache::COLLAPSE_THP, Expect::NewBytes),
+    },
+    Test {
+        name: "map_sees_compaction",
+        run: || change(cache::COMPACT, Expect::NewBytes),
+    },
+    Test {
+        name: "map_target_exit",
+        run: target_exit,
+    },
+    Test {
+        name: "map_bad_arguments",
+        run: bad_arguments,
+    },
+    Test {
+        name: "map_holds_module",
+        run: holds_module,
+    },
+    Test {
+        name: "map_races_with_target_changes",
+        run: races_with_changes,
+    },
+];
+
+/// What the mapping must show after a change.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Expect {
+    /// The bytes the target wrote after the change (seed 2).
+    NewBytes,
+    /// The bytes from before (seed 1).
+    OldBytes,
+    /// Zero-filled pages, the target's own.
+    Zeros,
+    /// No page in the target: zeros, counted as holes, a copy faults.
+    Hole,
+}
+
+fn needs_map(dev: &Device) -> TestResult {
+    check!(
+        dev.info()?.features.contains(Features::MAP),
+        "the module does not announce CMA_FEAT_MAP"
+    );
+    Ok(())
+}
+
+/// What a copy through `peer` reads of the target's first page: the bytes,
+/// or the errno.
+fn copy_first_page(peer: &cma::Peer, addr: usize) -> io::Result<Vec<u8>> {
+    let buf = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+    let l = [iov(buf.addr(), page_size())];
+    let r = [iov(addr, page_size())];
+    // SAFETY: `buf` is our own mapping of a page.
+    let t = unsafe { peer.copy_raw(Op::Read, &l, &r)? };
+    if t.bytes == 0 && t.error != 0 {
+        return Err(io::Error::from_raw_os_error(t.error));
+    }
+    Ok(buf.bytes()[..page_size()].to_vec())
+}
+
+fn reads_and_writes() -> TestResult {
+    let dev = Device::open()?;
+    needs_map(&dev)?;
+    let (mut t, addr) = cache_target()?;
+    let peer = dev.attach(Target::Pid(t.pid))?;
+    let m = peer.map(addr, LEN, true)?;
+    let status = peer.map_status()?;
+    let before = status.snapshot();
+    let mut buf = vec![0u8; LEN];
+    m.read_at(0, &mut buf);
+    check!(status.unchanged_since(&before), "the status moved: {:?}", status.snapshot());
+    check_eq!(fnv(&buf), fnv(&pattern(1)), "the mapping is not the target's buffer");
+    // The target writes: the mapping shows it (the same pages).
+    check_eq!(t.command(cache::FILL, &[3])?[0], 0);
+    m.read_at(0, &mut buf);
+    check_eq!(fnv(&buf), fnv(&pattern(3)), "the target's writes do not show");
+    // The caller writes: the target sees it.
+    let ours = pattern(4);
+    m.write_at(0, &ours);
+    check_eq!(t.command(cache::SUM, &[])?[0], fnv(&ours), "the caller's writes do not land");
+    check!(status.unchanged_since(&before), "the status moved: {:?}", status.snapshot());
+    // A read-only map of the same range shows the same bytes.
+    let ro = peer.map(addr, LEN, false)?;
+    ro.read_at(0, &mut buf);
+    check_eq!(fnv(&buf), fnv(&ours));
+    Ok(())
+}
+
+fn change(cmd: u8, expect: Expect) -> TestResult {
+    let dev = Device::open()?;
+    needs_map(&dev)?;
+    let (mut t, addr) = cache_target()?;
+    let peer = dev.attach(Target::Pid(t.pid))?;
+    let m = peer.map(addr, LEN, true)?;
+    let status = peer.map_status()?;
+    let mut buf = vec![0u8; LEN];
+    m.read_at(0, &mut buf);
+    check_eq!(fnv(&buf), fnv(&pattern(1)), "before the change");
+    let before = status.snapshot();
+    check_eq!(t.command(cmd, &[])?[0], 0, "the target's change failed");
+    m.read_at(0, &mut buf);
+    let after = status.snapshot();
+    let target_sum = t.command(cache::SUM, &[]).ok().map(|v| v[0]);
+    match expect {
+        Expect::NewBytes => {
+            check_eq!(fnv(&buf), fnv(&pattern(2)), "old bytes after the change");
+            check_eq!(Some(fnv(&buf)), target_sum);
+        }
+        Expect::OldBytes => check_eq!(fnv(&buf), fnv(&pattern(1)), "not the target's bytes"),
+        Expect::Zeros => check!(buf.iter().all(|&b| b == 0), "not zeros after the change"),
+        Expect::Hole => {
+            check!(buf.iter().all(|&b| b == 0), "a missing page read as non-zero");
+            check!(after.holes > before.holes, "no hole counted: {after:?}");
+            expect_errno(copy_first_page(&peer, addr), libc::EFAULT, "a copy of the hole")?;
+        }
+    }
+    if expect != Expect::OldBytes {
+        check!(after.generation != before.generation, "the generation did not move");
+        check!(after.invalidations > before.invalidations, "no invalidation counted");
+    }
+    if expect == Expect::Hole {
+        return Ok(());
+    }
+    // A write through the mapping lands in the pages the target has now.
+    let ours = pattern(5);
+    m.write_at(0, &ours[..page_size()]);
+    check_eq!(copy_first_page(&peer, addr)?, ours[..page_size()].to_vec());
+    Ok(())
+}
+
+fn target_exit() -> TestResult {
+    let dev = Device::open()?;
+    needs_map(&dev)?;
+    let (t, addr) = cache_target()?;
+    let peer = dev.attach(Target::Pid(t.pid))?;
+    let m = peer.map(addr, LEN, true)?;
+    let status = peer.map_status()?;
+    let mut buf = vec![0u8; LEN];
+    m.read_at(0, &mut buf);
+    check_eq!(fnv(&buf), fnv(&pattern(1)));
+    drop(t);
+    // Its pages are gone from the mapping: zeros, and writes go nowhere;
+    // the status says so for good, and a copy says why.
+    m.read_at(0, &mut buf);
+    check!(buf.iter().all(|&b| b == 0), "the dead target's bytes still show");
+    m.write_at(0, &[1u8; 64]);
+    check!(status.snapshot().unstable > 0, "the status does not say: {:?}", status.snapshot());
+    expect_errno(copy_first_page(&peer, addr), libc::ESRCH, "a copy after the exit")?;
+    Ok(())
+}
+
+fn bad_arguments() -> TestResult {
+    let dev = Device::open()?;
+    needs_map(&dev)?;
+    let (t, addr) = cache_target()?;
+    let peer = dev.attach(Target::Pid(t.pid))?;
+    let page = page_size();
+    let ioctl = |fd: i32, a: cma::sys::cma_map| {
+        let mut a = a;
+        // SAFETY: CMA_IOC_MAP reads and writes one live `cma_map`.
+        unsafe {
+            cma::sys::ioctl(
+                std::os::fd::BorrowedFd::borrow_raw(fd),
+                cma::sys::CMA_IOC_MAP,
+                &mut a as *mut _ as usize,
+            )
+        }
+    };
+    let good = cma::sys::cma_map {
+        addr: addr as u64,
+        len: page as u64,
+        prot: libc::PROT_READ as u32,
+        ..Default::default()
+    };
+    // Status page before any map: none yet.
+    expect_errno(peer.map_status(), libc::ENODEV, "status before a map")?;
+    for (what, a) in [
+        ("addr 0", cma::sys::cma_map { addr: 0, ..good }),
+        ("len 0", cma::sys::cma_map { len: 0, ..good }),
+        ("unaligned addr", cma::sys::cma_map { addr: addr as u64 + 1, ..good }),
+        ("unaligned len", cma::sys::cma_map { len: 100, ..good }),
+        ("wrapping", cma::sys::cma_map { len: u64::MAX - page as u64 + 1, ..good }),
+        ("beyond user space", cma::sys::cma_map { addr: 1 << 62, ..good }),
+        ("write only", cma::sys::cma_map { prot: libc::PROT_WRITE as u32, ..good }),
+        ("exec", cma::sys::cma_map { prot: (libc::PROT_READ | libc::PROT_EXEC) as u32, ..good }),
+        ("flags", cma::sys::cma_map { flags: 1, ..good }),
+        ("reserved", cma::sys::cma_map { reserved: [0, 1], ..good }),
+    ] {
+        expect_errno(ioctl(peer.as_raw_fd(), a), libc::EINVAL, what)?;
+    }
+    // Not on /dev/cma itself.
+    expect_errno(ioctl(dev.as_raw_fd(), good), libc::ENOTTY, "on /dev/cma")?;
+    let m = peer.map(addr, 4 * page, true)?;
+    // mmap(2) of the fd: private is refused, shared works.
+    for (flags, want) in [(libc::MAP_PRIVATE, Some(libc::EINVAL)), (libc::MAP_SHARED, None)] {
+        // SAFETY: a new mapping of the peer fd; unmapped below if made.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page,
+                libc::PROT_READ,
+                flags,
+                peer.as_raw_fd(),
+                addr as i64,
+            )
+        };
+        let got = (p == libc::MAP_FAILED).then(|| io::Error::last_os_error().raw_os_error().unwrap_or(0));
+        check_eq!(got, want, "mmap with flags {flags:#x}");
+        if p != libc::MAP_FAILED {
+            // SAFETY: mapped just now.
+            unsafe { libc::munmap(p, page) };
+        }
+    }
+    // The status page is read-only.
+    // SAFETY: an attempted mapping, checked.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            peer.as_raw_fd(),
+            0,
+        )
+    };
+    check!(p == libc::MAP_FAILED, "the status page mapped writable");
+    // A map cannot be split, moved or grown.
+    // SAFETY: the middle page of our own map.
+    let r = unsafe { libc::munmap(m.as_ptr().add(page).cast(), page) };
+    check_eq!(r, -1, "a map was split");
+    // SAFETY: moving our own map; the kernel refuses.
+    let q = unsafe { libc::mremap(m.as_ptr().cast(), 4 * page, 8 * page, libc::MREMAP_MAYMOVE) };
+    check!(q == libc::MAP_FAILED, "a map was moved");
+    // Still whole and readable.
+    let mut buf = vec![0u8; 4 * page];
+    m.read_at(0, &mut buf);
+    check_eq!(buf[..], pattern(1)[..4 * page]);
+    Ok(())
+}
+
+/// The module's reference count.
+fn refcnt() -> io::Result<u64> {
+    std::fs::read_to_string("/sys/module/cma/refcnt")?
+        .trim()
+        .parse()
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn holds_module() -> TestResult {
+    let dev = Device::open()?;
+    needs_map(&dev)?;
+    let (_t, addr) = cache_target()?;
+    let peer = dev.attach(Target::Pid(_t.pid))?;
+    let m = peer.map(addr, LEN, false)?;
+    drop(peer);
+    drop(dev);
+    // Only the mapping holds the peer fd's file, and so the module.
+    let with = refcnt()?;
+    drop(m);
+    let without = refcnt()?;
+    check_eq!(with, without + 1, "the mapping does not hold the module");
+    Ok(())
+}
+
+
+fn races_with_changes() -> TestResult {
+    let dev = Device::open()?;
+    needs_map(&dev)?;
+    let (mut t, addr) = cache_target()?;
+    let peer = dev.attach(Target::Pid(t.pid))?;
+    let m = peer.map(addr, LEN, true)?;
+    let status = peer.map_status()?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stable_reads = std::thread::scope(|s| -> Result<u64, crate::ktap::Failure> {
+        // A reader and a writer of the mapping, while the target changes
+        // its mapping of the buffer underneath them.
+        let reader = s.spawn(|| {
+            let mut buf = vec![0u8; LEN];
+            let mut stable = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let before = status.snapshot();
+                m.read_at(0, &mut buf);
+                stable += u64::from(status.unchanged_since(&before));
+            }
+            stable
+        });
+        let writer = s.spawn(|| {
+            let page = vec![0x5au8; page_size()];
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                m.write_at((i % (LEN / page_size())) * page_size(), &page);
+                i += 7;
+            }
+        });
+        let mut result = Ok(());
+        for round in 0..12u64 {
+            let cmd = [
+                cache::REMAP,
+                cache::DONTNEED,
+                cache::FORK_THEN_WRITE,
+                cache::SPLIT_THP,
+                cache::MREMAP,
+                cache::COMPACT,
+            ][round as usize % 6];
+            if let Err(e) = t.command(cmd, &[]) {
+                result = Err(e);
+                break;
+            }
+            if cmd == cache::MREMAP {
+                // The buffer moved away: map a new one at the old place.
+                if let Err(e) = t.command(cache::REMAP, &[]) {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().map_err(|_| io::Error::from_raw_os_error(libc::EIO))?;
+        let stable = reader.join().map_err(|_| io::Error::from_raw_os_error(libc::EIO))?;
+        result?;
+        Ok(stable)
+    })?;
+    // Quiet again: the holes the reader met are unmapped by the module's
+    // work item soon; then the mapping shows exactly the target's bytes.
+    check_eq!(t.command(cache::FILL, &[6])?[0], 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status.snapshot().unstable != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let before = status.snapshot();
+    let mut buf = vec![0u8; LEN];
+    m.read_at(0, &mut buf);
+    check!(status.unchanged_since(&before), "still unstable: {:?}", status.snapshot());
+    check_eq!(fnv(&buf), t.command(cache::SUM, &[])?[0], "the mapping is not the target's");
+    check_eq!(fnv(&buf), fnv(&pattern(6)));
+    println!("# {stable_reads} reads were stable during the changes");
+    Ok(())
+}
