@@ -66,6 +66,8 @@
 #define CMA_HOLE xa_mk_value(0)
 /* The mark of a page obtained for writing (FOLL_WRITE). */
 #define CMA_WRITABLE XA_MARK_1
+/* The mark of a hole, for the work item. */
+#define CMA_HOLE_MARK XA_MARK_2
 
 struct cma_map_state {
 	struct mmu_notifier mn;
@@ -157,6 +159,18 @@ static void cma_map_drop(struct cma_map_state *map, void *entry)
 		put_page(entry);
 }
 
+/* Counts an invalidation of [@start, @end) in flight; @lock held. */
+static void cma_map_busy_begin(struct cma_map_state *map, unsigned long start, unsigned long end)
+{
+	if (map->active++ == 0) {
+		map->busy_start = start;
+		map->busy_end = end;
+	} else {
+		map->busy_start = min(map->busy_start, start);
+		map->busy_end = max(map->busy_end, end);
+	}
+}
+
 /* Takes out and drops the entries of target pages [@start, @end), which
  * are unmapped from the caller. */
 static void cma_map_forget(struct cma_map_state *map, unsigned long start, unsigned long end)
@@ -168,6 +182,26 @@ static void cma_map_forget(struct cma_map_state *map, unsigned long start, unsig
 			  (end - 1) >> PAGE_SHIFT)
 		if (xa_cmpxchg(&map->pages, index, entry, NULL, 0) == entry)
 			cma_map_drop(map, entry);
+}
+
+/*
+ * Unmaps [@start, @end) from the caller and drops its entries, as an
+ * invalidation of it would: counted in flight meanwhile, so that no fault
+ * maps an entry of the range between the unmapping and the dropping (it
+ * would map a page whose reference is about to go), and with @seq moved,
+ * so that a fault already past its check unmaps what it inserts.
+ */
+static void cma_map_zap(struct cma_map_state *map, unsigned long start, unsigned long end)
+{
+	spin_lock(&map->lock);
+	cma_map_busy_begin(map, start, end);
+	map->seq++;
+	spin_unlock(&map->lock);
+	cma_map_unmap(map, start, end);
+	cma_map_forget(map, start, end);
+	spin_lock(&map->lock);
+	map->active--;
+	spin_unlock(&map->lock);
 }
 
 /*
@@ -193,17 +227,20 @@ static void cma_map_work(struct work_struct *work)
 	map->stale_end = 0;
 	spin_unlock(&map->lock);
 	if (stale) {
-		cma_map_unmap(map, start, end);
-		cma_map_forget(map, start, end);
+		cma_map_zap(map, start, end);
 		/* The count cma_map_defer() added. */
 		atomic64_dec(STATUS(map, unstable));
 	}
-	xa_for_each(&map->pages, index, entry) {
-		if (!xa_is_value(entry))
+	/*
+	 * Each hole: its entry first, then its page table entries (a fault
+	 * that maps the stand-in after this unmapping finds the entry gone
+	 * and unmaps it itself), then its count.
+	 */
+	xa_for_each_marked(&map->pages, index, entry, CMA_HOLE_MARK) {
+		if (xa_cmpxchg(&map->pages, index, entry, NULL, 0) != entry)
 			continue;
 		cma_map_unmap(map, index << PAGE_SHIFT, (index + 1) << PAGE_SHIFT);
-		if (xa_cmpxchg(&map->pages, index, entry, NULL, 0) == entry)
-			cma_map_drop(map, entry);
+		cma_map_drop(map, entry);
 		cond_resched();
 	}
 out:
@@ -230,17 +267,18 @@ static int cma_map_invalidate_start(struct mmu_notifier *mn,
 
 	id = srcu_read_lock(&cma_map_srcu);
 	spin_lock(&map->lock);
-	if (map->active++ == 0) {
-		map->busy_start = range->start;
-		map->busy_end = range->end;
-	} else {
-		map->busy_start = min(map->busy_start, range->start);
-		map->busy_end = max(map->busy_end, range->end);
-	}
+	cma_map_busy_begin(map, range->start, range->end);
 	start = max(range->start, map->lo);
 	end = min(range->end, map->hi);
-	meets = start < end && !map->destroyed;
-	now = meets && mmu_notifier_range_blockable(range) && !cma_nested();
+	/*
+	 * Nested in our own unmapping: the range is one of the module's own
+	 * maps (VM_PFNMAP, which the lookup refuses), where this map can have
+	 * only holes, which its work item unmaps anyway. Nothing to do (and
+	 * deferring would reschedule the work from the work, forever, for a
+	 * map of itself).
+	 */
+	meets = start < end && !map->destroyed && !cma_nested();
+	now = meets && mmu_notifier_range_blockable(range);
 	if (meets) {
 		map->seq++;
 		atomic64_inc(STATUS(map, invalidations));
@@ -330,15 +368,20 @@ static pgprot_t cma_map_prot(struct vm_area_struct *vma, bool writable)
  * A touch that found no target page: the zero page (reads) or the sink
  * (writes), noted as a hole, which the work item unmaps soon.
  */
-static vm_fault_t cma_map_hole(struct vm_fault *vmf, struct cma_map_state *map, bool write)
+static vm_fault_t cma_map_hole(struct vm_fault *vmf, struct cma_map_state *map, bool write,
+				unsigned long seq)
 {
 	struct vm_area_struct *vma = vmf->vma;
+	unsigned long taddr = vmf->pgoff << PAGE_SHIFT;
+	vm_fault_t ret;
+	bool gone;
 	void *old;
 
 	old = xa_cmpxchg(&map->pages, vmf->pgoff, NULL, CMA_HOLE, GFP_KERNEL_ACCOUNT);
 	if (xa_is_err(old))
 		return VM_FAULT_OOM;
 	if (!old) {
+		xa_set_mark(&map->pages, vmf->pgoff, CMA_HOLE_MARK);
 		cma_status_unstable(map);
 		atomic64_inc(STATUS(map, holes));
 		schedule_work(&map->work);
@@ -347,10 +390,23 @@ static vm_fault_t cma_map_hole(struct vm_fault *vmf, struct cma_map_state *map, 
 		return VM_FAULT_NOPAGE;
 	}
 	if (write)
-		return vmf_insert_pfn_prot(vma, vmf->address, page_to_pfn(map->sink),
-					   cma_map_prot(vma, true));
-	return vmf_insert_pfn_prot(vma, vmf->address, page_to_pfn(ZERO_PAGE(vmf->address)),
-				   vma->vm_page_prot);
+		ret = vmf_insert_pfn_prot(vma, vmf->address, page_to_pfn(map->sink),
+					  cma_map_prot(vma, true));
+	else
+		ret = vmf_insert_pfn_prot(vma, vmf->address,
+					  page_to_pfn(ZERO_PAGE(vmf->address)), vma->vm_page_prot);
+	/*
+	 * The stand-in stays only while the hole is noted (the work item
+	 * unmaps it when it forgets the hole) and nothing changed meanwhile.
+	 */
+	spin_lock(&map->lock);
+	gone = map->seq != seq;
+	spin_unlock(&map->lock);
+	if (gone || xa_load(&map->pages, vmf->pgoff) != CMA_HOLE) {
+		cma_map_unmap(map, taddr, taddr + PAGE_SIZE);
+		ret = VM_FAULT_NOPAGE;
+	}
+	return ret;
 }
 
 /*
@@ -366,7 +422,7 @@ static struct page *cma_map_lookup(struct vm_fault *vmf, struct cma_map_state *m
 	struct page *page = NULL;
 	long n;
 
-	if (!cma_rs_peer_map_ok(map->peer) || !mmget_not_zero(mm))
+	if (!mmget_not_zero(mm))
 		return NULL;
 	/*
 	 * The caller's mmap_lock is held: never wait for the target's under
@@ -414,9 +470,12 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 	seq = map->seq;
 	spin_unlock(&map->lock);
 	if (dead)
-		return cma_map_hole(vmf, map, write);
+		return cma_map_hole(vmf, map, write, seq);
 	if (busy)
 		return VM_FAULT_NOPAGE;
+	/* The decision the fd holds must still admit the caller. */
+	if (!cma_rs_peer_map_ok(map->peer))
+		return cma_map_hole(vmf, map, write, seq);
 
 	/* A page another mapping of this fd already holds. */
 	xa_lock(&map->pages);
@@ -428,36 +487,51 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 		entry = NULL;	/* read-only: look it up for writing */
 	xa_unlock(&map->pages);
 	if (xa_is_value(entry))
-		return cma_map_hole(vmf, map, write);
+		return cma_map_hole(vmf, map, write, seq);
 	page = entry;
 	if (!page) {
 		page = cma_map_lookup(vmf, map, taddr, write);
 		if (IS_ERR(page))
 			return VM_FAULT_RETRY;
 		if (!page)
-			return cma_map_hole(vmf, map, write);
+			return cma_map_hole(vmf, map, write, seq);
 		/*
 		 * Two references: the lookup's goes to @pages, the other is
-		 * this fault's until it returns.
+		 * this fault's until it returns. The entry is stored only if
+		 * no invalidation began since @seq was read (under @lock, which
+		 * every invalidation takes to move @seq), so @pages never
+		 * holds a page the target no longer maps; its room is made
+		 * first, outside the spinlock.
 		 */
+		if (xa_reserve(&map->pages, index, GFP_KERNEL_ACCOUNT)) {
+			put_page(page);
+			return VM_FAULT_OOM;
+		}
 		get_page(page);
-		xa_lock(&map->pages);
-		entry = __xa_cmpxchg(&map->pages, index, NULL, page, GFP_KERNEL_ACCOUNT);
-		if ((!entry || entry == page) && write)
-			__xa_set_mark(&map->pages, index, CMA_WRITABLE);
-		xa_unlock(&map->pages);
-		if (entry) {
+		spin_lock(&map->lock);
+		changed = map->seq != seq || cma_map_busy(map, taddr);
+		entry = NULL;
+		if (!changed) {
+			xa_lock(&map->pages);
+			entry = __xa_cmpxchg(&map->pages, index, NULL, page, GFP_NOWAIT);
+			if ((!entry || entry == page) && write)
+				__xa_set_mark(&map->pages, index, CMA_WRITABLE);
+			xa_unlock(&map->pages);
+		}
+		spin_unlock(&map->lock);
+		if (changed || entry) {
 			/*
-			 * Out of memory; or another fault got there first (the
-			 * same page: its entry's reference serves), or the
-			 * entry is changing (touch again).
+			 * Changed meanwhile; or another fault got there first
+			 * (the same page: its entry's reference serves), or the
+			 * entry is changing: touch again.
 			 */
-			bool same = entry == page;
+			bool same = !changed && entry == page;
 
+			xa_release(&map->pages, index);
 			put_page(page);
 			if (!same) {
 				put_page(page);
-				return xa_is_err(entry) ? VM_FAULT_OOM : VM_FAULT_NOPAGE;
+				return VM_FAULT_NOPAGE;
 			}
 		}
 		writable = write;
@@ -471,9 +545,7 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 	if (changed) {
 		/* An invalidation raced with the lookup: what was inserted may
 		 * be a page the target no longer maps. */
-		cma_map_unmap(map, taddr, taddr + PAGE_SIZE);
-		if (xa_cmpxchg(&map->pages, index, page, NULL, 0) == page)
-			put_page(page);
+		cma_map_zap(map, taddr, taddr + PAGE_SIZE);
 		ret = VM_FAULT_NOPAGE;
 	}
 	put_page(page);
@@ -609,7 +681,15 @@ int cma_glue_peer_mmap(struct file *file, struct vm_area_struct *vma)
 		return -ENODEV;	/* CMA_IOC_MAP first */
 	if (!(vma->vm_flags & VM_SHARED))
 		return -EINVAL;
-	vm_flags_set(vma, VM_DONTCOPY | VM_DONTEXPAND | VM_DONTDUMP);
+	if (vma->vm_flags & VM_EXEC)
+		return -EINVAL;
+	/* What a map is made with, it keeps: never executable, and writable
+	 * only if made so. */
+	vm_flags_clear(vma, VM_MAYEXEC);
+	if (!(vma->vm_flags & VM_WRITE))
+		vm_flags_clear(vma, VM_MAYWRITE);
+	/* VM_IO: never inherited (MADV_DOFORK refuses), never reached by GUP. */
+	vm_flags_set(vma, VM_DONTCOPY | VM_DONTEXPAND | VM_DONTDUMP | VM_IO);
 	if (vma->vm_pgoff == 0) {
 		if (len != PAGE_SIZE || (vma->vm_flags & VM_WRITE))
 			return -EINVAL;
@@ -626,7 +706,7 @@ int cma_glue_peer_mmap(struct file *file, struct vm_area_struct *vma)
 	map->lo = min(map->lo, start);
 	map->hi = max(map->hi, start + len);
 	spin_unlock(&map->lock);
-	vm_flags_set(vma, VM_PFNMAP | VM_IO);
+	vm_flags_set(vma, VM_PFNMAP);
 	vma->vm_ops = &cma_map_vm_ops;
 	vma->vm_private_data = map;
 	return 0;

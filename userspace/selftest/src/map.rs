@@ -118,6 +118,35 @@ fn copy_first_page(peer: &cma::Peer, addr: usize) -> io::Result<Vec<u8>> {
     Ok(buf.bytes()[..page_size()].to_vec())
 }
 
+/// A target with the page cache tests' buffer (seed 1), a peer fd on it, the
+/// whole buffer mapped read-write and read once through the map (every page
+/// faulted in), and the fd's status page.
+struct Mapped {
+    target: crate::peer::Peer,
+    addr: usize,
+    peer: cma::Peer,
+    map: cma::Mapped,
+    status: cma::MapStatus,
+}
+
+fn mapped_target(dev: &Device) -> Result<Mapped, crate::ktap::Failure> {
+    needs_map(dev)?;
+    let (target, addr) = cache_target()?;
+    let peer = dev.attach(Target::Pid(target.pid))?;
+    let map = peer.map(addr, LEN, true)?;
+    let status = peer.map_status()?;
+    let mut buf = vec![0u8; LEN];
+    map.read_at(0, &mut buf);
+    check_eq!(fnv(&buf), fnv(&pattern(1)), "the map is not the target's buffer");
+    Ok(Mapped {
+        target,
+        addr,
+        peer,
+        map,
+        status,
+    })
+}
+
 fn reads_and_writes() -> TestResult {
     let dev = Device::open()?;
     needs_map(&dev)?;
@@ -148,14 +177,14 @@ fn reads_and_writes() -> TestResult {
 
 fn change(cmd: u8, expect: Expect) -> TestResult {
     let dev = Device::open()?;
-    needs_map(&dev)?;
-    let (mut t, addr) = cache_target()?;
-    let peer = dev.attach(Target::Pid(t.pid))?;
-    let m = peer.map(addr, LEN, true)?;
-    let status = peer.map_status()?;
+    let Mapped {
+        target: mut t,
+        addr,
+        peer,
+        map: m,
+        status,
+    } = mapped_target(&dev)?;
     let mut buf = vec![0u8; LEN];
-    m.read_at(0, &mut buf);
-    check_eq!(fnv(&buf), fnv(&pattern(1)), "before the change");
     let before = status.snapshot();
     check_eq!(t.command(cmd, &[])?[0], 0, "the target's change failed");
     m.read_at(0, &mut buf);
@@ -190,14 +219,14 @@ fn change(cmd: u8, expect: Expect) -> TestResult {
 
 fn target_exit() -> TestResult {
     let dev = Device::open()?;
-    needs_map(&dev)?;
-    let (t, addr) = cache_target()?;
-    let peer = dev.attach(Target::Pid(t.pid))?;
-    let m = peer.map(addr, LEN, true)?;
-    let status = peer.map_status()?;
+    let Mapped {
+        target: t,
+        addr,
+        peer,
+        map: m,
+        status,
+    } = mapped_target(&dev)?;
     let mut buf = vec![0u8; LEN];
-    m.read_at(0, &mut buf);
-    check_eq!(fnv(&buf), fnv(&pattern(1)));
     drop(t);
     // Its pages are gone from the mapping: zeros, and writes go nowhere;
     // the status says so for good, and a copy says why.
@@ -325,11 +354,12 @@ fn holds_module() -> TestResult {
 
 fn races_with_changes() -> TestResult {
     let dev = Device::open()?;
-    needs_map(&dev)?;
-    let (mut t, addr) = cache_target()?;
-    let peer = dev.attach(Target::Pid(t.pid))?;
-    let m = peer.map(addr, LEN, true)?;
-    let status = peer.map_status()?;
+    let Mapped {
+        target: mut t,
+        map: m,
+        status,
+        ..
+    } = mapped_target(&dev)?;
     let stop = std::sync::atomic::AtomicBool::new(false);
     let stable_reads = std::thread::scope(|s| -> Result<u64, crate::ktap::Failure> {
         // A reader and a writer of the mapping, while the target changes
