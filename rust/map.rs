@@ -41,11 +41,7 @@ const PROT_WRITE: u32 = 2;
 ///
 /// `file` must be `peer`'s live peer fd file, in one of its ioctls (so
 /// neither is released meanwhile).
-pub(crate) unsafe fn ioctl(
-    file: *mut bindings::file,
-    peer: &Peer,
-    arg: IoctlArg,
-) -> Result<isize> {
+pub(crate) unsafe fn ioctl(file: *mut bindings::file, peer: &Peer, arg: IoctlArg) -> Result<isize> {
     let mut req: uapi::cma_map = arg.read()?;
     let page = PAGE_SIZE as u64;
     let aligned = req.addr % page == 0 && req.len % page == 0;

@@ -451,7 +451,12 @@ pub unsafe extern "C" fn cma_revoke(fd: c_int) -> c_int {
 ///
 /// `peer` is open.
 #[no_mangle]
-pub unsafe extern "C" fn cma_map(peer: c_int, addr: u64, len: usize, prot: c_int) -> *mut libc::c_void {
+pub unsafe extern "C" fn cma_map(
+    peer: c_int,
+    addr: u64,
+    len: usize,
+    prot: c_int,
+) -> *mut libc::c_void {
     let mut args = cma::sys::cma_map {
         addr,
         len: len as u64,

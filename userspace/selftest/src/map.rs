@@ -137,7 +137,11 @@ fn mapped_target(dev: &Device) -> Result<Mapped, crate::ktap::Failure> {
     let status = peer.map_status()?;
     let mut buf = vec![0u8; LEN];
     map.read_at(0, &mut buf);
-    check_eq!(fnv(&buf), fnv(&pattern(1)), "the map is not the target's buffer");
+    check_eq!(
+        fnv(&buf),
+        fnv(&pattern(1)),
+        "the map is not the target's buffer"
+    );
     Ok(Mapped {
         target,
         addr,
@@ -157,17 +161,37 @@ fn reads_and_writes() -> TestResult {
     let before = status.snapshot();
     let mut buf = vec![0u8; LEN];
     m.read_at(0, &mut buf);
-    check!(status.unchanged_since(&before), "the status moved: {:?}", status.snapshot());
-    check_eq!(fnv(&buf), fnv(&pattern(1)), "the mapping is not the target's buffer");
+    check!(
+        status.unchanged_since(&before),
+        "the status moved: {:?}",
+        status.snapshot()
+    );
+    check_eq!(
+        fnv(&buf),
+        fnv(&pattern(1)),
+        "the mapping is not the target's buffer"
+    );
     // The target writes: the mapping shows it (the same pages).
     check_eq!(t.command(cache::FILL, &[3])?[0], 0);
     m.read_at(0, &mut buf);
-    check_eq!(fnv(&buf), fnv(&pattern(3)), "the target's writes do not show");
+    check_eq!(
+        fnv(&buf),
+        fnv(&pattern(3)),
+        "the target's writes do not show"
+    );
     // The caller writes: the target sees it.
     let ours = pattern(4);
     m.write_at(0, &ours);
-    check_eq!(t.command(cache::SUM, &[])?[0], fnv(&ours), "the caller's writes do not land");
-    check!(status.unchanged_since(&before), "the status moved: {:?}", status.snapshot());
+    check_eq!(
+        t.command(cache::SUM, &[])?[0],
+        fnv(&ours),
+        "the caller's writes do not land"
+    );
+    check!(
+        status.unchanged_since(&before),
+        "the status moved: {:?}",
+        status.snapshot()
+    );
     // A read-only map of the same range shows the same bytes.
     let ro = peer.map(addr, LEN, false)?;
     ro.read_at(0, &mut buf);
@@ -198,14 +222,27 @@ fn change(cmd: u8, expect: Expect) -> TestResult {
         Expect::OldBytes => check_eq!(fnv(&buf), fnv(&pattern(1)), "not the target's bytes"),
         Expect::Zeros => check!(buf.iter().all(|&b| b == 0), "not zeros after the change"),
         Expect::Hole => {
-            check!(buf.iter().all(|&b| b == 0), "a missing page read as non-zero");
+            check!(
+                buf.iter().all(|&b| b == 0),
+                "a missing page read as non-zero"
+            );
             check!(after.holes > before.holes, "no hole counted: {after:?}");
-            expect_errno(copy_first_page(&peer, addr), libc::EFAULT, "a copy of the hole")?;
+            expect_errno(
+                copy_first_page(&peer, addr),
+                libc::EFAULT,
+                "a copy of the hole",
+            )?;
         }
     }
     if expect != Expect::OldBytes {
-        check!(after.generation != before.generation, "the generation did not move");
-        check!(after.invalidations > before.invalidations, "no invalidation counted");
+        check!(
+            after.generation != before.generation,
+            "the generation did not move"
+        );
+        check!(
+            after.invalidations > before.invalidations,
+            "no invalidation counted"
+        );
     }
     if expect == Expect::Hole {
         return Ok(());
@@ -231,10 +268,21 @@ fn target_exit() -> TestResult {
     // Its pages are gone from the mapping: zeros, and writes go nowhere;
     // the status says so for good, and a copy says why.
     m.read_at(0, &mut buf);
-    check!(buf.iter().all(|&b| b == 0), "the dead target's bytes still show");
+    check!(
+        buf.iter().all(|&b| b == 0),
+        "the dead target's bytes still show"
+    );
     m.write_at(0, &[1u8; 64]);
-    check!(status.snapshot().unstable > 0, "the status does not say: {:?}", status.snapshot());
-    expect_errno(copy_first_page(&peer, addr), libc::ESRCH, "a copy after the exit")?;
+    check!(
+        status.snapshot().unstable > 0,
+        "the status does not say: {:?}",
+        status.snapshot()
+    );
+    expect_errno(
+        copy_first_page(&peer, addr),
+        libc::ESRCH,
+        "a copy after the exit",
+    )?;
     Ok(())
 }
 
@@ -266,14 +314,50 @@ fn bad_arguments() -> TestResult {
     for (what, a) in [
         ("addr 0", cma::sys::cma_map { addr: 0, ..good }),
         ("len 0", cma::sys::cma_map { len: 0, ..good }),
-        ("unaligned addr", cma::sys::cma_map { addr: addr as u64 + 1, ..good }),
+        (
+            "unaligned addr",
+            cma::sys::cma_map {
+                addr: addr as u64 + 1,
+                ..good
+            },
+        ),
         ("unaligned len", cma::sys::cma_map { len: 100, ..good }),
-        ("wrapping", cma::sys::cma_map { len: u64::MAX - page as u64 + 1, ..good }),
-        ("beyond user space", cma::sys::cma_map { addr: 1 << 62, ..good }),
-        ("write only", cma::sys::cma_map { prot: libc::PROT_WRITE as u32, ..good }),
-        ("exec", cma::sys::cma_map { prot: (libc::PROT_READ | libc::PROT_EXEC) as u32, ..good }),
+        (
+            "wrapping",
+            cma::sys::cma_map {
+                len: u64::MAX - page as u64 + 1,
+                ..good
+            },
+        ),
+        (
+            "beyond user space",
+            cma::sys::cma_map {
+                addr: 1 << 62,
+                ..good
+            },
+        ),
+        (
+            "write only",
+            cma::sys::cma_map {
+                prot: libc::PROT_WRITE as u32,
+                ..good
+            },
+        ),
+        (
+            "exec",
+            cma::sys::cma_map {
+                prot: (libc::PROT_READ | libc::PROT_EXEC) as u32,
+                ..good
+            },
+        ),
         ("flags", cma::sys::cma_map { flags: 1, ..good }),
-        ("reserved", cma::sys::cma_map { reserved: [0, 1], ..good }),
+        (
+            "reserved",
+            cma::sys::cma_map {
+                reserved: [0, 1],
+                ..good
+            },
+        ),
     ] {
         expect_errno(ioctl(peer.as_raw_fd(), a), libc::EINVAL, what)?;
     }
@@ -281,7 +365,10 @@ fn bad_arguments() -> TestResult {
     expect_errno(ioctl(dev.as_raw_fd(), good), libc::ENOTTY, "on /dev/cma")?;
     let m = peer.map(addr, 4 * page, true)?;
     // mmap(2) of the fd: private is refused, shared works.
-    for (flags, want) in [(libc::MAP_PRIVATE, Some(libc::EINVAL)), (libc::MAP_SHARED, None)] {
+    for (flags, want) in [
+        (libc::MAP_PRIVATE, Some(libc::EINVAL)),
+        (libc::MAP_SHARED, None),
+    ] {
         // SAFETY: a new mapping of the peer fd; unmapped below if made.
         let p = unsafe {
             libc::mmap(
@@ -293,7 +380,8 @@ fn bad_arguments() -> TestResult {
                 addr as i64,
             )
         };
-        let got = (p == libc::MAP_FAILED).then(|| io::Error::last_os_error().raw_os_error().unwrap_or(0));
+        let got =
+            (p == libc::MAP_FAILED).then(|| io::Error::last_os_error().raw_os_error().unwrap_or(0));
         check_eq!(got, want, "mmap with flags {flags:#x}");
         if p != libc::MAP_FAILED {
             // SAFETY: mapped just now.
@@ -351,7 +439,6 @@ fn holds_module() -> TestResult {
     Ok(())
 }
 
-
 fn races_with_changes() -> TestResult {
     let dev = Device::open()?;
     let Mapped {
@@ -405,8 +492,12 @@ fn races_with_changes() -> TestResult {
             }
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        writer.join().map_err(|_| io::Error::from_raw_os_error(libc::EIO))?;
-        let stable = reader.join().map_err(|_| io::Error::from_raw_os_error(libc::EIO))?;
+        writer
+            .join()
+            .map_err(|_| io::Error::from_raw_os_error(libc::EIO))?;
+        let stable = reader
+            .join()
+            .map_err(|_| io::Error::from_raw_os_error(libc::EIO))?;
         result?;
         Ok(stable)
     })?;
@@ -420,8 +511,16 @@ fn races_with_changes() -> TestResult {
     let before = status.snapshot();
     let mut buf = vec![0u8; LEN];
     m.read_at(0, &mut buf);
-    check!(status.unchanged_since(&before), "still unstable: {:?}", status.snapshot());
-    check_eq!(fnv(&buf), t.command(cache::SUM, &[])?[0], "the mapping is not the target's");
+    check!(
+        status.unchanged_since(&before),
+        "still unstable: {:?}",
+        status.snapshot()
+    );
+    check_eq!(
+        fnv(&buf),
+        t.command(cache::SUM, &[])?[0],
+        "the mapping is not the target's"
+    );
     check_eq!(fnv(&buf), fnv(&pattern(6)));
     println!("# {stable_reads} reads were stable during the changes");
     Ok(())

@@ -52,7 +52,11 @@ pub(super) fn one_to_one(
     // The target's buffer mapped once (whole pages), if the module can.
     let page = 4096;
     let mapped = match dev.info()?.features.contains(Features::MAP) {
-        true => Some(remote.peer.map(target_buf.addr, size.div_ceil(page) * page, true)?),
+        true => Some(
+            remote
+                .peer
+                .map(target_buf.addr, size.div_ceil(page) * page, true)?,
+        ),
         false => None,
     };
     let case = |mech: Mech, op: Op, engine: Option<Engine>| Case {
