@@ -83,6 +83,9 @@ struct cma_map_state {
 	bool destroyed;			/* the peer fd is being released */
 	struct xarray pages;		/* page number -> referenced page, or CMA_HOLE */
 	struct work_struct work;
+	/* Unmaps holes a while after they were mapped: at once, a reader
+	 * would never get to read the stand-in it faulted in. */
+	struct delayed_work hole_work;
 	struct page *status;		/* struct cma_map_status */
 	struct page *sink;		/* where writes to holes go */
 };
@@ -159,6 +162,29 @@ static void cma_map_drop(struct cma_map_state *map, void *entry)
 		put_page(entry);
 }
 
+/*
+ * Stores @entry at @index of @pages if nothing is there but a reservation
+ * (xa_cmpxchg() with NULL would not replace a reserved entry, and would
+ * say it had), marked @mark if @marked; returns what was there (NULL if
+ * stored), or an xa_err(). The pages' lock held; a reserved slot needs no
+ * allocation.
+ */
+static void *cma_map_store(struct cma_map_state *map, unsigned long index, void *entry,
+			   xa_mark_t mark, bool marked)
+{
+	XA_STATE(xas, &map->pages, index);
+	void *curr = xas_load(&xas);
+
+	if (curr && !xa_is_zero(curr))
+		return curr;
+	xas_store(&xas, entry);
+	if (xas_error(&xas))
+		return xa_mk_internal(xas_error(&xas));
+	if (marked)
+		xas_set_mark(&xas, mark);
+	return NULL;
+}
+
 /* Counts an invalidation of [@start, @end) in flight; @lock held. */
 static void cma_map_busy_begin(struct cma_map_state *map, unsigned long start, unsigned long end)
 {
@@ -211,9 +237,8 @@ static void cma_map_zap(struct cma_map_state *map, unsigned long start, unsigned
 static void cma_map_work(struct work_struct *work)
 {
 	struct cma_map_state *map = container_of(work, struct cma_map_state, work);
-	unsigned long start, end, index;
+	unsigned long start, end;
 	bool stale;
-	void *entry;
 	int id;
 
 	id = srcu_read_lock(&cma_map_srcu);
@@ -231,6 +256,22 @@ static void cma_map_work(struct work_struct *work)
 		/* The count cma_map_defer() added. */
 		atomic64_dec(STATUS(map, unstable));
 	}
+out:
+	srcu_read_unlock(&cma_map_srcu, id);
+}
+
+/* The hole work: forgets and unmaps the holes noted so far. */
+static void cma_map_hole_work(struct work_struct *work)
+{
+	struct cma_map_state *map = container_of(to_delayed_work(work), struct cma_map_state,
+						 hole_work);
+	unsigned long index;
+	void *entry;
+	int id;
+
+	id = srcu_read_lock(&cma_map_srcu);
+	if (READ_ONCE(map->destroyed))
+		goto out;
 	/*
 	 * Each hole: its entry first, then its page table entries (a fault
 	 * that maps the stand-in after this unmapping finds the entry gone
@@ -377,14 +418,19 @@ static vm_fault_t cma_map_hole(struct vm_fault *vmf, struct cma_map_state *map, 
 	bool gone;
 	void *old;
 
-	old = xa_cmpxchg(&map->pages, vmf->pgoff, NULL, CMA_HOLE, GFP_KERNEL_ACCOUNT);
-	if (xa_is_err(old))
+	if (xa_reserve(&map->pages, vmf->pgoff, GFP_KERNEL_ACCOUNT))
 		return VM_FAULT_OOM;
+	xa_lock(&map->pages);
+	old = cma_map_store(map, vmf->pgoff, CMA_HOLE, CMA_HOLE_MARK, true);
+	xa_unlock(&map->pages);
+	if (xa_is_err(old)) {
+		xa_release(&map->pages, vmf->pgoff);
+		return VM_FAULT_NOPAGE;
+	}
 	if (!old) {
-		xa_set_mark(&map->pages, vmf->pgoff, CMA_HOLE_MARK);
 		cma_status_unstable(map);
 		atomic64_inc(STATUS(map, holes));
-		schedule_work(&map->work);
+		schedule_delayed_work(&map->hole_work, HZ / 20);
 	} else if (!xa_is_value(old)) {
 		/* A page came meanwhile: touch again. */
 		return VM_FAULT_NOPAGE;
@@ -513,8 +559,8 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 		entry = NULL;
 		if (!changed) {
 			xa_lock(&map->pages);
-			entry = __xa_cmpxchg(&map->pages, index, NULL, page, GFP_NOWAIT);
-			if ((!entry || entry == page) && write)
+			entry = cma_map_store(map, index, page, CMA_WRITABLE, write);
+			if (entry == page && write)
 				__xa_set_mark(&map->pages, index, CMA_WRITABLE);
 			xa_unlock(&map->pages);
 		}
@@ -628,6 +674,7 @@ int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm
 	map->stale_start = ULONG_MAX;
 	xa_init(&map->pages);
 	INIT_WORK(&map->work, cma_map_work);
+	INIT_DELAYED_WORK(&map->hole_work, cma_map_hole_work);
 	map->mn.ops = &cma_map_ops;
 	ret = -EINTR;
 	if (mmap_write_lock_killable(mm))
@@ -728,6 +775,7 @@ void cma_glue_map_destroy(struct file *file)
 	spin_unlock(&map->lock);
 	synchronize_srcu(&cma_map_srcu);
 	cancel_work_sync(&map->work);
+	cancel_delayed_work_sync(&map->hole_work);
 	cma_map_forget(map, PAGE_SIZE, TASK_SIZE_MAX);
 	xa_destroy(&map->pages);
 	mmu_notifier_put(&map->mn);
