@@ -593,10 +593,10 @@ pub(crate) fn given(reg: &Registry, target: &TaskRef, caller: &TaskRef) -> Optio
         .filter(|e| e.is(tgid, exec_id))
         .and_then(|e| {
             // Whether a grant admits the caller, and whether one names it by
-            // pidfd (the stronger kind wins).
+            // pidfd (the stronger kind wins: the search stops at the first).
             let mut admits = None;
             for named in e.grants.iter().flatten().filter_map(|g| g.admits(caller)) {
-                admits = Some(named || admits.unwrap_or(false));
+                admits = Some(named);
                 if named {
                     break;
                 }

@@ -341,8 +341,7 @@ bool cma_glue_task_descends_from(struct task_struct *task, struct pid *ancestor,
 
 		if (parent == t)
 			break;
-		/* Compared only; the reaper may be clearing it (see below). */
-		if (READ_ONCE(parent->signal->pids[PIDTYPE_TGID]) == ancestor) {
+		if (cma_glue_task_tgid(parent) == ancestor) {
 			found = true;
 			break;
 		}

@@ -122,11 +122,7 @@ const ESRCH: u64 = libc::ESRCH as u64;
 
 fn consent_grant_by_pidfd_names_that_process() -> TestResult {
     needs_root()?;
-    let features = Device::open()?.info()?.features;
-    check!(
-        features.contains(Features::GRANT_PIDFD),
-        "the module does not announce CMA_FEAT_GRANT_PIDFD"
-    );
+    util::needs_feature(Features::GRANT_PIDFD)?;
     let mut t = target(NOBODY, None)?;
     let mut c1 = caller(NOBODY)?;
     let mut c2 = caller(NOBODY)?;

@@ -10,12 +10,12 @@ use std::os::fd::AsFd;
 
 use cma::{Device, Features, Op, Target};
 
+use crate::check_eq;
 use crate::copy::{copy, iov, pvm};
 use crate::ktap::{Test, TestResult};
 use crate::peer::Peer;
 use crate::perm::needs_root;
 use crate::util::{self, page_size, Mapping, NOBODY, OTHER_USER};
-use crate::{check, check_eq};
 
 /// The tests of this file, in order.
 pub const TESTS: &[Test] = crate::tests![
@@ -174,12 +174,7 @@ const REFUSED: [u64; 4] = [EPERM; 4];
 
 fn needs_userns() -> TestResult {
     needs_root()?;
-    let features = Device::open()?.info()?.features;
-    check!(
-        features.contains(Features::USERNS_GRANT),
-        "the module does not announce CMA_FEAT_USERNS_GRANT"
-    );
-    Ok(())
+    util::needs_feature(Features::USERNS_GRANT)
 }
 
 fn userns_named_pidfd_grant_admits() -> TestResult {
@@ -219,11 +214,7 @@ fn userns_named_pidfd_grant_admits() -> TestResult {
 
 fn userns_descendants_grant_admits_siblings() -> TestResult {
     needs_userns()?;
-    let features = Device::open()?.info()?.features;
-    check!(
-        features.contains(Features::DESCENDANTS_GRANT),
-        "the module does not announce CMA_FEAT_DESCENDANTS_GRANT"
-    );
+    util::needs_feature(Features::DESCENDANTS_GRANT)?;
     // Ranks of one launcher (this process), each in a namespace of its own.
     let (mut t, addr) = target(NOBODY, Ns::Own { caps: false })?;
     let mut c = caller(NOBODY, Ns::Own { caps: false })?;

@@ -305,3 +305,14 @@ pub fn wait_for_comm(pid: i32, comm: &str) -> io::Result<String> {
     }
     Ok(std::fs::read_to_string(&path)?.trim().to_string())
 }
+
+/// Fails the test unless the loaded module announces `feature`.
+pub fn needs_feature(feature: cma::Features) -> crate::ktap::TestResult {
+    let features = cma::Device::open()?.info()?.features;
+    crate::check!(
+        features.contains(feature),
+        "the module does not announce {}",
+        feature.names().next().unwrap_or("that feature")
+    );
+    Ok(())
+}
