@@ -46,11 +46,14 @@ CARGO_TARGET := $(TOP)/userspace/target/release
 # libcma-preload.so (process_vm_readv/writev through /dev/cma: the Rust
 # staticlib linked with shim.c, exporting only what it interposes).
 LIBDIR := $(TOP)/out/lib
-LIBS := $(LIBDIR)/libcma.so $(LIBDIR)/libcma-preload.so $(LIBDIR)/pkgconfig/cma.pc
+# libxpmem.so: XPMEM's API over cma's maps (include/xpmem.h), in C over
+# libcma; out/xpmem is the prefix to build an MPI stack --with-xpmem against.
+LIBS := $(LIBDIR)/libcma.so $(LIBDIR)/libcma-preload.so $(LIBDIR)/pkgconfig/cma.pc \
+	$(LIBDIR)/libxpmem.so
 C_TESTS := tests/c/cma_abi_test tests/c/libcma_test tests/c/mpi_check \
-	tests/c/mpi_check_mpich tests/c/seccomp_deny
+	tests/c/mpi_check_mpich tests/c/seccomp_deny tests/c/xpmem_test
 
-.PHONY: all module deps kernel userspace libs ctests test test-debug fuzz stress run bench bench-mpi man install uninstall clean help fmt lint
+.PHONY: all module deps kernel userspace libs ctests ucx-xpmem test test-debug fuzz stress run bench bench-mpi man install uninstall clean help fmt lint
 
 all: module
 
@@ -71,7 +74,10 @@ help:
 	@echo "  make kernel     build or reuse the cached test kernel (scripts/kernel.sh)"
 	@echo "  make userspace  build the Rust userspace workspace (library, CLI, suite)"
 	@echo "  make libs       out/lib: libcma.so (C API), libcma-preload.so (process_vm_readv through"
-	@echo "                  /dev/cma for unmodified programs), pkgconfig/cma.pc"
+	@echo "                  /dev/cma for unmodified programs), libxpmem.so (XPMEM's API over"
+	@echo "                  cma's maps; out/xpmem is its prefix), pkgconfig/cma.pc"
+	@echo "  make ucx-xpmem  UCX from Debian's source package built --with-xpmem over libxpmem.so"
+	@echo "                  (cached; scripts/ucx-xpmem.sh)"
 	@echo "  make ctests     build the C tests (UAPI header, C API, the MPI data checker)"
 	@echo "  make install    install the module (modules_install + depmod), CLI, libraries, headers,"
 	@echo "                  man pages, udev rule, modprobe.d/modules-load.d (DESTDIR, PREFIX, KVER)"
@@ -118,6 +124,17 @@ $(LIBDIR)/libcma-preload.so: userspace/preload/shim.c userspace/preload/exports.
 		$(CARGO_TARGET)/libcma_preload.a -Wl,--version-script=userspace/preload/exports.map \
 		-Wl,--gc-sections -Wl,-soname,libcma-preload.so -ldl -lpthread -lgcc_s -lm -lc
 
+$(LIBDIR)/libxpmem.so: userspace/xpmem/xpmem.c include/xpmem.h include/libcma.h \
+		include/uapi/cma.h $(LIBDIR)/libcma.so
+	$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror -Iinclude -o $(LIBDIR)/libxpmem.so.0 \
+		userspace/xpmem/xpmem.c -Wl,-soname,libxpmem.so.0 -L$(LIBDIR) -lcma \
+		-Wl,-rpath,'$$ORIGIN' -lpthread
+	ln -sf libxpmem.so.0 $@
+	mkdir -p out/xpmem/include out/xpmem/lib
+	cp include/xpmem.h out/xpmem/include/
+	ln -sf ../../lib/libxpmem.so.0 out/xpmem/lib/libxpmem.so
+	ln -sf ../../lib/libxpmem.so.0 out/xpmem/lib/libxpmem.so.0
+
 $(LIBDIR)/pkgconfig/cma.pc: scripts/cma.pc.in
 	mkdir -p $(LIBDIR)/pkgconfig
 	sed -e 's|@PREFIX@|$(TOP)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(TOP)/include|; s|@VERSION@|$(VERSION)|' $< > $@
@@ -134,6 +151,11 @@ tests/c/libcma_test: tests/c/libcma_test.c include/libcma.h include/uapi/cma.h k
 		$$(PKG_CONFIG_PATH=$(LIBDIR)/pkgconfig pkg-config --cflags cma) -o $@ $< \
 		$$(PKG_CONFIG_PATH=$(LIBDIR)/pkgconfig pkg-config --libs cma) -Wl,-rpath,$(LIBDIR)
 
+# libxpmem.so's suite: built against out/xpmem, as an XPMEM user would.
+tests/c/xpmem_test: tests/c/xpmem_test.c include/xpmem.h include/libcma.h kernel libs
+	$(CC) -O2 -Wall -Werror -I$(KDIR)/source/tools/testing/selftests -Iout/xpmem/include \
+		-Iinclude -o $@ $< -Lout/xpmem/lib -lxpmem -L$(LIBDIR) -lcma -Wl,-rpath,$(LIBDIR)
+
 # An MPI program that checks its data: point to point and vector collectives.
 tests/c/mpi_check: tests/c/mpi_check.c
 	mpicc.openmpi -O2 -Wall -Werror -o $@ $<
@@ -145,7 +167,12 @@ tests/c/mpi_check_mpich: tests/c/mpi_check.c
 tests/c/seccomp_deny: tests/c/seccomp_deny.c
 	$(CC) -O2 -Wall -Werror -o $@ $<
 
-test: module userspace libs ctests man
+# UCX from Debian's source package, built --with-xpmem over libxpmem.so
+# (once: cached like the kernel); tests/mpi.sh runs its ucx_perftest.
+ucx-xpmem: libs
+	scripts/ucx-xpmem.sh >/dev/null
+
+test: module userspace libs ctests man ucx-xpmem
 	scripts/vm.sh --flavour $(FLAVOUR) test
 
 # The debug run also fuzzes, coverage-guided (KCOV): 300 000 calls, about

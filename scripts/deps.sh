@@ -34,6 +34,9 @@ APT_PKGS=(
     # and `make bench-mpi`: Open MPI 4.1 (btl/vader), UCX 1.13 (ucx_perftest),
     # MPICH 4.0 (ch4:ucx), libfabric 1.17 (the shm provider), HPCC.
     openmpi-bin libopenmpi-dev ucx-utils mpich libmpich-dev libfabric-bin hpcc
+    # UCX rebuilt from Debian's source package --with-xpmem over libxpmem.so
+    # (scripts/ucx-xpmem.sh): dpkg-source, the autotools, a C++ compiler.
+    dpkg-dev autoconf automake libtool g++
 )
 
 missing=()

@@ -10,6 +10,7 @@ suites=(
     "userspace/target/release/cma-selftest"
     "tests/c/cma_abi_test"
     "tests/c/libcma_test"
+    "tests/c/xpmem_test"
 )
 # The preload library against the system call, and real MPI stacks through
 # it; not in narrowed runs (CMA_TESTS, e.g. `make fuzz`).

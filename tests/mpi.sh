@@ -13,6 +13,9 @@ top=$PWD
 lib=$top/out/lib/libcma-preload.so
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# The jobs run as nobody write their reports here, and have a home here.
+chmod 777 "$tmp"  # not sticky: fs.protected_regular would refuse O_CREAT of the root-made report files
+mkdir -m 777 "$tmp/home"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # Open MPI's vader BTL with CMA as its single-copy mechanism, nothing else.
 ompi=(mpirun.openmpi --oversubscribe --bind-to none --mca btl self,vader --mca pml ob1
@@ -70,6 +73,41 @@ check() {
     fi
 }
 
+# xpmem_check NAME EXPECT MINATTACH -- CMD...: CMD, a program built with
+# XPMEM support, runs over cma's libxpmem.so (no preload); passes if it exits
+# 0, prints a line matching EXPECT, and the library's reports (CMA_XPMEM_STATS)
+# show two or more processes that made segments and got each other's, at
+# least MINATTACH bytes attached in all, and no call refused.
+xpmem_check() {
+    local name=$1 expect=$2 min=$3; shift 4
+    n=$((n + 1))
+    local stats=$tmp/$name.xpmem status=0 why="" lines procs gets bytes failed
+    : > "$stats"
+    chmod 666 "$stats"
+    CMA_XPMEM_STATS=$stats "$@" > "$tmp/out" 2>&1 || status=$?
+    lines=$(grep '^cma-xpmem: ' "$stats")
+    procs=$(grep -c 'makes=[1-9]' <<<"$lines")
+    gets=$(field_sum gets <<<"$lines")
+    bytes=$(field_sum attached_bytes <<<"$lines")
+    failed=$(field_sum failed <<<"$lines")
+    if [ "$status" != 0 ]; then why="exit status $status"
+    elif ! grep -qE "$expect" "$tmp/out"; then why="no line matching '$expect'"
+    elif [ "$procs" -lt 2 ]; then why="$procs processes made a segment (libxpmem.so not used?)"
+    elif [ "$gets" -lt 2 ] || [ "$bytes" -lt "$min" ]; then
+        why="$gets segments got, $bytes bytes attached: fewer than the test needs"
+    elif [ "$failed" != 0 ]; then why="$failed calls refused"
+    fi
+    echo "# $name: $procs processes made segments, $gets got, $bytes bytes attached, $failed refused"
+    if [ -z "$why" ]; then
+        pass=$((pass + 1)); echo "ok $n $name"
+    else
+        fail=$((fail + 1))
+        sed 's/^/#   /' "$tmp/out" | tail -n 40
+        sed 's/^/#   /' "$stats"
+        echo "# $why"; echo "not ok $n $name"
+    fi
+}
+
 # server_client SERVER... -- CLIENT...: the server in the background, then
 # the client; whichever fails first stops the other (nobody is left to talk
 # to it); the client's status decides, then the server's.
@@ -118,6 +156,20 @@ if [ "${1:-}" != yama3 ]; then
             tmp='"$tmp"'
             server_client ucx_perftest -p 13371 -- \
                 ucx_perftest 127.0.0.1 -p 13371 -t tag_bw -s 4194304 -n 40'
+    # UCX rebuilt from Debian's source package --with-xpmem over cma's
+    # libxpmem.so (scripts/ucx-xpmem.sh), as nobody (consent, not
+    # CAP_SYS_PTRACE), no preload: the rendezvous messages are read from an
+    # attachment of the sender's buffer (get_zcopy), a cma map.
+    ucx_xpmem=$(scripts/ucx-xpmem.sh --print 2>&1) || ucx_xpmem=/nonexistent
+    xpmem_check ucx_xpmem_perftest_tag_bw 'Final:' 4194304 -- \
+        env UCX_TLS=posix,xpmem UCX_RNDV_SCHEME=get_zcopy UCX_WARN_UNUSED_ENV_VARS=n \
+        UCX_POSIX_USE_PROC_LINK=n HOME="$tmp/home" LD_LIBRARY_PATH="$top/out/lib" \
+        timeout 300 bash -c '
+            server_client() { '"$(declare -f server_client | tail -n +2)"'; }
+            tmp='"$tmp"'
+            u="setpriv --reuid=65534 --regid=65534 --clear-groups"
+            p='"$ucx_xpmem"'/bin/ucx_perftest
+            server_client $u "$p" -p 13387 -- $u "$p" 127.0.0.1 -p 13387 -t tag_bw -s 4194304 -n 40'
     # Through the CLI, as a user would: `cma run` sets LD_PRELOAD for mpiexec,
     # and Hydra passes the whole environment on to the ranks.
     check mpich_ucx_2ranks mpi_check_mpich 'mpi_check: ok \(2 ranks' 40000000 -- \
@@ -204,8 +256,6 @@ ompi_bare=(mpirun.openmpi --oversubscribe --bind-to none --mca btl self,vader --
            --mca btl_vader_single_copy_mechanism cma)
 scope=/proc/sys/kernel/yama/ptrace_scope
 # Under Yama 2 root may still (CAP_SYS_PTRACE): the jobs run as nobody.
-chmod 777 "$tmp"  # not sticky: fs.protected_regular would refuse O_CREAT of the root-made report files
-mkdir -m 777 "$tmp/home"
 user=(setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$tmp/home")
 # The stacks under Yama's scope $1 (2 or 3: only CAP_SYS_PTRACE, or nobody,
 # may), without the preload and with it.

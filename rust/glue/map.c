@@ -26,14 +26,20 @@
  * bumps @seq if it meets a mapped range, and counts itself in @active with
  * the span in flight; a fault inserts only if no invalidation in flight
  * covers its page, and checks after inserting that @seq did not move
- * (else it unmaps what it inserted). A blockable invalidation unmaps from
- * the caller at once (unmap_mapping_range(), which synchronises with the
- * caller's munmap through i_mmap_rwsem), so that migration and reclaim find
- * the page free of our reference; a non-blockable one (the OOM reaper), or
- * one nested in our own unmapping (a caller's mapping of someone who maps
- * another, whose i_mmap_rwsem we already hold), leaves it to the work item:
- * the reference keeps the page alive until then, and @unstable tells
- * readers not to trust the bytes meanwhile.
+ * (else it unmaps what it inserted). The unmapping from the caller is
+ * the work item's (cma_map_work), never the notifier's: it starts an
+ * invalidation of the caller's mm, and the kernel lets none run inside
+ * another's callbacks, start or end (lockdep models them as one lock; two
+ * callers mapping each other could otherwise deadlock). So the end of an
+ * invalidation hands its span to the work item, which unmaps it
+ * (unmap_mapping_range(), which synchronises with the caller's munmap
+ * through i_mmap_rwsem) and drops the references; until then the span is
+ * busy for faults, the references keep the old pages alive (no page is
+ * freed under the caller), and @unstable stays up, which is how a reader or
+ * writer knows the caller may still reach a page the target no longer maps.
+ * Migration and collapse that meet a referenced page fail for now and are
+ * retried. An invalidation nested in our own unmapping (a process mapping
+ * itself, or a caller mapped by another) is ignored: only holes can be there.
  *
  * Nothing here waits for an invalidation to end: a fault whose page is
  * being invalidated returns without a PTE, and the access is retried (a
@@ -43,6 +49,7 @@
  * i_mmap_rwsem of the peer fd's mapping, then page-table locks; @lock is a
  * spinlock taken last.
  */
+#include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/hashtable.h>
 #include <linux/mm.h>
@@ -77,6 +84,7 @@ struct cma_map_state {
 	unsigned long active;		/* invalidations in flight */
 	unsigned long busy_start, busy_end;	/* the span they cover */
 	unsigned long seq;		/* bumped by invalidations of mapped ranges */
+	bool raised;			/* @unstable counts the invalidations in flight */
 	unsigned long lo, hi;		/* the target range ever mapped */
 	unsigned long stale_start, stale_end;	/* left for the work item */
 	bool dead;			/* the target's mm was torn down */
@@ -244,15 +252,27 @@ static void cma_map_work(struct work_struct *work)
 	id = srcu_read_lock(&cma_map_srcu);
 	if (READ_ONCE(map->destroyed))
 		goto out;
+	/*
+	 * The span passes from stale to busy in one step: a fault never finds
+	 * it neither, and so never maps an entry the invalidation left.
+	 */
 	spin_lock(&map->lock);
 	start = map->stale_start;
 	end = map->stale_end;
 	stale = start < end;
 	map->stale_start = ULONG_MAX;
 	map->stale_end = 0;
+	if (stale) {
+		cma_map_busy_begin(map, start, end);
+		map->seq++;
+	}
 	spin_unlock(&map->lock);
 	if (stale) {
-		cma_map_zap(map, start, end);
+		cma_map_unmap(map, start, end);
+		cma_map_forget(map, start, end);
+		spin_lock(&map->lock);
+		map->active--;
+		spin_unlock(&map->lock);
 		/* The count cma_map_defer() added. */
 		atomic64_dec(STATUS(map, unstable));
 	}
@@ -295,58 +315,87 @@ static void cma_map_defer(struct cma_map_state *map, unsigned long start, unsign
 		atomic64_inc(STATUS(map, unstable));
 	map->stale_start = min(map->stale_start, start);
 	map->stale_end = max(map->stale_end, end);
-	schedule_work(&map->work);
+	/* High priority: until it has run, the caller may reach old pages. */
+	queue_work(system_highpri_wq, &map->work);
 }
 
+/*
+ * Whether the invalidation of [@start, @end) must unmap from the caller:
+ * it meets a range ever mapped, the map is live, and it is not nested in
+ * our own unmapping (the range is then one of the module's own maps,
+ * VM_PFNMAP, which the lookup refuses, where this map can have only holes,
+ * which its hole work unmaps anyway; deferring would reschedule the work
+ * from the work, forever, for a map of itself). @lock held.
+ */
+static bool cma_map_meets(struct cma_map_state *map, unsigned long start, unsigned long end)
+{
+	return max(start, map->lo) < min(end, map->hi) && !map->dead && !map->destroyed &&
+	       !cma_nested();
+}
+
+/*
+ * An invalidation begins: the range is busy (no fault maps a page of it
+ * until the work item has unmapped it), @seq moves (a fault already past
+ * its check unmaps what it inserts), and readers are told (@generation,
+ * and @unstable until the work item is done).
+ */
 static int cma_map_invalidate_start(struct mmu_notifier *mn,
 				    const struct mmu_notifier_range *range)
 {
 	struct cma_map_state *map = container_of(mn, struct cma_map_state, mn);
-	unsigned long start, end;
-	bool meets, now;
+	bool meets, raise = false;
 	int id;
 
 	id = srcu_read_lock(&cma_map_srcu);
 	spin_lock(&map->lock);
 	cma_map_busy_begin(map, range->start, range->end);
-	start = max(range->start, map->lo);
-	end = min(range->end, map->hi);
-	/*
-	 * Nested in our own unmapping: the range is one of the module's own
-	 * maps (VM_PFNMAP, which the lookup refuses), where this map can have
-	 * only holes, which its work item unmaps anyway. Nothing to do (and
-	 * deferring would reschedule the work from the work, forever, for a
-	 * map of itself).
-	 */
-	meets = start < end && !map->destroyed && !cma_nested();
-	now = meets && mmu_notifier_range_blockable(range);
+	meets = cma_map_meets(map, range->start, range->end);
 	if (meets) {
 		map->seq++;
-		atomic64_inc(STATUS(map, invalidations));
-		atomic64_inc(STATUS(map, generation));
-		if (!now)
-			cma_map_defer(map, start, end);
+		raise = !map->raised;
+		map->raised = true;
 	}
 	spin_unlock(&map->lock);
-	if (now) {
-		cma_map_unmap(map, start, end);
-		cma_map_forget(map, start, end);
+	if (meets) {
+		atomic64_inc(STATUS(map, invalidations));
+		if (raise)
+			cma_status_unstable(map);
+		else
+			atomic64_inc(STATUS(map, generation));
 	}
 	srcu_read_unlock(&cma_map_srcu, id);
 	return 0;
 }
 
+/*
+ * An invalidation ends: what it met passes to the work item, which unmaps
+ * it from the caller and drops its references. Not here: unmapping from
+ * the caller starts an invalidation of the caller's mm, and the kernel lets
+ * none run inside another's callbacks (lockdep models them as one lock).
+ * Until the work is done the span stays busy for faults and @unstable up;
+ * the page references keep the old pages alive meanwhile.
+ */
 static void cma_map_invalidate_end(struct mmu_notifier *mn,
 				   const struct mmu_notifier_range *range)
 {
 	struct cma_map_state *map = container_of(mn, struct cma_map_state, mn);
+	bool lower = false;
+	int id;
 
+	id = srcu_read_lock(&cma_map_srcu);
 	spin_lock(&map->lock);
+	if (cma_map_meets(map, range->start, range->end))
+		cma_map_defer(map, max(range->start, map->lo), min(range->end, map->hi));
 	/* An invalidation that began before the notifier was registered ends
 	 * without having started here. */
-	if (map->active)
-		map->active--;
+	if (map->active && --map->active == 0 && map->raised) {
+		map->raised = false;
+		lower = true;
+	}
 	spin_unlock(&map->lock);
+	if (lower)
+		atomic64_dec(STATUS(map, unstable));
+	srcu_read_unlock(&cma_map_srcu, id);
 }
 
 /* The target's address space is being torn down: nothing of it may stay
@@ -389,12 +438,13 @@ static const struct mmu_notifier_ops cma_map_ops = {
 	.free_notifier = cma_map_free_notifier,
 };
 
-/* Whether an invalidation in flight covers target address @taddr, or the
- * map is dead; @lock held. */
+/* Whether an invalidation in flight, or one the work item has yet to
+ * finish, covers target address @taddr, or the map is dead; @lock held. */
 static bool cma_map_busy(struct cma_map_state *map, unsigned long taddr)
 {
 	return map->dead ||
-	       (map->active && taddr >= map->busy_start && taddr < map->busy_end);
+	       (map->active && taddr >= map->busy_start && taddr < map->busy_end) ||
+	       (taddr >= map->stale_start && taddr < map->stale_end);
 }
 
 /* The protection of a PTE for the caller: writable only for a write fault,
@@ -504,7 +554,7 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 	struct cma_map_state *map = vma->vm_private_data;
 	unsigned long index = vmf->pgoff, taddr = index << PAGE_SHIFT;
 	bool write = vmf->flags & FAULT_FLAG_WRITE;
-	bool dead, busy, writable, changed;
+	bool dead, busy, stale, writable, changed;
 	struct page *page;
 	unsigned long seq;
 	vm_fault_t ret;
@@ -513,10 +563,25 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 	spin_lock(&map->lock);
 	dead = map->dead;
 	busy = cma_map_busy(map, taddr);
+	stale = taddr >= map->stale_start && taddr < map->stale_end;
 	seq = map->seq;
 	spin_unlock(&map->lock);
 	if (dead)
 		return cma_map_hole(vmf, map, write, seq);
+	if (stale && (vmf->flags & FAULT_FLAG_ALLOW_RETRY) &&
+	    !(vmf->flags & FAULT_FLAG_RETRY_NOWAIT)) {
+		/*
+		 * The work item has yet to unmap this page: wait for it rather
+		 * than fault again and again, without our mmap_lock (the work
+		 * takes none of it), the file keeping the map.
+		 */
+		struct file *file = get_file(vma->vm_file);
+
+		release_fault_lock(vmf);
+		flush_work(&map->work);
+		fput(file);
+		return VM_FAULT_RETRY;
+	}
 	if (busy)
 		return VM_FAULT_NOPAGE;
 	/* The decision the fd holds must still admit the caller. */

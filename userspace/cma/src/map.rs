@@ -123,6 +123,25 @@ impl MapStatus {
         }
     }
 
+    /// Waits until no change of the target's mapping is still reaching the
+    /// caller (`unstable == 0`), polling, for at most `timeout`; returns
+    /// the snapshot then, or `None` on timeout. After a change the target
+    /// made (its call returned), a read that follows a settled snapshot
+    /// sees the target's new pages.
+    pub fn settle(&self, timeout: std::time::Duration) -> Option<StatusSnapshot> {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            let s = self.snapshot();
+            if s.unstable == 0 {
+                return Some(s);
+            }
+            if std::time::Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+
     /// Whether nothing changed since `before` (taken before a read, with
     /// `unstable == 0`): the bytes read in between were the target's.
     pub fn unchanged_since(&self, before: &StatusSnapshot) -> bool {
