@@ -134,6 +134,7 @@ $(LIBDIR)/libxpmem.so: userspace/xpmem/xpmem.c include/xpmem.h include/libcma.h 
 	cp include/xpmem.h out/xpmem/include/
 	ln -sf ../../lib/libxpmem.so.0 out/xpmem/lib/libxpmem.so
 	ln -sf ../../lib/libxpmem.so.0 out/xpmem/lib/libxpmem.so.0
+	ln -sf ../../lib/libcma.so.0 out/xpmem/lib/libcma.so.0
 
 $(LIBDIR)/pkgconfig/cma.pc: scripts/cma.pc.in
 	mkdir -p $(LIBDIR)/pkgconfig

@@ -319,12 +319,20 @@ struct cma_attach {
  * The mapping shows what a copy would, page by page: a page is looked up in
  * the target (faulted in there as a copy would) when the caller first
  * touches it, read-only until the caller writes (a write breaks
- * copy-on-write in the target, as process_vm_writev(2) does), and is
- * unmapped from the caller before any change to the target's mapping of it
- * takes effect (munmap, mremap, mprotect, MADV_DONTNEED, copy-on-write after
- * fork, THP split and collapse, migration, swap, exit); the next touch looks
- * it up again. The target's pages are not pinned: the module holds a page
- * reference only while the page is mapped and drops it at the first change.
+ * copy-on-write in the target, as process_vm_writev(2) does). Where the
+ * target maps a whole huge page (THP) at a 2 MiB-aligned address, and the
+ * caller's mapping is aligned alike (the module chooses such an address), it
+ * is mapped whole, as one PMD (counted in @pmds of the status page). When the
+ * target's mapping of a page changes (munmap, mremap, mprotect,
+ * MADV_DONTNEED, copy-on-write after fork, THP split and collapse,
+ * migration, swap, exit), @generation moves and @unstable rises as the
+ * change begins, and the page is unmapped from the caller soon after, by a
+ * work item (the kernel lets no unmapping of the caller run inside the
+ * target's notifier); @unstable falls when that is done, and the next touch
+ * looks the page up again. Until then the caller may still reach the old
+ * page (kept alive by the module's reference, never freed or reused under
+ * it). The target's pages are not pinned: the module holds a page reference
+ * only while the page is mapped, and drops it after the first change.
  * Where the target has no page a copy could reach (unmapped, PROT_NONE, a
  * device mapping, the target gone), the caller is not killed: it reads zeros
  * and its writes go nowhere, and the peer fd's status page says so.
@@ -360,6 +368,7 @@ struct cma_map {
  * @holes: touches that found no target page, since the peer fd was made.
  * @invalidations: changes of the target's mapping that unmapped mapped
  *	ranges, since then.
+ * @pmds: huge pages mapped whole (one PMD each), since then.
  * @reserved: zero.
  */
 struct cma_map_status {
@@ -367,7 +376,8 @@ struct cma_map_status {
 	__u64 unstable;
 	__u64 holes;
 	__u64 invalidations;
-	__u64 reserved[4];
+	__u64 pmds;
+	__u64 reserved[3];
 };
 
 /** Query the module's ABI version and features. */

@@ -15,6 +15,7 @@
 #include <linux/anon_inodes.h>
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/mm.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/percpu.h>
@@ -262,6 +263,11 @@ static const struct file_operations cma_peer_fops = {
 	.unlocked_ioctl = cma_rs_peer_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
 	.mmap = cma_glue_peer_mmap,
+#ifdef CONFIG_TRANSPARENT_HUGEPAGE
+	/* An address congruent to the target's modulo 2 MiB: huge pages map
+	 * whole (cma_map_huge_fault). */
+	.get_unmapped_area = thp_get_unmapped_area,
+#endif
 	.release = cma_peer_release,
 	.llseek = noop_llseek,
 };

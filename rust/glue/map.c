@@ -62,6 +62,7 @@
 #include <linux/spinlock.h>
 #include <linux/srcu.h>
 #include <linux/workqueue.h>
+#include <linux/version.h>
 #include <linux/xarray.h>
 #include <uapi/linux/mman.h>
 
@@ -693,8 +694,150 @@ static void cma_map_close(struct vm_area_struct *vma)
 		cma_map_forget(map, PAGE_SIZE, TASK_SIZE_MAX);
 }
 
+#ifdef CONFIG_TRANSPARENT_HUGEPAGE
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 17, 0)
+#define cma_insert_pmd(vmf, pfn, write) vmf_insert_pfn_pmd(vmf, pfn, write)
+#else
+#include <linux/pfn_t.h>
+#define cma_insert_pmd(vmf, pfn, write) vmf_insert_pfn_pmd(vmf, __pfn_to_pfn_t(pfn, 0), write)
+#endif
+
+/*
+ * The target's pages of [@taddr, @taddr + PMD_SIZE) into @pages, with a
+ * reference each, if they are there already (nothing is faulted in for a
+ * whole huge page: a copy of one byte would not) and are one PMD-sized folio,
+ * in order: true; else false, holding nothing.
+ */
+static bool cma_map_lookup_pmd(struct cma_map_state *map, unsigned long taddr, bool write,
+			       struct page **pages)
+{
+	struct mm_struct *mm = map->mn.mm;
+	struct folio *folio;
+	bool whole;
+	long n, i;
+
+	if (!mmget_not_zero(mm))
+		return false;
+	/* Never wait under the caller's mmap_lock: the page path waits. */
+	if (!mmap_read_trylock(mm)) {
+		mmput_async(mm);
+		return false;
+	}
+	n = get_user_pages_remote(mm, taddr, HPAGE_PMD_NR,
+				  FOLL_NOFAULT | (write ? FOLL_WRITE : 0), pages, NULL);
+	mmap_read_unlock(mm);
+	mmput_async(mm);
+	if (n <= 0)
+		return false;
+	folio = page_folio(pages[0]);
+	whole = n == HPAGE_PMD_NR && folio_nr_pages(folio) == HPAGE_PMD_NR &&
+		folio_page(folio, 0) == pages[0];
+	for (i = 1; whole && i < n; i++)
+		whole = pages[i] == folio_page(folio, i);
+	if (!whole) {
+		for (i = 0; i < n; i++)
+			put_page(pages[i]);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * A fault on a 2 MiB-aligned range of the caller whose target range is a
+ * whole huge page: one PMD, whose 512 page references go to @pages like the
+ * page path's (so every invalidation, forget and unmap works page by page;
+ * unmapping part of the PMD unmaps all of it, and the rest faults in again
+ * page by page). Anything else, or any doubt: VM_FAULT_FALLBACK, and the
+ * page path decides.
+ */
+static vm_fault_t cma_map_huge_fault(struct vm_fault *vmf, unsigned int order)
+{
+	struct vm_area_struct *vma = vmf->vma;
+	struct cma_map_state *map = vma->vm_private_data;
+	unsigned long haddr = vmf->address & PMD_MASK;
+	unsigned long index, taddr, seq, first, i;
+	bool write = vmf->flags & FAULT_FLAG_WRITE;
+	struct page **pages;
+	vm_fault_t ret = VM_FAULT_FALLBACK;
+	bool ok;
+
+	if (order != PMD_ORDER || haddr < vma->vm_start || haddr + PMD_SIZE > vma->vm_end)
+		return VM_FAULT_FALLBACK;
+	/* A write to a read-only PMD: the page path (after splitting it). */
+	if (vmf->pmd && !pmd_none(*vmf->pmd))
+		return VM_FAULT_FALLBACK;
+	index = vma->vm_pgoff + ((haddr - vma->vm_start) >> PAGE_SHIFT);
+	taddr = index << PAGE_SHIFT;
+	if (taddr & ~PMD_MASK)
+		return VM_FAULT_FALLBACK;
+	spin_lock(&map->lock);
+	ok = !map->dead && !cma_map_busy(map, taddr) && !cma_map_busy(map, taddr + PMD_SIZE - 1) &&
+	     !(map->stale_start < taddr + PMD_SIZE && taddr < map->stale_end) &&
+	     !(map->active && map->busy_start < taddr + PMD_SIZE && taddr < map->busy_end);
+	seq = map->seq;
+	spin_unlock(&map->lock);
+	if (!ok || !cma_rs_peer_map_ok(map->peer))
+		return VM_FAULT_FALLBACK;
+	/* Pages some mapping of the fd holds already: page by page. */
+	first = index;
+	if (xa_find(&map->pages, &first, index + HPAGE_PMD_NR - 1, XA_PRESENT))
+		return VM_FAULT_FALLBACK;
+	pages = kvmalloc_array(HPAGE_PMD_NR, sizeof(*pages), GFP_KERNEL);
+	if (!pages)
+		return VM_FAULT_FALLBACK;
+	if (!cma_map_lookup_pmd(map, taddr, write, pages))
+		goto out;
+	for (i = 0; i < HPAGE_PMD_NR; i++)
+		if (xa_reserve(&map->pages, index + i, GFP_KERNEL_ACCOUNT))
+			break;
+	ok = i == HPAGE_PMD_NR;
+	/* Stored only if nothing changed since @seq and every slot is free. */
+	spin_lock(&map->lock);
+	ok = ok && map->seq == seq && !cma_map_busy(map, taddr);
+	if (ok) {
+		xa_lock(&map->pages);
+		for (i = 0; ok && i < HPAGE_PMD_NR; i++)
+			ok = !xa_load(&map->pages, index + i);
+		/*
+		 * Every slot reserved (no allocation) and free under the lock
+		 * held since: each store stores.
+		 */
+		for (i = 0; ok && i < HPAGE_PMD_NR; i++)
+			cma_map_store(map, index + i, pages[i], CMA_WRITABLE, write);
+		xa_unlock(&map->pages);
+	}
+	spin_unlock(&map->lock);
+	if (!ok) {
+		for (i = 0; i < HPAGE_PMD_NR; i++) {
+			xa_release(&map->pages, index + i);
+			put_page(pages[i]);
+		}
+		goto out;
+	}
+	/* This fault's own reference, until it returns. */
+	get_page(pages[0]);
+	ret = cma_insert_pmd(vmf, page_to_pfn(pages[0]), write);
+	spin_lock(&map->lock);
+	ok = map->seq == seq && !cma_map_busy(map, taddr);
+	spin_unlock(&map->lock);
+	if (!ok) {
+		cma_map_zap(map, taddr, taddr + PMD_SIZE);
+		ret = VM_FAULT_NOPAGE;
+	} else if (ret == VM_FAULT_NOPAGE) {
+		atomic64_inc(STATUS(map, pmds));
+	}
+	put_page(pages[0]);
+out:
+	kvfree(pages);
+	return ret;
+}
+#endif
+
 static const struct vm_operations_struct cma_map_vm_ops = {
 	.fault = cma_map_fault,
+#ifdef CONFIG_TRANSPARENT_HUGEPAGE
+	.huge_fault = cma_map_huge_fault,
+#endif
 	.pfn_mkwrite = cma_map_pfn_mkwrite,
 	.may_split = cma_map_may_split,
 	.mremap = cma_map_mremap,
@@ -818,7 +961,8 @@ int cma_glue_peer_mmap(struct file *file, struct vm_area_struct *vma)
 	map->lo = min(map->lo, start);
 	map->hi = max(map->hi, start + len);
 	spin_unlock(&map->lock);
-	vm_flags_set(vma, VM_PFNMAP);
+	/* VM_HUGEPAGE: huge faults where THP is "madvise" (Ubuntu's default). */
+	vm_flags_set(vma, VM_PFNMAP | VM_HUGEPAGE);
 	vma->vm_ops = &cma_map_vm_ops;
 	vma->vm_private_data = map;
 	return 0;

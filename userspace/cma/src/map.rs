@@ -102,6 +102,8 @@ pub struct StatusSnapshot {
     pub holes: u64,
     /// Changes of the target's mapping that unmapped mapped ranges.
     pub invalidations: u64,
+    /// Huge pages mapped whole (one PMD each).
+    pub pmds: u64,
 }
 
 impl MapStatus {
@@ -119,6 +121,7 @@ impl MapStatus {
                 unstable: std::ptr::addr_of!((*self.page).unstable).read_volatile(),
                 holes: std::ptr::addr_of!((*self.page).holes).read_volatile(),
                 invalidations: std::ptr::addr_of!((*self.page).invalidations).read_volatile(),
+                pmds: std::ptr::addr_of!((*self.page).pmds).read_volatile(),
             }
         }
     }

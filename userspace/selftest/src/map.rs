@@ -34,6 +34,10 @@ pub const TESTS: &[Test] = &[
         run: || change(cache::REMAP, Expect::NewBytes),
     },
     Test {
+        name: "map_maps_huge_pages_whole",
+        run: huge_pages_whole,
+    },
+    Test {
         name: "map_sees_munmap",
         run: || change(cache::UNMAP, Expect::Hole),
     },
@@ -200,6 +204,58 @@ fn reads_and_writes() -> TestResult {
     let ro = peer.map(addr, LEN, false)?;
     ro.read_at(0, &mut buf);
     check_eq!(fnv(&buf), fnv(&ours));
+    Ok(())
+}
+
+/// The target's `AnonHugePages` (kB), from its smaps_rollup.
+fn anon_huge_kb(pid: i32) -> io::Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    Ok(s.lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0))
+}
+
+/// A target whose 2 MiB-aligned buffer is huge pages: the map shows them as
+/// PMDs (counted on the status page), exactly; a write fault on a read-only
+/// PMD goes page by page; after the target splits them, the pages.
+fn huge_pages_whole() -> TestResult {
+    let dev = Device::open()?;
+    let Mapped {
+        target: mut t,
+        addr,
+        peer,
+        map: m,
+        status,
+    } = mapped_target(&dev)?;
+    let huge = anon_huge_kb(t.pid)?;
+    if huge < 2048 {
+        return Err(crate::ktap::Failure::Skip(format!(
+            "the target got no huge page (AnonHugePages {huge} kB): THP off here"
+        )));
+    }
+    let s = status.snapshot();
+    check!(
+        s.pmds >= huge / 2048,
+        "{huge} kB of huge pages in the target, {} PMDs mapped",
+        s.pmds
+    );
+    println!("# {huge} kB of huge pages in the target, {} PMDs mapped", s.pmds);
+    // A write through a read-only PMD: page by page, into the target's pages.
+    let ours = pattern(7);
+    m.write_at(0, &ours[..page_size()]);
+    check_eq!(copy_first_page(&peer, addr)?, ours[..page_size()].to_vec());
+    check_eq!(
+        t.command(cache::SUM, &[])?[0],
+        fnv(&[&ours[..page_size()], &pattern(1)[page_size()..]].concat()),
+        "the target's buffer is not the write plus its bytes"
+    );
+    // The target splits its huge pages and writes new bytes: the map sees them.
+    check_eq!(t.command(cache::SPLIT_THP, &[])?[0], 0);
+    check!(status.settle(SETTLE).is_some(), "unstable for good");
+    let mut buf = vec![0u8; LEN];
+    m.read_at(0, &mut buf);
+    check_eq!(fnv(&buf), fnv(&pattern(2)), "old bytes after the split");
     Ok(())
 }
 
