@@ -240,7 +240,10 @@ fn huge_pages_whole() -> TestResult {
         "{huge} kB of huge pages in the target, {} PMDs mapped",
         s.pmds
     );
-    println!("# {huge} kB of huge pages in the target, {} PMDs mapped", s.pmds);
+    println!(
+        "# {huge} kB of huge pages in the target, {} PMDs mapped",
+        s.pmds
+    );
     // A write through a read-only PMD: page by page, into the target's pages.
     let ours = pattern(7);
     m.write_at(0, &ours[..page_size()]);
@@ -274,7 +277,11 @@ fn change(cmd: u8, expect: Expect) -> TestResult {
     // The contract: once the change is made, the status settles, and then
     // a read sees the target as it is.
     let settled = status.settle(SETTLE);
-    check!(settled.is_some(), "unstable for good: {:?}", status.snapshot());
+    check!(
+        settled.is_some(),
+        "unstable for good: {:?}",
+        status.snapshot()
+    );
     m.read_at(0, &mut buf);
     let after = status.snapshot();
     match expect {
@@ -570,7 +577,11 @@ fn races_with_changes() -> TestResult {
     // work item soon; then the mapping shows exactly the target's bytes.
     check_eq!(t.command(cache::FILL, &[6])?[0], 0);
     let before = status.settle(SETTLE);
-    check!(before.is_some(), "unstable for good: {:?}", status.snapshot());
+    check!(
+        before.is_some(),
+        "unstable for good: {:?}",
+        status.snapshot()
+    );
     let before = status.snapshot();
     let mut buf = vec![0u8; LEN];
     m.read_at(0, &mut buf);

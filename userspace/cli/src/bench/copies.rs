@@ -80,7 +80,7 @@ pub(super) fn one_copy(
             }
             n as usize
         }
-        Mech::Double | Mech::Memcpy | Mech::Vecloop | Mech::Map => {
+        Mech::Double | Mech::Memcpy | Mech::Vecloop | Mech::Map | Mech::MapVec => {
             unreachable!("not a syscall mechanism")
         }
         Mech::CmaUc | Mech::CmaPidUc | Mech::CmaDirectUc => {
@@ -106,21 +106,30 @@ pub(super) fn memcpy(dst: &Buf, src: &Buf, len: usize) {
 /// buffers: AVX2 when the CPU has it, else SSE2; never `rep movsb`, so with
 /// `memcpy` (which may use it) it bounds what one copy can do here.
 pub(super) fn vecloop(dst: &Buf, src: &Buf, len: usize) {
-    let (d, s) = (dst.addr as *mut u8, src.addr as *const u8);
+    // SAFETY: both buffers are mapped, at least `len` long, and distinct.
+    unsafe { vecloop_raw(dst.addr as *mut u8, src.addr as *const u8, len) }
+}
+
+/// `vecloop` between any two ranges.
+///
+/// # Safety
+///
+/// `s` is readable and `d` writable for `len` bytes, and the two do not
+/// overlap.
+pub(super) unsafe fn vecloop_raw(d: *mut u8, s: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2; both buffers are mapped, at least
-            // `len` long, and distinct.
+            // SAFETY: the CPU has AVX2; the ranges as the caller promised.
             unsafe { copy_avx2(d, s, len) };
         } else {
-            // SAFETY: SSE2 is part of x86_64; the buffers as above.
+            // SAFETY: SSE2 is part of x86_64; the ranges as above.
             unsafe { copy_sse2(d, s, len) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        // SAFETY: both buffers are mapped, at least `len` long, and distinct.
+        // SAFETY: the ranges as the caller promised.
         unsafe { copy_tail(d, s, 0, len) };
     }
 }

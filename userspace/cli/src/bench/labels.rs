@@ -80,6 +80,9 @@ pub(super) enum Mech {
     /// `memcpy` to or from a map of the target's buffer (`CMA_IOC_MAP`),
     /// mapped once: the steady state, no system call per message.
     Map,
+    /// `Map` with the vector loop: the tables' `map` is the better of the
+    /// two, as `limit` is of `memcpy` and `vecloop`.
+    MapVec,
 }
 
 impl Mech {
@@ -97,6 +100,7 @@ impl Mech {
             Mech::Memcpy => "memcpy",
             Mech::Vecloop => "vecloop",
             Mech::Map => "map",
+            Mech::MapVec => "map-vecloop",
         }
     }
 
@@ -114,6 +118,7 @@ impl Mech {
             Mech::Memcpy => "memcpy",
             Mech::Vecloop => "vecloop",
             Mech::Map => "map",
+            Mech::MapVec => "map-vec",
         }
     }
 

@@ -134,7 +134,7 @@ pub fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
         for &size in &sizes {
             progress.step(&format!("one-to-one {} {}", human(size), pages.name()));
             recs.extend(one_to_one(
-                &dev, &o, size, pages, &mut rng, &plan, &sources,
+                &dev, &o, size, pages, &mut rng, &plan, &sources, &mut notes,
             )?);
         }
     }

@@ -6,7 +6,9 @@ use std::io::{self};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::copies::{double_receive, double_sender, memcpy, one_copy, vecloop, To, SLOT};
+use super::copies::{
+    double_receive, double_sender, memcpy, one_copy, vecloop, vecloop_raw, To, SLOT,
+};
 use super::counters::{CounterSources, Counts, Tally};
 use super::engine::EnginePlan;
 use super::labels::{Engine, Mech, Pages, Pattern, Record};
@@ -25,6 +27,7 @@ pub(super) fn one_to_one(
     rng: &mut u64,
     plan: &EnginePlan,
     sources: &CounterSources,
+    notes: &mut Vec<String>,
 ) -> io::Result<Vec<Record>> {
     let target_buf = Buf::new(size, pages, false)?; // the target's message
     let local_src = Buf::new(size, pages, false)?; // the bench's source (write, memcpy)
@@ -81,6 +84,8 @@ pub(super) fn one_to_one(
     if mapped.is_some() {
         cases.push(case(Mech::Map, Op::Read, None));
         cases.push(case(Mech::Map, Op::Write, None));
+        cases.push(case(Mech::MapVec, Op::Read, None));
+        cases.push(case(Mech::MapVec, Op::Write, None));
     }
     let min = Duration::from_millis(o.min_ms);
     let run = |mech: Mech, op: Op, iters: u64| -> io::Result<()> {
@@ -119,17 +124,24 @@ pub(super) fn one_to_one(
                     std::hint::black_box(&local_dst.addr);
                 }
             }
-            Mech::Map => {
+            Mech::Map | Mech::MapVec => {
                 let m = mapped.as_ref().ok_or(io::ErrorKind::Unsupported)?;
                 let (dst, src) = match op {
                     Op::Read => (local_dst.addr as *mut u8, m.as_ptr().cast_const()),
                     Op::Write => (m.as_ptr(), local_src.addr as *const u8),
                 };
+                let vec = mech == Mech::MapVec;
                 for _ in 0..iters {
                     // SAFETY: both ranges are mapped and at least `size`
                     // long; the map is the target's memory, which it does
                     // not touch while the bench runs (an idle child).
-                    unsafe { std::ptr::copy_nonoverlapping(src, dst, size) };
+                    unsafe {
+                        if vec {
+                            vecloop_raw(dst, src, size)
+                        } else {
+                            std::ptr::copy_nonoverlapping(src, dst, size)
+                        }
+                    };
                     std::hint::black_box(dst);
                 }
             }
@@ -189,6 +201,17 @@ pub(super) fn one_to_one(
             }
         })
         .collect();
+    if mapped.is_some() {
+        let st = remote.peer.map_status()?.snapshot();
+        notes.push(format!(
+            "map, {} {}: {} huge pages mapped whole (PMDs), {} holes, {} invalidations",
+            super::table::human(size),
+            pages.name(),
+            st.pmds,
+            st.holes,
+            st.invalidations
+        ));
+    }
     let limit = recs
         .iter()
         .filter(|r| matches!(r.mech, Mech::Memcpy | Mech::Vecloop))
