@@ -169,9 +169,15 @@ tests/c/seccomp_deny: tests/c/seccomp_deny.c
 	$(CC) -O2 -Wall -Werror -o $@ $<
 
 # UCX from Debian's source package, built --with-xpmem over libxpmem.so
-# (once: cached like the kernel); tests/mpi.sh runs its ucx_perftest.
+# (once: cached like the kernel), copied to out/ucx-xpmem, where the tests'
+# unprivileged users can reach it (the cache is under root's home); its
+# libraries come first in LD_LIBRARY_PATH. tests/mpi.sh runs its ucx_perftest.
 ucx-xpmem: libs
-	scripts/ucx-xpmem.sh >/dev/null
+	prefix=$$(scripts/ucx-xpmem.sh) && \
+	if [ "$$(cat out/ucx-xpmem/.from 2>/dev/null)" != "$$prefix" ]; then \
+		rm -rf out/ucx-xpmem && cp -a "$$prefix" out/ucx-xpmem && \
+		echo "$$prefix" > out/ucx-xpmem/.from; \
+	fi
 
 test: module userspace libs ctests man ucx-xpmem
 	scripts/vm.sh --flavour $(FLAVOUR) test
@@ -204,7 +210,7 @@ bench: module userspace
 
 # HPCC under Open MPI three ways (no single copy, process_vm_readv, /dev/cma)
 # and ucx_perftest: the seed's table. BENCH_MPI_ARGS="--reps 5 --hpl-n 2000".
-bench-mpi: module userspace libs
+bench-mpi: module userspace libs ucx-xpmem
 	scripts/vm.sh --flavour $(FLAVOUR) bench-mpi $(BENCH_MPI_ARGS)
 
 fmt:

@@ -159,16 +159,17 @@ if [ "${1:-}" != yama3 ]; then
     # UCX rebuilt from Debian's source package --with-xpmem over cma's
     # libxpmem.so (scripts/ucx-xpmem.sh), as nobody (consent, not
     # CAP_SYS_PTRACE), no preload: the rendezvous messages are read from an
-    # attachment of the sender's buffer (get_zcopy), a cma map.
-    ucx_xpmem=$(scripts/ucx-xpmem.sh --print 2>&1) || ucx_xpmem=/nonexistent
+    # attachment of the sender's buffer (rkey_ptr), a cma map.
+    # (make ucx-xpmem copies it to out/ucx-xpmem; its libraries come first.)
     xpmem_check ucx_xpmem_perftest_tag_bw 'Final:' 4194304 -- \
-        env UCX_TLS=posix,xpmem UCX_RNDV_SCHEME=get_zcopy UCX_WARN_UNUSED_ENV_VARS=n \
-        UCX_POSIX_USE_PROC_LINK=n HOME="$tmp/home" LD_LIBRARY_PATH="$top/out/lib" \
+        env UCX_TLS=posix,xpmem UCX_WARN_UNUSED_ENV_VARS=n \
+        UCX_POSIX_USE_PROC_LINK=n HOME="$tmp/home" \
+        LD_LIBRARY_PATH="$top/out/ucx-xpmem/lib:$top/out/lib" \
         timeout 300 bash -c '
             server_client() { '"$(declare -f server_client | tail -n +2)"'; }
             tmp='"$tmp"'
             u="setpriv --reuid=65534 --regid=65534 --clear-groups"
-            p='"$ucx_xpmem"'/bin/ucx_perftest
+            p='"$top"'/out/ucx-xpmem/bin/ucx_perftest
             server_client $u "$p" -p 13387 -- $u "$p" 127.0.0.1 -p 13387 -t tag_bw -s 4194304 -n 40'
     # Through the CLI, as a user would: `cma run` sets LD_PRELOAD for mpiexec,
     # and Hydra passes the whole environment on to the ranks.
