@@ -133,9 +133,9 @@ pub fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
     for &pages in &pages_list {
         for &size in &sizes {
             progress.step(&format!("one-to-one {} {}", human(size), pages.name()));
-            recs.extend(one_to_one(
-                &dev, &o, size, pages, &mut rng, &plan, &sources, &mut notes,
-            )?);
+            let (r, note) = one_to_one(&dev, &o, size, pages, &mut rng, &plan, &sources)?;
+            recs.extend(r);
+            notes.extend(note);
         }
     }
     plan.restore()?;

@@ -18,7 +18,8 @@ use super::Options;
 
 /// One-to-one: every mechanism moves one message of `size` bytes, `op` way;
 /// the `/dev/cma` ones under each setting of `plan`. The counters of
-/// `sources` are read around every timed loop.
+/// `sources` are read around every timed loop. With the records, a note
+/// of what the map of the target's buffer did (PMDs, holes, invalidations).
 pub(super) fn one_to_one(
     dev: &Device,
     o: &Options,
@@ -27,8 +28,7 @@ pub(super) fn one_to_one(
     rng: &mut u64,
     plan: &EnginePlan,
     sources: &CounterSources,
-    notes: &mut Vec<String>,
-) -> io::Result<Vec<Record>> {
+) -> io::Result<(Vec<Record>, Option<String>)> {
     let target_buf = Buf::new(size, pages, false)?; // the target's message
     let local_src = Buf::new(size, pages, false)?; // the bench's source (write, memcpy)
     let local_dst = Buf::new(size, pages, false)?; // the bench's destination
@@ -201,9 +201,10 @@ pub(super) fn one_to_one(
             }
         })
         .collect();
+    let mut note = None;
     if mapped.is_some() {
         let st = remote.peer.map_status()?.snapshot();
-        notes.push(format!(
+        note = Some(format!(
             "map, {} {}: {} huge pages mapped whole (PMDs), {} holes, {} invalidations",
             super::table::human(size),
             pages.name(),
@@ -220,5 +221,5 @@ pub(super) fn one_to_one(
     for r in &mut recs {
         r.limit = limit;
     }
-    Ok(recs)
+    Ok((recs, note))
 }
