@@ -235,6 +235,9 @@ impl Entry {
             // Under the shard's lock, after the grants are gone: a check
             // that saw them read the count before this.
             self.owner.withdrawals.fetch_add(1, Ordering::AcqRel);
+            // Pages already mapped from this process go too (each later
+            // touch of a map sees the count above).
+            crate::map::withdrawn(key);
         }
         n
     }

@@ -21,7 +21,7 @@
 //!   mapped (the caller reads zeros, and the status page says so) until a
 //!   copy or a map through the fd renews the decision.
 
-use crate::glue::{cma_glue_map, cma_glue_map_state, cma_glue_unmap};
+use crate::glue::{cma_glue_map, cma_glue_map_state, cma_glue_maps_withdrawn, cma_glue_unmap};
 use crate::peer::Peer;
 use crate::uapi;
 use crate::user::IoctlArg;
@@ -101,4 +101,15 @@ pub(crate) unsafe extern "C" fn cma_rs_peer_map_ok(peer: *const core::ffi::c_voi
     // ever shared.
     let peer = unsafe { &*peer.cast::<Peer>() };
     peer.unchanged()
+}
+
+/// The process whose address space is at `mm` (a registry key: only
+/// compared, never followed) withdrew consent: every map of it is unmapped
+/// from its caller soon, and each later touch checks access again. Takes
+/// spinlocks only, so any caller may (the registry calls it under a shard's
+/// lock).
+pub(crate) fn withdrawn(mm: usize) {
+    // SAFETY: the function only compares `mm` with the address spaces the
+    // maps watch; any value is fine.
+    unsafe { cma_glue_maps_withdrawn(mm as *const core::ffi::c_void) };
 }

@@ -146,5 +146,9 @@ long cma_glue_map(struct file *file, unsigned long addr, unsigned long len, unsi
 void cma_glue_unmap(unsigned long start, unsigned long len);
 int cma_glue_peer_mmap(struct file *file, struct vm_area_struct *vma);
 void cma_glue_map_destroy(struct file *file);
+/* The process whose address space is @mm withdrew consent: its maps are
+ * unmapped from their callers (soon, by their work items), and each later
+ * touch checks access again. Any context; @mm is only compared. */
+void cma_glue_maps_withdrawn(const void *mm);
 
 #endif /* CMA_GLUE_H */

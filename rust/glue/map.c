@@ -79,6 +79,7 @@
 
 struct cma_map_state {
 	struct mmu_notifier mn;
+	struct list_head node;		/* in cma_maps */
 	struct inode *inode;		/* the peer fd's: i_mapping */
 	const void *peer;		/* the Rust Peer: cma_rs_peer_map_ok() */
 	spinlock_t lock;
@@ -98,6 +99,11 @@ struct cma_map_state {
 	struct page *status;		/* struct cma_map_status */
 	struct page *sink;		/* where writes to holes go */
 };
+
+/* Every map state, for withdrawals of consent (cma_glue_maps_withdrawn()):
+ * one per peer fd that made a map, each charged to its caller. */
+static LIST_HEAD(cma_maps);
+static DEFINE_SPINLOCK(cma_maps_lock);
 
 /* Callbacks that touch a map's inode run under this, which the release of
  * the peer fd waits out before the inode can go. */
@@ -891,6 +897,9 @@ int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm
 	mmap_write_unlock(mm);
 	if (ret)
 		goto free;
+	spin_lock(&cma_maps_lock);
+	list_add(&map->node, &cma_maps);
+	spin_unlock(&cma_maps_lock);
 	smp_store_release(&inode->i_private, map);
 	goto out;
 free:
@@ -979,6 +988,10 @@ void cma_glue_map_destroy(struct file *file)
 
 	if (!map)
 		return;
+	/* First: no withdrawal queues its work from now on. */
+	spin_lock(&cma_maps_lock);
+	list_del(&map->node);
+	spin_unlock(&cma_maps_lock);
 	spin_lock(&map->lock);
 	map->destroyed = true;
 	spin_unlock(&map->lock);
@@ -988,4 +1001,29 @@ void cma_glue_map_destroy(struct file *file)
 	cma_map_forget(map, PAGE_SIZE, TASK_SIZE_MAX);
 	xa_destroy(&map->pages);
 	mmu_notifier_put(&map->mn);
+}
+
+void cma_glue_maps_withdrawn(const void *mm)
+{
+	struct cma_map_state *map;
+
+	spin_lock(&cma_maps_lock);
+	list_for_each_entry(map, &cma_maps, node) {
+		if ((const void *)map->mn.mm != mm)
+			continue;
+		spin_lock(&map->lock);
+		/*
+		 * All it ever mapped goes: busy for faults until the work has
+		 * unmapped it, then each touch asks cma_rs_peer_map_ok(), which
+		 * sees the withdrawal. @seq moves: a fault past its check
+		 * unmaps what it inserts.
+		 */
+		if (map->lo < map->hi && !map->dead && !map->destroyed) {
+			map->seq++;
+			cma_map_defer(map, map->lo, map->hi);
+			atomic64_inc(STATUS(map, generation));
+		}
+		spin_unlock(&map->lock);
+	}
+	spin_unlock(&cma_maps_lock);
 }

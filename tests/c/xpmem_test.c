@@ -214,8 +214,9 @@ TEST_F(xp, refusals)
 }
 
 /*
- * Removing the segments: no new permit or attachment, and with the last
- * one the owner's consent goes: a copy from it is refused too.
+ * Removing the segments: no new permit or attachment, an attachment made
+ * before reads zeros, and with the last one the owner's consent goes: a
+ * copy from it is refused too.
  */
 TEST_F(xp, remove_withdraws)
 {
@@ -224,10 +225,21 @@ TEST_F(xp, remove_withdraws)
 	int dev = cma_open();
 	char byte;
 
+	volatile char *p;
+	int waited;
+
 	ASSERT_LT(0, apid);
 	ASSERT_LE(0, dev);
+	p = xpmem_attach(addr, PAGE, NULL);
+	ASSERT_NE(MAP_FAILED, p);
+	EXPECT_EQ('a', p[0]);
 	EXPECT_EQ(1, cma_read(dev, self->owner, 0, &byte, self->made.buf, 1));
 	EXPECT_EQ('0', ask(_metadata, self, 'r'));
+	/* The attachment goes too: soon (the module's work item), a hole. */
+	for (waited = 0; p[0] != 0 && waited < 10000; waited++)
+		usleep(1000);
+	EXPECT_EQ(0, p[0]);
+	EXPECT_EQ(0, xpmem_detach((void *)p));
 	EXPECT_EQ(MAP_FAILED, xpmem_attach(addr, PAGE, NULL));
 	EXPECT_EQ(EINVAL, errno);
 	EXPECT_EQ(-1, xpmem_get(self->made.whole, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL));

@@ -29,6 +29,7 @@ pub const TESTS: &[Test] = crate::tests![
     perm_capabilities_rule_like_pvm,
     attach_same_rule_as_copy,
     attach_consent_withdrawn_eperm,
+    map_consent_withdrawn_unmaps,
     attach_target_turns_nondumpable_eperm,
     attach_target_changes_uid_eperm,
     attach_caller_drops_privilege_eperm,
@@ -129,6 +130,68 @@ fn target_with(uid: u32, dumpable: bool, keep_caps: bool) -> Result<(Peer, usize
     })?;
     let addr = peer.recv()?[0] as usize;
     Ok((peer, addr))
+}
+
+/// A map made with the target's consent: when the target revokes, what is
+/// mapped already goes (the status settles after moving), later touches read
+/// zeros (holes), and a copy is refused. Caller and target are nobody.
+fn map_consent_withdrawn_unmaps() -> TestResult {
+    needs_root()?;
+    util::needs_feature(cma::Features::MAP)?;
+    let (mut t, addr) = target(NOBODY, true)?;
+    check_eq!(t.command(GRANT, &[0])?[0], 0);
+    let tpid = t.pid;
+    const READ: u8 = b'R';
+    let mut caller = Peer::spawn(move |mut ch| {
+        util::become_user(NOBODY)?;
+        let dev = Device::open()?;
+        let peer = dev.attach(Target::Pid(tpid))?;
+        let m = peer.map(addr, page_size(), false)?;
+        let status = peer.map_status()?;
+        ch.send(&[])?;
+        ch.serve(|c, _| {
+            if c != READ {
+                return Err(io::Error::from_raw_os_error(libc::EBADF));
+            }
+            let before = status.snapshot();
+            let settled = status.settle(std::time::Duration::from_secs(10));
+            let mut b = [0u8; 4];
+            m.read_at(0, &mut b);
+            let after = status.snapshot();
+            let mut into = [0u8; 4];
+            let copy = errno_of(
+                peer.process_vm_readv(
+                    &mut [std::io::IoSliceMut::new(&mut into)],
+                    &[cma::RemoteIoVec { base: addr, len: 4 }],
+                )
+                .map(|_| ()),
+            );
+            Ok(vec![
+                u32::from_le_bytes(b) as u64,
+                settled.is_some() as u64,
+                after.holes - before.holes,
+                after.generation,
+                copy,
+            ])
+        })
+    })?;
+    caller.recv()?;
+    let first = caller.command(READ, &[])?;
+    check_eq!(
+        first[0],
+        u32::from_le_bytes(*b"cma!") as u64,
+        "the map before"
+    );
+    check_eq!(first[4], 0, "a copy before the withdrawal");
+    check_eq!(t.command(REVOKE, &[])?[0], 0);
+    let then = caller.command(READ, &[])?;
+    check_eq!(then[1], 1, "the status never settled");
+    check_eq!(then[0], 0, "the page still mapped after the withdrawal");
+    check!(then[2] >= 1, "no hole counted: {then:?}");
+    check!(then[3] > first[3], "the generation did not move");
+    check_eq!(then[4], libc::EPERM as u64, "a copy after the withdrawal");
+    drop(caller);
+    Ok(())
 }
 
 fn prctl_result(ret: libc::c_int) -> io::Result<()> {
