@@ -82,9 +82,17 @@ struct cma_map_state {
 	struct list_head node;		/* in cma_maps */
 	struct inode *inode;		/* the peer fd's: i_mapping */
 	const void *peer;		/* the Rust Peer: cma_rs_peer_map_ok() */
+	/* The caller's mm, the only one mapping the fd (mmap needs the
+	 * attaching process): only compared, never followed. */
+	const struct mm_struct *caller_mm;
 	spinlock_t lock;
 	unsigned long active;		/* invalidations in flight */
 	unsigned long busy_start, busy_end;	/* the span they cover */
+	/* Our own unmappings in flight (cma_map_zap(), the work), counted
+	 * apart: an invalidation may end here without having started (it
+	 * began before the notifier was registered), and must not end ours. */
+	unsigned long zapping;
+	unsigned long zap_start, zap_end;
 	unsigned long seq;		/* bumped by invalidations of mapped ranges */
 	bool raised;			/* @unstable counts the invalidations in flight */
 	unsigned long lo, hi;		/* the target range ever mapped */
@@ -114,23 +122,26 @@ DEFINE_STATIC_SRCU(cma_map_srcu);
  * caller's mm, seen by another map of that mm, must not take a second
  * i_mmap_rwsem (lockdep cannot tell two maps' locks apart, and two callers
  * mapping each other could deadlock on them). Entries live on the
- * unmapping task's stack.
+ * unmapping task's stack, with the caller's mm being unmapped from: only
+ * invalidations of that mm are ours (reclaim or compaction entered from
+ * the same task are not).
  */
 struct cma_zapping {
 	struct hlist_node node;
 	struct task_struct *task;
+	const struct mm_struct *mm;
 };
 static DEFINE_HASHTABLE(cma_zapping, 6);
 static DEFINE_SPINLOCK(cma_zapping_lock);
 
-static bool cma_nested(void)
+static bool cma_nested(const struct mm_struct *mm)
 {
 	struct cma_zapping *z;
 	bool found = false;
 
 	spin_lock(&cma_zapping_lock);
 	hash_for_each_possible(cma_zapping, z, node, (unsigned long)current)
-		if (z->task == current)
+		if (z->task == current && z->mm == mm)
 			found = true;
 	spin_unlock(&cma_zapping_lock);
 	return found;
@@ -139,7 +150,7 @@ static bool cma_nested(void)
 /* Unmaps target pages [@start, @end) from every mapping of @map. */
 static void cma_map_unmap(struct cma_map_state *map, unsigned long start, unsigned long end)
 {
-	struct cma_zapping z = { .task = current };
+	struct cma_zapping z = { .task = current, .mm = map->caller_mm };
 
 	spin_lock(&cma_zapping_lock);
 	hash_add(cma_zapping, &z.node, (unsigned long)current);
@@ -212,6 +223,18 @@ static void cma_map_busy_begin(struct cma_map_state *map, unsigned long start, u
 	}
 }
 
+/* Counts one of our own unmappings of [@start, @end) in flight; @lock held. */
+static void cma_map_zap_begin(struct cma_map_state *map, unsigned long start, unsigned long end)
+{
+	if (map->zapping++ == 0) {
+		map->zap_start = start;
+		map->zap_end = end;
+	} else {
+		map->zap_start = min(map->zap_start, start);
+		map->zap_end = max(map->zap_end, end);
+	}
+}
+
 /* Takes out and drops the entries of target pages [@start, @end), which
  * are unmapped from the caller. */
 static void cma_map_forget(struct cma_map_state *map, unsigned long start, unsigned long end)
@@ -235,13 +258,13 @@ static void cma_map_forget(struct cma_map_state *map, unsigned long start, unsig
 static void cma_map_zap(struct cma_map_state *map, unsigned long start, unsigned long end)
 {
 	spin_lock(&map->lock);
-	cma_map_busy_begin(map, start, end);
+	cma_map_zap_begin(map, start, end);
 	map->seq++;
 	spin_unlock(&map->lock);
 	cma_map_unmap(map, start, end);
 	cma_map_forget(map, start, end);
 	spin_lock(&map->lock);
-	map->active--;
+	map->zapping--;
 	spin_unlock(&map->lock);
 }
 
@@ -270,7 +293,7 @@ static void cma_map_work(struct work_struct *work)
 	map->stale_start = ULONG_MAX;
 	map->stale_end = 0;
 	if (stale) {
-		cma_map_busy_begin(map, start, end);
+		cma_map_zap_begin(map, start, end);
 		map->seq++;
 	}
 	spin_unlock(&map->lock);
@@ -278,7 +301,7 @@ static void cma_map_work(struct work_struct *work)
 		cma_map_unmap(map, start, end);
 		cma_map_forget(map, start, end);
 		spin_lock(&map->lock);
-		map->active--;
+		map->zapping--;
 		spin_unlock(&map->lock);
 		/* The count cma_map_defer() added. */
 		atomic64_dec(STATUS(map, unstable));
@@ -334,10 +357,10 @@ static void cma_map_defer(struct cma_map_state *map, unsigned long start, unsign
  * which its hole work unmaps anyway; deferring would reschedule the work
  * from the work, forever, for a map of itself). @lock held.
  */
-static bool cma_map_meets(struct cma_map_state *map, unsigned long start, unsigned long end)
+static bool cma_map_meets(struct cma_map_state *map, const struct mmu_notifier_range *range)
 {
-	return max(start, map->lo) < min(end, map->hi) && !map->dead && !map->destroyed &&
-	       !cma_nested();
+	return max(range->start, map->lo) < min(range->end, map->hi) && !map->dead &&
+	       !map->destroyed && !cma_nested(range->mm);
 }
 
 /*
@@ -356,7 +379,7 @@ static int cma_map_invalidate_start(struct mmu_notifier *mn,
 	id = srcu_read_lock(&cma_map_srcu);
 	spin_lock(&map->lock);
 	cma_map_busy_begin(map, range->start, range->end);
-	meets = cma_map_meets(map, range->start, range->end);
+	meets = cma_map_meets(map, range);
 	if (meets) {
 		map->seq++;
 		raise = !map->raised;
@@ -391,7 +414,7 @@ static void cma_map_invalidate_end(struct mmu_notifier *mn,
 
 	id = srcu_read_lock(&cma_map_srcu);
 	spin_lock(&map->lock);
-	if (cma_map_meets(map, range->start, range->end))
+	if (cma_map_meets(map, range))
 		cma_map_defer(map, max(range->start, map->lo), min(range->end, map->hi));
 	/* An invalidation that began before the notifier was registered ends
 	 * without having started here. */
@@ -451,6 +474,7 @@ static bool cma_map_busy(struct cma_map_state *map, unsigned long taddr)
 {
 	return map->dead ||
 	       (map->active && taddr >= map->busy_start && taddr < map->busy_end) ||
+	       (map->zapping && taddr >= map->zap_start && taddr < map->zap_end) ||
 	       (taddr >= map->stale_start && taddr < map->stale_end);
 }
 
@@ -460,6 +484,23 @@ static pgprot_t cma_map_prot(struct vm_area_struct *vma, bool writable)
 {
 	return writable && (vma->vm_flags & VM_WRITE) ? vm_get_page_prot(vma->vm_flags) :
 							 vma->vm_page_prot;
+}
+
+/*
+ * Touch again: the fault is retried from the start after the fault lock is
+ * dropped, the CPU offered and fatal signals looked at. Returning
+ * VM_FAULT_NOPAGE instead would do for a touch from user space, but a
+ * kernel access to the map (read(2) into it, say) would re-run the
+ * faulting instruction at once, for as long as the reason lasts, unkillable.
+ */
+static vm_fault_t cma_map_again(struct vm_fault *vmf)
+{
+	if ((vmf->flags & FAULT_FLAG_ALLOW_RETRY) && !(vmf->flags & FAULT_FLAG_RETRY_NOWAIT)) {
+		release_fault_lock(vmf);
+		cond_resched();
+		return VM_FAULT_RETRY;
+	}
+	return VM_FAULT_NOPAGE;
 }
 
 /*
@@ -482,15 +523,22 @@ static vm_fault_t cma_map_hole(struct vm_fault *vmf, struct cma_map_state *map, 
 	xa_unlock(&map->pages);
 	if (xa_is_err(old)) {
 		xa_release(&map->pages, vmf->pgoff);
-		return VM_FAULT_NOPAGE;
+		return cma_map_again(vmf);
 	}
 	if (!old) {
 		cma_status_unstable(map);
 		atomic64_inc(STATUS(map, holes));
 		schedule_delayed_work(&map->hole_work, HZ / 20);
 	} else if (!xa_is_value(old)) {
-		/* A page came meanwhile: touch again. */
-		return VM_FAULT_NOPAGE;
+		/*
+		 * A page is noted here that this touch cannot use (the access
+		 * check failed, or a write found the target's page not
+		 * writable for it), or one came meanwhile: forget it, so that
+		 * the next touch either notes the hole or maps a page, and
+		 * never comes back here for good.
+		 */
+		cma_map_zap(map, taddr, taddr + PAGE_SIZE);
+		return cma_map_again(vmf);
 	}
 	if (write)
 		ret = vmf_insert_pfn_prot(vma, vmf->address, page_to_pfn(map->sink),
@@ -590,7 +638,7 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 		return VM_FAULT_RETRY;
 	}
 	if (busy)
-		return VM_FAULT_NOPAGE;
+		return cma_map_again(vmf);
 	/* The decision the fd holds must still admit the caller. */
 	if (!cma_rs_peer_map_ok(map->peer))
 		return cma_map_hole(vmf, map, write, seq);
@@ -649,7 +697,7 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 			put_page(page);
 			if (!same) {
 				put_page(page);
-				return VM_FAULT_NOPAGE;
+				return cma_map_again(vmf);
 			}
 		}
 		writable = write;
@@ -714,7 +762,7 @@ static void cma_map_close(struct vm_area_struct *vma)
  * whole huge page: a copy of one byte would not) and are one PMD-sized folio,
  * in order: true; else false, holding nothing.
  */
-static bool cma_map_lookup_pmd(struct cma_map_state *map, unsigned long taddr, bool write,
+static bool cma_map_lookup_pmd(struct cma_map_state *map, unsigned long taddr,
 			       struct page **pages)
 {
 	struct mm_struct *mm = map->mn.mm;
@@ -729,8 +777,7 @@ static bool cma_map_lookup_pmd(struct cma_map_state *map, unsigned long taddr, b
 		mmput_async(mm);
 		return false;
 	}
-	n = get_user_pages_remote(mm, taddr, HPAGE_PMD_NR,
-				  FOLL_NOFAULT | (write ? FOLL_WRITE : 0), pages, NULL);
+	n = get_user_pages_remote(mm, taddr, HPAGE_PMD_NR, FOLL_NOFAULT, pages, NULL);
 	mmap_read_unlock(mm);
 	mmput_async(mm);
 	if (n <= 0)
@@ -767,9 +814,15 @@ static vm_fault_t cma_map_huge_fault(struct vm_fault *vmf, unsigned int order)
 	vm_fault_t ret = VM_FAULT_FALLBACK;
 	bool ok;
 
-	if (order != PMD_ORDER || haddr < vma->vm_start || haddr + PMD_SIZE > vma->vm_end)
+	/*
+	 * Reads only: a PMD is always mapped read-only (a write to it splits
+	 * it and goes page by page), so vmf_insert_pfn_pmd() never meets an
+	 * entry it would have to make writable (it WARNs on a different pfn
+	 * there), and a writable PMD never outlives a change of the target.
+	 */
+	if (order != PMD_ORDER || write || haddr < vma->vm_start ||
+	    haddr + PMD_SIZE > vma->vm_end)
 		return VM_FAULT_FALLBACK;
-	/* A write to a read-only PMD: the page path (after splitting it). */
 	if (vmf->pmd && !pmd_none(*vmf->pmd))
 		return VM_FAULT_FALLBACK;
 	index = vma->vm_pgoff + ((haddr - vma->vm_start) >> PAGE_SHIFT);
@@ -779,7 +832,8 @@ static vm_fault_t cma_map_huge_fault(struct vm_fault *vmf, unsigned int order)
 	spin_lock(&map->lock);
 	ok = !map->dead && !cma_map_busy(map, taddr) && !cma_map_busy(map, taddr + PMD_SIZE - 1) &&
 	     !(map->stale_start < taddr + PMD_SIZE && taddr < map->stale_end) &&
-	     !(map->active && map->busy_start < taddr + PMD_SIZE && taddr < map->busy_end);
+	     !(map->active && map->busy_start < taddr + PMD_SIZE && taddr < map->busy_end) &&
+	     !(map->zapping && map->zap_start < taddr + PMD_SIZE && taddr < map->zap_end);
 	seq = map->seq;
 	spin_unlock(&map->lock);
 	if (!ok || !cma_rs_peer_map_ok(map->peer))
@@ -791,7 +845,7 @@ static vm_fault_t cma_map_huge_fault(struct vm_fault *vmf, unsigned int order)
 	pages = kvmalloc_array(HPAGE_PMD_NR, sizeof(*pages), GFP_KERNEL);
 	if (!pages)
 		return VM_FAULT_FALLBACK;
-	if (!cma_map_lookup_pmd(map, taddr, write, pages))
+	if (!cma_map_lookup_pmd(map, taddr, pages))
 		goto out;
 	for (i = 0; i < HPAGE_PMD_NR; i++)
 		if (xa_reserve(&map->pages, index + i, GFP_KERNEL_ACCOUNT))
@@ -805,11 +859,17 @@ static vm_fault_t cma_map_huge_fault(struct vm_fault *vmf, unsigned int order)
 		for (i = 0; ok && i < HPAGE_PMD_NR; i++)
 			ok = !xa_load(&map->pages, index + i);
 		/*
-		 * Every slot reserved (no allocation) and free under the lock
-		 * held since: each store stores.
+		 * Free under the lock held since; a store may still fail (a
+		 * page fault's xa_release() may have taken our reservation,
+		 * and the node is then allocated without sleeping): undo
+		 * what was stored (nobody saw it: every reader of @pages
+		 * takes its lock).
 		 */
 		for (i = 0; ok && i < HPAGE_PMD_NR; i++)
-			cma_map_store(map, index + i, pages[i], CMA_WRITABLE, write);
+			ok = !cma_map_store(map, index + i, pages[i], CMA_WRITABLE, false);
+		if (!ok)
+			while (i-- > 0)
+				__xa_erase(&map->pages, index + i);
 		xa_unlock(&map->pages);
 	}
 	spin_unlock(&map->lock);
@@ -822,7 +882,7 @@ static vm_fault_t cma_map_huge_fault(struct vm_fault *vmf, unsigned int order)
 	}
 	/* This fault's own reference, until it returns. */
 	get_page(pages[0]);
-	ret = cma_insert_pmd(vmf, page_to_pfn(pages[0]), write);
+	ret = cma_insert_pmd(vmf, page_to_pfn(pages[0]), false);
 	spin_lock(&map->lock);
 	ok = map->seq == seq && !cma_map_busy(map, taddr);
 	spin_unlock(&map->lock);
@@ -883,6 +943,7 @@ int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm
 		goto free;
 	map->inode = inode;
 	map->peer = peer;
+	map->caller_mm = current->mm;
 	spin_lock_init(&map->lock);
 	map->lo = ULONG_MAX;
 	map->stale_start = ULONG_MAX;

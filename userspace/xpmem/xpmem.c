@@ -87,6 +87,40 @@ static void count(unsigned long *counter, unsigned long n)
 	__atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
 }
 
+/*
+ * A fork child starts with none of this (as XPMEM's refuses its parent's
+ * ids in a child): the parent's permits are closed in it, its attachments
+ * were not inherited (maps are not), its segments are the parent's, and
+ * the grant stays the parent's (closing the child's copy of the fd does not
+ * end it; the parent's removal of its last segment does, once the child has
+ * let go of the file too).
+ */
+static void child_after_fork(void)
+{
+	size_t i;
+
+	for (i = 0; i < npermits; i++)
+		if (permits[i].peer >= 0) {
+			cma_close(permits[i].peer);
+			permits[i].peer = -1;
+		}
+	for (i = 0; i < natts; i++)
+		atts[i].base = NULL;
+	for (i = 0; i < nsegs; i++)
+		segs[i].live = 0;
+	live_segs = 0;
+	if (grant_fd >= 0) {
+		cma_close(grant_fd);
+		grant_fd = -1;
+	}
+	pthread_mutex_init(&lock, NULL);
+}
+
+__attribute__((constructor)) static void setup(void)
+{
+	pthread_atfork(NULL, NULL, child_after_fork);
+}
+
 __attribute__((destructor)) static void report(void)
 {
 	const char *path = getenv("CMA_XPMEM_STATS");

@@ -38,6 +38,10 @@ pub const TESTS: &[Test] = &[
         run: huge_pages_whole,
     },
     Test {
+        name: "map_write_to_readonly_target_page_returns",
+        run: write_to_readonly_target_page,
+    },
+    Test {
         name: "map_sees_munmap",
         run: || change(cache::UNMAP, Expect::Hole),
     },
@@ -259,6 +263,59 @@ fn huge_pages_whole() -> TestResult {
     let mut buf = vec![0u8; LEN];
     m.read_at(0, &mut buf);
     check_eq!(fnv(&buf), fnv(&pattern(2)), "old bytes after the split");
+    Ok(())
+}
+
+/// A writable map over pages the target made read-only: a read maps them
+/// read-only; a write cannot have them (a copy could not write them either),
+/// so it goes to the hole's sink and returns, and the target's bytes stay.
+/// (The module used to find the read-only page noted, fail the write lookup,
+/// and send the touch back forever: an unkillable loop for a kernel access.)
+fn write_to_readonly_target_page() -> TestResult {
+    let dev = Device::open()?;
+    needs_map(&dev)?;
+    let (mut t, addr) = cache_target()?;
+    check_eq!(t.command(cache::PROTECT_RO, &[])?[0], 0);
+    let tpid = t.pid;
+    const WRITE: u8 = b'w';
+    let mut caller = crate::peer::Peer::spawn(move |mut ch| {
+        let dev = Device::open()?;
+        let peer = dev.attach(Target::Pid(tpid))?;
+        let m = peer.map(addr, LEN, true)?;
+        let status = peer.map_status()?;
+        let mut buf = vec![0u8; page_size()];
+        m.read_at(0, &mut buf);
+        ch.send(&[fnv(&buf)])?;
+        ch.serve(|c, _| {
+            if c != WRITE {
+                return Err(io::Error::from_raw_os_error(libc::EBADF));
+            }
+            let before = status.snapshot();
+            // A hang here is the bug: SIGALRM ends the process, and the
+            // parent sees it gone.
+            // SAFETY: alarm has no preconditions.
+            unsafe { libc::alarm(20) };
+            m.write_at(0, b"XXXX");
+            m.write_at(page_size() * 3 + 5, b"YYYY");
+            // SAFETY: as above.
+            unsafe { libc::alarm(0) };
+            Ok(vec![status.snapshot().holes - before.holes])
+        })
+    })?;
+    let first = caller.recv()?[0];
+    check_eq!(
+        first,
+        fnv(&pattern(1)[..page_size()]),
+        "the map before the write"
+    );
+    let holes = caller.command(WRITE, &[])?;
+    check!(holes[0] >= 1, "the writes counted no hole: {holes:?}");
+    check_eq!(
+        t.command(cache::SUM, &[])?[0],
+        fnv(&pattern(1)),
+        "a read-only page of the target changed"
+    );
+    drop(caller);
     Ok(())
 }
 
