@@ -79,7 +79,8 @@
 
 struct cma_map_state {
 	struct mmu_notifier mn;
-	struct list_head node;		/* in cma_maps */
+	struct list_head node;		/* in @group's list */
+	struct cma_map_group *group;	/* the maps of the same target */
 	struct inode *inode;		/* the peer fd's: i_mapping */
 	const void *peer;		/* the Rust Peer: cma_rs_peer_map_ok() */
 	/* The caller's mm, the only one mapping the fd (mmap needs the
@@ -108,10 +109,31 @@ struct cma_map_state {
 	struct page *sink;		/* where writes to holes go */
 };
 
-/* Every map state, for withdrawals of consent (cma_glue_maps_withdrawn()):
- * one per peer fd that made a map, each charged to its caller. */
-static LIST_HEAD(cma_maps);
+/*
+ * The map states by target, for withdrawals of consent
+ * (cma_glue_maps_withdrawn()): one group per target mm that has maps,
+ * hashed by the mm, so that a withdrawal visits the maps of its own process
+ * and no one else's (a bucket holds groups of distinct targets). Each group
+ * and state is charged to the caller that made it.
+ */
+struct cma_map_group {
+	struct hlist_node node;
+	const struct mm_struct *mm;	/* only compared */
+	struct list_head maps;
+};
+static DEFINE_HASHTABLE(cma_groups, 10);
 static DEFINE_SPINLOCK(cma_maps_lock);
+
+/* The group of @mm, or NULL; cma_maps_lock held. */
+static struct cma_map_group *cma_group_of(const struct mm_struct *mm)
+{
+	struct cma_map_group *g;
+
+	hash_for_each_possible(cma_groups, g, node, (unsigned long)mm)
+		if (g->mm == mm)
+			return g;
+	return NULL;
+}
 
 /* Callbacks that touch a map's inode run under this, which the release of
  * the peer fd waits out before the inode can go. */
@@ -923,6 +945,7 @@ static const struct vm_operations_struct cma_status_vm_ops = {
 int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm)
 {
 	struct inode *inode = file_inode(file);
+	struct cma_map_group *group = NULL;
 	struct cma_map_state *map;
 	int ret;
 
@@ -939,7 +962,8 @@ int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm
 		goto out;
 	map->status = alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO);
 	map->sink = alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO);
-	if (!map->status || !map->sink)
+	group = kzalloc(sizeof(*group), GFP_KERNEL_ACCOUNT);
+	if (!map->status || !map->sink || !group)
 		goto free;
 	map->inode = inode;
 	map->peer = peer;
@@ -959,11 +983,21 @@ int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm
 	if (ret)
 		goto free;
 	spin_lock(&cma_maps_lock);
-	list_add(&map->node, &cma_maps);
+	map->group = cma_group_of(mm);
+	if (!map->group) {
+		map->group = group;
+		group = NULL;
+		map->group->mm = mm;
+		INIT_LIST_HEAD(&map->group->maps);
+		hash_add(cma_groups, &map->group->node, (unsigned long)mm);
+	}
+	list_add(&map->node, &map->group->maps);
 	spin_unlock(&cma_maps_lock);
+	kfree(group);
 	smp_store_release(&inode->i_private, map);
 	goto out;
 free:
+	kfree(group);
 	if (map->status)
 		__free_page(map->status);
 	if (map->sink)
@@ -1046,13 +1080,20 @@ int cma_glue_peer_mmap(struct file *file, struct vm_area_struct *vma)
 void cma_glue_map_destroy(struct file *file)
 {
 	struct cma_map_state *map = file_inode(file)->i_private;
+	struct cma_map_group *group;
 
 	if (!map)
 		return;
 	/* First: no withdrawal queues its work from now on. */
 	spin_lock(&cma_maps_lock);
 	list_del(&map->node);
+	group = map->group;
+	if (list_empty(&group->maps))
+		hash_del(&group->node);
+	else
+		group = NULL;
 	spin_unlock(&cma_maps_lock);
+	kfree(group);
 	spin_lock(&map->lock);
 	map->destroyed = true;
 	spin_unlock(&map->lock);
@@ -1066,12 +1107,14 @@ void cma_glue_map_destroy(struct file *file)
 
 void cma_glue_maps_withdrawn(const void *mm)
 {
+	struct cma_map_group *group;
 	struct cma_map_state *map;
 
 	spin_lock(&cma_maps_lock);
-	list_for_each_entry(map, &cma_maps, node) {
-		if ((const void *)map->mn.mm != mm)
-			continue;
+	group = cma_group_of(mm);
+	if (!group)
+		goto out;
+	list_for_each_entry(map, &group->maps, node) {
 		spin_lock(&map->lock);
 		/*
 		 * All it ever mapped goes: busy for faults until the work has
@@ -1086,5 +1129,6 @@ void cma_glue_maps_withdrawn(const void *mm)
 		}
 		spin_unlock(&map->lock);
 	}
+out:
 	spin_unlock(&cma_maps_lock);
 }
