@@ -77,6 +77,31 @@
 /* The mark of a hole, for the work item. */
 #define CMA_HOLE_MARK XA_MARK_2
 
+/* Operations in flight over target addresses: how many, and the span they
+ * cover together (while any is). */
+struct cma_span {
+	unsigned long n;
+	unsigned long start, end;
+};
+
+/* Counts one more operation over [@start, @end) in @span. */
+static void cma_span_add(struct cma_span *span, unsigned long start, unsigned long end)
+{
+	if (span->n++ == 0) {
+		span->start = start;
+		span->end = end;
+	} else {
+		span->start = min(span->start, start);
+		span->end = max(span->end, end);
+	}
+}
+
+/* Whether an operation counted in @span may touch [@start, @end). */
+static bool cma_span_meets(const struct cma_span *span, unsigned long start, unsigned long end)
+{
+	return span->n && start < span->end && span->start < end;
+}
+
 struct cma_map_state {
 	struct mmu_notifier mn;
 	struct list_head node;		/* in @group's list */
@@ -87,13 +112,11 @@ struct cma_map_state {
 	 * attaching process): only compared, never followed. */
 	const struct mm_struct *caller_mm;
 	spinlock_t lock;
-	unsigned long active;		/* invalidations in flight */
-	unsigned long busy_start, busy_end;	/* the span they cover */
+	struct cma_span active;		/* invalidations in flight */
 	/* Our own unmappings in flight (cma_map_zap(), the work), counted
 	 * apart: an invalidation may end here without having started (it
 	 * began before the notifier was registered), and must not end ours. */
-	unsigned long zapping;
-	unsigned long zap_start, zap_end;
+	struct cma_span zapping;
 	unsigned long seq;		/* bumped by invalidations of mapped ranges */
 	bool raised;			/* @unstable counts the invalidations in flight */
 	unsigned long lo, hi;		/* the target range ever mapped */
@@ -233,30 +256,6 @@ static void *cma_map_store(struct cma_map_state *map, unsigned long index, void 
 	return NULL;
 }
 
-/* Counts an invalidation of [@start, @end) in flight; @lock held. */
-static void cma_map_busy_begin(struct cma_map_state *map, unsigned long start, unsigned long end)
-{
-	if (map->active++ == 0) {
-		map->busy_start = start;
-		map->busy_end = end;
-	} else {
-		map->busy_start = min(map->busy_start, start);
-		map->busy_end = max(map->busy_end, end);
-	}
-}
-
-/* Counts one of our own unmappings of [@start, @end) in flight; @lock held. */
-static void cma_map_zap_begin(struct cma_map_state *map, unsigned long start, unsigned long end)
-{
-	if (map->zapping++ == 0) {
-		map->zap_start = start;
-		map->zap_end = end;
-	} else {
-		map->zap_start = min(map->zap_start, start);
-		map->zap_end = max(map->zap_end, end);
-	}
-}
-
 /* Takes out and drops the entries of target pages [@start, @end), which
  * are unmapped from the caller. */
 static void cma_map_forget(struct cma_map_state *map, unsigned long start, unsigned long end)
@@ -280,13 +279,13 @@ static void cma_map_forget(struct cma_map_state *map, unsigned long start, unsig
 static void cma_map_zap(struct cma_map_state *map, unsigned long start, unsigned long end)
 {
 	spin_lock(&map->lock);
-	cma_map_zap_begin(map, start, end);
+	cma_span_add(&map->zapping, start, end);
 	map->seq++;
 	spin_unlock(&map->lock);
 	cma_map_unmap(map, start, end);
 	cma_map_forget(map, start, end);
 	spin_lock(&map->lock);
-	map->zapping--;
+	map->zapping.n--;
 	spin_unlock(&map->lock);
 }
 
@@ -315,7 +314,7 @@ static void cma_map_work(struct work_struct *work)
 	map->stale_start = ULONG_MAX;
 	map->stale_end = 0;
 	if (stale) {
-		cma_map_zap_begin(map, start, end);
+		cma_span_add(&map->zapping, start, end);
 		map->seq++;
 	}
 	spin_unlock(&map->lock);
@@ -323,7 +322,7 @@ static void cma_map_work(struct work_struct *work)
 		cma_map_unmap(map, start, end);
 		cma_map_forget(map, start, end);
 		spin_lock(&map->lock);
-		map->zapping--;
+		map->zapping.n--;
 		spin_unlock(&map->lock);
 		/* The count cma_map_defer() added. */
 		atomic64_dec(STATUS(map, unstable));
@@ -400,7 +399,7 @@ static int cma_map_invalidate_start(struct mmu_notifier *mn,
 
 	id = srcu_read_lock(&cma_map_srcu);
 	spin_lock(&map->lock);
-	cma_map_busy_begin(map, range->start, range->end);
+	cma_span_add(&map->active, range->start, range->end);
 	meets = cma_map_meets(map, range);
 	if (meets) {
 		map->seq++;
@@ -440,7 +439,7 @@ static void cma_map_invalidate_end(struct mmu_notifier *mn,
 		cma_map_defer(map, max(range->start, map->lo), min(range->end, map->hi));
 	/* An invalidation that began before the notifier was registered ends
 	 * without having started here. */
-	if (map->active && --map->active == 0 && map->raised) {
+	if (map->active.n && --map->active.n == 0 && map->raised) {
 		map->raised = false;
 		lower = true;
 	}
@@ -490,14 +489,14 @@ static const struct mmu_notifier_ops cma_map_ops = {
 	.free_notifier = cma_map_free_notifier,
 };
 
-/* Whether an invalidation in flight, or one the work item has yet to
- * finish, covers target address @taddr, or the map is dead; @lock held. */
-static bool cma_map_busy(struct cma_map_state *map, unsigned long taddr)
+/* Whether an invalidation in flight, one of our unmappings, or one the work
+ * item has yet to do meets target range [@start, @end), or the map is dead;
+ * @lock held. */
+static bool cma_map_busy(struct cma_map_state *map, unsigned long start, unsigned long end)
 {
-	return map->dead ||
-	       (map->active && taddr >= map->busy_start && taddr < map->busy_end) ||
-	       (map->zapping && taddr >= map->zap_start && taddr < map->zap_end) ||
-	       (taddr >= map->stale_start && taddr < map->stale_end);
+	return map->dead || cma_span_meets(&map->active, start, end) ||
+	       cma_span_meets(&map->zapping, start, end) ||
+	       (start < map->stale_end && map->stale_start < end);
 }
 
 /* The protection of a PTE for the caller: writable only for a write fault,
@@ -639,7 +638,7 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 
 	spin_lock(&map->lock);
 	dead = map->dead;
-	busy = cma_map_busy(map, taddr);
+	busy = cma_map_busy(map, taddr, taddr + PAGE_SIZE);
 	stale = taddr >= map->stale_start && taddr < map->stale_end;
 	seq = map->seq;
 	spin_unlock(&map->lock);
@@ -697,7 +696,7 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 		}
 		get_page(page);
 		spin_lock(&map->lock);
-		changed = map->seq != seq || cma_map_busy(map, taddr);
+		changed = map->seq != seq || cma_map_busy(map, taddr, taddr + PAGE_SIZE);
 		entry = NULL;
 		if (!changed) {
 			xa_lock(&map->pages);
@@ -728,7 +727,7 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 				  cma_map_prot(vma, writable));
 	/* Pairs with the invalidation's seq++ under the lock. */
 	spin_lock(&map->lock);
-	changed = map->seq != seq || cma_map_busy(map, taddr);
+	changed = map->seq != seq || cma_map_busy(map, taddr, taddr + PAGE_SIZE);
 	spin_unlock(&map->lock);
 	if (changed) {
 		/* An invalidation raced with the lookup: what was inserted may
@@ -852,10 +851,7 @@ static vm_fault_t cma_map_huge_fault(struct vm_fault *vmf, unsigned int order)
 	if (taddr & ~PMD_MASK)
 		return VM_FAULT_FALLBACK;
 	spin_lock(&map->lock);
-	ok = !map->dead && !cma_map_busy(map, taddr) && !cma_map_busy(map, taddr + PMD_SIZE - 1) &&
-	     !(map->stale_start < taddr + PMD_SIZE && taddr < map->stale_end) &&
-	     !(map->active && map->busy_start < taddr + PMD_SIZE && taddr < map->busy_end) &&
-	     !(map->zapping && map->zap_start < taddr + PMD_SIZE && taddr < map->zap_end);
+	ok = !cma_map_busy(map, taddr, taddr + PMD_SIZE);
 	seq = map->seq;
 	spin_unlock(&map->lock);
 	if (!ok || !cma_rs_peer_map_ok(map->peer))
@@ -875,7 +871,7 @@ static vm_fault_t cma_map_huge_fault(struct vm_fault *vmf, unsigned int order)
 	ok = i == HPAGE_PMD_NR;
 	/* Stored only if nothing changed since @seq and every slot is free. */
 	spin_lock(&map->lock);
-	ok = ok && map->seq == seq && !cma_map_busy(map, taddr);
+	ok = ok && map->seq == seq && !cma_map_busy(map, taddr, taddr + PMD_SIZE);
 	if (ok) {
 		xa_lock(&map->pages);
 		for (i = 0; ok && i < HPAGE_PMD_NR; i++)
@@ -906,7 +902,7 @@ static vm_fault_t cma_map_huge_fault(struct vm_fault *vmf, unsigned int order)
 	get_page(pages[0]);
 	ret = cma_insert_pmd(vmf, page_to_pfn(pages[0]), false);
 	spin_lock(&map->lock);
-	ok = map->seq == seq && !cma_map_busy(map, taddr);
+	ok = map->seq == seq && !cma_map_busy(map, taddr, taddr + PMD_SIZE);
 	spin_unlock(&map->lock);
 	if (!ok) {
 		cma_map_zap(map, taddr, taddr + PMD_SIZE);
