@@ -28,6 +28,20 @@ reports() { grep "^cma-preload: .*comm=${1:-[^ ]*} " "$CMA_PRELOAD_STATS" || tru
 # Sum of field $1 over report lines on stdin.
 field_sum() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" | awk '{ s += $1 } END { print s + 0 }'; }
 
+# verdict NAME WHY REPORTS: test $n passes if WHY is empty; else it fails,
+# showing the end of its output ($tmp/out), the reports and why.
+verdict() {
+    local name=$1 why=$2 reports=$3
+    if [ -z "$why" ]; then
+        pass=$((pass + 1)); echo "ok $n $name"
+    else
+        fail=$((fail + 1))
+        sed 's/^/#   /' "$tmp/out" | tail -n 40
+        sed 's/^/#   /' "$reports"
+        echo "# $why"; echo "not ok $n $name"
+    fi
+}
+
 # check NAME COMM EXPECT MINBYTES -- CMD...: runs CMD with a fresh report
 # file; passes if it exits 0, prints a line matching EXPECT, and the reports
 # of the processes named COMM show at least MINBYTES moved through /dev/cma,
@@ -63,14 +77,7 @@ check() {
         why="no report has a non-zero $need"
     fi
     echo "# $name: $(wc -l <<<"$lines") processes, $calls calls through /dev/cma ($bytes bytes), $fb fallbacks, $failed failed, $answered ptrace_scope checks answered"
-    if [ -z "$why" ]; then
-        pass=$((pass + 1)); echo "ok $n $name"
-    else
-        fail=$((fail + 1))
-        sed 's/^/#   /' "$tmp/out" | tail -n 40
-        sed 's/^/#   /' "$CMA_PRELOAD_STATS"
-        echo "# $why"; echo "not ok $n $name"
-    fi
+    verdict "$name" "$why" "$CMA_PRELOAD_STATS"
 }
 
 # xpmem_check NAME EXPECT MINATTACH -- CMD...: CMD, a program built with
@@ -98,14 +105,7 @@ xpmem_check() {
     elif [ "$failed" != 0 ]; then why="$failed calls refused"
     fi
     echo "# $name: $procs processes made segments, $gets got, $bytes bytes attached, $failed refused"
-    if [ -z "$why" ]; then
-        pass=$((pass + 1)); echo "ok $n $name"
-    else
-        fail=$((fail + 1))
-        sed 's/^/#   /' "$tmp/out" | tail -n 40
-        sed 's/^/#   /' "$stats"
-        echo "# $why"; echo "not ok $n $name"
-    fi
+    verdict "$name" "$why" "$stats"
 }
 
 # server_client SERVER... -- CLIENT...: the server in the background, then
