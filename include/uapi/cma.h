@@ -320,9 +320,10 @@ struct cma_attach {
  * the target (faulted in there as a copy would) when the caller first
  * touches it, read-only until the caller writes (a write breaks
  * copy-on-write in the target, as process_vm_writev(2) does). Where the
- * target maps a whole huge page (THP) at a 2 MiB-aligned address, and the
- * caller's mapping is aligned alike (the module chooses such an address), it
- * is mapped whole, as one PMD (counted in @pmds of the status page). When the
+ * target maps a whole huge page (THP, or hugetlbfs of 2 MiB) at a 2
+ * MiB-aligned address, and the caller's mapping is aligned alike (the module
+ * chooses such an address), it is mapped whole, as one PMD (counted in @pmds
+ * of the status page). When the
  * target's mapping of a page changes (munmap, mremap, mprotect,
  * MADV_DONTNEED, copy-on-write after fork, THP split and collapse,
  * migration, swap, exit), @generation moves and @unstable rises as the

@@ -143,6 +143,9 @@ impl Kcov {
         let f: Vec<&str> = line.split_whitespace().collect();
         let size: u64 = f.get(1)?.parse().ok()?;
         let base = u64::from_str_radix(f.get(5)?.trim_start_matches("0x"), 16).ok()?;
+        // KCOV reports addresses less the KASLR offset (`canonicalize_ip`),
+        // module addresses too: move the module's range the same way.
+        let base = base.checked_sub(kaslr_offset()?)?;
         Some(Kcov {
             _file: file,
             area,
@@ -169,6 +172,24 @@ impl Kcov {
                 .collect()
         }
     }
+}
+
+/// Where x86-64 links the kernel's text (`__START_KERNEL`: the kernel map's
+/// base plus the default `CONFIG_PHYSICAL_START`), from which `_text`
+/// moves by the KASLR offset.
+const START_KERNEL: u64 = 0xffff_ffff_8100_0000;
+
+/// The KASLR offset: where `_text` is (from `/proc/kallsyms`, which shows
+/// addresses to root) less where it was linked; `None` if not shown.
+fn kaslr_offset() -> Option<u64> {
+    let syms = std::fs::read_to_string("/proc/kallsyms").ok()?;
+    let text = syms.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let addr = f.next()?;
+        (f.next().is_some() && f.next() == Some("_text")).then_some(addr)
+    })?;
+    let text = u64::from_str_radix(text, 16).ok().filter(|&a| a != 0)?;
+    text.checked_sub(START_KERNEL)
 }
 
 /// How many coverage points the module at `ko` has: its calls to
@@ -203,6 +224,9 @@ struct Pools {
     /// Peer fds made by successful attaches, for copies through them.
     peers: Vec<std::os::fd::OwnedFd>,
 }
+
+/// How many pages at each end of a successful map the fuzzer touches.
+const TOUCHED: u64 = 16;
 
 /// The most peer fds the fuzzer keeps open.
 const MAX_PEERS: usize = 8;
@@ -461,6 +485,7 @@ fn one_call(
     t: &Targets,
     rng: &mut Tape,
     hist: &mut BTreeMap<String, u64>,
+    slow: &mut BTreeMap<&'static str, Slow>,
 ) -> Option<String> {
     let ioc =
         |dir: u32, nr: u32, size: u32| (dir << 30) | (size << 16) | (sys::CMA_IOC_MAGIC << 8) | nr;
@@ -638,6 +663,7 @@ fn one_call(
         (true, false) => p.peers[rng.below(p.peers.len())].as_fd(),
         _ => dev.as_fd(),
     };
+    let began = std::time::Instant::now();
     let res = unsafe { sys::ioctl(fd, cmd, arg_addr) };
     if let (Ok(new_fd), "attach") = (&res, name) {
         // SAFETY: a successful attach returned a new fd that we now own.
@@ -662,8 +688,15 @@ fn one_call(
                 )
             };
             bytes.copy_from_slice(&p.args.bytes()[off..off + n]);
+            // At most the first and last `TOUCHED` pages: a map of 4 GiB
+            // of holes is a valid call, and touching all of it is a
+            // million faults (five minutes on the debug kernel under TCG).
+            let ps = page_size() as u64;
+            let pages = out.len.div_ceil(ps);
+            let touched =
+                (0..pages.min(TOUCHED)).chain(pages.saturating_sub(TOUCHED).max(TOUCHED)..pages);
             let mut sum = 0u8;
-            for page in (0..out.len).step_by(page_size()) {
+            for page in touched.map(|i| i * ps) {
                 // SAFETY: inside the map just made, readable (PROT_READ is
                 // in every protection the module accepts).
                 sum ^= unsafe { std::ptr::read_volatile((out.mapped + page) as *const u8) };
@@ -673,6 +706,14 @@ fn one_call(
             unsafe { libc::munmap(out.mapped as *mut libc::c_void, out.len as usize) };
         }
     }
+    let took = began.elapsed();
+    if took > std::time::Duration::from_secs(2) {
+        println!(
+            "# fuzz: one {name} call took {:.1} s: {res:?}",
+            took.as_secs_f64()
+        );
+    }
+    slow.entry(name).or_default().add(took);
     let key = match &res {
         Ok(_) => format!("{name}: ok"),
         Err(e) => format!(
@@ -708,6 +749,23 @@ fn one_call(
             copy1.len
         )),
         _ => None,
+    }
+}
+
+/// Where a kind of call spent its time (the ioctl, and for a map, touching
+/// and unmapping it), so that a slow run says what was slow.
+#[derive(Default)]
+struct Slow {
+    calls: u64,
+    total: std::time::Duration,
+    max: std::time::Duration,
+}
+
+impl Slow {
+    fn add(&mut self, d: std::time::Duration) {
+        self.calls += 1;
+        self.total += d;
+        self.max = self.max.max(d);
     }
 }
 
@@ -752,6 +810,7 @@ fn fuzz_every_ioctl() -> TestResult {
     };
     let mut rng = Rng::new(seed);
     let mut hist = BTreeMap::new();
+    let mut slow = BTreeMap::new();
     let start = std::time::Instant::now();
     // With KCOV, calls that reach new coverage points are kept and mutated:
     // half the calls replay a kept one with a few choices changed.
@@ -767,7 +826,7 @@ fn fuzz_every_ioctl() -> TestResult {
         if let Some(k) = &kcov {
             k.reset();
         }
-        if let Some(what) = one_call(&dev, &mut pools, &targets, &mut tape, &mut hist) {
+        if let Some(what) = one_call(&dev, &mut pools, &targets, &mut tape, &mut hist, &mut slow) {
             return Err(Failure::Fail(format!("call {i} (seed {seed}): {what}")));
         }
         if let Some(k) = &kcov {
@@ -778,13 +837,27 @@ fn fuzz_every_ioctl() -> TestResult {
             }
         }
     }
-    match (&kcov, std::env::var("CMA_KO").ok().and_then(|ko| coverage_points(&ko))) {
-        (Some(_), Some(total)) => println!(
-            "# fuzz: coverage: {} of the module's {total} coverage points ({:.1} %), {} inputs kept",
-            reached.len(),
-            100.0 * reached.len() as f64 / total as f64,
-            corpus.len()
-        ),
+    match (
+        &kcov,
+        std::env::var("CMA_KO")
+            .ok()
+            .and_then(|ko| coverage_points(&ko)),
+    ) {
+        (Some(_), Some(total)) => {
+            println!(
+                "# fuzz: coverage: {} of the module's {total} coverage points ({:.1} %), {} inputs kept",
+                reached.len(),
+                100.0 * reached.len() as f64 / total as f64,
+                corpus.len()
+            );
+            // An instrumented module that no call reached means the
+            // feedback is broken (its addresses misread), not that the
+            // calls missed the module.
+            check!(
+                calls < 100 || !reached.is_empty(),
+                "KCOV traced {calls} calls but none reached the instrumented module"
+            );
+        }
         (Some(_), None) => println!(
             "# fuzz: coverage: {} coverage points reached, {} inputs kept",
             reached.len(),
@@ -801,6 +874,16 @@ fn fuzz_every_ioctl() -> TestResult {
     );
     for (k, v) in &hist {
         println!("#   {k:<24} {v}");
+    }
+    let mut kinds: Vec<_> = slow.iter().collect();
+    kinds.sort_by_key(|(_, s)| std::cmp::Reverse(s.total));
+    for (k, s) in kinds.iter().take(6) {
+        println!(
+            "# fuzz: time in {k}: {:.1} s over {} calls, slowest {:.1} ms",
+            s.total.as_secs_f64(),
+            s.calls,
+            s.max.as_secs_f64() * 1e3
+        );
     }
     Ok(())
 }

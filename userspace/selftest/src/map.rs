@@ -38,6 +38,10 @@ pub const TESTS: &[Test] = &[
         run: huge_pages_whole,
     },
     Test {
+        name: "map_maps_hugetlb_pages_whole",
+        run: hugetlb_pages_whole,
+    },
+    Test {
         name: "map_write_to_readonly_target_page_returns",
         run: write_to_readonly_target_page,
     },
@@ -263,6 +267,82 @@ fn huge_pages_whole() -> TestResult {
     let mut buf = vec![0u8; LEN];
     m.read_at(0, &mut buf);
     check_eq!(fnv(&buf), fnv(&pattern(2)), "old bytes after the split");
+    Ok(())
+}
+
+/// A target whose buffer is two hugetlbfs pages of 2 MiB: the map shows
+/// each as one PMD, exactly; a write through the map goes page by page into
+/// the target's huge page; after the target unmaps them, holes.
+fn hugetlb_pages_whole() -> TestResult {
+    const HUGE: usize = 2 << 20;
+    const _: () = assert!(2 * HUGE == LEN);
+    let dev = Device::open()?;
+    needs_map(&dev)?;
+    if crate::util::is_root() {
+        let _ = std::fs::write("/proc/sys/vm/nr_hugepages", "8");
+    }
+    let len = LEN;
+    let mut t = crate::peer::Peer::spawn(move |mut ch| {
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let Ok(mut m) = Mapping::with_flags(len, rw, libc::MAP_HUGETLB) else {
+            ch.send(&[0])?;
+            return ch.wait();
+        };
+        m.bytes_mut().copy_from_slice(&pattern(1));
+        ch.send(&[m.addr() as u64])?;
+        ch.serve(move |c, _| {
+            Ok(vec![match c {
+                b's' => fnv(m.bytes()),
+                b'u' => {
+                    m.punch(0, len)?;
+                    0
+                }
+                _ => u64::MAX,
+            }])
+        })
+    })?;
+    let addr = t.recv()?[0] as usize;
+    if addr == 0 {
+        return Err(crate::ktap::Failure::Skip(
+            "no hugetlbfs pages available".into(),
+        ));
+    }
+    let peer = dev.attach(Target::Pid(t.pid))?;
+    let m = peer.map(addr, len, true)?;
+    let status = peer.map_status()?;
+    let before = status.snapshot();
+    let mut buf = vec![0u8; len];
+    m.read_at(0, &mut buf);
+    let mut want = pattern(1);
+    check_eq!(
+        fnv(&buf),
+        fnv(&want),
+        "the map is not the target's huge pages"
+    );
+    let s = status.snapshot();
+    check_eq!(
+        s.pmds - before.pmds,
+        2,
+        "two hugetlb pages in the target, {} PMDs mapped",
+        s.pmds - before.pmds
+    );
+    check_eq!(s.holes, before.holes, "holes in a fully mapped target");
+    // A write through the read-only PMD: page by page, into the huge page.
+    let ours = pattern(7);
+    m.write_at(HUGE, &ours[..page_size()]);
+    want[HUGE..HUGE + page_size()].copy_from_slice(&ours[..page_size()]);
+    check_eq!(
+        t.command(b's', &[])?[0],
+        fnv(&want),
+        "the target's huge pages are not the write plus their bytes"
+    );
+    // The target unmaps them: holes, zeros, never its old pages.
+    check_eq!(t.command(b'u', &[])?[0], 0);
+    check!(status.settle(SETTLE).is_some(), "unstable for good");
+    m.read_at(0, &mut buf);
+    check!(buf.iter().all(|&b| b == 0), "old bytes after the unmapping");
+    check!(status.snapshot().holes > s.holes, "no holes counted");
+    println!("# 2 hugetlb pages of 2 MiB in the target, 2 PMDs mapped");
     Ok(())
 }
 
