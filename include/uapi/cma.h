@@ -370,6 +370,17 @@ struct cma_map {
  * @invalidations: changes of the target's mapping that unmapped mapped
  *	ranges, since then.
  * @pmds: huge pages mapped whole (one PMD each), since then.
+ * @caller_generation: moves as any change of the address space of the
+ *	process that made the peer fd's first map begins (each invalidation
+ *	of its mm: munmap, mremap, mprotect, madvise, fork's write-protection,
+ *	migration, swap, an unmapping of one of its maps), before the change
+ *	takes effect, and again as it ends. Memory of that process which a copy ioctl read or wrote
+ *	whole while @caller_generation stayed the same is mapped, with the
+ *	access the copy needed, for as long as @caller_generation stays the
+ *	same: the pages a copy reached are present, and no page leaves and no
+ *	protection changes without an invalidation. A library can then copy
+ *	between such memory and a map with memcpy() and still answer as the
+ *	system call would (the preload library's map path).
  * @reserved: zero.
  */
 struct cma_map_status {
@@ -378,7 +389,8 @@ struct cma_map_status {
 	__u64 holes;
 	__u64 invalidations;
 	__u64 pmds;
-	__u64 reserved[3];
+	__u64 caller_generation;
+	__u64 reserved[2];
 };
 
 /** Query the module's ABI version and features. */

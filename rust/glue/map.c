@@ -57,6 +57,7 @@
 #include <linux/mmap_lock.h>
 #include <linux/mmu_notifier.h>
 #include <linux/pagemap.h>
+#include <linux/refcount.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
@@ -104,6 +105,10 @@ static bool cma_span_meets(const struct cma_span *span, unsigned long start, uns
 
 struct cma_map_state {
 	struct mmu_notifier mn;
+	/* On the caller's mm: @caller_generation of the status page. */
+	struct mmu_notifier caller_mn;
+	/* One per registered notifier: the last one's free frees the state. */
+	refcount_t notifiers;
 	struct list_head node;		/* in @group's list */
 	struct cma_map_group *group;	/* the maps of the same target */
 	struct inode *inode;		/* the peer fd's: i_mapping */
@@ -473,13 +478,19 @@ static void cma_map_release(struct mmu_notifier *mn, struct mm_struct *mm)
 	srcu_read_unlock(&cma_map_srcu, id);
 }
 
-static void cma_map_free_notifier(struct mmu_notifier *mn)
+/* One of the state's notifiers is gone for good; the last frees it. */
+static void cma_map_put(struct cma_map_state *map)
 {
-	struct cma_map_state *map = container_of(mn, struct cma_map_state, mn);
-
+	if (!refcount_dec_and_test(&map->notifiers))
+		return;
 	__free_page(map->status);
 	__free_page(map->sink);
 	kfree(map);
+}
+
+static void cma_map_free_notifier(struct mmu_notifier *mn)
+{
+	cma_map_put(container_of(mn, struct cma_map_state, mn));
 }
 
 static const struct mmu_notifier_ops cma_map_ops = {
@@ -487,6 +498,48 @@ static const struct mmu_notifier_ops cma_map_ops = {
 	.invalidate_range_start = cma_map_invalidate_start,
 	.invalidate_range_end = cma_map_invalidate_end,
 	.free_notifier = cma_map_free_notifier,
+};
+
+/*
+ * A change of the caller's own address space begins: @caller_generation
+ * moves before it takes effect, and again when it is done (a reader that
+ * saw the value of a change in flight sees it move). Only a counter: this
+ * runs for every invalidation of the caller's mm, in whatever context.
+ */
+static int cma_caller_invalidate_start(struct mmu_notifier *mn,
+				       const struct mmu_notifier_range *range)
+{
+	struct cma_map_state *map = container_of(mn, struct cma_map_state, caller_mn);
+
+	atomic64_inc(STATUS(map, caller_generation));
+	return 0;
+}
+
+static void cma_caller_invalidate_end(struct mmu_notifier *mn,
+				      const struct mmu_notifier_range *range)
+{
+	struct cma_map_state *map = container_of(mn, struct cma_map_state, caller_mn);
+
+	atomic64_inc(STATUS(map, caller_generation));
+}
+
+static void cma_caller_release(struct mmu_notifier *mn, struct mm_struct *mm)
+{
+	struct cma_map_state *map = container_of(mn, struct cma_map_state, caller_mn);
+
+	atomic64_inc(STATUS(map, caller_generation));
+}
+
+static void cma_caller_free_notifier(struct mmu_notifier *mn)
+{
+	cma_map_put(container_of(mn, struct cma_map_state, caller_mn));
+}
+
+static const struct mmu_notifier_ops cma_caller_ops = {
+	.release = cma_caller_release,
+	.invalidate_range_start = cma_caller_invalidate_start,
+	.invalidate_range_end = cma_caller_invalidate_end,
+	.free_notifier = cma_caller_free_notifier,
 };
 
 /* Whether an invalidation in flight, one of our unmappings, or one the work
@@ -947,6 +1000,8 @@ int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm
 
 	if (smp_load_acquire(&inode->i_private))
 		return 0;
+	if (!current->mm)
+		return -EINVAL;	/* a kernel thread maps nothing */
 	if (inode_lock_killable(inode))
 		return -EINTR;
 	ret = 0;
@@ -971,6 +1026,8 @@ int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm
 	INIT_WORK(&map->work, cma_map_work);
 	INIT_DELAYED_WORK(&map->hole_work, cma_map_hole_work);
 	map->mn.ops = &cma_map_ops;
+	map->caller_mn.ops = &cma_caller_ops;
+	refcount_set(&map->notifiers, 1);
 	ret = -EINTR;
 	if (mmap_write_lock_killable(mm))
 		goto free;
@@ -978,6 +1035,19 @@ int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm
 	mmap_write_unlock(mm);
 	if (ret)
 		goto free;
+	/* From here the state is freed by its notifiers' free callbacks. */
+	refcount_inc(&map->notifiers);
+	ret = mmap_write_lock_killable(current->mm) ? -EINTR : 0;
+	if (!ret) {
+		ret = __mmu_notifier_register(&map->caller_mn, current->mm);
+		mmap_write_unlock(current->mm);
+	}
+	if (ret) {
+		refcount_dec(&map->notifiers);
+		mmu_notifier_put(&map->mn);
+		kfree(group);
+		goto out;
+	}
 	spin_lock(&cma_maps_lock);
 	map->group = cma_group_of(mm);
 	if (!map->group) {
@@ -1098,6 +1168,7 @@ void cma_glue_map_destroy(struct file *file)
 	cancel_delayed_work_sync(&map->hole_work);
 	cma_map_forget(map, PAGE_SIZE, TASK_SIZE_MAX);
 	xa_destroy(&map->pages);
+	mmu_notifier_put(&map->caller_mn);
 	mmu_notifier_put(&map->mn);
 }
 

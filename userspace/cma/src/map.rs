@@ -104,6 +104,10 @@ pub struct StatusSnapshot {
     pub invalidations: u64,
     /// Huge pages mapped whole (one PMD each).
     pub pmds: u64,
+    /// Moves as any change of the mapping process's own address space
+    /// begins: memory of it a copy reached whole stays mapped, with that
+    /// access, while this stays the same.
+    pub caller_generation: u64,
 }
 
 impl MapStatus {
@@ -122,6 +126,8 @@ impl MapStatus {
                 holes: std::ptr::addr_of!((*self.page).holes).read_volatile(),
                 invalidations: std::ptr::addr_of!((*self.page).invalidations).read_volatile(),
                 pmds: std::ptr::addr_of!((*self.page).pmds).read_volatile(),
+                caller_generation: std::ptr::addr_of!((*self.page).caller_generation)
+                    .read_volatile(),
             }
         }
     }

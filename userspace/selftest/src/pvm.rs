@@ -37,6 +37,7 @@ pub const TESTS: &[Test] = crate::tests![
     preload_fork_child_consents,
     preload_falls_back_without_device,
     preload_reattaches_after_exec,
+    preload_maps_serve_repeats_exactly,
 ];
 
 fn pvm_diff_random_layouts_read() -> TestResult {
@@ -985,8 +986,106 @@ pub fn helper(args: &[String]) -> i32 {
             println!("byte {}", buf[0]);
             0
         }
+        // maps PID: repeated reads and writes of the helper buffer into one
+        // local buffer, driven from stdin (see `MapsReader`).
+        "maps" => maps_helper(arg(1).parse().unwrap_or(0)),
         _ => 2,
     }
+}
+
+/// The `maps` helper: one local buffer and one pair of iovec arrays, kept at
+/// the same addresses, so that its calls repeat; each line of stdin is a
+/// step, answered with one line: `read N` (N reads: `ok N BYTE` or `err
+/// ERRNO`), `write N BYTE` (the buffer filled with BYTE, N writes: `ok N`
+/// or `err ERRNO`), `unmap`, `map-ro`, `map-rw` (the local buffer unmapped,
+/// or mapped anew read-only or read-write at the same address).
+fn maps_helper(pid: i32) -> i32 {
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let new_buf = |at: usize, prot: i32| {
+        let fixed = if at == 0 { 0 } else { libc::MAP_FIXED };
+        // SAFETY: a fresh anonymous mapping, at the address of our own
+        // buffer (unmapped, or replaced) when `at` is not 0.
+        unsafe {
+            libc::mmap(
+                at as *mut _,
+                HELPER_LEN,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | fixed,
+                -1,
+                0,
+            ) as usize
+        }
+    };
+    let buf = new_buf(0, rw);
+    if buf == libc::MAP_FAILED as usize {
+        return 1;
+    }
+    let l = Box::new(iov(buf, HELPER_LEN));
+    let r = Box::new(iov(HELPER_ADDR, HELPER_LEN));
+    let answer = |line: String| {
+        println!("{line}");
+        let _ = std::io::stdout().flush();
+    };
+    for line in std::io::stdin().lines() {
+        let line = line.unwrap_or_default();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["read", n] => {
+                let n: usize = n.parse().unwrap_or(0);
+                let failed = (0..n).find_map(|_| {
+                    // SAFETY: the local iovec is our buffer (or, after
+                    // `unmap`/`map-ro`, memory the call must refuse).
+                    let k = unsafe { libc::process_vm_readv(pid, &*l, 1, &*r, 1, 0) };
+                    (k != HELPER_LEN as isize).then(errno)
+                });
+                answer(match failed {
+                    // SAFETY: the reads succeeded, so the buffer is mapped
+                    // and readable.
+                    None => format!("ok {n} {}", unsafe { *(buf as *const u8) }),
+                    Some(e) => format!("err {e}"),
+                });
+            }
+            ["write", n, b] => {
+                let n: usize = n.parse().unwrap_or(0);
+                let b: u8 = b.parse().unwrap_or(0);
+                // SAFETY: our buffer, mapped read-write in this step.
+                unsafe { std::ptr::write_bytes(buf as *mut u8, b, HELPER_LEN) };
+                let failed = (0..n).find_map(|_| {
+                    // SAFETY: writes from our buffer.
+                    let k = unsafe { libc::process_vm_writev(pid, &*l, 1, &*r, 1, 0) };
+                    (k != HELPER_LEN as isize).then(errno)
+                });
+                answer(match failed {
+                    None => format!("ok {n}"),
+                    Some(e) => format!("err {e}"),
+                });
+            }
+            ["unmap"] => {
+                // SAFETY: our own buffer; the calls that follow must refuse it.
+                let r = unsafe { libc::munmap(buf as *mut _, HELPER_LEN) };
+                answer(if r == 0 {
+                    "ok".into()
+                } else {
+                    format!("err {}", errno())
+                });
+            }
+            ["map-ro"] | ["map-rw"] => {
+                let prot = if words[0] == "map-ro" {
+                    libc::PROT_READ
+                } else {
+                    rw
+                };
+                let ok = new_buf(buf, prot) == buf;
+                answer(if ok {
+                    "ok".into()
+                } else {
+                    format!("err {}", errno())
+                });
+            }
+            _ => break,
+        }
+    }
+    0
 }
 
 /// A helper target with its stdin and stdout held.
@@ -1176,6 +1275,91 @@ fn preload_falls_back_without_device() -> TestResult {
     check_eq!(field(&line, "cma"), Some(0));
     check_eq!(field(&line, "fallback.no-device"), Some(4));
     check_eq!(field(&line, "failed"), Some(0));
+    Ok(())
+}
+
+/// The `maps` helper, reading from the helper target `pid`, with its report
+/// going to a file.
+struct MapsReader {
+    helper: HelperTarget,
+    report: std::path::PathBuf,
+}
+
+impl MapsReader {
+    fn start(pid: i32) -> Result<MapsReader, Failure> {
+        let report = std::env::temp_dir().join(format!("cma-maps-{}-{pid}", std::process::id()));
+        let _ = std::fs::remove_file(&report);
+        let mut child = Command::new("/proc/self/exe")
+            .args(["--pvm-helper", "maps", &pid.to_string()])
+            .env("CMA_PRELOAD_STATS", &report)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Ok(MapsReader {
+            helper: HelperTarget { child, out, pid: 0 },
+            report,
+        })
+    }
+
+    /// Ends the helper; its report line.
+    fn finish(mut self) -> Result<String, Failure> {
+        drop(self.helper.child.stdin.take());
+        let status = self.helper.child.wait()?;
+        check!(status.success(), "the maps helper ended with {status}");
+        let line = std::fs::read_to_string(&self.report).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.report);
+        Ok(line)
+    }
+}
+
+/// Repeated calls are served from maps (the report counts them), and give
+/// exactly what the system call gives at each step: after the reader
+/// unmaps its buffer, or maps it read-only, `EFAULT` (a `memcpy()` into it
+/// would kill the reader); after it maps it again, its bytes; writes land;
+/// after the target execs, the new image's bytes. Without the module's
+/// `caller_generation` (the proof that the local buffer is still mapped),
+/// the reader dies at the first `unmap`.
+fn preload_maps_serve_repeats_exactly() -> TestResult {
+    if !cma::Device::open()?
+        .info()?
+        .features
+        .contains(cma::Features::MAP)
+    {
+        return Err(Failure::Skip("the module has no maps".into()));
+    }
+    let mut t = HelperTarget::start(0x41, false, &[], None)?;
+    let mut r = MapsReader::start(t.pid)?;
+    let efault = format!("err {}", libc::EFAULT);
+    let steps: [(&str, String); 8] = [
+        ("read 8", "ok 8 65".into()),
+        ("unmap", "ok".into()),
+        ("read 2", efault.clone()),
+        ("map-ro", "ok".into()),
+        ("read 2", efault),
+        ("map-rw", "ok".into()),
+        ("read 6", "ok 6 65".into()),
+        ("write 6 66", "ok 6".into()),
+    ];
+    for (step, want) in steps {
+        check_eq!(r.helper.say(step)?.trim(), want, "step {step:?}");
+    }
+    check_eq!(
+        r.helper.say("read 4")?.trim(),
+        "ok 4 66",
+        "the writes did not land"
+    );
+    // A new image behind the pid: the maps of the old one are dead.
+    check_eq!(t.say("exec 67")?.trim(), format!("ready {}", t.pid));
+    check_eq!(r.helper.say("read 5")?.trim(), "ok 5 67");
+    let line = r.finish()?;
+    let mapped = field(&line, "mapped").unwrap_or(0);
+    // 5 + 3 + 3 + 4 + 2 at least (three calls prove a call before the
+    // fourth is served; each change of either side costs one more).
+    println!("# {mapped} of 33 calls served from maps: {}", line.trim());
+    check!(mapped >= 10, "only {mapped} calls served from maps: {line}");
+    check_eq!(field(&line, "failed.EFAULT"), Some(2));
+    check_eq!(field(&line, "cma"), Some(29));
     Ok(())
 }
 

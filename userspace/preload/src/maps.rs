@@ -1,0 +1,585 @@
+//! The map path: a `process_vm_readv`/`writev` that repeats one already
+//! made (the same pid, iovec arrays and ranges) is served with `memcpy()`
+//! through maps of the target's ranges (`CMA_IOC_MAP`), with no system call,
+//! when that gives exactly what the system call would.
+//!
+//! What the system call would answer differently, and how it is ruled out:
+//! - **The remote side.** A map shows what a copy would, and its peer fd's
+//!   status page says when it might not (`generation`, `unstable`): the
+//!   bytes are copied between two looks at it that agree, the first with
+//!   `unstable == 0`; otherwise the system call answers (results, errors,
+//!   partial counts).
+//! - **The local side.** The system call answers a local iovec this process
+//!   cannot write (or read) with `EFAULT` or a partial count, where a
+//!   `memcpy()` would kill it. A call is served only if the same call went
+//!   whole through `/dev/cma` while the status page's `caller_generation`
+//!   stayed the same, and it still has that value: the module moves it as
+//!   any change of this process's address space begins, so the local
+//!   buffers and the iovec arrays are mapped with the access that copy had.
+//!   Protection keys can change without the kernel (`wrpkru`): the value of
+//!   PKRU must be the one that copy ran with.
+//! - **Other threads.** A thread that unmaps a buffer while another passes it
+//!   to a call in flight gets whichever outcome the race gives, as with the
+//!   system call, except that a `memcpy()` may fault where the system call
+//!   would fail: such a program is already broken.
+//!
+//! A call is a candidate when each side has at most [`MAX_SEGS`] iovecs.
+//! The first time it goes whole, it is noted; the second, its ranges are
+//! mapped (a map is made once per range and kept, at most [`MAX_MAPS`]);
+//! the third goes with `caller_generation` read before and after, and so
+//! proves the call; from the fourth, `memcpy()`. Proofs are per thread (at
+//! most [`PROOFS`]). `CMA_PRELOAD_MAPS=0` turns the path off.
+
+use super::{env_on, Call, Locked, PeerFd};
+use cma::{sys, Op};
+use std::cell::{RefCell, UnsafeCell};
+use std::os::fd::AsFd;
+use std::sync::atomic::{fence, AtomicU64, Ordering::Acquire, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+
+/// The most iovecs on either side of a call served from maps.
+pub(crate) const MAX_SEGS: usize = 4;
+/// The most calls a thread keeps proofs of.
+const PROOFS: usize = 8;
+/// The most maps the process keeps; past it, the oldest goes (unmapped once
+/// no proof uses it).
+const MAX_MAPS: usize = 64;
+
+/// Moves in a fork child: maps and status pages are not inherited
+/// (`VM_DONTCOPY`), so what the parent made is forgotten, never unmapped
+/// (the child may have mapped something else there since).
+pub(crate) static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Calls served from maps, and their bytes (reported as `mapped=`,
+/// `mapped_bytes=`; they count in `cma=` and `bytes=` too).
+pub(crate) static SERVED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static SERVED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// A page of this process holding 1, which the child of any fork or clone
+/// without `CLONE_VM` reads as 0 (`MADV_WIPEONFORK`): a child made by
+/// `clone(2)` directly runs no `pthread_atfork` handler, and must neither
+/// use nor unmap the maps it did not inherit. 0: no such page (no path).
+static TOKEN: OnceLock<usize> = OnceLock::new();
+
+fn make_token() -> usize {
+    // SAFETY: a fresh private anonymous page, ours for the life of the
+    // process.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            page_size(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return 0;
+        }
+        if libc::madvise(p, page_size(), libc::MADV_WIPEONFORK) != 0 {
+            libc::munmap(p, page_size());
+            return 0;
+        }
+        (p as *mut u64).write_volatile(1);
+        p as usize
+    }
+}
+
+/// Whether this process made the maps it knows of: not a child that
+/// inherited the parent's tables (see [`TOKEN`]).
+fn alive() -> bool {
+    match TOKEN.get() {
+        // SAFETY: the token page, mapped for the life of the process (and
+        // in every child: only its contents are wiped).
+        Some(&t) if t != 0 => unsafe { (t as *const u64).read_volatile() != 0 },
+        _ => false,
+    }
+}
+
+/// In a fork child (the `pthread_atfork` handler): the maps are forgotten,
+/// and the child makes its own.
+pub(crate) fn forked() {
+    FORK_EPOCH.fetch_add(1, Relaxed);
+    if let Some(&t) = TOKEN.get().filter(|&&t| t != 0) {
+        // SAFETY: the token page (wiped in this child); we are its only
+        // thread.
+        unsafe { (t as *mut u64).write_volatile(1) };
+    }
+}
+
+/// Whether the path is on (`CMA_PRELOAD_MAPS`, read once) in this process.
+fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| env_on("MAPS", true) && *TOKEN.get_or_init(make_token) != 0) && alive()
+}
+
+/// A peer fd's status page (`struct cma_map_status`), mapped read-only.
+pub(crate) struct StatusPage {
+    page: *const sys::cma_map_status,
+    epoch: u64,
+}
+
+// SAFETY: a read-only shared page, read with volatile loads only.
+unsafe impl Send for StatusPage {}
+// SAFETY: as above.
+unsafe impl Sync for StatusPage {}
+
+impl StatusPage {
+    /// Maps the status page of `peer` (which has a map state: after its
+    /// first `CMA_IOC_MAP`).
+    fn map(peer: &PeerFd) -> Option<StatusPage> {
+        // SAFETY: a new shared read-only mapping of the fd's page at offset
+        // 0; the kernel picks the address.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page_size(),
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&peer.fd),
+                0,
+            )
+        };
+        (p != libc::MAP_FAILED).then(|| StatusPage {
+            page: p.cast(),
+            epoch: FORK_EPOCH.load(Relaxed),
+        })
+    }
+
+    fn generation(&self) -> u64 {
+        // SAFETY: mapped for the life of `self`; an aligned u64 the kernel
+        // updates atomically.
+        unsafe { std::ptr::addr_of!((*self.page).generation).read_volatile() }
+    }
+
+    fn unstable(&self) -> u64 {
+        // SAFETY: as above.
+        unsafe { std::ptr::addr_of!((*self.page).unstable).read_volatile() }
+    }
+
+    fn caller_generation(&self) -> u64 {
+        // SAFETY: as above.
+        unsafe { std::ptr::addr_of!((*self.page).caller_generation).read_volatile() }
+    }
+}
+
+impl Drop for StatusPage {
+    fn drop(&mut self) {
+        if self.epoch == FORK_EPOCH.load(Relaxed) && alive() {
+            // SAFETY: mapped by `StatusPage::map` in this process, unmapped
+            // once.
+            unsafe { libc::munmap(self.page as *mut libc::c_void, page_size()) };
+        }
+    }
+}
+
+/// The status page of `peer`, mapped on first use.
+fn status_of(peer: &PeerFd) -> Option<Arc<StatusPage>> {
+    if let Some(s) = peer.status.get() {
+        return Some(s.clone());
+    }
+    let s = Arc::new(StatusPage::map(peer)?);
+    // Another thread may have mapped one meanwhile: keep one.
+    Some(peer.status.get_or_init(|| s).clone())
+}
+
+/// A range of a target mapped into this process.
+pub(crate) struct Map {
+    peer: Arc<PeerFd>,
+    /// The target range, page-aligned.
+    start: usize,
+    len: usize,
+    writable: bool,
+    /// Where it is mapped here.
+    mapped: usize,
+    status: Arc<StatusPage>,
+    epoch: u64,
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        if self.epoch == FORK_EPOCH.load(Relaxed) && alive() {
+            // SAFETY: mapped by `CMA_IOC_MAP` in this process, unmapped once
+            // (no proof holds it any more: the last reference is going).
+            unsafe { libc::munmap(self.mapped as *mut libc::c_void, self.len) };
+        }
+    }
+}
+
+/// The maps this process keeps, oldest first.
+pub(crate) static MAPS: Locked<Vec<Arc<Map>>> = Locked {
+    mutex: UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER),
+    data: UnsafeCell::new(Vec::new()),
+};
+
+/// A map of `peer`'s target covering `[base, base + len)` (not empty), with
+/// write access if `writable`: one kept, or a new one.
+fn map_for(peer: &Arc<PeerFd>, base: usize, len: usize, writable: bool) -> Option<Arc<Map>> {
+    let ps = page_size();
+    let start = base & !(ps - 1);
+    let end = base.checked_add(len)?.checked_next_multiple_of(ps)?;
+    let fits = |m: &Arc<Map>| {
+        Arc::ptr_eq(&m.peer, peer)
+            && m.start <= start
+            && end <= m.start + m.len
+            && (m.writable || !writable)
+    };
+    if let Some(m) = MAPS.with(|v| v.iter().find(|m| fits(m)).cloned()) {
+        return Some(m);
+    }
+    let prot = if writable {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_READ
+    };
+    let mut args = sys::cma_map {
+        addr: start as u64,
+        len: (end - start) as u64,
+        prot: prot as u32,
+        ..Default::default()
+    };
+    // SAFETY: CMA_IOC_MAP reads and writes one live `cma_map`.
+    unsafe {
+        sys::ioctl(
+            peer.fd.as_fd(),
+            sys::CMA_IOC_MAP,
+            &mut args as *mut _ as usize,
+        )
+    }
+    .ok()?;
+    let map = Map {
+        peer: peer.clone(),
+        start,
+        len: end - start,
+        writable,
+        mapped: args.mapped as usize,
+        // After the first map, the fd has its status page.
+        status: status_of(peer)?,
+        epoch: FORK_EPOCH.load(Relaxed),
+    };
+    let map = Arc::new(map);
+    MAPS.with(|v| {
+        if v.len() >= MAX_MAPS {
+            v.remove(0);
+        }
+        v.push(map.clone());
+    });
+    Some(map)
+}
+
+/// One iovec, as the call had it.
+#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
+struct Seg {
+    base: usize,
+    len: usize,
+}
+
+/// What a call is: what must be the same for a later call to be the same.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key {
+    op: Op,
+    pid: i32,
+    lvec: usize,
+    liovcnt: usize,
+    rvec: usize,
+    riovcnt: usize,
+}
+
+impl Key {
+    fn of(c: &Call) -> Option<Key> {
+        let n = MAX_SEGS as libc::c_ulong;
+        (c.flags == 0 && c.liovcnt <= n && c.riovcnt <= n && c.liovcnt > 0 && c.riovcnt > 0)
+            .then_some(Key {
+                op: c.op,
+                pid: c.pid,
+                lvec: c.lvec as usize,
+                liovcnt: c.liovcnt as usize,
+                rvec: c.rvec as usize,
+                riovcnt: c.riovcnt as usize,
+            })
+    }
+}
+
+/// The iovecs of an array the kernel has just read whole (or that a proof
+/// says is still there).
+///
+/// # Safety
+///
+/// `vec` points to `cnt` (at most [`MAX_SEGS`]) readable `iovec`s.
+unsafe fn segs(vec: usize, cnt: usize) -> [Seg; MAX_SEGS] {
+    let mut out = [Seg::default(); MAX_SEGS];
+    for (i, s) in out.iter_mut().enumerate().take(cnt) {
+        // SAFETY: the caller vouches for `cnt` readable entries; unaligned
+        // reads, as the kernel's copy_from_user() allows any alignment.
+        let v = unsafe { (vec as *const libc::iovec).add(i).read_unaligned() };
+        *s = Seg {
+            base: v.iov_base as usize,
+            len: v.iov_len,
+        };
+    }
+    out
+}
+
+/// What one thread knows of a call it made.
+struct Proof {
+    key: Key,
+    local: [Seg; MAX_SEGS],
+    remote: [Seg; MAX_SEGS],
+    /// How many times it went whole through `/dev/cma`.
+    seen: u32,
+    /// One per remote iovec (none for an empty one), once made.
+    maps: Vec<Option<Arc<Map>>>,
+    /// The status page all of `maps` share.
+    status: Option<Arc<StatusPage>>,
+    /// The `caller_generation` and PKRU it went whole with, read before and
+    /// after: the call is proved while both are the same.
+    proved: Option<(u64, u32)>,
+    /// Its ranges could not be mapped (no consent to map them, say): not
+    /// tried again.
+    unmappable: bool,
+    epoch: u64,
+}
+
+thread_local! {
+    static PROOFS_OF_THREAD: RefCell<Vec<Proof>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's proofs, unless they are busy (a signal handler
+/// calling in during a call) or gone (thread exit): then `None`.
+fn with_proofs<R>(f: impl FnOnce(&mut Vec<Proof>) -> Option<R>) -> Option<R> {
+    PROOFS_OF_THREAD
+        .try_with(|p| {
+            let mut p = p.try_borrow_mut().ok()?;
+            let epoch = FORK_EPOCH.load(Relaxed);
+            if p.iter().any(|q| q.epoch != epoch) {
+                // The parent's, in a fork child: forgotten, their maps too
+                // (dropped, which unmaps nothing: see `FORK_EPOCH`).
+                p.clear();
+            }
+            f(&mut p)
+        })
+        .ok()
+        .flatten()
+}
+
+/// This thread's protection-key rights (0 without protection keys).
+fn pkru() -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static OSPKE: OnceLock<bool> = OnceLock::new();
+        // CPUID.(EAX=7,ECX=0):ECX bit 4: the OS has turned RDPKRU on; only
+        // where leaf 7 exists (past the top leaf, CPUs answer another).
+        let on = *OSPKE.get_or_init(|| {
+            std::arch::x86_64::__cpuid(0).eax >= 7
+                && std::arch::x86_64::__cpuid_count(7, 0).ecx & 16 != 0
+        });
+        if on {
+            let eax: u32;
+            // SAFETY: RDPKRU with ECX = 0, available since OSPKE is set;
+            // it reads PKRU into EAX and zeroes EDX, nothing else.
+            unsafe {
+                std::arch::asm!("rdpkru", in("ecx") 0, out("eax") eax, out("edx") _,
+                    options(nomem, nostack, preserves_flags));
+            }
+            return eax;
+        }
+    }
+    0
+}
+
+/// Copies between the local and remote iovecs, paired as the system call
+/// pairs them, the remote side through `maps`; returns the bytes copied.
+///
+/// # Safety
+///
+/// The local iovecs are mapped with the access `op` needs on the bytes the
+/// pairing reaches, and each non-empty remote iovec lies inside its map.
+unsafe fn copy_through(op: Op, local: &[Seg], remote: &[Seg], maps: &[Option<Arc<Map>>]) -> usize {
+    let (mut li, mut loff, mut total) = (0, 0, 0);
+    for (r, m) in remote.iter().zip(maps) {
+        let mut roff = 0;
+        while roff < r.len {
+            while li < local.len() && loff == local[li].len {
+                li += 1;
+                loff = 0;
+            }
+            let (Some(l), Some(m)) = (local.get(li), m) else {
+                return total;
+            };
+            let n = (l.len - loff).min(r.len - roff);
+            let there = m.mapped + (r.base - m.start) + roff;
+            let here = l.base + loff;
+            // SAFETY: `here` lies in a local iovec the caller vouches for,
+            // `there` in the map of `r` (which covers it); the two may
+            // overlap only if the caller passed a map of ours as a local
+            // buffer, hence copy(), not copy_nonoverlapping().
+            unsafe {
+                match op {
+                    Op::Read => std::ptr::copy(there as *const u8, here as *mut u8, n),
+                    Op::Write => std::ptr::copy(here as *const u8, there as *mut u8, n),
+                }
+            }
+            roff += n;
+            loff += n;
+            total += n;
+        }
+    }
+    total
+}
+
+/// The call from maps, if it is proved and nothing changed: the bytes
+/// copied; `None` if the system call must answer.
+pub(crate) fn serve(c: &Call) -> Option<usize> {
+    if !enabled() {
+        return None;
+    }
+    let key = Key::of(c)?;
+    with_proofs(|proofs| {
+        let p = proofs.iter_mut().find(|p| p.key == key)?;
+        let (cgen, pkru_then) = p.proved?;
+        if p.status.as_ref()?.caller_generation() != cgen || pkru() != pkru_then {
+            p.proved = None;
+            return None;
+        }
+        let status = p.status.as_ref()?;
+        // SAFETY: the arrays were read whole by the copy that proved the
+        // call, and nothing of this address space changed since.
+        let (local, remote) = unsafe { (segs(key.lvec, key.liovcnt), segs(key.rvec, key.riovcnt)) };
+        if local != p.local || remote != p.remote {
+            return None;
+        }
+        let generation = status.generation();
+        fence(Acquire);
+        if status.unstable() != 0 {
+            return None;
+        }
+        // SAFETY: the local iovecs are the ones the proving copy reached
+        // whole with this access, still mapped so; each remote one lies in
+        // its map (made for it).
+        let n = unsafe {
+            copy_through(
+                key.op,
+                &local[..key.liovcnt],
+                &remote[..key.riovcnt],
+                &p.maps,
+            )
+        };
+        fence(Acquire);
+        if status.generation() != generation {
+            return None;
+        }
+        SERVED.fetch_add(1, Relaxed);
+        SERVED_BYTES.fetch_add(n as u64, Relaxed);
+        Some(n)
+    })
+}
+
+/// Before the system call: the `caller_generation` and PKRU to prove the
+/// call with, if its ranges are mapped already.
+pub(crate) fn before(c: &Call) -> Option<(u64, u32)> {
+    if !enabled() {
+        return None;
+    }
+    let key = Key::of(c)?;
+    with_proofs(|proofs| {
+        let p = proofs.iter().find(|p| p.key == key)?;
+        Some((p.status.as_ref()?.caller_generation(), pkru()))
+    })
+}
+
+/// After the system call went whole (`n` bytes, all the pairing reaches)
+/// through `peer`: notes the call, maps its ranges the second time, proves
+/// it when `before` (from [`before`]) still holds.
+pub(crate) fn after(c: &Call, n: usize, peer: Option<Arc<PeerFd>>, before: Option<(u64, u32)>) {
+    let Some(key) = Key::of(c) else { return };
+    if !enabled() {
+        return;
+    }
+    // SAFETY: the kernel has just read both arrays whole, inside this call.
+    let (local, remote) = unsafe { (segs(key.lvec, key.liovcnt), segs(key.rvec, key.riovcnt)) };
+    let sum = |s: &[Seg]| s.iter().try_fold(0usize, |a, s| a.checked_add(s.len));
+    let (Some(lsum), Some(rsum)) = (sum(&local[..key.liovcnt]), sum(&remote[..key.riovcnt])) else {
+        return;
+    };
+    // Whole: every byte the pairing reaches was copied.
+    if n != lsum.min(rsum) || n == 0 {
+        return;
+    }
+    let Some(peer) = peer else { return };
+    with_proofs(|proofs| {
+        let epoch = FORK_EPOCH.load(Relaxed);
+        let i = match proofs.iter().position(|p| p.key == key) {
+            Some(i) if proofs[i].local == local && proofs[i].remote == remote => i,
+            found => {
+                let fresh = Proof {
+                    key,
+                    local,
+                    remote,
+                    seen: 0,
+                    maps: Vec::new(),
+                    status: None,
+                    proved: None,
+                    unmappable: false,
+                    epoch,
+                };
+                match found {
+                    Some(i) => proofs[i] = fresh,
+                    None if proofs.len() < PROOFS => proofs.push(fresh),
+                    None => {
+                        proofs.remove(0);
+                        proofs.push(fresh);
+                    }
+                }
+                proofs.iter().position(|p| p.key == key)?
+            }
+        };
+        let p = &mut proofs[i];
+        p.seen = p.seen.saturating_add(1);
+        // The maps must be of the peer fd the copy went through (a pid
+        // attached again names another process).
+        let stale = p
+            .maps
+            .iter()
+            .flatten()
+            .any(|m| !Arc::ptr_eq(&m.peer, &peer));
+        if stale {
+            p.maps.clear();
+            p.status = None;
+            p.proved = None;
+            p.unmappable = false;
+        }
+        if p.seen >= 2 && p.maps.is_empty() && !p.unmappable {
+            let writable = key.op == Op::Write;
+            p.unmappable = true;
+            let mut maps = Vec::with_capacity(key.riovcnt);
+            for r in &remote[..key.riovcnt] {
+                maps.push(match r.len {
+                    0 => None,
+                    len => Some(map_for(&peer, r.base, len, writable)?),
+                });
+            }
+            let status = maps.iter().flatten().next()?.status.clone();
+            if maps
+                .iter()
+                .flatten()
+                .any(|m| !Arc::ptr_eq(&m.status, &status))
+            {
+                return None;
+            }
+            p.unmappable = false;
+            p.maps = maps;
+            p.status = Some(status);
+            // Not proved by this copy: the status page was not read before it.
+            return None;
+        }
+        let status = p.status.as_ref()?;
+        let (cgen, pk) = before?;
+        p.proved = (status.caller_generation() == cgen && pkru() == pk).then_some((cgen, pk));
+        Some(())
+    });
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
