@@ -11,8 +11,10 @@
 # and randomly ordered ring bandwidth, max ping-pong bandwidth) are printed as
 # medians with their spread and the ratios cma/Base and cma/CMA, beside the
 # seed's POWER6 figures. Then ucx_perftest tag_bw (UCX_TLS=posix,cma,
-# rendezvous by get) through process_vm_readv and through /dev/cma, and the
-# XPMEM path: UCX built --with-xpmem over cma's libxpmem.so (posix,xpmem).
+# rendezvous by get) through process_vm_readv and through /dev/cma (with the
+# preload's maps, its default, and with CMA_PRELOAD_MAPS=0: every call an
+# ioctl), and the XPMEM path: UCX built --with-xpmem over cma's libxpmem.so
+# (posix,xpmem).
 # Everything measured goes to out/bench-mpi.json; the table to stdout.
 #
 #   scripts/bench-mpi.sh [--reps N] [--hpl-n N]
@@ -66,7 +68,10 @@ ucx_run() { # config size rep
     local config=$1 size=$2 rep=$3
     local -a pre=() env=(UCX_TLS=posix,cma UCX_RNDV_SCHEME=get_zcopy UCX_WARN_UNUSED_ENV_VARS=n)
     local perftest=ucx_perftest
-    [ "$config" = cma ] && pre=(env LD_PRELOAD="$lib")
+    case "$config" in
+        cma) pre=(env LD_PRELOAD="$lib" CMA_PRELOAD_STATS="$work/ucx-stats") ;;
+        cma-ioctl) pre=(env LD_PRELOAD="$lib" CMA_PRELOAD_MAPS=0) ;;
+    esac
     if [ "$config" = xpmem ]; then
         # UCX rebuilt --with-xpmem over cma's libxpmem.so (make ucx-xpmem):
         # the rendezvous reads an attachment of the sender's buffer.
@@ -80,6 +85,10 @@ ucx_run() { # config size rep
     env "${env[@]}" "${pre[@]}" "$perftest" 127.0.0.1 -p 13390 -t tag_bw -s "$size" -n 200 -w 20 \
         > "$work/client.log" 2>&1 || { cat "$work/client.log" >&2; kill "$spid"; return 1; }
     wait "$spid" || true
+    if [ "$config" = cma ]; then
+        grep 'comm=ucx_perftest ' "$work/ucx-stats" | sed "s/^/# $size: /" >&2
+        rm -f "$work/ucx-stats"
+    fi
     # Final: iterations, latency 50%, avg, overall, bandwidth avg, overall (MB/s), ...
     printf 'ucx\t%s\t%s\t%s\t%s\n' "$config" "$size" "$rep" \
         "$(awk '/Final:/ { print $7 }' "$work/client.log")" >> "$raw"
@@ -97,7 +106,7 @@ for rep in $(seq "$reps"); do
         hpcc_run "$config" "$rep"
     done
     for size in 65536 1048576 4194304; do
-        for config in $(printf 'pvm\ncma\nxpmem\n' | shuf --random-source=<(yes "$rep$size")); do
+        for config in $(printf 'pvm\ncma\ncma-ioctl\nxpmem\n' | shuf --random-source=<(yes "$rep$size")); do
             ucx_run "$config" "$size" "$rep"
         done
     done
@@ -133,16 +142,20 @@ for key, name, seed in keys:
     doc["hpcc"].append({"row": name, "key": key, "MBps": s, "cma_over_base": rb,
                         "cma_over_cma_syscall": rc, "seed_MBps": {"Base": seed[0], "CMA": seed[1]}})
 print()
-print("ucx_perftest tag_bw (MB/s, median; min-max): pvm and cma UCX_TLS=posix,cma, rendezvous by get;")
+print("ucx_perftest tag_bw (MB/s, median; min-max): pvm and cma UCX_TLS=posix,cma, rendezvous by get")
+print("(cma: the preload with its maps, repeated reads served by memcpy; cma-ioctl: CMA_PRELOAD_MAPS=0);")
 print("xpmem: UCX rebuilt --with-xpmem over cma's libxpmem.so, UCX_TLS=posix,xpmem (the sender's buffer attached)")
-print(f"{'size':>10} {'pvm':>20} {'cma':>20} {'xpmem':>20} | {'cma/pvm':>7} {'xpmem/pvm':>9} {'xpmem/cma':>9}")
+print(f"{'size':>10} {'pvm':>20} {'cma-ioctl':>20} {'cma':>20} {'xpmem':>20} | {'cma-ioctl/pvm':>13} {'cma/pvm':>7} {'xpmem/pvm':>9} {'xpmem/cma':>9}")
 for size in sorted({k[1] for k in ucx}):
     p, c, x = stat(ucx[("pvm", size)]), stat(ucx[("cma", size)]), stat(ucx[("xpmem", size)])
+    i = stat(ucx[("cma-ioctl", size)])
     r = c["median"] / p["median"]
     cell = lambda v: f"{v['median']:8.0f} ({v['min']:.0f}-{v['max']:.0f})"
-    print(f"{size:>10} {cell(p):>20} {cell(c):>20} {cell(x):>20} | {r:7.2f} "
+    print(f"{size:>10} {cell(p):>20} {cell(i):>20} {cell(c):>20} {cell(x):>20} | "
+          f"{i['median'] / p['median']:13.2f} {r:7.2f} "
           f"{x['median'] / p['median']:9.2f} {x['median'] / c['median']:9.2f}")
     doc["ucx_perftest"].append({"size": size, "pvm_MBps": p, "cma_MBps": c, "xpmem_MBps": x,
+                                "cma_ioctl_MBps": i, "cma_ioctl_over_pvm": i["median"] / p["median"],
                                 "cma_over_pvm": r, "xpmem_over_pvm": x["median"] / p["median"],
                                 "xpmem_over_cma": x["median"] / c["median"]})
 if accel == "tcg" and engine == "usercopy":
