@@ -76,7 +76,7 @@ check() {
     elif [ "$needed" = 0 ]; then
         why="no report has a non-zero $need"
     fi
-    echo "# $name: $(wc -l <<<"$lines") processes, $calls calls through /dev/cma ($bytes bytes), $fb fallbacks, $failed failed, $answered ptrace_scope checks answered"
+    echo "# $name: $(wc -l <<<"$lines") processes, $calls calls through /dev/cma ($bytes bytes; $(field_sum mapped <<<"$lines") calls from maps), $fb fallbacks, $failed failed, $answered ptrace_scope checks answered"
     verdict "$name" "$why" "$CMA_PRELOAD_STATS"
 }
 

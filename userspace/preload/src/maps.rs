@@ -39,8 +39,13 @@ use std::sync::{Arc, OnceLock};
 
 /// The most iovecs on either side of a call served from maps.
 pub(crate) const MAX_SEGS: usize = 4;
-/// The most calls a thread keeps proofs of.
-const PROOFS: usize = 8;
+/// The most calls a thread keeps proofs of (a large message is often
+/// several calls: UCX reads 4 MiB as 8 of 512 KiB).
+const PROOFS: usize = 32;
+/// Maps are made of whole windows of this size around the ranges asked for
+/// (one map serves the pieces of a message, and huge pages can be mapped
+/// whole).
+const WINDOW: usize = 2 << 20;
 /// The most maps the process keeps; past it, the oldest goes (unmapped once
 /// no proof uses it).
 const MAX_MAPS: usize = 64;
@@ -232,27 +237,36 @@ fn map_for(peer: &Arc<PeerFd>, base: usize, len: usize, writable: bool) -> Optio
     } else {
         libc::PROT_READ
     };
-    let mut args = sys::cma_map {
-        addr: start as u64,
-        len: (end - start) as u64,
-        prot: prot as u32,
-        ..Default::default()
+    let map_range = |start: usize, end: usize| {
+        let mut args = sys::cma_map {
+            addr: start as u64,
+            len: (end - start) as u64,
+            prot: prot as u32,
+            ..Default::default()
+        };
+        // SAFETY: CMA_IOC_MAP reads and writes one live `cma_map`.
+        unsafe {
+            sys::ioctl(
+                peer.fd.as_fd(),
+                sys::CMA_IOC_MAP,
+                &mut args as *mut _ as usize,
+            )
+        }
+        .ok()
+        .map(|_| (start, end, args.mapped as usize))
     };
-    // SAFETY: CMA_IOC_MAP reads and writes one live `cma_map`.
-    unsafe {
-        sys::ioctl(
-            peer.fd.as_fd(),
-            sys::CMA_IOC_MAP,
-            &mut args as *mut _ as usize,
-        )
-    }
-    .ok()?;
+    // The window around the range, else (at the top of the address space,
+    // say) the range itself.
+    let window = end
+        .checked_next_multiple_of(WINDOW)
+        .and_then(|wend| map_range(start & !(WINDOW - 1), wend));
+    let (start, end, mapped) = window.or_else(|| map_range(start, end))?;
     let map = Map {
         peer: peer.clone(),
         start,
         len: end - start,
         writable,
-        mapped: args.mapped as usize,
+        mapped,
         // After the first map, the fd has its status page.
         status: status_of(peer)?,
         epoch: FORK_EPOCH.load(Relaxed),
@@ -337,25 +351,50 @@ struct Proof {
     /// Its ranges could not be mapped (no consent to map them, say): not
     /// tried again.
     unmappable: bool,
+    /// When it was last used (the least recently used goes first).
+    used: u64,
     epoch: u64,
 }
 
+impl Proof {
+    /// Whether the call is proved now: nothing of this address space has
+    /// changed since it went whole, and PKRU is `pk` as it was then.
+    fn holds(&self, pk: u32) -> bool {
+        match (self.proved, &self.status) {
+            (Some((cgen, k)), Some(s)) => k == pk && s.caller_generation() == cgen,
+            _ => false,
+        }
+    }
+}
+
+/// A thread's proofs, and the clock of their use.
+struct Proofs {
+    all: Vec<Proof>,
+    tick: u64,
+}
+
 thread_local! {
-    static PROOFS_OF_THREAD: RefCell<Vec<Proof>> = const { RefCell::new(Vec::new()) };
+    static PROOFS_OF_THREAD: RefCell<Proofs> = const {
+        RefCell::new(Proofs {
+            all: Vec::new(),
+            tick: 0,
+        })
+    };
 }
 
 /// Runs `f` on this thread's proofs, unless they are busy (a signal handler
 /// calling in during a call) or gone (thread exit): then `None`.
-fn with_proofs<R>(f: impl FnOnce(&mut Vec<Proof>) -> Option<R>) -> Option<R> {
+fn with_proofs<R>(f: impl FnOnce(&mut Proofs) -> Option<R>) -> Option<R> {
     PROOFS_OF_THREAD
         .try_with(|p| {
             let mut p = p.try_borrow_mut().ok()?;
             let epoch = FORK_EPOCH.load(Relaxed);
-            if p.iter().any(|q| q.epoch != epoch) {
+            if p.all.iter().any(|q| q.epoch != epoch) {
                 // The parent's, in a fork child: forgotten, their maps too
                 // (dropped, which unmaps nothing: see `FORK_EPOCH`).
-                p.clear();
+                p.all.clear();
             }
+            p.tick += 1;
             f(&mut p)
         })
         .ok()
@@ -435,19 +474,24 @@ pub(crate) fn serve(c: &Call) -> Option<usize> {
     }
     let key = Key::of(c)?;
     with_proofs(|proofs| {
-        let p = proofs.iter_mut().find(|p| p.key == key)?;
-        let (cgen, pkru_then) = p.proved?;
-        if p.status.as_ref()?.caller_generation() != cgen || pkru() != pkru_then {
-            p.proved = None;
+        let pk = pkru();
+        // The arrays may be read only if a call with them is proved now.
+        if !proofs.all.iter().any(|p| p.key == key && p.holds(pk)) {
             return None;
         }
-        let status = p.status.as_ref()?;
-        // SAFETY: the arrays were read whole by the copy that proved the
-        // call, and nothing of this address space changed since.
+        // SAFETY: a copy read both arrays whole, and nothing of this
+        // address space changed since.
         let (local, remote) = unsafe { (segs(key.lvec, key.liovcnt), segs(key.rvec, key.riovcnt)) };
-        if local != p.local || remote != p.remote {
+        let tick = proofs.tick;
+        let p = proofs
+            .all
+            .iter_mut()
+            .find(|p| p.key == key && p.local == local && p.remote == remote)?;
+        if !p.holds(pk) {
             return None;
         }
+        p.used = tick;
+        let status = p.status.as_ref()?;
         let generation = status.generation();
         fence(Acquire);
         if status.unstable() != 0 {
@@ -474,23 +518,31 @@ pub(crate) fn serve(c: &Call) -> Option<usize> {
     })
 }
 
-/// Before the system call: the `caller_generation` and PKRU to prove the
-/// call with, if its ranges are mapped already.
-pub(crate) fn before(c: &Call) -> Option<(u64, u32)> {
+/// What [`before`] saw: the status page (its address, only compared), its
+/// `caller_generation`, and PKRU.
+pub(crate) type Before = (usize, u64, u32);
+
+/// Before the system call: what proves the call if it goes whole, when a
+/// call with its arrays has its ranges mapped already.
+pub(crate) fn before(c: &Call) -> Option<Before> {
     if !enabled() {
         return None;
     }
     let key = Key::of(c)?;
     with_proofs(|proofs| {
-        let p = proofs.iter().find(|p| p.key == key)?;
-        Some((p.status.as_ref()?.caller_generation(), pkru()))
+        let s = proofs
+            .all
+            .iter()
+            .filter(|p| p.key == key)
+            .find_map(|p| p.status.as_ref())?;
+        Some((Arc::as_ptr(s) as usize, s.caller_generation(), pkru()))
     })
 }
 
 /// After the system call went whole (`n` bytes, all the pairing reaches)
 /// through `peer`: notes the call, maps its ranges the second time, proves
 /// it when `before` (from [`before`]) still holds.
-pub(crate) fn after(c: &Call, n: usize, peer: Option<Arc<PeerFd>>, before: Option<(u64, u32)>) {
+pub(crate) fn after(c: &Call, n: usize, peer: Option<Arc<PeerFd>>, before: Option<Before>) {
     let Some(key) = Key::of(c) else { return };
     if !enabled() {
         return;
@@ -507,11 +559,16 @@ pub(crate) fn after(c: &Call, n: usize, peer: Option<Arc<PeerFd>>, before: Optio
     }
     let Some(peer) = peer else { return };
     with_proofs(|proofs| {
-        let epoch = FORK_EPOCH.load(Relaxed);
-        let i = match proofs.iter().position(|p| p.key == key) {
-            Some(i) if proofs[i].local == local && proofs[i].remote == remote => i,
-            found => {
-                let fresh = Proof {
+        let tick = proofs.tick;
+        let same = |p: &Proof| p.key == key && p.local == local && p.remote == remote;
+        let i = match proofs.all.iter().position(same) {
+            Some(i) => i,
+            None => {
+                if proofs.all.len() >= PROOFS {
+                    let lru = (0..proofs.all.len()).min_by_key(|&i| proofs.all[i].used)?;
+                    proofs.all.swap_remove(lru);
+                }
+                proofs.all.push(Proof {
                     key,
                     local,
                     remote,
@@ -520,29 +577,22 @@ pub(crate) fn after(c: &Call, n: usize, peer: Option<Arc<PeerFd>>, before: Optio
                     status: None,
                     proved: None,
                     unmappable: false,
-                    epoch,
-                };
-                match found {
-                    Some(i) => proofs[i] = fresh,
-                    None if proofs.len() < PROOFS => proofs.push(fresh),
-                    None => {
-                        proofs.remove(0);
-                        proofs.push(fresh);
-                    }
-                }
-                proofs.iter().position(|p| p.key == key)?
+                    used: tick,
+                    epoch: FORK_EPOCH.load(Relaxed),
+                });
+                proofs.all.len() - 1
             }
         };
-        let p = &mut proofs[i];
+        let p = &mut proofs.all[i];
         p.seen = p.seen.saturating_add(1);
+        p.used = tick;
         // The maps must be of the peer fd the copy went through (a pid
         // attached again names another process).
-        let stale = p
-            .maps
+        if p.maps
             .iter()
             .flatten()
-            .any(|m| !Arc::ptr_eq(&m.peer, &peer));
-        if stale {
+            .any(|m| !Arc::ptr_eq(&m.peer, &peer))
+        {
             p.maps.clear();
             p.status = None;
             p.proved = None;
@@ -573,8 +623,11 @@ pub(crate) fn after(c: &Call, n: usize, peer: Option<Arc<PeerFd>>, before: Optio
             return None;
         }
         let status = p.status.as_ref()?;
-        let (cgen, pk) = before?;
-        p.proved = (status.caller_generation() == cgen && pkru() == pk).then_some((cgen, pk));
+        let (page, cgen, pk) = before?;
+        p.proved = (Arc::as_ptr(status) as usize == page
+            && status.caller_generation() == cgen
+            && pkru() == pk)
+            .then_some((cgen, pk));
         Some(())
     });
 }
