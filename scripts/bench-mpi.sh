@@ -17,15 +17,16 @@
 # (posix,xpmem).
 # Everything measured goes to out/bench-mpi.json; the table to stdout.
 #
-#   scripts/bench-mpi.sh [--reps N] [--hpl-n N]
+#   scripts/bench-mpi.sh [--reps N] [--hpl-n N] [--ucx-only]
 set -euo pipefail
 top=$PWD
 lib=$top/out/lib/libcma-preload.so
-reps=3 hpl_n=1000
+reps=3 hpl_n=1000 hpcc=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) reps=$2; shift 2 ;;
         --hpl-n) hpl_n=$2; shift 2 ;;
+        --ucx-only) hpcc=0; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -102,6 +103,7 @@ for rep in $(seq "$reps"); do
     # A different order each repetition, so that drift does not favour one.
     order=$(printf '%s\n' "${configs[@]}" | shuf --random-source=<(yes "$rep"))
     for config in $order; do
+        [ "$hpcc" = 1 ] || break
         echo "# hpcc: $config, repetition $rep" >&2
         hpcc_run "$config" "$rep"
     done
@@ -130,10 +132,11 @@ keys = [("NaturallyOrderedRingBandwidth_GBytes", "Naturally ordered ring", (1235
 doc = {"date": datetime.date.today().isoformat(), "kernel": platform.release(),
        "accelerator": accel, "engine": engine, "hpl_n": int(hpl_n), "ranks": 2,
        "hpcc": [], "ucx_perftest": []}
-print(f"HPCC b_eff, Open MPI 4.1 btl/vader, 2 ranks, {accel.upper()} guest, cma engine {engine} "
-      f"(MB/s, median of {len(next(iter(hpcc.values())))}; min-max)")
-print(f"{'':24} {'Base':>17} {'CMA':>17} {'cma':>17} | {'cma/Base':>8} {'cma/CMA':>8} | seed (POWER6, 4 procs): Base, CMA, CMA/Base")
-for key, name, seed in keys:
+if hpcc:
+    print(f"HPCC b_eff, Open MPI 4.1 btl/vader, 2 ranks, {accel.upper()} guest, cma engine {engine} "
+          f"(MB/s, median of {len(next(iter(hpcc.values())))}; min-max)")
+    print(f"{'':24} {'Base':>17} {'CMA':>17} {'cma':>17} | {'cma/Base':>8} {'cma/CMA':>8} | seed (POWER6, 4 procs): Base, CMA, CMA/Base")
+for key, name, seed in keys if hpcc else []:
     s = {c: stat(hpcc[(c, key)]) for c in ("Base", "CMA", "cma")}
     cell = lambda c: f"{s[c]['median']:7.0f} ({s[c]['min']:.0f}-{s[c]['max']:.0f})"
     rb = s["cma"]["median"] / s["Base"]["median"]

@@ -1,7 +1,8 @@
 //! The map path: a `process_vm_readv`/`writev` that repeats one already
-//! made (the same pid, iovec arrays and ranges) is served with `memcpy()`
-//! through maps of the target's ranges (`CMA_IOC_MAP`), with no system call,
-//! when that gives exactly what the system call would.
+//! made (the same pid and the same iovecs, wherever its arrays are) is
+//! served with `memcpy()` through maps of the target's ranges
+//! (`CMA_IOC_MAP`), with no system call, when that gives exactly what the
+//! system call would.
 //!
 //! What the system call would answer differently, and how it is ruled out:
 //! - **The remote side.** A map shows what a copy would, and its peer fd's
@@ -14,8 +15,10 @@
 //!   `memcpy()` would kill it. A call is served only if the same call went
 //!   whole through `/dev/cma` while the status page's `caller_generation`
 //!   stayed the same, and it still has that value: the module moves it as
-//!   any change of this process's address space begins, so the local
-//!   buffers and the iovec arrays are mapped with the access that copy had.
+//!   any change of this process's address space begins and ends, so the
+//!   local buffers are mapped with the access that copy had. The iovec
+//!   arrays are read only where they lie in pages that held the arrays of
+//!   such a proved call (a page mapped then is mapped now, whole).
 //!   Protection keys can change without the kernel (`wrpkru`): the value of
 //!   PKRU must be the one that copy ran with.
 //! - **Other threads.** A thread that unmaps a buffer while another passes it
@@ -25,10 +28,11 @@
 //!
 //! A call is a candidate when each side has at most [`MAX_SEGS`] iovecs.
 //! The first time it goes whole, it is noted; the second, its ranges are
-//! mapped (a map is made once per range and kept, at most [`MAX_MAPS`]);
-//! the third goes with `caller_generation` read before and after, and so
-//! proves the call; from the fourth, `memcpy()`. Proofs are per thread (at
-//! most [`PROOFS`]). `CMA_PRELOAD_MAPS=0` turns the path off.
+//! mapped (in windows of [`WINDOW`], a map made once and kept, at most
+//! [`MAX_MAPS`]); the third goes with `caller_generation` read before and
+//! after, and so proves the call; from the fourth, `memcpy()`. Proofs are per
+//! thread (at most [`PROOFS`], and [`ARRAY_PAGES`] pages of arrays).
+//! `CMA_PRELOAD_MAPS=0` turns the path off.
 
 use super::{env_on, Call, Locked, PeerFd};
 use cma::{sys, Op};
@@ -288,14 +292,14 @@ struct Seg {
     len: usize,
 }
 
-/// What a call is: what must be the same for a later call to be the same.
+/// What a call is, but for its iovecs: the same for a later call to be the
+/// same (with the same iovecs, wherever its arrays are: libfabric passes
+/// each message's remote iovec in a slot of a ring).
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Key {
     op: Op,
     pid: i32,
-    lvec: usize,
     liovcnt: usize,
-    rvec: usize,
     riovcnt: usize,
 }
 
@@ -306,12 +310,20 @@ impl Key {
             .then_some(Key {
                 op: c.op,
                 pid: c.pid,
-                lvec: c.lvec as usize,
                 liovcnt: c.liovcnt as usize,
-                rvec: c.rvec as usize,
                 riovcnt: c.riovcnt as usize,
             })
     }
+}
+
+/// The pages the two iovec arrays of `c` lie in (`None` if they wrap).
+fn array_pages(c: &Call, key: &Key) -> Option<impl Iterator<Item = usize>> {
+    let ps = page_size();
+    let span = |at: usize, n: usize| {
+        let end = at.checked_add(n * std::mem::size_of::<libc::iovec>())?;
+        Some((at & !(ps - 1)..end).step_by(ps))
+    };
+    Some(span(c.lvec as usize, key.liovcnt)?.chain(span(c.rvec as usize, key.riovcnt)?))
 }
 
 /// The iovecs of an array the kernel has just read whole (or that a proof
@@ -367,16 +379,76 @@ impl Proof {
     }
 }
 
-/// A thread's proofs, and the clock of their use.
+/// A page that held iovec arrays a proved call read whole: readable while
+/// `caller_generation` of `status` is `cgen` and PKRU is `pk`.
+struct ArrayPage {
+    page: usize,
+    status: Arc<StatusPage>,
+    cgen: u64,
+    pk: u32,
+    used: u64,
+}
+
+/// The most array pages a thread keeps.
+const ARRAY_PAGES: usize = 64;
+
+/// A thread's proofs, the pages of their arrays, and the clock of their use.
 struct Proofs {
     all: Vec<Proof>,
+    pages: Vec<ArrayPage>,
     tick: u64,
+}
+
+impl Proofs {
+    /// Whether the arrays of `c` may be read: every page they lie in held
+    /// arrays of a proved call, and nothing changed since.
+    fn arrays_readable(&mut self, c: &Call, key: &Key, pk: u32) -> bool {
+        let tick = self.tick;
+        let Some(mut pages) = array_pages(c, key) else {
+            return false;
+        };
+        pages.all(|page| {
+            self.pages.iter_mut().any(|a| {
+                let ok = a.page == page && a.pk == pk && a.status.caller_generation() == a.cgen;
+                if ok {
+                    a.used = tick;
+                }
+                ok
+            })
+        })
+    }
+
+    /// Notes the pages of the arrays of `c`, read whole by a call proved
+    /// with `status` at `cgen` and `pk`.
+    fn note_arrays(&mut self, c: &Call, key: &Key, status: &Arc<StatusPage>, cgen: u64, pk: u32) {
+        let tick = self.tick;
+        let Some(pages) = array_pages(c, key) else {
+            return;
+        };
+        for page in pages {
+            let new = ArrayPage {
+                page,
+                status: status.clone(),
+                cgen,
+                pk,
+                used: tick,
+            };
+            if let Some(a) = self.pages.iter_mut().find(|a| a.page == page) {
+                *a = new;
+            } else if self.pages.len() < ARRAY_PAGES {
+                self.pages.push(new);
+            } else if let Some(lru) = self.pages.iter_mut().min_by_key(|a| a.used) {
+                *lru = new;
+            }
+        }
+    }
 }
 
 thread_local! {
     static PROOFS_OF_THREAD: RefCell<Proofs> = const {
         RefCell::new(Proofs {
             all: Vec::new(),
+            pages: Vec::new(),
             tick: 0,
         })
     };
@@ -393,6 +465,7 @@ fn with_proofs<R>(f: impl FnOnce(&mut Proofs) -> Option<R>) -> Option<R> {
                 // The parent's, in a fork child: forgotten, their maps too
                 // (dropped, which unmaps nothing: see `FORK_EPOCH`).
                 p.all.clear();
+                p.pages.clear();
             }
             p.tick += 1;
             f(&mut p)
@@ -475,13 +548,18 @@ pub(crate) fn serve(c: &Call) -> Option<usize> {
     let key = Key::of(c)?;
     with_proofs(|proofs| {
         let pk = pkru();
-        // The arrays may be read only if a call with them is proved now.
-        if !proofs.all.iter().any(|p| p.key == key && p.holds(pk)) {
+        // The arrays may be read only where proved calls read arrays.
+        if !proofs.arrays_readable(c, &key, pk) {
             return None;
         }
-        // SAFETY: a copy read both arrays whole, and nothing of this
-        // address space changed since.
-        let (local, remote) = unsafe { (segs(key.lvec, key.liovcnt), segs(key.rvec, key.riovcnt)) };
+        // SAFETY: every page of both arrays held arrays a copy read whole,
+        // and nothing of this address space changed since.
+        let (local, remote) = unsafe {
+            (
+                segs(c.lvec as usize, key.liovcnt),
+                segs(c.rvec as usize, key.riovcnt),
+            )
+        };
         let tick = proofs.tick;
         let p = proofs
             .all
@@ -548,7 +626,12 @@ pub(crate) fn after(c: &Call, n: usize, peer: Option<Arc<PeerFd>>, before: Optio
         return;
     }
     // SAFETY: the kernel has just read both arrays whole, inside this call.
-    let (local, remote) = unsafe { (segs(key.lvec, key.liovcnt), segs(key.rvec, key.riovcnt)) };
+    let (local, remote) = unsafe {
+        (
+            segs(c.lvec as usize, key.liovcnt),
+            segs(c.rvec as usize, key.riovcnt),
+        )
+    };
     let sum = |s: &[Seg]| s.iter().try_fold(0usize, |a, s| a.checked_add(s.len));
     let (Some(lsum), Some(rsum)) = (sum(&local[..key.liovcnt]), sum(&remote[..key.riovcnt])) else {
         return;
@@ -622,12 +705,15 @@ pub(crate) fn after(c: &Call, n: usize, peer: Option<Arc<PeerFd>>, before: Optio
             // Not proved by this copy: the status page was not read before it.
             return None;
         }
-        let status = p.status.as_ref()?;
+        let status = p.status.clone()?;
         let (page, cgen, pk) = before?;
-        p.proved = (Arc::as_ptr(status) as usize == page
+        p.proved = (Arc::as_ptr(&status) as usize == page
             && status.caller_generation() == cgen
             && pkru() == pk)
             .then_some((cgen, pk));
+        if p.proved.is_some() {
+            proofs.note_arrays(c, &key, &status, cgen, pk);
+        }
         Some(())
     });
 }
