@@ -51,7 +51,7 @@ LIBDIR := $(TOP)/out/lib
 LIBS := $(LIBDIR)/libcma.so $(LIBDIR)/libcma-preload.so $(LIBDIR)/pkgconfig/cma.pc \
 	$(LIBDIR)/libxpmem.so
 C_TESTS := tests/c/cma_abi_test tests/c/libcma_test tests/c/mpi_check \
-	tests/c/mpi_check_mpich tests/c/seccomp_deny tests/c/xpmem_test
+	tests/c/mpi_check_mpich tests/c/seccomp_deny tests/c/xpmem_test tests/c/pvm_repeat_bench
 
 .PHONY: all module deps kernel userspace libs ctests ucx-xpmem test test-debug fuzz stress run bench bench-mpi man install uninstall clean help fmt lint
 
@@ -151,6 +151,11 @@ tests/c/libcma_test: tests/c/libcma_test.c include/libcma.h include/uapi/cma.h k
 	$(CC) -O2 -Wall -Werror -I$(KDIR)/source/tools/testing/selftests \
 		$$(PKG_CONFIG_PATH=$(LIBDIR)/pkgconfig pkg-config --cflags cma) -o $@ $< \
 		$$(PKG_CONFIG_PATH=$(LIBDIR)/pkgconfig pkg-config --libs cma) -Wl,-rpath,$(LIBDIR)
+
+# The same process_vm_readv repeated: the system call, or the preload's
+# ioctl and maps (docs/bench.md).
+tests/c/pvm_repeat_bench: tests/c/pvm_repeat_bench.c
+	$(CC) -O2 -Wall -Werror -o $@ $<
 
 # libxpmem.so's suite: built against out/xpmem, as an XPMEM user would.
 tests/c/xpmem_test: tests/c/xpmem_test.c include/xpmem.h include/libcma.h kernel libs

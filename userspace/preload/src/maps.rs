@@ -365,7 +365,6 @@ struct Proof {
     unmappable: bool,
     /// When it was last used (the least recently used goes first).
     used: u64,
-    epoch: u64,
 }
 
 impl Proof {
@@ -397,6 +396,8 @@ struct Proofs {
     all: Vec<Proof>,
     pages: Vec<ArrayPage>,
     tick: u64,
+    /// The [`FORK_EPOCH`] they were made in.
+    epoch: u64,
 }
 
 impl Proofs {
@@ -450,6 +451,7 @@ thread_local! {
             all: Vec::new(),
             pages: Vec::new(),
             tick: 0,
+            epoch: 0,
         })
     };
 }
@@ -461,11 +463,12 @@ fn with_proofs<R>(f: impl FnOnce(&mut Proofs) -> Option<R>) -> Option<R> {
         .try_with(|p| {
             let mut p = p.try_borrow_mut().ok()?;
             let epoch = FORK_EPOCH.load(Relaxed);
-            if p.all.iter().any(|q| q.epoch != epoch) {
+            if p.epoch != epoch {
                 // The parent's, in a fork child: forgotten, their maps too
                 // (dropped, which unmaps nothing: see `FORK_EPOCH`).
                 p.all.clear();
                 p.pages.clear();
+                p.epoch = epoch;
             }
             p.tick += 1;
             f(&mut p)
@@ -661,7 +664,6 @@ pub(crate) fn after(c: &Call, n: usize, peer: Option<Arc<PeerFd>>, before: Optio
                     proved: None,
                     unmappable: false,
                     used: tick,
-                    epoch: FORK_EPOCH.load(Relaxed),
                 });
                 proofs.all.len() - 1
             }
