@@ -71,11 +71,14 @@ struct cma_info {
 #define CMA_FEAT_DESCENDANTS_GRANT (1ULL << 9)
 /** %CMA_IOC_MAP exists (struct cma_map): a target's memory mapped in. */
 #define CMA_FEAT_MAP		(1ULL << 10)
+/** The status page's @caller_generation moves (older modules leave it 0). */
+#define CMA_FEAT_CALLER_GENERATION (1ULL << 11)
 /** Every feature bit this header defines (a module reports all of them). */
 #define CMA_FEAT_ALL		(CMA_FEAT_COPY | CMA_FEAT_PIDFD | CMA_FEAT_GRANT | \
 				 CMA_FEAT_PROBE | CMA_FEAT_COPY1 | CMA_FEAT_ATTACH | \
 				 CMA_FEAT_PVM | CMA_FEAT_GRANT_PIDFD | CMA_FEAT_USERNS_GRANT | \
-				 CMA_FEAT_DESCENDANTS_GRANT | CMA_FEAT_MAP)
+				 CMA_FEAT_DESCENDANTS_GRANT | CMA_FEAT_MAP | \
+				 CMA_FEAT_CALLER_GENERATION)
 
 /**
  * struct cma_iovec - one contiguous range, laid out like struct iovec on 64-bit.
@@ -380,7 +383,8 @@ struct cma_map {
  *	same: the pages a copy reached are present, and no page leaves and no
  *	protection changes without an invalidation. A library can then copy
  *	between such memory and a map with memcpy() and still answer as the
- *	system call would (the preload library's map path).
+ *	system call would (the preload library's map path). Announced by
+ *	%CMA_FEAT_CALLER_GENERATION.
  * @reserved: zero.
  */
 struct cma_map_status {

@@ -1027,24 +1027,30 @@ int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm
 	INIT_DELAYED_WORK(&map->hole_work, cma_map_hole_work);
 	map->mn.ops = &cma_map_ops;
 	map->caller_mn.ops = &cma_caller_ops;
+	/*
+	 * The caller's notifier first: its callbacks touch only the status
+	 * page, so if the target's cannot be registered, putting it back is
+	 * safe while the state is unpublished (the target's would reach the
+	 * inode, which may be gone once the ioctl has failed).
+	 */
 	refcount_set(&map->notifiers, 1);
 	ret = -EINTR;
-	if (mmap_write_lock_killable(mm))
+	if (mmap_write_lock_killable(current->mm))
 		goto free;
-	ret = __mmu_notifier_register(&map->mn, mm);
-	mmap_write_unlock(mm);
+	ret = __mmu_notifier_register(&map->caller_mn, current->mm);
+	mmap_write_unlock(current->mm);
 	if (ret)
 		goto free;
 	/* From here the state is freed by its notifiers' free callbacks. */
 	refcount_inc(&map->notifiers);
-	ret = mmap_write_lock_killable(current->mm) ? -EINTR : 0;
+	ret = mmap_write_lock_killable(mm) ? -EINTR : 0;
 	if (!ret) {
-		ret = __mmu_notifier_register(&map->caller_mn, current->mm);
-		mmap_write_unlock(current->mm);
+		ret = __mmu_notifier_register(&map->mn, mm);
+		mmap_write_unlock(mm);
 	}
 	if (ret) {
 		refcount_dec(&map->notifiers);
-		mmu_notifier_put(&map->mn);
+		mmu_notifier_put(&map->caller_mn);
 		kfree(group);
 		goto out;
 	}

@@ -130,9 +130,11 @@ impl Features {
     pub const DESCENDANTS_GRANT: Features = Features(sys::CMA_FEAT_DESCENDANTS_GRANT);
     /// `CMA_IOC_MAP`: a target's memory mapped into the caller.
     pub const MAP: Features = Features(sys::CMA_FEAT_MAP);
+    /// The status page's `caller_generation` moves.
+    pub const CALLER_GENERATION: Features = Features(sys::CMA_FEAT_CALLER_GENERATION);
 
     /// Every feature, with its name: the one table of them.
-    pub const NAMED: [(&'static str, Features); 11] = [
+    pub const NAMED: [(&'static str, Features); 12] = [
         ("copy", Features::COPY),
         ("pidfd", Features::PIDFD),
         ("grant", Features::GRANT),
@@ -144,6 +146,7 @@ impl Features {
         ("userns-grant", Features::USERNS_GRANT),
         ("descendants-grant", Features::DESCENDANTS_GRANT),
         ("map", Features::MAP),
+        ("caller-generation", Features::CALLER_GENERATION),
     ];
 
     /// No feature.

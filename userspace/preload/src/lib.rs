@@ -231,6 +231,13 @@ fn open_device() -> i32 {
         return OLD_MODULE;
     }
     USERNS_GRANT.store(info.features.contains(Features::USERNS_GRANT), Relaxed);
+    // A module without `caller_generation` leaves it 0 for good: its maps
+    // could never prove a local buffer still mapped.
+    maps::MODULE_OK.store(
+        info.features
+            .contains(Features::MAP | Features::CALLER_GENERATION),
+        Relaxed,
+    );
     if env_on("GRANT", true) {
         // A failure (say, a full consent registry) only means peers need
         // CAP_SYS_PTRACE or a prctl(); copies still work.
@@ -660,6 +667,8 @@ pub extern "C" fn cma_preload_ptracer(arg: c_ulong) {
 #[no_mangle]
 pub extern "C" fn cma_preload_init() {
     let _ = device();
+    // First uses that take a lock, done before a signal handler can call in.
+    maps::init();
 }
 
 /// Before `fork()`: hold the peer table's lock so that the child gets it in

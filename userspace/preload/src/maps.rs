@@ -38,7 +38,10 @@ use super::{env_on, Call, Locked, PeerFd};
 use cma::{sys, Op};
 use std::cell::{RefCell, UnsafeCell};
 use std::os::fd::AsFd;
-use std::sync::atomic::{fence, AtomicU64, Ordering::Acquire, Ordering::Relaxed};
+use std::sync::atomic::{
+    fence, AtomicBool, AtomicU64,
+    Ordering::{Acquire, Relaxed, SeqCst},
+};
 use std::sync::{Arc, OnceLock};
 
 /// The most iovecs on either side of a call served from maps.
@@ -46,6 +49,11 @@ pub(crate) const MAX_SEGS: usize = 4;
 /// The most calls a thread keeps proofs of (a large message is often
 /// several calls: UCX reads 4 MiB as 8 of 512 KiB).
 const PROOFS: usize = 32;
+/// A proved call is served at most this many times before the system call
+/// answers again (and proves it anew): the bound on how long a decision the
+/// module would now refuse (the target made itself non-dumpable, say: only
+/// consent withdrawal, exec and exit reach the maps at once) goes unseen.
+const SERVES_PER_PROOF: u32 = 1024;
 /// Maps are made of whole windows of this size around the ranges asked for
 /// (one map serves the pieces of a message, and huge pages can be mapped
 /// whole).
@@ -116,10 +124,27 @@ pub(crate) fn forked() {
     }
 }
 
-/// Whether the path is on (`CMA_PRELOAD_MAPS`, read once) in this process.
+/// Whether the module moves `caller_generation` (set when the device is
+/// opened).
+pub(crate) static MODULE_OK: AtomicBool = AtomicBool::new(false);
+
+/// Whether the path is on in this process: `CMA_PRELOAD_MAPS` (read once),
+/// the module, x86-64 (where PKRU is the only access right user space can
+/// change without the kernel; arm64's POR_EL0 is not read here).
 fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| env_on("MAPS", true) && *TOKEN.get_or_init(make_token) != 0) && alive()
+    cfg!(target_arch = "x86_64")
+        && MODULE_OK.load(Relaxed)
+        && *ON.get_or_init(|| env_on("MAPS", true) && *TOKEN.get_or_init(make_token) != 0)
+        && alive()
+}
+
+/// At load: the first uses of what takes a lock (`OnceLock`), so that a
+/// signal handler calling in later never waits for one its thread holds.
+pub(crate) fn init() {
+    if enabled() {
+        pkru();
+    }
 }
 
 /// A peer fd's status page (`struct cma_map_status`), mapped read-only.
@@ -221,12 +246,23 @@ pub(crate) static MAPS: Locked<Vec<Arc<Map>>> = Locked {
     data: UnsafeCell::new(Vec::new()),
 };
 
+/// Why no map could be made: worth another try later (a signal, or memory
+/// short for a while) or not (no access, a range the module refuses).
+#[derive(Clone, Copy)]
+enum NoMap {
+    Later,
+    Never,
+}
+
 /// A map of `peer`'s target covering `[base, base + len)` (not empty), with
 /// write access if `writable`: one kept, or a new one.
-fn map_for(peer: &Arc<PeerFd>, base: usize, len: usize, writable: bool) -> Option<Arc<Map>> {
+fn map_for(peer: &Arc<PeerFd>, base: usize, len: usize, writable: bool) -> Result<Arc<Map>, NoMap> {
     let ps = page_size();
     let start = base & !(ps - 1);
-    let end = base.checked_add(len)?.checked_next_multiple_of(ps)?;
+    let end = base
+        .checked_add(len)
+        .and_then(|e| e.checked_next_multiple_of(ps))
+        .ok_or(NoMap::Never)?;
     let fits = |m: &Arc<Map>| {
         Arc::ptr_eq(&m.peer, peer)
             && m.start <= start
@@ -234,7 +270,7 @@ fn map_for(peer: &Arc<PeerFd>, base: usize, len: usize, writable: bool) -> Optio
             && (m.writable || !writable)
     };
     if let Some(m) = MAPS.with(|v| v.iter().find(|m| fits(m)).cloned()) {
-        return Some(m);
+        return Ok(m);
     }
     let prot = if writable {
         libc::PROT_READ | libc::PROT_WRITE
@@ -256,23 +292,32 @@ fn map_for(peer: &Arc<PeerFd>, base: usize, len: usize, writable: bool) -> Optio
                 &mut args as *mut _ as usize,
             )
         }
-        .ok()
         .map(|_| (start, end, args.mapped as usize))
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EINTR | libc::ENOMEM | libc::EAGAIN) => NoMap::Later,
+            _ => NoMap::Never,
+        })
     };
     // The window around the range, else (at the top of the address space,
     // say) the range itself.
-    let window = end
-        .checked_next_multiple_of(WINDOW)
-        .and_then(|wend| map_range(start & !(WINDOW - 1), wend));
-    let (start, end, mapped) = window.or_else(|| map_range(start, end))?;
+    let window = match end.checked_next_multiple_of(WINDOW) {
+        Some(wend) => map_range(start & !(WINDOW - 1), wend),
+        None => Err(NoMap::Never),
+    };
+    let (start, end, mapped) = window.or_else(|_| map_range(start, end))?;
+    // After the first map, the fd has its status page.
+    let Some(status) = status_of(peer) else {
+        // SAFETY: the map just made, ours, unmapped once.
+        unsafe { libc::munmap(mapped as *mut libc::c_void, end - start) };
+        return Err(NoMap::Later);
+    };
     let map = Map {
         peer: peer.clone(),
         start,
         len: end - start,
         writable,
         mapped,
-        // After the first map, the fd has its status page.
-        status: status_of(peer)?,
+        status,
         epoch: FORK_EPOCH.load(Relaxed),
     };
     let map = Arc::new(map);
@@ -282,7 +327,7 @@ fn map_for(peer: &Arc<PeerFd>, base: usize, len: usize, writable: bool) -> Optio
         }
         v.push(map.clone());
     });
-    Some(map)
+    Ok(map)
 }
 
 /// One iovec, as the call had it.
@@ -365,6 +410,8 @@ struct Proof {
     unmappable: bool,
     /// When it was last used (the least recently used goes first).
     used: u64,
+    /// Calls served since it was proved.
+    served: u32,
 }
 
 impl Proof {
@@ -477,6 +524,21 @@ fn with_proofs<R>(f: impl FnOnce(&mut Proofs) -> Option<R>) -> Option<R> {
         .flatten()
 }
 
+/// This process's pid, cached with the [`FORK_EPOCH`] it was read in (a
+/// fork child reads its own).
+fn own_pid() -> i32 {
+    static PID: AtomicU64 = AtomicU64::new(0);
+    let epoch = FORK_EPOCH.load(Relaxed) & 0xffff_ffff;
+    let v = PID.load(Relaxed);
+    if v != 0 && v >> 32 == epoch {
+        return v as u32 as i32;
+    }
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    PID.store(pid as u32 as u64 | epoch << 32, Relaxed);
+    pid
+}
+
 /// This thread's protection-key rights (0 without protection keys).
 fn pkru() -> u32 {
     #[cfg(target_arch = "x86_64")]
@@ -571,6 +633,11 @@ pub(crate) fn serve(c: &Call) -> Option<usize> {
         if !p.holds(pk) {
             return None;
         }
+        if p.served >= SERVES_PER_PROOF {
+            p.proved = None;
+            return None;
+        }
+        p.served += 1;
         p.used = tick;
         let status = p.status.as_ref()?;
         let generation = status.generation();
@@ -589,7 +656,8 @@ pub(crate) fn serve(c: &Call) -> Option<usize> {
                 &p.maps,
             )
         };
-        fence(Acquire);
+        // The copy's stores (non-temporal ones too) before the look again.
+        fence(if key.op == Op::Write { SeqCst } else { Acquire });
         if status.generation() != generation {
             return None;
         }
@@ -611,11 +679,15 @@ pub(crate) fn before(c: &Call) -> Option<Before> {
     }
     let key = Key::of(c)?;
     with_proofs(|proofs| {
+        // The most recently used: after the pid was attached again, older
+        // proofs have the old peer's page.
         let s = proofs
             .all
             .iter()
-            .filter(|p| p.key == key)
-            .find_map(|p| p.status.as_ref())?;
+            .filter(|p| p.key == key && p.status.is_some())
+            .max_by_key(|p| p.used)?
+            .status
+            .as_ref()?;
         Some((Arc::as_ptr(s) as usize, s.caller_generation(), pkru()))
     })
 }
@@ -644,6 +716,24 @@ pub(crate) fn after(c: &Call, n: usize, peer: Option<Arc<PeerFd>>, before: Optio
         return;
     }
     let Some(peer) = peer else { return };
+    // The iovecs read now are the ones the kernel used, unless the copy
+    // itself wrote the arrays: a read into them, or a write to ourselves.
+    let iov = std::mem::size_of::<libc::iovec>();
+    let arrays = [
+        (c.lvec as usize, key.liovcnt * iov),
+        (c.rvec as usize, key.riovcnt * iov),
+    ];
+    let written: &[Seg] = match key.op {
+        Op::Read => &local[..key.liovcnt],
+        Op::Write if peer.pid == own_pid() => &remote[..key.riovcnt],
+        Op::Write => &[],
+    };
+    let meets = |s: &Seg, (at, len): (usize, usize)| {
+        s.len > 0 && s.base < at.saturating_add(len) && at < s.base.saturating_add(s.len)
+    };
+    if written.iter().any(|s| arrays.iter().any(|&a| meets(s, a))) {
+        return;
+    }
     with_proofs(|proofs| {
         let tick = proofs.tick;
         let same = |p: &Proof| p.key == key && p.local == local && p.remote == remote;
@@ -664,6 +754,7 @@ pub(crate) fn after(c: &Call, n: usize, peer: Option<Arc<PeerFd>>, before: Optio
                     proved: None,
                     unmappable: false,
                     used: tick,
+                    served: 0,
                 });
                 proofs.all.len() - 1
             }
@@ -690,7 +781,14 @@ pub(crate) fn after(c: &Call, n: usize, peer: Option<Arc<PeerFd>>, before: Optio
             for r in &remote[..key.riovcnt] {
                 maps.push(match r.len {
                     0 => None,
-                    len => Some(map_for(&peer, r.base, len, writable)?),
+                    len => match map_for(&peer, r.base, len, writable) {
+                        Ok(m) => Some(m),
+                        Err(NoMap::Later) => {
+                            p.unmappable = false;
+                            return None;
+                        }
+                        Err(NoMap::Never) => return None,
+                    },
                 });
             }
             let status = maps.iter().flatten().next()?.status.clone();
@@ -714,6 +812,7 @@ pub(crate) fn after(c: &Call, n: usize, peer: Option<Arc<PeerFd>>, before: Optio
             && pkru() == pk)
             .then_some((cgen, pk));
         if p.proved.is_some() {
+            p.served = 0;
             proofs.note_arrays(c, &key, &status, cgen, pk);
         }
         Some(())
