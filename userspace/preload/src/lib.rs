@@ -123,6 +123,9 @@ struct Stats {
     yama: AtomicU64,
     /// `stat()`s of this process's user namespace answered.
     userns: AtomicU64,
+    /// Calls served from maps, and their bytes (in `cma` and `bytes` too).
+    mapped: AtomicU64,
+    mapped_bytes: AtomicU64,
 }
 
 const FALLBACK_NAMES: [&str; 4] = ["no-device", "old-module", "eperm", "bad-fd"];
@@ -140,6 +143,8 @@ static STATS: Stats = Stats {
     failed: [const { AtomicU64::new(0) }; 5],
     yama: AtomicU64::new(0),
     userns: AtomicU64::new(0),
+    mapped: AtomicU64::new(0),
+    mapped_bytes: AtomicU64::new(0),
 };
 
 mod maps;
@@ -730,8 +735,8 @@ pub extern "C" fn cma_preload_atfork_child() {
     STATS.userns.store(0, Relaxed);
     STATS.cma.store(0, Relaxed);
     STATS.bytes.store(0, Relaxed);
-    maps::SERVED.store(0, Relaxed);
-    maps::SERVED_BYTES.store(0, Relaxed);
+    STATS.mapped.store(0, Relaxed);
+    STATS.mapped_bytes.store(0, Relaxed);
 }
 
 /// Yama's scope as the kernel has it, or `None` if it cannot be read (no
@@ -834,8 +839,8 @@ fn report() -> String {
     line += &format!(" launcher={}", LAUNCHER.load(Relaxed));
     line += &format!(
         " mapped={} mapped_bytes={}",
-        maps::SERVED.load(Relaxed),
-        maps::SERVED_BYTES.load(Relaxed)
+        STATS.mapped.load(Relaxed),
+        STATS.mapped_bytes.load(Relaxed)
     );
     line.push('\n');
     line

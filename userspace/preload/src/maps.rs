@@ -67,11 +67,6 @@ const MAX_MAPS: usize = 64;
 /// (the child may have mapped something else there since).
 pub(crate) static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
 
-/// Calls served from maps, and their bytes (reported as `mapped=`,
-/// `mapped_bytes=`; they count in `cma=` and `bytes=` too).
-pub(crate) static SERVED: AtomicU64 = AtomicU64::new(0);
-pub(crate) static SERVED_BYTES: AtomicU64 = AtomicU64::new(0);
-
 /// A page of this process holding 1, which the child of any fork or clone
 /// without `CLONE_VM` reads as 0 (`MADV_WIPEONFORK`): a child made by
 /// `clone(2)` directly runs no `pthread_atfork` handler, and must neither
@@ -661,8 +656,8 @@ pub(crate) fn serve(c: &Call) -> Option<usize> {
         if status.generation() != generation {
             return None;
         }
-        SERVED.fetch_add(1, Relaxed);
-        SERVED_BYTES.fetch_add(n as u64, Relaxed);
+        super::STATS.mapped.fetch_add(1, Relaxed);
+        super::STATS.mapped_bytes.fetch_add(n as u64, Relaxed);
         Some(n)
     })
 }
