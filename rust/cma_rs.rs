@@ -64,7 +64,14 @@ impl kernel::Module for CmaModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         stats::check()?;
         kcopy::select()?;
-        let device = device::register(consent::Registry::new()?)?;
+        map::init()?;
+        let device = match consent::Registry::new().and_then(device::register) {
+            Ok(device) => device,
+            Err(e) => {
+                map::exit();
+                return Err(e);
+            }
+        };
         pr_info!(
             "/dev/cma registered (ABI version {}, engine {}, page copies by {})\n",
             uapi::CMA_ABI_VERSION,
@@ -86,5 +93,7 @@ impl Drop for CmaModule {
         // watches, the caches' notifiers, whose frees run after an SRCU
         // grace period) may still run when its code goes away.
         watch::MmWatch::synchronize();
+        // Every peer fd is gone, each having cancelled its map's work.
+        map::exit();
     }
 }

@@ -21,7 +21,10 @@
 //!   mapped (the caller reads zeros, and the status page says so) until a
 //!   copy or a map through the fd renews the decision.
 
-use crate::glue::{cma_glue_map, cma_glue_map_state, cma_glue_maps_withdrawn, cma_glue_unmap};
+use crate::glue::{
+    cma_glue_map, cma_glue_map_exit, cma_glue_map_init, cma_glue_map_state,
+    cma_glue_maps_withdrawn, cma_glue_unmap,
+};
 use crate::peer::Peer;
 use crate::uapi;
 use crate::user::IoctlArg;
@@ -56,6 +59,12 @@ pub(crate) unsafe fn ioctl(file: *mut bindings::file, peer: &Peer, arg: IoctlArg
         || req.reserved != [0; 2]
     {
         return Err(EINVAL);
+    }
+    // Maps are the attaching process's: the state made here watches the
+    // caller's address space, and a child or receiver of the fd must not
+    // make it watch its own (mmap would refuse it anyway).
+    if !peer.attached_by_current() {
+        return Err(EPERM);
     }
     // u64 and usize are one width on the 64-bit kernels cma builds for.
     let (addr, len) = (req.addr as usize, req.len as usize);
@@ -112,4 +121,18 @@ pub(crate) fn withdrawn(mm: usize) {
     // SAFETY: the function only compares `mm` with the address spaces the
     // maps watch; any value is fine.
     unsafe { cma_glue_maps_withdrawn(mm as *const core::ffi::c_void) };
+}
+
+/// Makes the maps' work queue, at load.
+pub(crate) fn init() -> Result {
+    // SAFETY: called once, at load, before any peer fd exists.
+    to_result(unsafe { cma_glue_map_init() })
+}
+
+/// Destroys the maps' work queue, at unload (or a failed load), after the
+/// last peer fd: no map's work is queued any more.
+pub(crate) fn exit() {
+    // SAFETY: called once, after a successful `init`, when no peer fd is
+    // left (each cancelled its work at release) or none was ever made.
+    unsafe { cma_glue_map_exit() };
 }

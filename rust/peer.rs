@@ -146,6 +146,14 @@ impl Peer {
         self.holds() == (true, true)
     }
 
+    /// Whether the calling process is the one that attached. Only it may
+    /// map through the fd (`mmap` admits no one else, [`Peer::unchanged`]),
+    /// and so only it may make the fd's map state, which watches the
+    /// address space of the process that made it.
+    pub(crate) fn attached_by_current(&self) -> bool {
+        current_task().in_group(&self.caller_group)
+    }
+
     /// The target's address space for one copy by the caller: `ESRCH` once
     /// the target has exited or exec()ed, else the decision of the full
     /// check if anything it rested on has changed.

@@ -333,9 +333,14 @@ struct cma_attach {
  * change begins, and the page is unmapped from the caller soon after, by a
  * work item (the kernel lets no unmapping of the caller run inside the
  * target's notifier); @unstable falls when that is done, and the next touch
- * looks the page up again. Until then the caller may still reach the old
+ * looks the page up again. Until then the caller may still read the old
  * page (kept alive by the module's reference, never freed or reused under
- * it). The target's pages are not pinned: the module holds a page reference
+ * it), but not write it: a change that meets a page the caller may write
+ * takes effect only after that page is unmapped from the caller, so a
+ * write lands in the target's page before the change (and, after fork(),
+ * is the child's too, as it would be before the fork) or after it, in the
+ * page the target has then, never in a page the target gave up. The
+ * target's pages are not pinned: the module holds a page reference
  * only while the page is mapped, and drops it after the first change.
  * Where the target has no page a copy could reach (unmapped, PROT_NONE, a
  * device mapping, the target gone), the caller is not killed: it reads zeros
@@ -349,11 +354,14 @@ struct cma_attach {
  * target's (a change raced with the copy, or a page was missing), and the
  * copy ioctls say what a copy gives (and which errno).
  *
- * Mappings are not inherited across fork() and cannot be split, grown or
- * moved (mremap): -EINVAL. Each counts against the caller's address-space
- * limits. Errors: -EINVAL for a bad range, protection or flag, -ENOTTY on
- * /dev/cma itself, -ESRCH once the target has exited or exec()ed, -EPERM
- * as a copy, -ENOMEM, -EINTR.
+ * Only the process that attached maps through the fd (its threads; not a
+ * child that inherited the fd, one it was passed to, or itself after an
+ * exec): -EPERM for anyone else, for the status page too. Mappings are not
+ * inherited across fork() and cannot be split, grown or moved (mremap):
+ * -EINVAL. Each counts against the caller's address-space limits. Errors:
+ * -EINVAL for a bad range, protection or flag, -ENOTTY on /dev/cma itself,
+ * -ESRCH once the target has exited or exec()ed, -EPERM as a copy or for a
+ * process other than the attaching one, -ENOMEM, -EINTR.
  */
 struct cma_map {
 	__u64 addr;
@@ -374,7 +382,7 @@ struct cma_map {
  *	ranges, since then.
  * @pmds: huge pages mapped whole (one PMD each), since then.
  * @caller_generation: moves as any change of the address space of the
- *	process that made the peer fd's first map begins (each invalidation
+ *	process that attached (the only one that maps) begins (each invalidation
  *	of its mm: munmap, mremap, mprotect, madvise, fork's write-protection,
  *	migration, swap, an unmapping of one of its maps), before the change
  *	takes effect, and again as it ends. Memory of that process which a copy ioctl read or wrote

@@ -141,6 +141,10 @@ int cma_glue_cache_param(void);
 void cma_glue_dirty_pages(struct page *const *pages, unsigned long n);
 
 /* rust/glue/map.c: maps of a target's memory (CMA_IOC_MAP). */
+/* The maps' work queue: made at load (0 or -ENOMEM), gone at unload,
+ * after the last peer fd. */
+int cma_glue_map_init(void);
+void cma_glue_map_exit(void);
 int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm);
 long cma_glue_map(struct file *file, unsigned long addr, unsigned long len, unsigned long prot);
 void cma_glue_unmap(unsigned long start, unsigned long len);

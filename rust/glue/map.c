@@ -35,8 +35,16 @@
  * (unmap_mapping_range(), which synchronises with the caller's munmap
  * through i_mmap_rwsem) and drops the references; until then the span is
  * busy for faults, the references keep the old pages alive (no page is
- * freed under the caller), and @unstable stays up, which is how a reader or
- * writer knows the caller may still reach a page the target no longer maps.
+ * freed under the caller), and @unstable stays up, which is how a reader
+ * knows the caller may still read a page the target no longer maps.
+ *
+ * Writes never reach such a page: a PTE is inserted read-only, made
+ * writable by the kernel under the page-table lock after our pfn_mkwrite
+ * found no invalidation begun, and an invalidation that meets a page
+ * obtained for writing waits, in its start, for the work item to have
+ * unmapped its span (a pass asked for then: @zap_asked, @zap_done). It
+ * waits for our work item, not for an invalidation of the caller's mm
+ * nested in its callback.
  * Migration and collapse that meet a referenced page fail for now and are
  * retried. An invalidation nested in our own unmapping (a process mapping
  * itself, or a caller mapped by another) is ignored: only holes can be there.
@@ -113,8 +121,8 @@ struct cma_map_state {
 	struct cma_map_group *group;	/* the maps of the same target */
 	struct inode *inode;		/* the peer fd's: i_mapping */
 	const void *peer;		/* the Rust Peer: cma_rs_peer_map_ok() */
-	/* The caller's mm, the only one mapping the fd (mmap needs the
-	 * attaching process): only compared, never followed. */
+	/* The caller's mm, the only one mapping the fd (CMA_IOC_MAP and mmap
+	 * admit only it): only compared, never followed. */
 	const struct mm_struct *caller_mm;
 	spinlock_t lock;
 	struct cma_span active;		/* invalidations in flight */
@@ -126,6 +134,10 @@ struct cma_map_state {
 	bool raised;			/* @unstable counts the invalidations in flight */
 	unsigned long lo, hi;		/* the target range ever mapped */
 	unsigned long stale_start, stale_end;	/* left for the work item */
+	/* Passes of the work item asked for (cma_map_defer()) and done: an
+	 * invalidation that meets writable pages waits for its pass. */
+	unsigned long zap_asked, zap_done;
+	wait_queue_head_t zapped;	/* woken at the end of each pass */
 	bool dead;			/* the target's mm was torn down */
 	bool destroyed;			/* the peer fd is being released */
 	struct xarray pages;		/* page number -> referenced page, or CMA_HOLE */
@@ -166,6 +178,26 @@ static struct cma_map_group *cma_group_of(const struct mm_struct *mm)
 /* Callbacks that touch a map's inode run under this, which the release of
  * the peer fd waits out before the inode can go. */
 DEFINE_STATIC_SRCU(cma_map_srcu);
+
+/*
+ * The work items' queue: high priority (until a pass has run, the caller
+ * may reach old pages), and with a rescuer, since an invalidation waits for
+ * a pass (cma_map_invalidate_start()), and reclaim invalidates: a pass must
+ * not need a new worker, which may need memory.
+ */
+static struct workqueue_struct *cma_map_wq;
+
+int cma_glue_map_init(void)
+{
+	cma_map_wq = alloc_workqueue("cma_map", WQ_HIGHPRI | WQ_MEM_RECLAIM, 0);
+	return cma_map_wq ? 0 : -ENOMEM;
+}
+
+/* At unload, after every peer fd is gone (each cancelled its work). */
+void cma_glue_map_exit(void)
+{
+	destroy_workqueue(cma_map_wq);
+}
 
 /*
  * Tasks inside our unmap_mapping_range(): an invalidation it causes in the
@@ -301,7 +333,7 @@ static void cma_map_zap(struct cma_map_state *map, unsigned long start, unsigned
 static void cma_map_work(struct work_struct *work)
 {
 	struct cma_map_state *map = container_of(work, struct cma_map_state, work);
-	unsigned long start, end;
+	unsigned long start, end, taken;
 	bool stale;
 	int id;
 
@@ -316,6 +348,7 @@ static void cma_map_work(struct work_struct *work)
 	start = map->stale_start;
 	end = map->stale_end;
 	stale = start < end;
+	taken = map->zap_asked;
 	map->stale_start = ULONG_MAX;
 	map->stale_end = 0;
 	if (stale) {
@@ -332,6 +365,11 @@ static void cma_map_work(struct work_struct *work)
 		/* The count cma_map_defer() added. */
 		atomic64_dec(STATUS(map, unstable));
 	}
+	/* Every pass asked for up to @taken is done. */
+	spin_lock(&map->lock);
+	map->zap_done = max(map->zap_done, taken);
+	spin_unlock(&map->lock);
+	wake_up_all(&map->zapped);
 out:
 	srcu_read_unlock(&cma_map_srcu, id);
 }
@@ -364,15 +402,39 @@ out:
 	srcu_read_unlock(&cma_map_srcu, id);
 }
 
-/* Leaves [@start, @end) to the work item; @lock held. */
-static void cma_map_defer(struct cma_map_state *map, unsigned long start, unsigned long end)
+/* Leaves [@start, @end) to the work item; @lock held. Returns the ticket
+ * of the pass that will unmap it: done once @zap_done reaches it. */
+static unsigned long cma_map_defer(struct cma_map_state *map, unsigned long start,
+				   unsigned long end)
 {
 	if (map->stale_start >= map->stale_end)
 		atomic64_inc(STATUS(map, unstable));
 	map->stale_start = min(map->stale_start, start);
 	map->stale_end = max(map->stale_end, end);
-	/* High priority: until it has run, the caller may reach old pages. */
-	queue_work(system_highpri_wq, &map->work);
+	queue_work(cma_map_wq, &map->work);
+	return ++map->zap_asked;
+}
+
+/* Whether the pass of @ticket is done, or will never be needed (the peer
+ * fd is going: no mapping of it is left). */
+static bool cma_map_zapped(struct cma_map_state *map, unsigned long ticket)
+{
+	bool done;
+
+	spin_lock(&map->lock);
+	done = map->zap_done >= ticket || map->destroyed;
+	spin_unlock(&map->lock);
+	return done;
+}
+
+/* Whether the caller may hold a writable page table entry for a target
+ * page in [@start, @end): a page was obtained for writing there. */
+static bool cma_map_writable_in(struct cma_map_state *map, unsigned long start,
+				unsigned long end)
+{
+	unsigned long index = start >> PAGE_SHIFT;
+
+	return xa_find(&map->pages, &index, (end - 1) >> PAGE_SHIFT, CMA_WRITABLE);
 }
 
 /*
@@ -394,12 +456,27 @@ static bool cma_map_meets(struct cma_map_state *map, const struct mmu_notifier_r
  * until the work item has unmapped it), @seq moves (a fault already past
  * its check unmaps what it inserts), and readers are told (@generation,
  * and @unstable until the work item is done).
+ *
+ * If the caller may write to a page of the range, the change waits until
+ * the work item has unmapped it: a write must never land in a page the
+ * target is giving up, where someone else may see it (after fork() the page
+ * is the child's too; after munmap() of a shared file mapping it is the
+ * file's). The wait is for our own work item, on our own queue, never for
+ * an invalidation of the caller's mm run here (see the top of the file);
+ * that work waits for no invalidation of the target's (one nested in our
+ * own unmapping is ignored: cma_map_meets()), and takes no lock the
+ * target's invalidation may hold (only the peer fd's i_mmap_rwsem, which no
+ * target invalidation holds, and the caller's page-table locks). Only for
+ * writes, and only where blocking is allowed: a stale read is told by
+ * @unstable, and the one invalidation that may not block, the OOM reaper's,
+ * frees private pages of a dying process, which nobody else can see.
  */
 static int cma_map_invalidate_start(struct mmu_notifier *mn,
 				    const struct mmu_notifier_range *range)
 {
 	struct cma_map_state *map = container_of(mn, struct cma_map_state, mn);
 	bool meets, raise = false;
+	unsigned long ticket = 0;
 	int id;
 
 	id = srcu_read_lock(&cma_map_srcu);
@@ -407,9 +484,14 @@ static int cma_map_invalidate_start(struct mmu_notifier *mn,
 	cma_span_add(&map->active, range->start, range->end);
 	meets = cma_map_meets(map, range);
 	if (meets) {
+		unsigned long start = max(range->start, map->lo);
+		unsigned long end = min(range->end, map->hi);
+
 		map->seq++;
 		raise = !map->raised;
 		map->raised = true;
+		if (mmu_notifier_range_blockable(range) && cma_map_writable_in(map, start, end))
+			ticket = cma_map_defer(map, start, end);
 	}
 	spin_unlock(&map->lock);
 	if (meets) {
@@ -419,6 +501,8 @@ static int cma_map_invalidate_start(struct mmu_notifier *mn,
 		else
 			atomic64_inc(STATUS(map, generation));
 	}
+	if (ticket)
+		wait_event(map->zapped, cma_map_zapped(map, ticket));
 	srcu_read_unlock(&cma_map_srcu, id);
 	return 0;
 }
@@ -552,12 +636,11 @@ static bool cma_map_busy(struct cma_map_state *map, unsigned long start, unsigne
 	       (start < map->stale_end && map->stale_start < end);
 }
 
-/* The protection of a PTE for the caller: writable only for a write fault,
- * or a page obtained for writing in a writable mapping. */
-static pgprot_t cma_map_prot(struct vm_area_struct *vma, bool writable)
+/* The protection of the sink's entry for a write to a hole: writable (a
+ * write faults only in a writable mapping), since the sink is nobody's. */
+static pgprot_t cma_sink_prot(struct vm_area_struct *vma)
 {
-	return writable && (vma->vm_flags & VM_WRITE) ? vm_get_page_prot(vma->vm_flags) :
-							 vma->vm_page_prot;
+	return vm_get_page_prot(vma->vm_flags);
 }
 
 /*
@@ -616,7 +699,7 @@ static vm_fault_t cma_map_hole(struct vm_fault *vmf, struct cma_map_state *map, 
 	}
 	if (write)
 		ret = vmf_insert_pfn_prot(vma, vmf->address, page_to_pfn(map->sink),
-					  cma_map_prot(vma, true));
+					  cma_sink_prot(vma));
 	else
 		ret = vmf_insert_pfn_prot(vma, vmf->address,
 					  page_to_pfn(ZERO_PAGE(vmf->address)), vma->vm_page_prot);
@@ -774,10 +857,14 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 				return cma_map_again(vmf);
 			}
 		}
-		writable = write;
 	}
-	ret = vmf_insert_pfn_prot(vma, vmf->address, page_to_pfn(page),
-				  cma_map_prot(vma, writable));
+	/*
+	 * Read-only, even for a write: the retried write makes it writable
+	 * in cma_map_pfn_mkwrite(), under the page-table lock, only if no
+	 * invalidation began meanwhile (which a writable entry inserted here
+	 * could outlive by the time this fault checks @seq again).
+	 */
+	ret = vmf_insert_pfn_prot(vma, vmf->address, page_to_pfn(page), vma->vm_page_prot);
 	/* Pairs with the invalidation's seq++ under the lock. */
 	spin_lock(&map->lock);
 	changed = map->seq != seq || cma_map_busy(map, taddr, taddr + PAGE_SIZE);
@@ -792,13 +879,36 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 	return ret;
 }
 
-/* A write to a page mapped read-only: unmap it, and the retried write
- * faults it in for writing. */
+/*
+ * A write to a page mapped read-only. If it is the target's current page
+ * (no invalidation of it began, and its entry is the page mapped) obtained
+ * for writing, and the caller is still admitted: 0, and the kernel makes
+ * the entry writable, under the page-table lock, if it is still the one
+ * seen here (an invalidation that begins after this check unmaps it under
+ * that lock before its change takes effect, so the write lands before the
+ * change or not at all). Otherwise it is unmapped, and the retried write
+ * faults it in for writing.
+ */
 static vm_fault_t cma_map_pfn_mkwrite(struct vm_fault *vmf)
 {
 	struct cma_map_state *map = vmf->vma->vm_private_data;
-	unsigned long taddr = vmf->pgoff << PAGE_SHIFT;
+	unsigned long index = vmf->pgoff, taddr = index << PAGE_SHIFT;
+	bool busy, ok = false;
+	void *entry;
 
+	spin_lock(&map->lock);
+	busy = cma_map_busy(map, taddr, taddr + PAGE_SIZE);
+	spin_unlock(&map->lock);
+	if (!busy && cma_rs_peer_map_ok(map->peer)) {
+		xa_lock(&map->pages);
+		entry = xa_load(&map->pages, index);
+		ok = entry && !xa_is_value(entry) &&
+		     xa_get_mark(&map->pages, index, CMA_WRITABLE) &&
+		     page_to_pfn(entry) == pte_pfn(vmf->orig_pte);
+		xa_unlock(&map->pages);
+	}
+	if (ok)
+		return 0;
 	cma_map_unmap(map, taddr, taddr + PAGE_SIZE);
 	return VM_FAULT_NOPAGE;
 }
@@ -1025,6 +1135,7 @@ int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm
 	xa_init(&map->pages);
 	INIT_WORK(&map->work, cma_map_work);
 	INIT_DELAYED_WORK(&map->hole_work, cma_map_hole_work);
+	init_waitqueue_head(&map->zapped);
 	map->mn.ops = &cma_map_ops;
 	map->caller_mn.ops = &cma_caller_ops;
 	/*
@@ -1110,6 +1221,10 @@ int cma_glue_peer_mmap(struct file *file, struct vm_area_struct *vma)
 
 	if (!map)
 		return -ENODEV;	/* CMA_IOC_MAP first */
+	/* Only the address space the state watches maps (the attaching
+	 * process's, before any exec), its status page too. */
+	if (current->mm != map->caller_mm)
+		return -EPERM;
 	if (!(vma->vm_flags & VM_SHARED))
 		return -EINVAL;
 	if (vma->vm_flags & VM_EXEC)
@@ -1169,6 +1284,7 @@ void cma_glue_map_destroy(struct file *file)
 	spin_lock(&map->lock);
 	map->destroyed = true;
 	spin_unlock(&map->lock);
+	wake_up_all(&map->zapped);
 	synchronize_srcu(&cma_map_srcu);
 	cancel_work_sync(&map->work);
 	cancel_delayed_work_sync(&map->hole_work);

@@ -129,6 +129,11 @@ pub(crate) const CHILD_WRITES: u8 = b'C';
 pub(crate) const SPLIT_THP: u8 = b'S';
 pub(crate) const COLLAPSE_THP: u8 = b'L';
 pub(crate) const COMPACT: u8 = b'K';
+/// Forks with the child watching the buffer's first word (see
+/// [`fork_and_watch`]): replies how often it changed in the child.
+pub(crate) const FORK_WATCH: u8 = b'W';
+/// Replies the buffer's first word.
+pub(crate) const FIRST_WORD: u8 = b'w';
 
 /// What the next read must see after a change.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -275,6 +280,8 @@ pub(crate) fn cache_target() -> Result<(Peer, usize), Failure> {
                         fill(addr, 2);
                         0
                     }
+                    FORK_WATCH => return Ok(vec![fork_and_watch(addr)]),
+                    FIRST_WORD => return Ok(vec![(addr as *const u64).read_volatile()]),
                     COMPACT => {
                         let _ = std::fs::write("/proc/sys/vm/compact_memory", "1");
                         fill(addr, 2);
@@ -288,6 +295,57 @@ pub(crate) fn cache_target() -> Result<(Peer, usize), Failure> {
     })?;
     let addr = peer.recv()?[0] as usize;
     Ok((peer, addr))
+}
+
+/// How long [`fork_and_watch`]'s child watches.
+const WATCH: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Forks, on CPU 0 with `SCHED_FIFO`, which the child inherits: the child
+/// reads the first word of the buffer at `addr` until [`WATCH`] has passed
+/// and exits with the number of times it changed (at most 255). Nothing
+/// else of ours runs on CPU 0 meanwhile: the parent waits for the child,
+/// and a kernel worker there (`SCHED_NORMAL`) waits for the child too. The
+/// reply: that number, or `u64::MAX` if the policy could not be set (not
+/// root, or one CPU).
+fn fork_and_watch(addr: usize) -> u64 {
+    // SAFETY: plain system calls on local values; the child only reads the
+    // process's own buffer and exits.
+    unsafe {
+        let mut cpus: libc::cpu_set_t = std::mem::zeroed();
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut cpus);
+        let mut zero: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut zero);
+        let fifo = libc::sched_param { sched_priority: 1 };
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &zero) != 0 {
+            return u64::MAX;
+        }
+        let reply = if libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo) != 0 {
+            u64::MAX
+        } else {
+            let word = addr as *const u64;
+            let child = libc::fork();
+            if child == 0 {
+                let mut seen = word.read_volatile();
+                let mut changes = 0;
+                let start = std::time::Instant::now();
+                while start.elapsed() < WATCH {
+                    let now = word.read_volatile();
+                    if now != seen {
+                        seen = now;
+                        changes += 1;
+                    }
+                }
+                libc::_exit(changes.min(255));
+            }
+            let mut status = 0;
+            libc::waitpid(child, &mut status, 0);
+            let other = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_OTHER, &other);
+            libc::WEXITSTATUS(status) as u64
+        };
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &cpus);
+        reply
+    }
 }
 
 /// Reads the target's whole buffer through `peer` into `buf`.

@@ -9,14 +9,15 @@
 //! the target change its mapping, and reads again.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::os::fd::AsRawFd;
 
 use cma::{Device, Features, Op, Target};
 
 use crate::cache::{self, cache_target, fnv, pattern, LEN};
 use crate::copy::iov;
-use crate::ktap::{expect_errno, Test, TestResult};
-use crate::util::{page_size, Mapping};
+use crate::ktap::{expect_errno, Failure, Test, TestResult};
+use crate::util::{in_child, page_size, Mapping};
 use crate::{check, check_eq};
 
 /// How long a map's status may take to settle after a change: the work
@@ -70,6 +71,10 @@ pub const TESTS: &[Test] = &[
         run: || change(cache::CHILD_WRITES, Expect::OldBytes),
     },
     Test {
+        name: "map_write_never_reaches_forked_child",
+        run: write_never_reaches_forked_child,
+    },
+    Test {
         name: "map_sees_thp_split",
         run: || change(cache::SPLIT_THP, Expect::NewBytes),
     },
@@ -88,6 +93,10 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "map_bad_arguments",
         run: bad_arguments,
+    },
+    Test {
+        name: "map_only_by_attacher",
+        run: only_by_attacher,
     },
     Test {
         name: "map_holds_module",
@@ -492,6 +501,88 @@ fn target_exit() -> TestResult {
         libc::ESRCH,
         "a copy after the exit",
     )?;
+    Ok(())
+}
+
+/// A write through a map never lands in a page the target gave up. The
+/// caller keeps writing a counter into the target's first page, from CPU 1,
+/// while the target forks ([`cache::FORK_WATCH`]): the child, alone on CPU
+/// 0 with `SCHED_FIFO` (no deferred work of the module's runs there before
+/// it has watched), must never see the counter move, as it would not after
+/// a copy; the target's own page has the last value written.
+fn write_never_reaches_forked_child() -> TestResult {
+    let dev = Device::open()?;
+    needs_map(&dev)?;
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return Err(Failure::Skip("needs two CPUs".into()));
+    }
+    let (mut t, addr) = cache_target()?;
+    let peer = dev.attach(Target::Pid(t.pid))?;
+    let m = peer.map(addr, LEN, true)?;
+    let word = m.as_ptr() as usize;
+    // SAFETY: the map's first word, mapped while `m` lives.
+    unsafe { (word as *mut u64).write_volatile(1) };
+    let stop = AtomicBool::new(false);
+    let (last, changes) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            // SAFETY: a CPU set on the stack; the calling thread only.
+            unsafe {
+                let mut one: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(1, &mut one);
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
+            }
+            let mut v = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                v += 1;
+                // SAFETY: as above; `m` outlives the scope.
+                unsafe { (word as *mut u64).write_volatile(v) };
+            }
+            v
+        });
+        let changes = t.command(cache::FORK_WATCH, &[]);
+        stop.store(true, Ordering::Relaxed);
+        (writer.join(), changes)
+    });
+    let last = last.map_err(|_| Failure::Fail("the writer panicked".into()))?;
+    let changes = changes?[0];
+    if changes == u64::MAX {
+        return Err(Failure::Skip("SCHED_FIFO on CPU 0 refused".into()));
+    }
+    check_eq!(
+        changes,
+        0,
+        "the target's child saw writes made after the fork"
+    );
+    check_eq!(
+        t.command(cache::FIRST_WORD, &[])?[0],
+        last,
+        "the last write is not in the target's page"
+    );
+    Ok(())
+}
+
+/// Only the attaching process maps through a peer fd: a child that
+/// inherited it gets `EPERM` for a map and the status page, and the state a
+/// map makes watches the attacher's own address space (its
+/// `caller_generation` moves with the attacher's munmap), even when a
+/// child tried first.
+fn only_by_attacher() -> TestResult {
+    let dev = Device::open()?;
+    needs_map(&dev)?;
+    let (t, addr) = cache_target()?;
+    let peer = dev.attach(Target::Pid(t.pid))?;
+    in_child(|| expect_errno(peer.map(addr, LEN, false), libc::EPERM, "a map by a child"))?;
+    let _m = peer.map(addr, LEN, false)?;
+    let status = peer.map_status()?;
+    in_child(|| expect_errno(peer.map_status(), libc::EPERM, "the status page by a child"))?;
+    let before = status.snapshot().caller_generation;
+    let mut page = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+    page.bytes_mut()[0] = 1;
+    drop(page);
+    check!(
+        status.snapshot().caller_generation != before,
+        "the attacher's munmap did not move caller_generation"
+    );
     Ok(())
 }
 
