@@ -904,7 +904,7 @@ static vm_fault_t cma_map_pfn_mkwrite(struct vm_fault *vmf)
 		entry = xa_load(&map->pages, index);
 		ok = entry && !xa_is_value(entry) &&
 		     xa_get_mark(&map->pages, index, CMA_WRITABLE) &&
-		     page_to_pfn(entry) == pte_pfn(vmf->orig_pte);
+		     page_to_pfn((struct page *)entry) == pte_pfn(vmf->orig_pte);
 		xa_unlock(&map->pages);
 	}
 	if (ok)

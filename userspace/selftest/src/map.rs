@@ -9,8 +9,8 @@
 //! the target change its mapping, and reads again.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use cma::{Device, Features, Op, Target};
 
