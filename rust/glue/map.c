@@ -38,13 +38,14 @@
  * freed under the caller), and @unstable stays up, which is how a reader
  * knows the caller may still read a page the target no longer maps.
  *
- * Writes never reach such a page: a PTE is inserted read-only, made
- * writable by the kernel under the page-table lock after our pfn_mkwrite
- * found no invalidation begun, and an invalidation that meets a page
- * obtained for writing waits, in its start, for the work item to have
- * unmapped its span (a pass asked for then: @zap_asked, @zap_done). It
- * waits for our work item, not for an invalidation of the caller's mm
- * nested in its callback.
+ * Writes do not reach such a page: a PTE is inserted read-only and made
+ * writable by our pfn_mkwrite under the page-table lock, only while no
+ * invalidation meets it; and a change that could leave a written page
+ * visible elsewhere (munmap, mremap, mprotect, fork, writeback) and meets a
+ * page obtained for writing waits, in its start, for the work item to have
+ * unmapped its span (a pass asked for then: @zap_asked, @zap_done): our
+ * own work item, not an invalidation of the caller's mm nested in the
+ * callback, and for at most CMA_MAP_WAIT (see cma_map_invalidate_start()).
  * Migration and collapse that meet a referenced page fail for now and are
  * retried. An invalidation nested in our own unmapping (a process mapping
  * itself, or a caller mapped by another) is ignored: only holes can be there.
@@ -451,25 +452,59 @@ static bool cma_map_meets(struct cma_map_state *map, const struct mmu_notifier_r
 	       !map->destroyed && !cma_nested(range->mm);
 }
 
+/* How long a change of the target waits for the caller's writable pages
+ * to be unmapped, at most (cma_map_invalidate_start()). */
+#define CMA_MAP_WAIT (HZ / 10)
+
+/*
+ * Whether an invalidation must wait for writable pages of the range to be
+ * unmapped from the caller before its change takes effect: if blocking is
+ * allowed, and the change may leave a page the caller writes visible where
+ * the target no longer has it writable: munmap and mremap (a shared file or
+ * shmem page stays the file's), mprotect, fork's write protection (the
+ * page is the child's too) and writeback's (page_mkclean: a write after it
+ * would escape writeback). Not the others: the page stays the target's
+ * (reclaim leaves a referenced page in the swap cache, where the target
+ * finds it again; migration, compaction, collapse and KSM fail on it) or is
+ * a private page the target gives up (MADV_DONTNEED), where a write
+ * reaches nobody.
+ */
+static bool cma_map_waits(const struct mmu_notifier_range *range)
+{
+	switch (range->event) {
+	case MMU_NOTIFY_UNMAP:
+	case MMU_NOTIFY_PROTECTION_VMA:
+	case MMU_NOTIFY_PROTECTION_PAGE:
+		return mmu_notifier_range_blockable(range);
+	default:
+		return false;
+	}
+}
+
 /*
  * An invalidation begins: the range is busy (no fault maps a page of it
  * until the work item has unmapped it), @seq moves (a fault already past
  * its check unmaps what it inserts), and readers are told (@generation,
  * and @unstable until the work item is done).
  *
- * If the caller may write to a page of the range, the change waits until
- * the work item has unmapped it: a write must never land in a page the
- * target is giving up, where someone else may see it (after fork() the page
- * is the child's too; after munmap() of a shared file mapping it is the
- * file's). The wait is for our own work item, on our own queue, never for
- * an invalidation of the caller's mm run here (see the top of the file);
- * that work waits for no invalidation of the target's (one nested in our
- * own unmapping is ignored: cma_map_meets()), and takes no lock the
- * target's invalidation may hold (only the peer fd's i_mmap_rwsem, which no
- * target invalidation holds, and the caller's page-table locks). Only for
- * writes, and only where blocking is allowed: a stale read is told by
- * @unstable, and the one invalidation that may not block, the OOM reaper's,
- * frees private pages of a dying process, which nobody else can see.
+ * If the caller may write to a page of the range and the change is one
+ * of cma_map_waits(), it waits until the work item has unmapped the range
+ * from the caller: a write must not land in a page the target is giving up
+ * or protecting. The wait is for our own work item, on our own queue, not
+ * for an invalidation of the caller's mm run here (see the top of the
+ * file); that work waits for no invalidation of the target's (one nested
+ * in our own unmapping is ignored: cma_map_meets()), and needs no lock the
+ * target's change holds itself (the peer fd's i_mmap_rwsem, which no
+ * change of the target takes, and the caller's page-table locks). A third
+ * party can still tie them: mm_take_all_locks() on the caller's mm (an mmu
+ * notifier registered there) takes the peer fd's i_mmap_rwsem for writing
+ * and then waits for the other files' and anon_vmas' locks, which
+ * page_mkclean() holds while it waits here. So the wait is bounded
+ * (CMA_MAP_WAIT): past it, the change goes on, and the caller may write the
+ * old page until the work item is done (@unstable tells), as when nothing
+ * waits. It is a wait for the caller's own unmapping, which takes
+ * microseconds; only the caller's own contention can make it last. Only for
+ * writes: a stale read is told by @unstable.
  */
 static int cma_map_invalidate_start(struct mmu_notifier *mn,
 				    const struct mmu_notifier_range *range)
@@ -490,7 +525,7 @@ static int cma_map_invalidate_start(struct mmu_notifier *mn,
 		map->seq++;
 		raise = !map->raised;
 		map->raised = true;
-		if (mmu_notifier_range_blockable(range) && cma_map_writable_in(map, start, end))
+		if (cma_map_waits(range) && cma_map_writable_in(map, start, end))
 			ticket = cma_map_defer(map, start, end);
 	}
 	spin_unlock(&map->lock);
@@ -501,9 +536,10 @@ static int cma_map_invalidate_start(struct mmu_notifier *mn,
 		else
 			atomic64_inc(STATUS(map, generation));
 	}
-	if (ticket)
-		wait_event(map->zapped, cma_map_zapped(map, ticket));
 	srcu_read_unlock(&cma_map_srcu, id);
+	/* The notifier's own SRCU keeps the state; the wait touches no more. */
+	if (ticket)
+		wait_event_timeout(map->zapped, cma_map_zapped(map, ticket), CMA_MAP_WAIT);
 	return 0;
 }
 
@@ -861,8 +897,9 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 	/*
 	 * Read-only, even for a write: the retried write makes it writable
 	 * in cma_map_pfn_mkwrite(), under the page-table lock, only if no
-	 * invalidation began meanwhile (which a writable entry inserted here
-	 * could outlive by the time this fault checks @seq again).
+	 * invalidation began meanwhile (a writable entry inserted here could
+	 * be reached by the caller's other threads after an invalidation
+	 * began, until this fault checks @seq again).
 	 */
 	ret = vmf_insert_pfn_prot(vma, vmf->address, page_to_pfn(page), vma->vm_page_prot);
 	/* Pairs with the invalidation's seq++ under the lock. */
@@ -879,36 +916,86 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 	return ret;
 }
 
+/* A write fault's request to make a caller's entry writable. */
+struct cma_mkwrite {
+	struct cma_map_state *map;
+	struct mm_struct *mm;
+	unsigned long index;	/* the target's page number */
+	pte_t orig;		/* the entry the fault met */
+	bool done;
+};
+
 /*
- * A write to a page mapped read-only. If it is the target's current page
- * (no invalidation of it began, and its entry is the page mapped) obtained
- * for writing, and the caller is still admitted: 0, and the kernel makes
- * the entry writable, under the page-table lock, if it is still the one
- * seen here (an invalidation that begins after this check unmaps it under
- * that lock before its change takes effect, so the write lands before the
- * change or not at all). Otherwise it is unmapped, and the retried write
- * faults it in for writing.
+ * Under the caller's page-table lock: makes the entry writable if it still
+ * maps the page the fault met, no invalidation meets that page, and its
+ * entry in @pages is that page obtained for writing. An invalidation moves
+ * @seq and its span under @lock before it unmaps under this page-table
+ * lock, so either it is seen here, or its unmapping comes after this and
+ * takes the writable entry away before its change takes effect.
+ */
+static int cma_map_mkwrite_pte(pte_t *ptep, unsigned long addr, void *data)
+{
+	struct cma_mkwrite *w = data;
+	struct cma_map_state *map = w->map;
+	unsigned long taddr = w->index << PAGE_SHIFT;
+	pte_t pte = ptep_get(ptep);
+	void *entry;
+	bool ok;
+
+	if (!pte_present(pte) || pte_pfn(pte) != pte_pfn(w->orig))
+		return 0;
+	if (pte_write(pte)) {
+		w->done = true;	/* another fault did it, under the same checks */
+		return 0;
+	}
+	spin_lock(&map->lock);
+	ok = !cma_map_busy(map, taddr, taddr + PAGE_SIZE);
+	if (ok) {
+		xa_lock(&map->pages);
+		entry = xa_load(&map->pages, w->index);
+		ok = entry && !xa_is_value(entry) &&
+		     xa_get_mark(&map->pages, w->index, CMA_WRITABLE) &&
+		     page_to_pfn((struct page *)entry) == pte_pfn(pte);
+		xa_unlock(&map->pages);
+	}
+	spin_unlock(&map->lock);
+	if (ok) {
+		/* Write permission added, never taken away: no TLB flush. */
+		set_pte_at(w->mm, addr, ptep, pte_mkyoung(pte_mkdirty(pte_mkwrite_novma(pte))));
+		w->done = true;
+	}
+	return 0;
+}
+
+/*
+ * A write to a page mapped read-only (every page is mapped so first). If
+ * the caller is still admitted and the page is the target's current page
+ * obtained for writing, the entry is made writable here, under the
+ * page-table lock, with the checks of cma_map_mkwrite_pte() (not by the
+ * kernel after we return: between our check and its, the page could be
+ * unmapped and mapped again read-only, for a read, by then a page the
+ * target shares with a child). Otherwise it is unmapped, and the retried
+ * write faults it in for writing. The fault holds the mmap_lock (the kernel
+ * calls pfn_mkwrite under no per-VMA lock), so the page table walked stays;
+ * and the PMD above a PTE that faulted is no leaf (only our huge fault
+ * makes one, where there is no table), which the walk would refuse.
  */
 static vm_fault_t cma_map_pfn_mkwrite(struct vm_fault *vmf)
 {
 	struct cma_map_state *map = vmf->vma->vm_private_data;
-	unsigned long index = vmf->pgoff, taddr = index << PAGE_SHIFT;
-	bool busy, ok = false;
-	void *entry;
+	unsigned long taddr = vmf->pgoff << PAGE_SHIFT;
+	struct cma_mkwrite w = {
+		.map = map,
+		.mm = vmf->vma->vm_mm,
+		.index = vmf->pgoff,
+		.orig = vmf->orig_pte,
+	};
 
-	spin_lock(&map->lock);
-	busy = cma_map_busy(map, taddr, taddr + PAGE_SIZE);
-	spin_unlock(&map->lock);
-	if (!busy && cma_rs_peer_map_ok(map->peer)) {
-		xa_lock(&map->pages);
-		entry = xa_load(&map->pages, index);
-		ok = entry && !xa_is_value(entry) &&
-		     xa_get_mark(&map->pages, index, CMA_WRITABLE) &&
-		     page_to_pfn((struct page *)entry) == pte_pfn(vmf->orig_pte);
-		xa_unlock(&map->pages);
-	}
-	if (ok)
-		return 0;
+	if (cma_rs_peer_map_ok(map->peer) &&
+	    !apply_to_existing_page_range(w.mm, vmf->address & PAGE_MASK, PAGE_SIZE,
+					  cma_map_mkwrite_pte, &w) &&
+	    w.done)
+		return VM_FAULT_NOPAGE;
 	cma_map_unmap(map, taddr, taddr + PAGE_SIZE);
 	return VM_FAULT_NOPAGE;
 }
