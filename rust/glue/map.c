@@ -66,7 +66,6 @@
 #include <linux/mmap_lock.h>
 #include <linux/mmu_notifier.h>
 #include <linux/pagemap.h>
-#include <linux/refcount.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
@@ -114,10 +113,10 @@ static bool cma_span_meets(const struct cma_span *span, unsigned long start, uns
 
 struct cma_map_state {
 	struct mmu_notifier mn;
-	/* On the caller's mm: @caller_generation of the status page. */
-	struct mmu_notifier caller_mn;
-	/* One per registered notifier: the last one's free frees the state. */
-	refcount_t notifiers;
+	/* The caller's mm's notifier, which moves @caller_generation of the
+	 * status page; @caller_node is in its list. */
+	struct cma_caller *caller;
+	struct list_head caller_node;
 	struct list_head node;		/* in @group's list */
 	struct cma_map_group *group;	/* the maps of the same target */
 	struct inode *inode;		/* the peer fd's: i_mapping */
@@ -598,19 +597,15 @@ static void cma_map_release(struct mmu_notifier *mn, struct mm_struct *mm)
 	srcu_read_unlock(&cma_map_srcu, id);
 }
 
-/* One of the state's notifiers is gone for good; the last frees it. */
-static void cma_map_put(struct cma_map_state *map)
+/* The target's notifier is gone for good (after its grace period): no
+ * callback of it runs, and the state left the caller's list at release. */
+static void cma_map_free_notifier(struct mmu_notifier *mn)
 {
-	if (!refcount_dec_and_test(&map->notifiers))
-		return;
+	struct cma_map_state *map = container_of(mn, struct cma_map_state, mn);
+
 	__free_page(map->status);
 	__free_page(map->sink);
 	kfree(map);
-}
-
-static void cma_map_free_notifier(struct mmu_notifier *mn)
-{
-	cma_map_put(container_of(mn, struct cma_map_state, mn));
 }
 
 static const struct mmu_notifier_ops cma_map_ops = {
@@ -621,46 +616,88 @@ static const struct mmu_notifier_ops cma_map_ops = {
 };
 
 /*
- * A change of the caller's own address space begins: @caller_generation
- * moves before it takes effect, and again when it is done (a reader that
- * saw the value of a change in flight sees it move). Only a counter: this
- * runs for every invalidation of the caller's mm, in whatever context.
+ * The caller's side: one notifier per caller mm that has maps
+ * (mmu_notifier_get_locked()), however many peer fds it maps through, so
+ * that a map state costs no notifier registration (mm_take_all_locks())
+ * on the caller's mm after the first, and a change of it one callback.
+ * Its maps are on @maps.
  */
+struct cma_caller {
+	struct mmu_notifier mn;
+	spinlock_t lock;
+	struct list_head maps;		/* cma_map_state.caller_node */
+};
+
+static struct mmu_notifier *cma_caller_alloc(struct mm_struct *mm)
+{
+	struct cma_caller *caller = kzalloc(sizeof(*caller), GFP_KERNEL_ACCOUNT);
+
+	if (!caller)
+		return ERR_PTR(-ENOMEM);
+	spin_lock_init(&caller->lock);
+	INIT_LIST_HEAD(&caller->maps);
+	return &caller->mn;
+}
+
+static void cma_caller_free(struct mmu_notifier *mn)
+{
+	kfree(container_of(mn, struct cma_caller, mn));
+}
+
+/*
+ * A change of the caller's own address space begins or ends, or the
+ * address space goes: @caller_generation of each of its maps moves (before
+ * the change takes effect, and again when it is done: a reader that saw the
+ * value of a change in flight sees it move). Only counters, under a
+ * spinlock: this runs for every invalidation of the caller's mm, in
+ * whatever context.
+ */
+static void cma_caller_moves(struct mmu_notifier *mn)
+{
+	struct cma_caller *caller = container_of(mn, struct cma_caller, mn);
+	struct cma_map_state *map;
+
+	spin_lock(&caller->lock);
+	list_for_each_entry(map, &caller->maps, caller_node)
+		atomic64_inc(STATUS(map, caller_generation));
+	spin_unlock(&caller->lock);
+}
+
 static int cma_caller_invalidate_start(struct mmu_notifier *mn,
 				       const struct mmu_notifier_range *range)
 {
-	struct cma_map_state *map = container_of(mn, struct cma_map_state, caller_mn);
-
-	atomic64_inc(STATUS(map, caller_generation));
+	cma_caller_moves(mn);
 	return 0;
 }
 
 static void cma_caller_invalidate_end(struct mmu_notifier *mn,
 				      const struct mmu_notifier_range *range)
 {
-	struct cma_map_state *map = container_of(mn, struct cma_map_state, caller_mn);
-
-	atomic64_inc(STATUS(map, caller_generation));
+	cma_caller_moves(mn);
 }
 
 static void cma_caller_release(struct mmu_notifier *mn, struct mm_struct *mm)
 {
-	struct cma_map_state *map = container_of(mn, struct cma_map_state, caller_mn);
-
-	atomic64_inc(STATUS(map, caller_generation));
-}
-
-static void cma_caller_free_notifier(struct mmu_notifier *mn)
-{
-	cma_map_put(container_of(mn, struct cma_map_state, caller_mn));
+	cma_caller_moves(mn);
 }
 
 static const struct mmu_notifier_ops cma_caller_ops = {
 	.release = cma_caller_release,
 	.invalidate_range_start = cma_caller_invalidate_start,
 	.invalidate_range_end = cma_caller_invalidate_end,
-	.free_notifier = cma_caller_free_notifier,
+	.alloc_notifier = cma_caller_alloc,
+	.free_notifier = cma_caller_free,
 };
+
+/* Takes @map off its caller's list and drops its use of the caller's
+ * notifier. */
+static void cma_caller_leave(struct cma_map_state *map)
+{
+	spin_lock(&map->caller->lock);
+	list_del(&map->caller_node);
+	spin_unlock(&map->caller->lock);
+	mmu_notifier_put(&map->caller->mn);
+}
 
 /* Whether an invalidation in flight, one of our unmappings, or one the work
  * item has yet to do meets target range [@start, @end), or the map is dead;
@@ -1192,6 +1229,7 @@ int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm
 {
 	struct inode *inode = file_inode(file);
 	struct cma_map_group *group = NULL;
+	struct mmu_notifier *caller;
 	struct cma_map_state *map;
 	int ret;
 
@@ -1224,34 +1262,34 @@ int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm
 	INIT_DELAYED_WORK(&map->hole_work, cma_map_hole_work);
 	init_waitqueue_head(&map->zapped);
 	map->mn.ops = &cma_map_ops;
-	map->caller_mn.ops = &cma_caller_ops;
 	/*
-	 * The caller's notifier first: its callbacks touch only the status
-	 * page, so if the target's cannot be registered, putting it back is
-	 * safe while the state is unpublished (the target's would reach the
-	 * inode, which may be gone once the ioctl has failed).
+	 * The caller's side first: its callbacks touch only the status page,
+	 * so if the target's notifier cannot be registered, leaving is safe
+	 * while the state is unpublished (the target's would reach the inode,
+	 * which may be gone once the ioctl has failed).
 	 */
-	refcount_set(&map->notifiers, 1);
 	ret = -EINTR;
 	if (mmap_write_lock_killable(current->mm))
 		goto free;
-	ret = __mmu_notifier_register(&map->caller_mn, current->mm);
+	caller = mmu_notifier_get_locked(&cma_caller_ops, current->mm);
 	mmap_write_unlock(current->mm);
+	ret = PTR_ERR_OR_ZERO(caller);
 	if (ret)
 		goto free;
-	/* From here the state is freed by its notifiers' free callbacks. */
-	refcount_inc(&map->notifiers);
+	map->caller = container_of(caller, struct cma_caller, mn);
+	spin_lock(&map->caller->lock);
+	list_add(&map->caller_node, &map->caller->maps);
+	spin_unlock(&map->caller->lock);
 	ret = mmap_write_lock_killable(mm) ? -EINTR : 0;
 	if (!ret) {
 		ret = __mmu_notifier_register(&map->mn, mm);
 		mmap_write_unlock(mm);
 	}
 	if (ret) {
-		refcount_dec(&map->notifiers);
-		mmu_notifier_put(&map->caller_mn);
-		kfree(group);
-		goto out;
+		cma_caller_leave(map);
+		goto free;
 	}
+	/* From here the state is freed by its notifier's free callback. */
 	spin_lock(&cma_maps_lock);
 	map->group = cma_group_of(mm);
 	if (!map->group) {
@@ -1377,7 +1415,7 @@ void cma_glue_map_destroy(struct file *file)
 	cancel_delayed_work_sync(&map->hole_work);
 	cma_map_forget(map, PAGE_SIZE, TASK_SIZE_MAX);
 	xa_destroy(&map->pages);
-	mmu_notifier_put(&map->caller_mn);
+	cma_caller_leave(map);
 	mmu_notifier_put(&map->mn);
 }
 
