@@ -51,7 +51,8 @@ LIBDIR := $(TOP)/out/lib
 LIBS := $(LIBDIR)/libcma.so $(LIBDIR)/libcma-preload.so $(LIBDIR)/pkgconfig/cma.pc \
 	$(LIBDIR)/libxpmem.so
 C_TESTS := tests/c/cma_abi_test tests/c/libcma_test tests/c/mpi_check \
-	tests/c/mpi_check_mpich tests/c/seccomp_deny tests/c/xpmem_test tests/c/pvm_repeat_bench
+	tests/c/mpi_check_mpich tests/c/seccomp_deny tests/c/xpmem_test tests/c/pvm_repeat_bench \
+	tests/c/map_placement_bench
 
 .PHONY: all module deps kernel userspace libs ctests ucx-xpmem test test-debug fuzz stress run bench bench-mpi man install uninstall clean help fmt lint
 
@@ -156,6 +157,11 @@ tests/c/libcma_test: tests/c/libcma_test.c include/libcma.h include/uapi/cma.h k
 # ioctl and maps (docs/bench.md).
 tests/c/pvm_repeat_bench: tests/c/pvm_repeat_bench.c
 	$(CC) -O2 -Wall -Werror -o $@ $<
+
+# The map column's control: local copies and copies through maps of the
+# same pages (docs/bench.md).
+tests/c/map_placement_bench: tests/c/map_placement_bench.c include/libcma.h libs
+	$(CC) -O2 -Wall -Werror -Iinclude -o $@ $< -L$(LIBDIR) -lcma -Wl,-rpath,$(LIBDIR)
 
 # libxpmem.so's suite: built against out/xpmem, as an XPMEM user would.
 tests/c/xpmem_test: tests/c/xpmem_test.c include/xpmem.h include/libcma.h kernel libs
