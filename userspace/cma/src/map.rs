@@ -111,6 +111,48 @@ pub struct StatusSnapshot {
 }
 
 impl MapStatus {
+    /// Maps the status page of the peer fd `fd` (after its first map:
+    /// `ENODEV` before). For a peer fd held otherwise than as a [`Peer`]
+    /// (the preload's); [`Peer::map_status`] is this on its own fd.
+    pub fn of_fd(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<MapStatus> {
+        // SAFETY: a new shared read-only mapping of the fd's page at offset
+        // 0; the kernel picks the address.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page_size(),
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(MapStatus { page: p.cast() })
+    }
+
+    /// `generation` now, alone (a reader that checks one field at a time
+    /// orders its own loads).
+    pub fn generation(&self) -> u64 {
+        // SAFETY: the page is mapped for the life of `self`; an aligned u64
+        // the kernel updates atomically.
+        unsafe { std::ptr::addr_of!((*self.page).generation).read_volatile() }
+    }
+
+    /// `unstable` now, alone.
+    pub fn unstable(&self) -> u64 {
+        // SAFETY: as in `generation`.
+        unsafe { std::ptr::addr_of!((*self.page).unstable).read_volatile() }
+    }
+
+    /// `caller_generation` now, alone.
+    pub fn caller_generation(&self) -> u64 {
+        // SAFETY: as in `generation`.
+        unsafe { std::ptr::addr_of!((*self.page).caller_generation).read_volatile() }
+    }
+
     /// The counters now. `generation` is read first: a reader that copies between
     /// two snapshots whose `generation` agree, the first with `unstable == 0`, saw
     /// the target's bytes.
@@ -197,21 +239,6 @@ impl Peer {
     /// Maps the fd's status page (after a first [`Peer::map`]: `ENODEV`
     /// before).
     pub fn map_status(&self) -> io::Result<MapStatus> {
-        // SAFETY: a new shared read-only mapping of the fd's page at offset
-        // 0; the kernel picks the address.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                page_size(),
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                self.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(MapStatus { page: p.cast() })
+        MapStatus::of_fd(self.as_fd())
     }
 }

@@ -35,8 +35,9 @@
 //! `CMA_PRELOAD_MAPS=0` turns the path off.
 
 use super::{env_on, Call, Locked, PeerFd};
-use cma::{sys, Op};
+use cma::{sys, MapStatus, Op};
 use std::cell::{RefCell, UnsafeCell};
+use std::mem::ManuallyDrop;
 use std::os::fd::AsFd;
 use std::sync::atomic::{
     fence, AtomicBool, AtomicU64,
@@ -142,62 +143,40 @@ pub(crate) fn init() {
     }
 }
 
-/// A peer fd's status page (`struct cma_map_status`), mapped read-only.
+/// A peer fd's status page, mapped read-only: the `cma` crate's
+/// [`MapStatus`], but unmapped only by the process that mapped it (a forked
+/// child has its copy of the mapping only if it was made before the fork,
+/// and must not unmap a page that a later mapping may have replaced).
 pub(crate) struct StatusPage {
-    page: *const sys::cma_map_status,
+    status: ManuallyDrop<MapStatus>,
     epoch: u64,
 }
-
-// SAFETY: a read-only shared page, read with volatile loads only.
-unsafe impl Send for StatusPage {}
-// SAFETY: as above.
-unsafe impl Sync for StatusPage {}
 
 impl StatusPage {
     /// Maps the status page of `peer` (which has a map state: after its
     /// first `CMA_IOC_MAP`).
     fn map(peer: &PeerFd) -> Option<StatusPage> {
-        // SAFETY: a new shared read-only mapping of the fd's page at offset
-        // 0; the kernel picks the address.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                page_size(),
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                std::os::fd::AsRawFd::as_raw_fd(&peer.fd),
-                0,
-            )
-        };
-        (p != libc::MAP_FAILED).then(|| StatusPage {
-            page: p.cast(),
+        Some(StatusPage {
+            status: ManuallyDrop::new(MapStatus::of_fd(peer.fd.as_fd()).ok()?),
             epoch: FORK_EPOCH.load(Relaxed),
         })
     }
+}
 
-    fn generation(&self) -> u64 {
-        // SAFETY: mapped for the life of `self`; an aligned u64 the kernel
-        // updates atomically.
-        unsafe { std::ptr::addr_of!((*self.page).generation).read_volatile() }
-    }
+impl std::ops::Deref for StatusPage {
+    type Target = MapStatus;
 
-    fn unstable(&self) -> u64 {
-        // SAFETY: as above.
-        unsafe { std::ptr::addr_of!((*self.page).unstable).read_volatile() }
-    }
-
-    fn caller_generation(&self) -> u64 {
-        // SAFETY: as above.
-        unsafe { std::ptr::addr_of!((*self.page).caller_generation).read_volatile() }
+    fn deref(&self) -> &MapStatus {
+        &self.status
     }
 }
 
 impl Drop for StatusPage {
     fn drop(&mut self) {
         if self.epoch == FORK_EPOCH.load(Relaxed) && alive() {
-            // SAFETY: mapped by `StatusPage::map` in this process, unmapped
-            // once.
-            unsafe { libc::munmap(self.page as *mut libc::c_void, page_size()) };
+            // SAFETY: mapped by `StatusPage::map` in this process; dropped
+            // (unmapped) once, here.
+            unsafe { ManuallyDrop::drop(&mut self.status) };
         }
     }
 }
