@@ -38,9 +38,9 @@
  * freed under the caller), and @unstable stays up, which is how a reader
  * knows the caller may still read a page the target no longer maps.
  *
- * Writes do not reach such a page: a PTE is inserted read-only and made
- * writable by our pfn_mkwrite under the page-table lock, only while no
- * invalidation meets it; and a change that could leave a written page
+ * Writes do not reach such a page: a PTE is inserted read-only and
+ * approved for writing by our pfn_mkwrite under the page-table lock, only
+ * while no invalidation meets it; and a change that could leave a written page
  * visible elsewhere (munmap, mremap, mprotect, fork, writeback) and meets a
  * page obtained for writing waits, in its start, for the work item to have
  * unmapped its span (a pass asked for then: @zap_asked, @zap_done): our
@@ -66,6 +66,7 @@
 #include <linux/mmap_lock.h>
 #include <linux/mmu_notifier.h>
 #include <linux/pagemap.h>
+#include <linux/page_table_check.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
@@ -147,6 +148,22 @@ struct cma_map_state {
 	struct delayed_work hole_work;
 	struct page *status;		/* struct cma_map_status */
 	struct page *sink;		/* where writes to holes go */
+};
+
+/*
+ * The caller's side: one notifier per caller mm that has maps
+ * (mmu_notifier_get_locked()), however many peer fds it maps through, so
+ * that a map state costs no notifier registration (mm_take_all_locks())
+ * on the caller's mm after the first, and a change of it one callback.
+ * Its maps are on @maps.
+ */
+struct cma_caller {
+	struct mmu_notifier mn;
+	spinlock_t lock;
+	struct list_head maps;		/* cma_map_state.caller_node */
+	/* A change of a target timed out waiting for a work item to unmap
+	 * from this caller; cleared when one finishes a pass. */
+	bool stalled;
 };
 
 /*
@@ -365,10 +382,12 @@ static void cma_map_work(struct work_struct *work)
 		/* The count cma_map_defer() added. */
 		atomic64_dec(STATUS(map, unstable));
 	}
-	/* Every pass asked for up to @taken is done. */
+	/* Every pass asked for up to @taken is done, and unmapping from this
+	 * caller works again. */
 	spin_lock(&map->lock);
 	map->zap_done = max(map->zap_done, taken);
 	spin_unlock(&map->lock);
+	WRITE_ONCE(map->caller->stalled, false);
 	wake_up_all(&map->zapped);
 out:
 	srcu_read_unlock(&cma_map_srcu, id);
@@ -462,7 +481,8 @@ static bool cma_map_meets(struct cma_map_state *map, const struct mmu_notifier_r
  * the target no longer has it writable: munmap and mremap (a shared file or
  * shmem page stays the file's), mprotect, fork's write protection (the
  * page is the child's too) and writeback's (page_mkclean: a write after it
- * would escape writeback). Not the others: the page stays the target's
+ * would escape writeback), and the clearing of soft-dirty bits (a write
+ * after it would escape the tracking, CRIU's pre-dump). Not the others: the page stays the target's
  * (reclaim leaves a referenced page in the swap cache, where the target
  * finds it again; migration, compaction, collapse and KSM fail on it) or is
  * a private page the target gives up (MADV_DONTNEED), where a write
@@ -474,6 +494,7 @@ static bool cma_map_waits(const struct mmu_notifier_range *range)
 	case MMU_NOTIFY_UNMAP:
 	case MMU_NOTIFY_PROTECTION_VMA:
 	case MMU_NOTIFY_PROTECTION_PAGE:
+	case MMU_NOTIFY_SOFT_DIRTY:
 		return mmu_notifier_range_blockable(range);
 	default:
 		return false;
@@ -501,9 +522,13 @@ static bool cma_map_waits(const struct mmu_notifier_range *range)
  * page_mkclean() holds while it waits here. So the wait is bounded
  * (CMA_MAP_WAIT): past it, the change goes on, and the caller may write the
  * old page until the work item is done (@unstable tells), as when nothing
- * waits. It is a wait for the caller's own unmapping, which takes
- * microseconds; only the caller's own contention can make it last. Only for
- * writes: a stale read is told by @unstable.
+ * waits. And once one wait for a caller has timed out, no change waits for
+ * that caller's unmapping until one of its work items has finished a pass
+ * (@stalled): one walk of page_mkclean() over many mappings, each met by
+ * many maps, must not add its waits up. It is a wait for the caller's own
+ * unmapping, which takes microseconds; only contention in the caller's own
+ * address space can make it last. Only for writes: a stale read is told by
+ * @unstable.
  */
 static int cma_map_invalidate_start(struct mmu_notifier *mn,
 				    const struct mmu_notifier_range *range)
@@ -537,8 +562,9 @@ static int cma_map_invalidate_start(struct mmu_notifier *mn,
 	}
 	srcu_read_unlock(&cma_map_srcu, id);
 	/* The notifier's own SRCU keeps the state; the wait touches no more. */
-	if (ticket)
-		wait_event_timeout(map->zapped, cma_map_zapped(map, ticket), CMA_MAP_WAIT);
+	if (ticket && !READ_ONCE(map->caller->stalled) &&
+	    !wait_event_timeout(map->zapped, cma_map_zapped(map, ticket), CMA_MAP_WAIT))
+		WRITE_ONCE(map->caller->stalled, true);
 	return 0;
 }
 
@@ -615,18 +641,6 @@ static const struct mmu_notifier_ops cma_map_ops = {
 	.free_notifier = cma_map_free_notifier,
 };
 
-/*
- * The caller's side: one notifier per caller mm that has maps
- * (mmu_notifier_get_locked()), however many peer fds it maps through, so
- * that a map state costs no notifier registration (mm_take_all_locks())
- * on the caller's mm after the first, and a change of it one callback.
- * Its maps are on @maps.
- */
-struct cma_caller {
-	struct mmu_notifier mn;
-	spinlock_t lock;
-	struct list_head maps;		/* cma_map_state.caller_node */
-};
 
 static struct mmu_notifier *cma_caller_alloc(struct mm_struct *mm)
 {
@@ -963,12 +977,13 @@ struct cma_mkwrite {
 };
 
 /*
- * Under the caller's page-table lock: makes the entry writable if it still
- * maps the page the fault met, no invalidation meets that page, and its
- * entry in @pages is that page obtained for writing. An invalidation moves
- * @seq and its span under @lock before it unmaps under this page-table
- * lock, so either it is seen here, or its unmapping comes after this and
- * takes the writable entry away before its change takes effect.
+ * Under the caller's page-table lock: approves the entry for writing
+ * (marks it dirty) if it still maps the page the fault met, no
+ * invalidation meets that page, and its entry in @pages is that page
+ * obtained for writing. An invalidation moves @seq and its span under
+ * @lock before it unmaps under this page-table lock, so either it is seen
+ * here, or its unmapping comes after this and takes the entry away
+ * (writable or about to be) before its change takes effect.
  */
 static int cma_map_mkwrite_pte(pte_t *ptep, unsigned long addr, void *data)
 {
@@ -981,8 +996,10 @@ static int cma_map_mkwrite_pte(pte_t *ptep, unsigned long addr, void *data)
 
 	if (!pte_present(pte) || pte_pfn(pte) != pte_pfn(w->orig))
 		return 0;
-	if (pte_write(pte)) {
-		w->done = true;	/* another fault did it, under the same checks */
+	if (pte_write(pte) || pte_dirty(pte)) {
+		/* Another fault did it, under the same checks. */
+		w->orig = pte;
+		w->done = true;
 		return 0;
 	}
 	spin_lock(&map->lock);
@@ -997,8 +1014,15 @@ static int cma_map_mkwrite_pte(pte_t *ptep, unsigned long addr, void *data)
 	}
 	spin_unlock(&map->lock);
 	if (ok) {
-		/* Write permission added, never taken away: no TLB flush. */
-		set_pte_at(w->mm, addr, ptep, pte_mkyoung(pte_mkdirty(pte_mkwrite_novma(pte))));
+		/*
+		 * Dirty, still read-only: the kernel makes it writable after we
+		 * return (ptep_set_access_flags(), with the flush each
+		 * architecture needs) only if it is still this entry. An entry
+		 * unmapped and inserted again since is clean, so it is not.
+		 */
+		pte = pte_mkdirty(pte);
+		set_pte_at(w->mm, addr, ptep, pte);
+		w->orig = pte;
 		w->done = true;
 	}
 	return 0;
@@ -1007,15 +1031,18 @@ static int cma_map_mkwrite_pte(pte_t *ptep, unsigned long addr, void *data)
 /*
  * A write to a page mapped read-only (every page is mapped so first). If
  * the caller is still admitted and the page is the target's current page
- * obtained for writing, the entry is made writable here, under the
- * page-table lock, with the checks of cma_map_mkwrite_pte() (not by the
- * kernel after we return: between our check and its, the page could be
- * unmapped and mapped again read-only, for a read, by then a page the
- * target shares with a child). Otherwise it is unmapped, and the retried
- * write faults it in for writing. The fault holds the mmap_lock (the kernel
- * calls pfn_mkwrite under no per-VMA lock), so the page table walked stays;
- * and the PMD above a PTE that faulted is no leaf (only our huge fault
- * makes one, where there is no table), which the walk would refuse.
+ * obtained for writing, the entry is approved here, under the page-table
+ * lock, with the checks of cma_map_mkwrite_pte(), and the kernel makes it
+ * writable if it is still the approved (dirty) entry: a bare "still the
+ * same entry" check after ours would not do, since between the two the
+ * page could be unmapped and mapped again read-only, for a read, by then a
+ * page the target shares with a child. Otherwise it is unmapped, and the
+ * retried write faults it in for writing. The fault holds the mmap_lock
+ * (the kernel calls pfn_mkwrite under no per-VMA lock), so the page table
+ * walked stays; and the PMD above a PTE that faulted is no leaf (only our
+ * huge fault makes one, where there is no table), which the walk would
+ * refuse. (mprotect() making the map writable again also upgrades dirty
+ * entries only: the approved ones.)
  */
 static vm_fault_t cma_map_pfn_mkwrite(struct vm_fault *vmf)
 {
@@ -1031,8 +1058,12 @@ static vm_fault_t cma_map_pfn_mkwrite(struct vm_fault *vmf)
 	if (cma_rs_peer_map_ok(map->peer) &&
 	    !apply_to_existing_page_range(w.mm, vmf->address & PAGE_MASK, PAGE_SIZE,
 					  cma_map_mkwrite_pte, &w) &&
-	    w.done)
-		return VM_FAULT_NOPAGE;
+	    w.done) {
+		if (pte_write(w.orig))
+			return VM_FAULT_NOPAGE;
+		vmf->orig_pte = w.orig;
+		return 0;
+	}
 	cma_map_unmap(map, taddr, taddr + PAGE_SIZE);
 	return VM_FAULT_NOPAGE;
 }
@@ -1065,6 +1096,20 @@ static void cma_map_close(struct vm_area_struct *vma)
 #endif
 
 /*
+ * Whether a PMD of @folio would trip page_table_check, where it is on: it
+ * counts a special PMD (not a special PTE) as a mapping, and BUGs when an
+ * anonymous page mapped twice is mapped writable again (by the target).
+ */
+static bool cma_pmd_checked(struct folio *folio)
+{
+#ifdef CONFIG_PAGE_TABLE_CHECK
+	return !static_branch_likely(&page_table_check_disabled) && folio_test_anon(folio);
+#else
+	return false;
+#endif
+}
+
+/*
  * The target's pages of [@taddr, @taddr + PMD_SIZE) into @pages, with a
  * reference each, if they are there already (nothing is faulted in for a
  * whole huge page: a copy of one byte would not) and are one PMD-sized folio,
@@ -1092,7 +1137,7 @@ static bool cma_map_lookup_pmd(struct cma_map_state *map, unsigned long taddr,
 		return false;
 	folio = page_folio(pages[0]);
 	whole = n == HPAGE_PMD_NR && folio_nr_pages(folio) == HPAGE_PMD_NR &&
-		folio_page(folio, 0) == pages[0];
+		folio_page(folio, 0) == pages[0] && !cma_pmd_checked(folio);
 	for (i = 1; whole && i < n; i++)
 		whole = pages[i] == folio_page(folio, i);
 	if (!whole) {
