@@ -996,8 +996,8 @@ static int cma_map_mkwrite_pte(pte_t *ptep, unsigned long addr, void *data)
 
 	if (!pte_present(pte) || pte_pfn(pte) != pte_pfn(w->orig))
 		return 0;
-	if (pte_write(pte) || pte_dirty(pte)) {
-		/* Another fault did it, under the same checks. */
+	if (pte_write(pte)) {
+		/* Another fault made it writable, after the same checks. */
 		w->orig = pte;
 		w->done = true;
 		return 0;
