@@ -1039,9 +1039,10 @@ static int cma_map_mkwrite_pte(pte_t *ptep, unsigned long addr, void *data)
  * page the target shares with a child. Otherwise it is unmapped, and the
  * retried write faults it in for writing. The fault holds the mmap_lock
  * (the kernel calls pfn_mkwrite under no per-VMA lock), so the page table
- * walked stays; and the PMD above a PTE that faulted is no leaf (only our
- * huge fault makes one, where there is no table), which the walk would
- * refuse. (mprotect() making the map writable again also upgrades dirty
+ * walked stays (apply_to_page_range(), the one of the two walks 7.x still
+ * exports, allocates only tables that are missing: none here); and the PMD
+ * above a PTE that faulted is no leaf (only our huge fault makes one, where
+ * there is no table), which the walk would refuse. (mprotect() making the map writable again also upgrades dirty
  * entries only: the approved ones.)
  */
 static vm_fault_t cma_map_pfn_mkwrite(struct vm_fault *vmf)
@@ -1056,8 +1057,8 @@ static vm_fault_t cma_map_pfn_mkwrite(struct vm_fault *vmf)
 	};
 
 	if (cma_rs_peer_map_ok(map->peer) &&
-	    !apply_to_existing_page_range(w.mm, vmf->address & PAGE_MASK, PAGE_SIZE,
-					  cma_map_mkwrite_pte, &w) &&
+	    !apply_to_page_range(w.mm, vmf->address & PAGE_MASK, PAGE_SIZE, cma_map_mkwrite_pte,
+				 &w) &&
 	    w.done) {
 		if (pte_write(w.orig))
 			return VM_FAULT_NOPAGE;
