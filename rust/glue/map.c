@@ -30,33 +30,33 @@
  * the work item's (cma_map_work), never the notifier's: it starts an
  * invalidation of the caller's mm, and the kernel lets none run inside
  * another's callbacks, start or end (lockdep models them as one lock; two
- * callers mapping each other could otherwise deadlock). So the end of an
- * invalidation hands its span to the work item, which unmaps it
- * (unmap_mapping_range(), which synchronises with the caller's munmap
- * through i_mmap_rwsem) and drops the references; until then the span is
- * busy for faults, the references keep the old pages alive (no page is
- * freed under the caller), and @unstable stays up, which is how a reader
- * knows the caller may still read a page the target no longer maps.
+ * callers mapping each other could otherwise deadlock). So an invalidation
+ * that meets what the caller maps hands its span to the work item as it
+ * begins and waits (bounded, see cma_map_invalidate_start()) until that
+ * has unmapped it (unmap_mapping_range(), which synchronises with the
+ * caller's munmap through i_mmap_rwsem) and dropped the references: our own
+ * work item, on a queue of its own, not an invalidation nested in the
+ * callback. Its end hands the span over again, for what a fault mapped
+ * meanwhile. Until the work is done the span is busy for faults, and
+ * @unstable stays up; if the wait timed out (contention in the caller's
+ * address space), the caller may still read the old page meanwhile (kept
+ * alive by the reference: never freed under the caller), and @unstable is
+ * how a reader knows. An invalidation nested in our own unmapping (a
+ * process mapping itself, or a caller mapped by another) is ignored: only
+ * holes can be there.
  *
- * Writes do not reach such a page: a PTE is inserted read-only and
- * approved for writing by our pfn_mkwrite under the page-table lock, only
- * while no invalidation meets it; and a change that could leave a written page
- * visible elsewhere (munmap, mremap, mprotect, fork, writeback) and meets a
- * page obtained for writing waits, in its start, for the work item to have
- * unmapped its span (a pass asked for then: @zap_asked, @zap_done): our
- * own work item, not an invalidation of the caller's mm nested in the
- * callback, and for at most CMA_MAP_WAIT (see cma_map_invalidate_start()).
- * Migration and collapse that meet a referenced page fail for now and are
- * retried. An invalidation nested in our own unmapping (a process mapping
- * itself, or a caller mapped by another) is ignored: only holes can be there.
+ * Writes go only where the target's page is writable by a copy: a PTE is
+ * inserted read-only and approved for writing by our pfn_mkwrite under the
+ * page-table lock, only while no invalidation meets it; the kernel then
+ * makes it writable if it is still the approved entry.
  *
  * Nothing here waits for an invalidation to end: a fault whose page is
  * being invalidated returns without a PTE, and the access is retried (a
  * signal is taken on the way back to user space).
  *
  * Lock order: the caller's mmap_lock, then (trylock only) the target's;
- * i_mmap_rwsem of the peer fd's mapping, then page-table locks; @lock is a
- * spinlock taken last.
+ * i_mmap_rwsem of the peer fd's mapping, then page-table locks, then @lock
+ * (a spinlock), then the xa_lock of @pages.
  */
 #include <linux/file.h>
 #include <linux/fs.h>
@@ -446,14 +446,14 @@ static bool cma_map_zapped(struct cma_map_state *map, unsigned long ticket)
 	return done;
 }
 
-/* Whether the caller may hold a writable page table entry for a target
- * page in [@start, @end): a page was obtained for writing there. */
-static bool cma_map_writable_in(struct cma_map_state *map, unsigned long start,
-				unsigned long end)
+/* Whether the caller may map something of target pages [@start, @end):
+ * an entry is noted there (a page, or a hole's stand-in). */
+static bool cma_map_mapped_in(struct cma_map_state *map, unsigned long start,
+			      unsigned long end)
 {
 	unsigned long index = start >> PAGE_SHIFT;
 
-	return xa_find(&map->pages, &index, (end - 1) >> PAGE_SHIFT, CMA_WRITABLE);
+	return xa_find(&map->pages, &index, (end - 1) >> PAGE_SHIFT, XA_PRESENT);
 }
 
 /*
@@ -470,36 +470,9 @@ static bool cma_map_meets(struct cma_map_state *map, const struct mmu_notifier_r
 	       !map->destroyed && !cma_nested(range->mm);
 }
 
-/* How long a change of the target waits for the caller's writable pages
- * to be unmapped, at most (cma_map_invalidate_start()). */
+/* How long a change of the target waits for the caller's pages of it to
+ * be unmapped, at most (cma_map_invalidate_start()). */
 #define CMA_MAP_WAIT (HZ / 10)
-
-/*
- * Whether an invalidation must wait for writable pages of the range to be
- * unmapped from the caller before its change takes effect: if blocking is
- * allowed, and the change may leave a page the caller writes visible where
- * the target no longer has it writable: munmap and mremap (a shared file or
- * shmem page stays the file's), mprotect, fork's write protection (the
- * page is the child's too) and writeback's (page_mkclean: a write after it
- * would escape writeback), and the clearing of soft-dirty bits (a write
- * after it would escape the tracking, CRIU's pre-dump). Not the others: the page stays the target's
- * (reclaim leaves a referenced page in the swap cache, where the target
- * finds it again; migration, compaction, collapse and KSM fail on it) or is
- * a private page the target gives up (MADV_DONTNEED), where a write
- * reaches nobody.
- */
-static bool cma_map_waits(const struct mmu_notifier_range *range)
-{
-	switch (range->event) {
-	case MMU_NOTIFY_UNMAP:
-	case MMU_NOTIFY_PROTECTION_VMA:
-	case MMU_NOTIFY_PROTECTION_PAGE:
-	case MMU_NOTIFY_SOFT_DIRTY:
-		return mmu_notifier_range_blockable(range);
-	default:
-		return false;
-	}
-}
 
 /*
  * An invalidation begins: the range is busy (no fault maps a page of it
@@ -507,10 +480,13 @@ static bool cma_map_waits(const struct mmu_notifier_range *range)
  * its check unmaps what it inserts), and readers are told (@generation,
  * and @unstable until the work item is done).
  *
- * If the caller may write to a page of the range and the change is one
- * of cma_map_waits(), it waits until the work item has unmapped the range
- * from the caller: a write must not land in a page the target is giving up
- * or protecting. The wait is for our own work item, on our own queue, not
+ * If the caller maps something of the range, the change waits (where it
+ * may block) until the work item has unmapped the range from the caller:
+ * the caller reaches no page the target is giving up or protecting once
+ * the change takes effect (after fork() such a page is the child's too;
+ * after munmap() of a shared file mapping it is the file's), and the
+ * module's reference to the page is gone before reclaim, migration or
+ * collapse look at it. The wait is for our own work item, on our own queue, not
  * for an invalidation of the caller's mm run here (see the top of the
  * file); that work waits for no invalidation of the target's (one nested
  * in our own unmapping is ignored: cma_map_meets()), and needs no lock the
@@ -519,16 +495,16 @@ static bool cma_map_waits(const struct mmu_notifier_range *range)
  * party can still tie them: mm_take_all_locks() on the caller's mm (an mmu
  * notifier registered there) takes the peer fd's i_mmap_rwsem for writing
  * and then waits for the other files' and anon_vmas' locks, which
- * page_mkclean() holds while it waits here. So the wait is bounded
- * (CMA_MAP_WAIT): past it, the change goes on, and the caller may write the
- * old page until the work item is done (@unstable tells), as when nothing
- * waits. And once one wait for a caller has timed out, no change waits for
+ * page_mkclean() and reclaim hold while they wait here. So the wait is
+ * bounded (CMA_MAP_WAIT): past it, the change goes on, and the caller may
+ * reach the old page until the work item is done (@unstable tells), as when
+ * the change may not block (the OOM reaper's, which frees private pages of
+ * a dying process). And once one wait for a caller has timed out, no change waits for
  * that caller's unmapping until one of its work items has finished a pass
  * (@stalled): one walk of page_mkclean() over many mappings, each met by
  * many maps, must not add its waits up. It is a wait for the caller's own
  * unmapping, which takes microseconds; only contention in the caller's own
- * address space can make it last. Only for writes: a stale read is told by
- * @unstable.
+ * address space can make it last.
  */
 static int cma_map_invalidate_start(struct mmu_notifier *mn,
 				    const struct mmu_notifier_range *range)
@@ -549,7 +525,7 @@ static int cma_map_invalidate_start(struct mmu_notifier *mn,
 		map->seq++;
 		raise = !map->raised;
 		map->raised = true;
-		if (cma_map_waits(range) && cma_map_writable_in(map, start, end))
+		if (mmu_notifier_range_blockable(range) && cma_map_mapped_in(map, start, end))
 			ticket = cma_map_defer(map, start, end);
 	}
 	spin_unlock(&map->lock);

@@ -298,30 +298,46 @@ pub(crate) fn cache_target() -> Result<(Peer, usize), Failure> {
 }
 
 /// How long [`fork_and_watch`]'s child watches.
-const WATCH: std::time::Duration = std::time::Duration::from_millis(200);
+pub(crate) const WATCH: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Forks, on CPU 0 with `SCHED_FIFO`, which the child inherits: the child
-/// reads the first word of the buffer at `addr` until [`WATCH`] has passed
-/// and exits with the number of times it changed (at most 255). Nothing
-/// else of ours runs on CPU 0 meanwhile: the parent waits for the child,
-/// and a kernel worker there (`SCHED_NORMAL`) waits for the child too. The
-/// reply: that number, or `u64::MAX` if the policy could not be set (not
-/// root, or one CPU).
-fn fork_and_watch(addr: usize) -> u64 {
-    // SAFETY: plain system calls on local values; the child only reads the
-    // process's own buffer and exits.
+/// Runs `f` on CPU 0 with `SCHED_FIFO` (inherited by children forked
+/// meanwhile), then restores the policy and CPUs: while `f` runs, a kernel
+/// worker of CPU 0 (`SCHED_NORMAL`) runs only when `f` sleeps. `None` if
+/// the policy could not be set (not root).
+pub(crate) fn on_cpu0_fifo<T>(f: impl FnOnce() -> T) -> Option<T> {
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: CPU sets and scheduling parameters on the stack, for this
+    // thread only.
     unsafe {
         let mut cpus: libc::cpu_set_t = std::mem::zeroed();
-        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut cpus);
+        libc::sched_getaffinity(0, size, &mut cpus);
         let mut zero: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(0, &mut zero);
         let fifo = libc::sched_param { sched_priority: 1 };
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &zero) != 0 {
-            return u64::MAX;
-        }
-        let reply = if libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo) != 0 {
-            u64::MAX
+        let r = if libc::sched_setaffinity(0, size, &zero) != 0
+            || libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo) != 0
+        {
+            None
         } else {
+            let r = f();
+            let other = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_OTHER, &other);
+            Some(r)
+        };
+        libc::sched_setaffinity(0, size, &cpus);
+        r
+    }
+}
+
+/// Forks, on CPU 0 with `SCHED_FIFO` ([`on_cpu0_fifo`]): the child reads
+/// the first word of the buffer at `addr` until [`WATCH`] has passed and
+/// exits with the number of times it changed (at most 255), the parent
+/// waiting for it meanwhile. The reply: that number, or `u64::MAX` if the
+/// policy could not be set.
+fn fork_and_watch(addr: usize) -> u64 {
+    on_cpu0_fifo(|| {
+        // SAFETY: the child only reads the process's own buffer and exits.
+        unsafe {
             let word = addr as *const u64;
             let child = libc::fork();
             if child == 0 {
@@ -339,13 +355,10 @@ fn fork_and_watch(addr: usize) -> u64 {
             }
             let mut status = 0;
             libc::waitpid(child, &mut status, 0);
-            let other = libc::sched_param { sched_priority: 0 };
-            libc::sched_setscheduler(0, libc::SCHED_OTHER, &other);
             libc::WEXITSTATUS(status) as u64
-        };
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &cpus);
-        reply
-    }
+        }
+    })
+    .unwrap_or(u64::MAX)
 }
 
 /// Reads the target's whole buffer through `peer` into `buf`.

@@ -75,6 +75,10 @@ pub const TESTS: &[Test] = &[
         run: write_never_reaches_forked_child,
     },
     Test {
+        name: "map_old_page_gone_when_munmap_returns",
+        run: old_page_gone_when_munmap_returns,
+    },
+    Test {
         name: "map_sees_thp_split",
         run: || change(cache::SPLIT_THP, Expect::NewBytes),
     },
@@ -557,6 +561,88 @@ fn write_never_reaches_forked_child() -> TestResult {
         t.command(cache::FIRST_WORD, &[])?[0],
         last,
         "the last write is not in the target's page"
+    );
+    Ok(())
+}
+
+/// A change of the target's mapping takes effect only after the caller's
+/// map of it is gone: the target, alone on CPU 0 with `SCHED_FIFO` (so that
+/// no deferred work of the module's runs there until it is done), unmaps a
+/// page, says so in a page shared with the test, and keeps CPU 0 busy; the
+/// caller, on CPU 1, reads its map of the page at once: zeros (a hole, as
+/// a copy would fault), never the old bytes.
+fn old_page_gone_when_munmap_returns() -> TestResult {
+    let dev = Device::open()?;
+    needs_map(&dev)?;
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return Err(Failure::Skip("needs two CPUs".into()));
+    }
+    let page = page_size();
+    // SAFETY: a fresh shared anonymous page, which the target inherits.
+    let flag = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if flag == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error().into());
+    }
+    let flag = flag as usize;
+    let mut t = crate::peer::Peer::spawn(move |mut ch| {
+        let buf = Mapping::new(page, libc::PROT_READ | libc::PROT_WRITE)?;
+        let addr = buf.addr();
+        // Unmapped by the command below, not again on drop.
+        std::mem::forget(buf);
+        // SAFETY: our own page.
+        unsafe { libc::memset(addr as *mut libc::c_void, 0xab, page) };
+        ch.send(&[addr as u64])?;
+        // SAFETY: unmaps our own page, then stores to the shared flag page.
+        let unmap = move || unsafe {
+            libc::munmap(addr as *mut libc::c_void, page);
+            (flag as *mut u64).write_volatile(1);
+        };
+        ch.serve(move |_, _| {
+            let fifo = cache::on_cpu0_fifo(|| {
+                unmap();
+                let start = std::time::Instant::now();
+                while start.elapsed() < cache::WATCH {
+                    std::hint::spin_loop();
+                }
+            });
+            if fifo.is_none() {
+                unmap();
+            }
+            Ok(vec![fifo.is_some() as u64])
+        })
+    })?;
+    let addr = t.recv()?[0] as usize;
+    let peer = dev.attach(Target::Pid(t.pid))?;
+    let m = peer.map(addr, page, false)?;
+    let mut byte = [0u8; 1];
+    m.read_at(0, &mut byte);
+    check_eq!(byte[0], 0xab, "the map is not the target's page");
+    t.command_no_reply(b'u')?;
+    // SAFETY: the shared flag page, mapped until the end of the test.
+    while unsafe { (flag as *const u64).read_volatile() } == 0 {
+        std::hint::spin_loop();
+    }
+    m.read_at(0, &mut byte);
+    let first = byte[0];
+    let fifo = t.recv()?[0];
+    // SAFETY: unmaps the flag page mapped above.
+    unsafe { libc::munmap(flag as *mut libc::c_void, page) };
+    if fifo == 0 {
+        return Err(Failure::Skip("SCHED_FIFO on CPU 0 refused".into()));
+    }
+    check_eq!(
+        first,
+        0,
+        "the caller read the old page after the target's munmap returned"
     );
     Ok(())
 }
