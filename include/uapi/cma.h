@@ -330,17 +330,19 @@ struct cma_attach {
  * target's mapping of a page changes (munmap, mremap, mprotect,
  * MADV_DONTNEED, copy-on-write after fork, THP split and collapse,
  * migration, swap, exit), @generation moves and @unstable rises as the
- * change begins, and the page is unmapped from the caller soon after, by a
- * work item (the kernel lets no unmapping of the caller run inside the
- * target's notifier); @unstable falls when that is done, and the next touch
- * looks the page up again. Until then the caller may still read the old
- * page (kept alive by the module's reference, never freed or reused under
- * it), but not write it: a change that meets a page the caller may write
- * takes effect only after that page is unmapped from the caller, so a
- * write lands in the target's page before the change (and, after fork(),
- * is the child's too, as it would be before the fork) or after it, in the
- * page the target has then, never in a page the target gave up. The
- * target's pages are not pinned: the module holds a page reference
+ * change begins, and the change takes effect only after the page is
+ * unmapped from the caller, by a work item the change waits for (the
+ * kernel lets no unmapping of the caller run inside the target's
+ * notifier); @unstable falls when that is done, and the next touch looks
+ * the page up again. So a load or store lands in the target's page before
+ * the change or in the page it has after it, never in a page it gave up
+ * (after fork(), the child never sees a store made after the fork). The
+ * wait is bounded (100 ms, and none for a caller whose unmapping timed out
+ * until it works again; none for a change that may not block): past it the
+ * caller may still reach the old page (kept alive by the module's
+ * reference, never freed or reused under it) until @unstable falls. A page
+ * is made writable only while no change of it has begun. The target's
+ * pages are not pinned: the module holds a page reference
  * only while the page is mapped, and drops it after the first change.
  * Where the target has no page a copy could reach (unmapped, PROT_NONE, a
  * device mapping, the target gone), the caller is not killed: it reads zeros
