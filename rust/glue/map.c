@@ -197,16 +197,17 @@ static struct cma_map_group *cma_group_of(const struct mm_struct *mm)
 DEFINE_STATIC_SRCU(cma_map_srcu);
 
 /*
- * The work items' queue: high priority (until a pass has run, the caller
- * may reach old pages), and with a rescuer, since an invalidation waits for
- * a pass (cma_map_invalidate_start()), and reclaim invalidates: a pass must
- * not need a new worker, which may need memory.
+ * The work items' queue: high priority (a change of the target waits for a
+ * pass), unbound (any idle CPU may run it, not only the one the waiting
+ * change sleeps on; 7.x wants one of WQ_UNBOUND and WQ_PERCPU said), and
+ * with a rescuer, since reclaim invalidates: a pass must not need a new
+ * worker, which may need memory.
  */
 static struct workqueue_struct *cma_map_wq;
 
 int cma_glue_map_init(void)
 {
-	cma_map_wq = alloc_workqueue("cma_map", WQ_HIGHPRI | WQ_MEM_RECLAIM, 0);
+	cma_map_wq = alloc_workqueue("cma_map", WQ_HIGHPRI | WQ_UNBOUND | WQ_MEM_RECLAIM, 0);
 	return cma_map_wq ? 0 : -ENOMEM;
 }
 
