@@ -487,25 +487,26 @@ static bool cma_map_meets(struct cma_map_state *map, const struct mmu_notifier_r
  * the change takes effect (after fork() such a page is the child's too;
  * after munmap() of a shared file mapping it is the file's), and the
  * module's reference to the page is gone before reclaim, migration or
- * collapse look at it. The wait is for our own work item, on our own queue, not
- * for an invalidation of the caller's mm run here (see the top of the
- * file); that work waits for no invalidation of the target's (one nested
- * in our own unmapping is ignored: cma_map_meets()), and needs no lock the
- * target's change holds itself (the peer fd's i_mmap_rwsem, which no
- * change of the target takes, and the caller's page-table locks). A third
- * party can still tie them: mm_take_all_locks() on the caller's mm (an mmu
- * notifier registered there) takes the peer fd's i_mmap_rwsem for writing
- * and then waits for the other files' and anon_vmas' locks, which
+ * collapse look at it. The wait is for our own work item, on our own
+ * queue, not for an invalidation of the caller's mm run here (see the top
+ * of the file); that work waits for no invalidation of the target's (one
+ * nested in our own unmapping is ignored: cma_map_meets()), and needs no
+ * lock the target's change holds itself (the peer fd's i_mmap_rwsem, which
+ * no change of the target takes, and the caller's page-table locks).
+ *
+ * A third party can still tie them: mm_take_all_locks() on the caller's mm
+ * (an mmu notifier registered there) takes the peer fd's i_mmap_rwsem for
+ * writing and then waits for the other files' and anon_vmas' locks, which
  * page_mkclean() and reclaim hold while they wait here. So the wait is
  * bounded (CMA_MAP_WAIT): past it, the change goes on, and the caller may
  * reach the old page until the work item is done (@unstable tells), as when
  * the change may not block (the OOM reaper's, which frees private pages of
- * a dying process). And once one wait for a caller has timed out, no change waits for
- * that caller's unmapping until one of its work items has finished a pass
- * (@stalled): one walk of page_mkclean() over many mappings, each met by
- * many maps, must not add its waits up. It is a wait for the caller's own
- * unmapping, which takes microseconds; only contention in the caller's own
- * address space can make it last.
+ * a dying process). And once a wait for a caller has timed out, no change
+ * waits for that caller's unmapping until one of its work items has
+ * finished a pass (@stalled): one walk of page_mkclean() over many
+ * mappings, each met by many maps, must not add its waits up. The wait is
+ * for the caller's own unmapping, which takes microseconds; only contention
+ * in the caller's own address space can make it last.
  */
 static int cma_map_invalidate_start(struct mmu_notifier *mn,
 				    const struct mmu_notifier_range *range)
@@ -618,7 +619,8 @@ static const struct mmu_notifier_ops cma_map_ops = {
 	.free_notifier = cma_map_free_notifier,
 };
 
-
+/* The caller's notifier (struct cma_caller), made by the first map state of
+ * an mm (mmu_notifier_get_locked()), freed after the last one's put. */
 static struct mmu_notifier *cma_caller_alloc(struct mm_struct *mm)
 {
 	struct cma_caller *caller = kzalloc(sizeof(*caller), GFP_KERNEL_ACCOUNT);
