@@ -125,6 +125,14 @@ enum Expect {
     Hole,
 }
 
+/// The CPU tests (the target alone on CPU 0, the caller on CPU 1) need two.
+fn needs_two_cpus() -> TestResult {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return Err(Failure::Skip("needs two CPUs".into()));
+    }
+    Ok(())
+}
+
 fn needs_map(dev: &Device) -> TestResult {
     check!(
         dev.info()?.features.contains(Features::MAP),
@@ -517,9 +525,7 @@ fn target_exit() -> TestResult {
 fn write_never_reaches_forked_child() -> TestResult {
     let dev = Device::open()?;
     needs_map(&dev)?;
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        return Err(Failure::Skip("needs two CPUs".into()));
-    }
+    needs_two_cpus()?;
     let (mut t, addr) = cache_target()?;
     let peer = dev.attach(Target::Pid(t.pid))?;
     let m = peer.map(addr, LEN, true)?;
@@ -574,25 +580,11 @@ fn write_never_reaches_forked_child() -> TestResult {
 fn old_page_gone_when_munmap_returns() -> TestResult {
     let dev = Device::open()?;
     needs_map(&dev)?;
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        return Err(Failure::Skip("needs two CPUs".into()));
-    }
+    needs_two_cpus()?;
     let page = page_size();
-    // SAFETY: a fresh shared anonymous page, which the target inherits.
-    let flag = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            page,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if flag == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error().into());
-    }
-    let flag = flag as usize;
+    // Shared with the target, which inherits it.
+    let flag_page = Mapping::shared(page, libc::PROT_READ | libc::PROT_WRITE)?;
+    let flag = flag_page.addr();
     let mut t = crate::peer::Peer::spawn(move |mut ch| {
         let buf = Mapping::new(page, libc::PROT_READ | libc::PROT_WRITE)?;
         let addr = buf.addr();
@@ -627,15 +619,13 @@ fn old_page_gone_when_munmap_returns() -> TestResult {
     m.read_at(0, &mut byte);
     check_eq!(byte[0], 0xab, "the map is not the target's page");
     t.command_no_reply(b'u')?;
-    // SAFETY: the shared flag page, mapped until the end of the test.
+    // SAFETY: `flag_page`, mapped until the end of the test.
     while unsafe { (flag as *const u64).read_volatile() } == 0 {
         std::hint::spin_loop();
     }
     m.read_at(0, &mut byte);
     let first = byte[0];
     let fifo = t.recv()?[0];
-    // SAFETY: unmaps the flag page mapped above.
-    unsafe { libc::munmap(flag as *mut libc::c_void, page) };
     if fifo == 0 {
         return Err(Failure::Skip("SCHED_FIFO on CPU 0 refused".into()));
     }

@@ -28,6 +28,16 @@ impl Mapping {
 
     /// Maps `len` bytes with protection `prot` and extra `MAP_*` flags.
     pub fn with_flags(len: usize, prot: i32, flags: i32) -> io::Result<Mapping> {
+        Self::anonymous(len, prot, libc::MAP_PRIVATE | flags)
+    }
+
+    /// Maps `len` bytes shared (`MAP_SHARED`): a child forked meanwhile
+    /// sees the same pages.
+    pub fn shared(len: usize, prot: i32) -> io::Result<Mapping> {
+        Self::anonymous(len, prot, libc::MAP_SHARED)
+    }
+
+    fn anonymous(len: usize, prot: i32, flags: i32) -> io::Result<Mapping> {
         // SAFETY: a fresh anonymous mapping at an address the kernel chooses
         // touches no existing memory.
         let addr = unsafe {
@@ -35,7 +45,7 @@ impl Mapping {
                 std::ptr::null_mut(),
                 len,
                 prot,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
+                libc::MAP_ANONYMOUS | flags,
                 -1,
                 0,
             )
