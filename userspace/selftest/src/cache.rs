@@ -110,6 +110,10 @@ pub const TESTS: &[Test] = &[
         name: "cache_invalidation_storm_killable",
         run: invalidation_storm,
     },
+    Test {
+        name: "cache_invalidation_held_open_killable",
+        run: crate::hold::held_invalidation,
+    },
 ];
 
 /// The target's buffer: 4 MiB, 2 MiB-aligned (THP-able).
@@ -164,14 +168,14 @@ pub(crate) fn pattern(seed: u64) -> Vec<u8> {
 
 /// A 2 MiB-aligned anonymous mapping of `LEN` bytes with THP asked for,
 /// kept for the life of the (target) process.
-fn aligned_buffer() -> io::Result<usize> {
+pub(crate) fn aligned_buffer() -> io::Result<usize> {
     let buf = crate::review::Aligned::new(LEN, libc::MADV_HUGEPAGE)?;
     let addr = buf.addr();
     std::mem::forget(buf);
     Ok(addr)
 }
 
-fn fill(addr: usize, seed: u64) {
+pub(crate) fn fill(addr: usize, seed: u64) {
     // SAFETY: the target's own buffer of `LEN` bytes.
     let b = unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, LEN) };
     Rng::new(seed).fill(b);
@@ -305,28 +309,17 @@ pub(crate) const WATCH: std::time::Duration = std::time::Duration::from_millis(2
 /// worker of CPU 0 (`SCHED_NORMAL`) runs only when `f` sleeps. `None` if
 /// the policy could not be set (not root).
 pub(crate) fn on_cpu0_fifo<T>(f: impl FnOnce() -> T) -> Option<T> {
-    let size = std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: CPU sets and scheduling parameters on the stack, for this
-    // thread only.
-    unsafe {
-        let mut cpus: libc::cpu_set_t = std::mem::zeroed();
-        libc::sched_getaffinity(0, size, &mut cpus);
-        let mut zero: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut zero);
-        let fifo = libc::sched_param { sched_priority: 1 };
-        let r = if libc::sched_setaffinity(0, size, &zero) != 0
-            || libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo) != 0
-        {
-            None
-        } else {
-            let r = f();
-            let other = libc::sched_param { sched_priority: 0 };
-            libc::sched_setscheduler(0, libc::SCHED_OTHER, &other);
-            Some(r)
-        };
-        libc::sched_setaffinity(0, size, &cpus);
-        r
+    let _cpu0 = util::OnCpu::new(0).ok()?;
+    let fifo = libc::sched_param { sched_priority: 1 };
+    // SAFETY: scheduling parameters on the stack, for this thread only.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo) } != 0 {
+        return None;
     }
+    let r = f();
+    let other = libc::sched_param { sched_priority: 0 };
+    // SAFETY: as above.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &other) };
+    Some(r)
 }
 
 /// Forks, on CPU 0 with `SCHED_FIFO` ([`on_cpu0_fifo`]): the child reads

@@ -11,6 +11,7 @@ mod cache;
 mod consent;
 mod copy;
 mod fuzz;
+mod hold;
 mod ktap;
 mod map;
 mod peer;

@@ -17,7 +17,7 @@ use cma::{Device, Features, Op, Target};
 use crate::cache::{self, cache_target, fnv, pattern, LEN};
 use crate::copy::iov;
 use crate::ktap::{expect_errno, Failure, Test, TestResult};
-use crate::util::{in_child, page_size, Mapping};
+use crate::util::{self, in_child, page_size, Mapping};
 use crate::{check, check_eq};
 
 /// How long a map's status may take to settle after a change: the work
@@ -126,13 +126,6 @@ enum Expect {
 }
 
 /// The CPU tests (the target alone on CPU 0, the caller on CPU 1) need two.
-fn needs_two_cpus() -> TestResult {
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        return Err(Failure::Skip("needs two CPUs".into()));
-    }
-    Ok(())
-}
-
 fn needs_map(dev: &Device) -> TestResult {
     check!(
         dev.info()?.features.contains(Features::MAP),
@@ -525,7 +518,7 @@ fn target_exit() -> TestResult {
 fn write_never_reaches_forked_child() -> TestResult {
     let dev = Device::open()?;
     needs_map(&dev)?;
-    needs_two_cpus()?;
+    util::needs_two_cpus()?;
     let (mut t, addr) = cache_target()?;
     let peer = dev.attach(Target::Pid(t.pid))?;
     let m = peer.map(addr, LEN, true)?;
@@ -535,12 +528,7 @@ fn write_never_reaches_forked_child() -> TestResult {
     let stop = AtomicBool::new(false);
     let (last, changes) = std::thread::scope(|s| {
         let writer = s.spawn(|| {
-            // SAFETY: a CPU set on the stack; the calling thread only.
-            unsafe {
-                let mut one: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(1, &mut one);
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
-            }
+            let _cpu1 = util::OnCpu::new(1);
             let mut v = 1u64;
             while !stop.load(Ordering::Relaxed) {
                 v += 1;
@@ -580,7 +568,7 @@ fn write_never_reaches_forked_child() -> TestResult {
 fn old_page_gone_when_munmap_returns() -> TestResult {
     let dev = Device::open()?;
     needs_map(&dev)?;
-    needs_two_cpus()?;
+    util::needs_two_cpus()?;
     let page = page_size();
     // Shared with the target, which inherits it.
     let flag_page = Mapping::shared(page, libc::PROT_READ | libc::PROT_WRITE)?;

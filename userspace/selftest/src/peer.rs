@@ -4,7 +4,8 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::time::{Duration, Instant};
 
 use crate::ktap::Failure;
 
@@ -118,6 +119,40 @@ impl Peer {
         self.cmd = None;
         self.reaped = true;
         crate::util::wait_child(self.pid)
+    }
+
+    /// Receives the next values the child sends within `limit`: `None` if
+    /// none came by then (the child may be stuck in the kernel).
+    pub fn recv_within(&mut self, limit: Duration) -> io::Result<Option<Vec<u64>>> {
+        let mut pfd = libc::pollfd {
+            fd: self.reply.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = i32::try_from(limit.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: polls one live descriptor.
+        match unsafe { libc::poll(&mut pfd, 1, ms) } {
+            1 => self.recv().map(Some),
+            0 => Ok(None),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    /// Reaps the child if it has ended within `limit`; says whether it has.
+    pub fn reaped_within(&mut self, limit: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            let mut status = 0;
+            // SAFETY: polls our own child; `status` is a valid out-pointer.
+            if unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) } == self.pid {
+                self.reaped = true;
+                return true;
+            }
+            if start.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Kills the child (SIGKILL) without reaping it: it stays a zombie until

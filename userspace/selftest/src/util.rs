@@ -167,6 +167,45 @@ pub fn become_user(uid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Skips a test that needs two CPUs (one for a thread kept busy or held,
+/// one for the test) on a machine that has fewer.
+pub fn needs_two_cpus() -> TestResult {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return Err(Failure::Skip("needs two CPUs".into()));
+    }
+    Ok(())
+}
+
+/// Keeps the calling thread on one CPU until dropped, when the thread gets
+/// its CPU set back.
+pub struct OnCpu(libc::cpu_set_t);
+
+impl OnCpu {
+    /// Moves the calling thread to CPU `cpu`.
+    pub fn new(cpu: usize) -> io::Result<OnCpu> {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: CPU sets on the stack, for the calling thread only.
+        unsafe {
+            let mut old: libc::cpu_set_t = std::mem::zeroed();
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut one);
+            if libc::sched_getaffinity(0, size, &mut old) != 0
+                || libc::sched_setaffinity(0, size, &one) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(OnCpu(old))
+        }
+    }
+}
+
+impl Drop for OnCpu {
+    fn drop(&mut self) {
+        // SAFETY: the CPU set saved by `new`, for the calling thread.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) };
+    }
+}
+
 /// A small deterministic PRNG (xorshift64*), so that failures reproduce.
 pub struct Rng(u64);
 
