@@ -52,7 +52,7 @@ LIBS := $(LIBDIR)/libcma.so $(LIBDIR)/libcma-preload.so $(LIBDIR)/pkgconfig/cma.
 	$(LIBDIR)/libxpmem.so
 C_TESTS := tests/c/cma_abi_test tests/c/libcma_test tests/c/mpi_check \
 	tests/c/mpi_check_mpich tests/c/seccomp_deny tests/c/xpmem_test tests/c/pvm_repeat_bench \
-	tests/c/map_placement_bench
+	tests/c/map_placement_bench tests/c/mpi_coll_bench
 
 .PHONY: all module deps kernel userspace libs ctests ucx-xpmem test test-debug fuzz stress run bench bench-mpi man install uninstall clean help fmt lint
 
@@ -173,6 +173,9 @@ tests/c/mpi_check: tests/c/mpi_check.c
 	mpicc.openmpi -O2 -Wall -Werror -o $@ $<
 tests/c/mpi_check_mpich: tests/c/mpi_check.c
 	mpicc.mpich -O2 -Wall -Werror -o $@ $<
+# Scatter and all-to-all of large messages, each call timed (make bench-mpi).
+tests/c/mpi_coll_bench: tests/c/mpi_coll_bench.c
+	mpicc.openmpi -O2 -Wall -Werror -o $@ $<
 
 # A launcher that runs a command under a seccomp filter refusing
 # process_vm_readv/writev, as a container runtime's profile does.
@@ -221,7 +224,7 @@ bench: module userspace
 
 # HPCC under Open MPI three ways (no single copy, process_vm_readv, /dev/cma)
 # and ucx_perftest: the seed's table. BENCH_MPI_ARGS="--reps 5 --hpl-n 2000".
-bench-mpi: module userspace libs ucx-xpmem
+bench-mpi: module userspace libs ucx-xpmem tests/c/mpi_coll_bench
 	scripts/vm.sh --flavour $(FLAVOUR) bench-mpi $(BENCH_MPI_ARGS)
 
 fmt:

@@ -14,19 +14,24 @@
 # rendezvous by get) through process_vm_readv and through /dev/cma (with the
 # preload's maps, its default, and with CMA_PRELOAD_MAPS=0: every call an
 # ioctl), and the XPMEM path: UCX built --with-xpmem over cma's libxpmem.so
-# (posix,xpmem).
+# (posix,xpmem). Last, tests/c/mpi_coll_bench: MPI_Scatter and MPI_Alltoall
+# of 4 MiB per rank, each call timed, buffers malloc'd and freed around each
+# call with glibc told to give them back (MALLOC_MMAP_THRESHOLD_), so that
+# the pages a copy cached are unmapped under it every time: the median call
+# and the slowest, through process_vm_readv and through /dev/cma.
 # Everything measured goes to out/bench-mpi.json; the table to stdout.
 #
-#   scripts/bench-mpi.sh [--reps N] [--hpl-n N] [--ucx-only]
+#   scripts/bench-mpi.sh [--reps N] [--hpl-n N] [--ucx-only] [--coll-only]
 set -euo pipefail
 top=$PWD
 lib=$top/out/lib/libcma-preload.so
-reps=3 hpl_n=1000 hpcc=1
+reps=3 hpl_n=1000 hpcc=1 ucx=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) reps=$2; shift 2 ;;
         --hpl-n) hpl_n=$2; shift 2 ;;
         --ucx-only) hpcc=0; shift ;;
+        --coll-only) hpcc=0 ucx=0; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -95,6 +100,30 @@ ucx_run() { # config size rep
         "$(awk '/Final:/ { print $7 }' "$work/client.log")" >> "$raw"
 }
 
+coll_run() { # config rep
+    local config=$1 rep=$2
+    local -a env=(-x MALLOC_MMAP_THRESHOLD_=1048576)
+    [ "$config" = cma ] && env+=(-x LD_PRELOAD="$lib")
+    local stats=/sys/class/misc/cma/stats before
+    before=$(cat "$stats/cache_misses" "$stats/cache_invalidations")
+    (cd "$work" && mpirun.openmpi --oversubscribe --bind-to none -np 2 \
+        --mca btl self,vader --mca pml ob1 --mca btl_vader_single_copy_mechanism cma \
+        "${env[@]}" "$top/tests/c/mpi_coll_bench" $((4 << 20)) 40 > "$work/coll.log" 2>&1) &&
+        grep -q 'mpi_coll_bench: ok' "$work/coll.log" || {
+        echo "mpi_coll_bench failed ($config):" >&2; tail -20 "$work/coll.log" >&2; return 1; }
+    if [ "$config" = cma ]; then
+        # Cache misses (pins) and invalidations of this run: in steady state
+        # each call's freed buffers are invalidated and its new ones pinned.
+        paste <(echo "$before") <(cat "$stats/cache_misses" "$stats/cache_invalidations") |
+            awk -v r="$rep" '{ d[NR] = $2 - $1 } END {
+                printf "# coll, repetition %s: %d cache misses, %d invalidations\n", r, d[1], d[2] }' >&2
+    fi
+    # "scatter median_us=... max_us=... over4x=... calls=..."
+    awk -v c="$config" -v r="$rep" '/^(scatter|alltoall) / {
+        split($2, m, "="); split($3, x, "=");
+        printf "coll\t%s\t%s\t%s\t%s\t%s\n", c, $1, r, m[2], x[2] }' "$work/coll.log" >> "$raw"
+}
+
 engine=$(cat /sys/module/cma/parameters/engine 2>/dev/null || echo unknown)
 echo "# bench-mpi: $(date -u +%F), $(uname -r), $(nproc) CPUs, accelerator ${CMA_ACCEL:-unknown}, cma engine $engine" >&2
 echo "# $(mpirun.openmpi --version 2>&1 | head -1), hpcc $(dpkg-query -W -f='${Version}' hpcc 2>/dev/null), HPL N=$hpl_n, $reps repetitions" >&2
@@ -108,9 +137,13 @@ for rep in $(seq "$reps"); do
         hpcc_run "$config" "$rep"
     done
     for size in 65536 1048576 4194304; do
+        [ "$ucx" = 1 ] || break
         for config in $(printf 'pvm\ncma\ncma-ioctl\nxpmem\n' | shuf --random-source=<(yes "$rep$size")); do
             ucx_run "$config" "$size" "$rep"
         done
+    done
+    for config in $(printf 'pvm\ncma\n' | shuf --random-source=<(yes "c$rep")); do
+        coll_run "$config" "$rep"
     done
 done
 
@@ -118,10 +151,12 @@ python3 - "$raw" "$top/out/bench-mpi.json" "${CMA_ACCEL:-unknown}" "$hpl_n" "$en
 import json, statistics, sys, datetime, platform
 raw, out, accel, hpl_n, engine = sys.argv[1:6]
 rows = [l.rstrip("\n").split("\t") for l in open(raw) if l.strip()]
-hpcc, ucx = {}, {}
+hpcc, ucx, coll = {}, {}, {}
 for r in rows:
     if r[0] == "hpcc":
         hpcc.setdefault((r[1], r[2]), []).append(float(r[4]) * 1000)  # GB/s -> MB/s
+    elif r[0] == "coll":
+        coll.setdefault((r[1], r[2]), []).append((float(r[4]), float(r[5])))
     else:
         ucx.setdefault((r[1], int(r[2])), []).append(float(r[4]))
 def stat(v):
@@ -131,7 +166,7 @@ keys = [("NaturallyOrderedRingBandwidth_GBytes", "Naturally ordered ring", (1235
         ("MaxPingPongBandwidth_GBytes", "Max ping-pong", (2028, 7424))]
 doc = {"date": datetime.date.today().isoformat(), "kernel": platform.release(),
        "accelerator": accel, "engine": engine, "hpl_n": int(hpl_n), "ranks": 2,
-       "hpcc": [], "ucx_perftest": []}
+       "hpcc": [], "ucx_perftest": [], "collectives": []}
 if hpcc:
     print(f"HPCC b_eff, Open MPI 4.1 btl/vader, 2 ranks, {accel.upper()} guest, cma engine {engine} "
           f"(MB/s, median of {len(next(iter(hpcc.values())))}; min-max)")
@@ -144,11 +179,12 @@ for key, name, seed in keys if hpcc else []:
     print(f"{name:24} {cell('Base'):>17} {cell('CMA'):>17} {cell('cma'):>17} | {rb:8.2f} {rc:8.2f} | {seed[0]}, {seed[1]}, {seed[1]/seed[0]:.1f}x")
     doc["hpcc"].append({"row": name, "key": key, "MBps": s, "cma_over_base": rb,
                         "cma_over_cma_syscall": rc, "seed_MBps": {"Base": seed[0], "CMA": seed[1]}})
-print()
-print("ucx_perftest tag_bw (MB/s, median; min-max): pvm and cma UCX_TLS=posix,cma, rendezvous by get")
-print("(cma: the preload with its maps, repeated reads served by memcpy; cma-ioctl: CMA_PRELOAD_MAPS=0);")
-print("xpmem: UCX rebuilt --with-xpmem over cma's libxpmem.so, UCX_TLS=posix,xpmem (the sender's buffer attached)")
-print(f"{'size':>10} {'pvm':>20} {'cma-ioctl':>20} {'cma':>20} {'xpmem':>20} | {'cma-ioctl/pvm':>13} {'cma/pvm':>7} {'xpmem/pvm':>9} {'xpmem/cma':>9}")
+if ucx:
+    print()
+    print("ucx_perftest tag_bw (MB/s, median; min-max): pvm and cma UCX_TLS=posix,cma, rendezvous by get")
+    print("(cma: the preload with its maps, repeated reads served by memcpy; cma-ioctl: CMA_PRELOAD_MAPS=0);")
+    print("xpmem: UCX rebuilt --with-xpmem over cma's libxpmem.so, UCX_TLS=posix,xpmem (the sender's buffer attached)")
+    print(f"{'size':>10} {'pvm':>20} {'cma-ioctl':>20} {'cma':>20} {'xpmem':>20} | {'cma-ioctl/pvm':>13} {'cma/pvm':>7} {'xpmem/pvm':>9} {'xpmem/cma':>9}")
 for size in sorted({k[1] for k in ucx}):
     p, c, x = stat(ucx[("pvm", size)]), stat(ucx[("cma", size)]), stat(ucx[("xpmem", size)])
     i = stat(ucx[("cma-ioctl", size)])
@@ -161,6 +197,24 @@ for size in sorted({k[1] for k in ucx}):
                                 "cma_ioctl_MBps": i, "cma_ioctl_over_pvm": i["median"] / p["median"],
                                 "cma_over_pvm": r, "xpmem_over_pvm": x["median"] / p["median"],
                                 "xpmem_over_cma": x["median"] / c["median"]})
+if coll:
+    print()
+    print("Collectives, Open MPI btl/vader, 2 ranks, 4 MiB per rank, buffers allocated and freed (unmapped)")
+    print("around each call (tests/c/mpi_coll_bench): us per call, median of the runs' medians; the slowest")
+    print("call of all runs; pvm/cma is the speed-up of the median, slowest/median the worst stall")
+    print(f"{'':10} {'pvm median':>11} {'slowest':>9} {'cma median':>11} {'slowest':>9} | {'pvm/cma':>7} "
+          f"{'pvm slowest/median':>18} {'cma slowest/median':>18}")
+    for name in ("scatter", "alltoall"):
+        p, c = coll[("pvm", name)], coll[("cma", name)]
+        pm, cm = statistics.median(m for m, _ in p), statistics.median(m for m, _ in c)
+        px, cx = max(x for _, x in p), max(x for _, x in c)
+        print(f"{name:10} {pm:11.0f} {px:9.0f} {cm:11.0f} {cx:9.0f} | {pm / cm:7.2f} "
+              f"{px / pm:18.1f} {cx / cm:18.1f}")
+        doc["collectives"].append({"collective": name, "bytes_per_rank": 4 << 20,
+                                   "pvm_us": {"medians": [m for m, _ in p], "slowest": [x for _, x in p]},
+                                   "cma_us": {"medians": [m for m, _ in c], "slowest": [x for _, x in c]},
+                                   "pvm_over_cma": pm / cm, "pvm_slowest_over_median": px / pm,
+                                   "cma_slowest_over_median": cx / cm})
 if accel == "tcg" and engine == "usercopy":
     print("\nLike for like: cma's usercopy engine copies with the same user-copy routines as"
           "\nprocess_vm_readv (rep movsb, which QEMU emulates slowly); cma/CMA is structure.")
