@@ -491,10 +491,11 @@ pub(crate) fn grant(reg: &Registry, file: &Arc<FileGrants>, arg: IoctlArg) -> Re
         }
     };
     let me = current_task();
-    // Before any registry lock: it takes the mm's mmap_lock. The first
-    // watch on an mm gives up with EINTR when a signal is pending (it takes
-    // all of the mm's locks, `mm_take_all_locks`); the grant is then
-    // restarted after the signal is handled, never failed with EINTR.
+    // Before any registry lock: it takes the mm's mmap_lock, killably. The
+    // first watch on an mm also gives up with EINTR when a signal is
+    // pending (it takes all of the mm's locks, `mm_take_all_locks`); the
+    // grant is then restarted after the signal is handled, never failed
+    // with EINTR.
     let watch = MmWatch::current(reg).map_err(|e| if e == EINTR { ERESTARTNOINTR } else { e })?;
     let key = watch.mm() as usize;
     let mut shard = reg.shard(key).lock();

@@ -539,9 +539,10 @@ static int cma_map_invalidate_start(struct mmu_notifier *mn,
 			atomic64_inc(STATUS(map, generation));
 	}
 	srcu_read_unlock(&cma_map_srcu, id);
-	/* The notifier's own SRCU keeps the state; the wait touches no more. */
+	/* The notifier's own SRCU keeps the state; the wait touches no more.
+	 * A task killed meanwhile stops waiting (and the change goes on). */
 	if (ticket && !READ_ONCE(map->caller->stalled) &&
-	    !wait_event_timeout(map->zapped, cma_map_zapped(map, ticket), CMA_MAP_WAIT))
+	    !wait_event_killable_timeout(map->zapped, cma_map_zapped(map, ticket), CMA_MAP_WAIT))
 		WRITE_ONCE(map->caller->stalled, true);
 	return 0;
 }
@@ -787,13 +788,17 @@ static vm_fault_t cma_map_hole(struct vm_fault *vmf, struct cma_map_state *map, 
  * The target's page at @taddr, with a reference, looked up as a copy would
  * (for writing if @write), or NULL (no page: a hole), or an ERR_PTR:
  * -EAGAIN if the fault lock was dropped to wait for the target's
- * mmap_lock (the fault is retried).
+ * mmap_lock (the fault is retried), -EINTR on a fatal signal. Every wait
+ * in it is killable, as a copy's: the target's fault may wait for a folio
+ * lock (a FUSE read) or its userfaultfd, and dirtying a page of a file may
+ * wait for a FUSE writeback, both as long as their owner likes.
  */
 static struct page *cma_map_lookup(struct vm_fault *vmf, struct cma_map_state *map,
 				   unsigned long taddr, bool write)
 {
 	struct mm_struct *mm = map->mn.mm;
 	struct page *page = NULL;
+	int locked = 1;
 	long n;
 
 	if (!mmget_not_zero(mm))
@@ -816,13 +821,22 @@ static struct page *cma_map_lookup(struct vm_fault *vmf, struct cma_map_state *m
 		mmput_async(mm);
 		return ERR_PTR(-EAGAIN);
 	}
-	n = get_user_pages_remote(mm, taddr, 1, write ? FOLL_WRITE : 0, &page, NULL);
-	mmap_read_unlock(mm);
+	n = get_user_pages_remote(mm, taddr, 1, write ? FOLL_WRITE : 0, &page, &locked);
+	if (locked)
+		mmap_read_unlock(mm);
 	mmput_async(mm);
 	if (n != 1)
-		return NULL;
-	if (write)
-		set_page_dirty_lock(page);
+		return fatal_signal_pending(current) ? ERR_PTR(-EINTR) : NULL;
+	if (write) {
+		struct folio *folio = page_folio(page);
+
+		if (folio_lock_killable(folio)) {
+			put_page(page);
+			return ERR_PTR(-EINTR);
+		}
+		folio_mark_dirty(folio);
+		folio_unlock(folio);
+	}
 	return page;
 }
 
@@ -833,8 +847,8 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 	unsigned long index = vmf->pgoff, taddr = index << PAGE_SHIFT;
 	bool write = vmf->flags & FAULT_FLAG_WRITE;
 	bool dead, busy, stale, writable, changed;
+	unsigned long seq, ticket;
 	struct page *page;
-	unsigned long seq;
 	vm_fault_t ret;
 	void *entry;
 
@@ -842,6 +856,7 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 	dead = map->dead;
 	busy = cma_map_busy(map, taddr, taddr + PAGE_SIZE);
 	stale = taddr >= map->stale_start && taddr < map->stale_end;
+	ticket = map->zap_asked;
 	seq = map->seq;
 	spin_unlock(&map->lock);
 	if (dead)
@@ -849,14 +864,16 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 	if (stale && (vmf->flags & FAULT_FLAG_ALLOW_RETRY) &&
 	    !(vmf->flags & FAULT_FLAG_RETRY_NOWAIT)) {
 		/*
-		 * The work item has yet to unmap this page: wait for it rather
-		 * than fault again and again, without our mmap_lock (the work
-		 * takes none of it), the file keeping the map.
+		 * The work item has yet to unmap this page: wait for its pass
+		 * (the latest asked covers the stale span) rather than fault
+		 * again and again, without our mmap_lock (the work takes none
+		 * of it), the file keeping the map, killably (a pass can take
+		 * long: it unmaps every mapping of the fd).
 		 */
 		struct file *file = get_file(vma->vm_file);
 
 		release_fault_lock(vmf);
-		flush_work(&map->work);
+		wait_event_killable(map->zapped, cma_map_zapped(map, ticket));
 		fput(file);
 		return VM_FAULT_RETRY;
 	}
@@ -880,8 +897,9 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 	page = entry;
 	if (!page) {
 		page = cma_map_lookup(vmf, map, taddr, write);
+		/* -EINTR: the process is going, the fault lock still held. */
 		if (IS_ERR(page))
-			return VM_FAULT_RETRY;
+			return PTR_ERR(page) == -EAGAIN ? VM_FAULT_RETRY : VM_FAULT_SIGBUS;
 		if (!page)
 			return cma_map_hole(vmf, map, write, seq);
 		/*

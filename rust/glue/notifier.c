@@ -67,15 +67,24 @@ static const struct mmu_notifier_ops cma_exit_ops = {
 
 /*
  * A reference on the exit watch of the caller's mm (made if none), whose
- * release calls @released(@ctx, mm), or an ERR_PTR. Takes the mm's
- * mmap_lock for writing. No release can run before @released and @ctx are
- * set: the caller runs in the mm, which therefore has a user.
+ * release calls @released(@ctx, mm), or an ERR_PTR (-EINTR on a fatal
+ * signal or, making the watch, any signal). Takes the mm's mmap_lock for
+ * writing, killably: other processes can hold it for reading (a fault of
+ * theirs in a map of this process), and a writer waiting uninterruptibly
+ * would hold this process's other threads, and its exit, behind it. No
+ * release can run before @released and @ctx are set: the caller runs in
+ * the mm, which therefore has a user.
  */
 struct mmu_notifier *cma_glue_watch_exit(cma_rs_mm_released_fn *released, void *ctx)
 {
-	struct mmu_notifier *mn = mmu_notifier_get(&cma_exit_ops, current->mm);
+	struct mm_struct *mm = current->mm;
+	struct mmu_notifier *mn;
 	struct cma_exit_watch *w;
 
+	if (mmap_write_lock_killable(mm))
+		return ERR_PTR(-EINTR);
+	mn = mmu_notifier_get_locked(&cma_exit_ops, mm);
+	mmap_write_unlock(mm);
 	if (IS_ERR(mn))
 		return mn;
 	w = container_of(mn, struct cma_exit_watch, mn);

@@ -23,7 +23,13 @@ pub const TESTS: &[Test] = crate::tests![
     consent_release_forgets_every_process_grants,
     consent_shared_mm_holds_one_entry,
     consent_registry_no_budget_shared_between_users,
+    consent_grant_killable_while_mmap_lock_held,
 ];
+
+/// See [`crate::hold::grant_killable`].
+fn consent_grant_killable_while_mmap_lock_held() -> TestResult {
+    crate::hold::grant_killable()
+}
 
 /// Commands a target answers (see [`target`]).
 const GRANT_PID: u8 = b'g';

@@ -42,6 +42,9 @@ const HELD: usize = 1;
 const RELEASE: usize = 2;
 const IN_ZAP: usize = 3;
 const TOP: usize = 4;
+const ZAPPER: usize = 5;
+const GO: usize = 6;
+const GRANTER: usize = 7;
 
 /// The copier's commands.
 const READ_NEW: u8 = b'n';
@@ -53,23 +56,22 @@ fn words(addr: usize) -> &'static [AtomicU64] {
     // SAFETY: a shared page mapped before the fork in the test and kept
     // mapped in the target for its life, and in the test until the target
     // is gone; `AtomicU64` has the layout of `u64`.
-    unsafe { std::slice::from_raw_parts(addr as *const AtomicU64, 8) }
+    unsafe { std::slice::from_raw_parts(addr as *const AtomicU64, 9) }
 }
 
-/// The process's resident pages, as `/proc/self/statm` says.
-fn rss() -> usize {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split(' ').nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The resident pages of process `pid`.
-fn rss_of(pid: i32) -> usize {
+/// The resident pages of process `pid` (or of one of its threads:
+/// `pid/task/tid`), as its `statm` says.
+fn rss_of(pid: impl std::fmt::Display) -> usize {
     std::fs::read_to_string(format!("/proc/{pid}/statm"))
         .ok()
         .and_then(|s| s.split(' ').nth(1)?.parse().ok())
         .unwrap_or(0)
+}
+
+/// The calling thread's id.
+fn gettid() -> u64 {
+    // SAFETY: no arguments, no memory.
+    unsafe { libc::syscall(libc::SYS_gettid) as u64 }
 }
 
 /// Lets the target's busy thread go (and with it the held zap) when the
@@ -82,28 +84,23 @@ impl Drop for Release {
     }
 }
 
-/// The target: a buffer of [`LEN`] bytes (the fill of [`pattern`]`(1)`),
-/// and [`ZAP_LEN`] bytes that, once armed, a `SCHED_IDLE` thread on CPU 0
-/// populates and zaps until a busy thread on CPU 0 finds a zap half done
-/// and keeps the CPU until released.
-fn target(shared: usize, mut ch: crate::peer::Child) -> TestResult {
-    let w = words(shared);
-    let addr = aligned_buffer()?;
-    fill(addr, 1);
+/// [`ZAP_LEN`] bytes of 4 KiB pages (a long zap), populated, kept for the
+/// life of the process.
+fn zap_region() -> io::Result<usize> {
     let zap = Mapping::new(ZAP_LEN, libc::PROT_READ | libc::PROT_WRITE)?;
-    // SAFETY: our own mapping; 4 KiB pages make a long zap.
-    unsafe {
-        libc::madvise(
-            zap.addr() as *mut libc::c_void,
-            ZAP_LEN,
-            libc::MADV_NOHUGEPAGE,
-        )
-    };
-    let z = zap.addr();
-    // Populated, so that the caller caches real pages of it.
-    // SAFETY: our own mapping.
-    unsafe { libc::madvise(z as *mut libc::c_void, ZAP_LEN, libc::MADV_POPULATE_WRITE) };
-    let zapper = std::thread::spawn(move || {
+    let z = std::mem::ManuallyDrop::new(zap).addr() as *mut libc::c_void;
+    // SAFETY (both): our own mapping, never unmapped.
+    unsafe { libc::madvise(z, ZAP_LEN, libc::MADV_NOHUGEPAGE) };
+    unsafe { libc::madvise(z, ZAP_LEN, libc::MADV_POPULATE_WRITE) };
+    Ok(z as usize)
+}
+
+/// Starts the zapper of region `z` ([`zap_region`]): a `SCHED_IDLE`
+/// thread on CPU 0 that, once armed, populates and zaps it until a zap
+/// is held ([`hog`]). Says its thread id in `w[ZAPPER]`.
+fn zapper(w: &'static [AtomicU64], z: usize) {
+    std::thread::spawn(move || {
+        w[ZAPPER].store(gettid(), Ordering::SeqCst);
         let _cpu0 = OnCpu::new(0);
         let idle = libc::sched_param { sched_priority: 0 };
         // SAFETY: this thread's own scheduling policy.
@@ -112,45 +109,73 @@ fn target(shared: usize, mut ch: crate::peer::Child) -> TestResult {
             std::thread::sleep(Duration::from_millis(1));
         }
         let at = z as *mut libc::c_void;
+        // SAFETY: the process id, no memory.
+        let me = unsafe { libc::getpid() };
         while w[HELD].load(Ordering::SeqCst) == 0 && w[RELEASE].load(Ordering::SeqCst) == 0 {
-            // SAFETY (both): our own mapping, alive while the thread runs
-            // (the process ends with `exit`, never unmapping it).
+            // SAFETY (both): our own mapping, never unmapped.
             unsafe { libc::madvise(at, ZAP_LEN, libc::MADV_POPULATE_WRITE) };
-            w[TOP].store(rss() as u64, Ordering::SeqCst);
+            w[TOP].store(rss_of(me) as u64, Ordering::SeqCst);
             w[IN_ZAP].store(1, Ordering::SeqCst);
             unsafe { libc::madvise(at, ZAP_LEN, libc::MADV_DONTNEED) };
             w[IN_ZAP].store(0, Ordering::SeqCst);
         }
     });
-    std::thread::spawn(move || {
-        let _cpu0 = OnCpu::new(0);
-        // The most CPU a thread can have in its class: the zapper beside it
-        // gets a few milliseconds a minute (at nice 0, a few a second).
-        // SAFETY: the calling thread's own nice value (0: this thread).
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
-        let (margin, zap) = (MARGIN / page_size(), ZAP_LEN / page_size());
-        while w[RELEASE].load(Ordering::SeqCst) == 0 {
-            if w[IN_ZAP].load(Ordering::SeqCst) == 1 {
-                // The zapper is not running while we are (one CPU): if
-                // the RSS is part way down, it is inside the zap.
-                let (top, now) = (w[TOP].load(Ordering::SeqCst) as usize, rss());
-                if now + margin <= top && now + zap >= top + margin {
-                    w[HELD].store(1, Ordering::SeqCst);
-                    while w[RELEASE].load(Ordering::SeqCst) == 0 {
-                        std::hint::spin_loop();
-                    }
+}
+
+/// The busy thread, on CPU 0 at nice -20, until released: when the zapper
+/// of process `pid` is part way through a zap, says so (`w[HELD]`) and
+/// keeps the CPU, so that the zap stays in flight.
+fn hog(w: &[AtomicU64], pid: i32) {
+    let _cpu0 = OnCpu::new(0);
+    // The most CPU a thread can have in its class: the zapper beside it
+    // gets a few milliseconds a minute (at nice 0, a few a second).
+    // SAFETY: the calling thread's own nice value (0: this thread).
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
+    let (margin, zap) = (MARGIN / page_size(), ZAP_LEN / page_size());
+    while w[RELEASE].load(Ordering::SeqCst) == 0 {
+        if w[IN_ZAP].load(Ordering::SeqCst) == 1 {
+            // The zapper is not running while we are (one CPU): if the
+            // RSS is part way down, it is inside the zap.
+            let (top, now) = (w[TOP].load(Ordering::SeqCst) as usize, rss_of(pid));
+            if now + margin <= top && now + zap >= top + margin {
+                w[HELD].store(1, Ordering::SeqCst);
+                while w[RELEASE].load(Ordering::SeqCst) == 0 {
+                    std::hint::spin_loop();
                 }
             }
-            std::thread::sleep(Duration::from_micros(20));
         }
-    });
+        std::thread::sleep(Duration::from_micros(20));
+    }
+}
+
+/// Arms the zapper and waits until a zap is held; returns how long that
+/// took.
+fn hold(w: &[AtomicU64]) -> Result<Duration, Failure> {
+    w[ARMED].store(1, Ordering::SeqCst);
+    let start = Instant::now();
+    while w[HELD].load(Ordering::SeqCst) == 0 {
+        check!(
+            start.elapsed() < SETUP,
+            "the target's zap was never caught part way"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(start.elapsed())
+}
+
+/// The target: a buffer of [`LEN`] bytes (the fill of [`pattern`]`(1)`),
+/// a zap region with its zapper, and the busy thread.
+fn target(shared: usize, mut ch: crate::peer::Child) -> TestResult {
+    let w = words(shared);
+    let addr = aligned_buffer()?;
+    fill(addr, 1);
+    let z = zap_region()?;
+    zapper(w, z);
+    // SAFETY: the process id, no memory.
+    let me = unsafe { libc::getpid() };
+    std::thread::spawn(move || hog(w, me));
     ch.send(&[addr as u64, z as u64])?;
-    let r = ch.wait();
-    // The zapper ends once released; the mapping stays until it has.
-    w[RELEASE].store(1, Ordering::SeqCst);
-    let _ = zapper.join();
-    drop(zap);
-    r
+    ch.wait()
 }
 
 /// Reads `len` bytes of the target at `remote` through `peer` into `buf`:
@@ -233,16 +258,7 @@ pub(crate) fn held_invalidation() -> TestResult {
     let _release = Release(shared);
     let warm = c.recv_within(SETUP)?;
     check_eq!(warm, Some(vec![1]), "the copier's first reads failed");
-    w[ARMED].store(1, Ordering::SeqCst);
-    let start = Instant::now();
-    while w[HELD].load(Ordering::SeqCst) == 0 {
-        check!(
-            start.elapsed() < SETUP,
-            "the target's zap was never caught part way"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let caught = start.elapsed();
+    let caught = hold(w)?;
     let held_at = Instant::now();
     let rss_held = rss_of(pid);
     let mut times = Vec::new();
@@ -272,5 +288,167 @@ pub(crate) fn held_invalidation() -> TestResult {
          close, read and exit done {times:?} ms later",
         caught.as_millis()
     );
+    Ok(())
+}
+
+/// Whether thread `tid` of process `pid` is still there.
+fn thread_alive(pid: i32, tid: u64) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
+}
+
+/// The state letter of thread `tid` of process `pid` (`D`, `R`, `S`...).
+fn thread_state(pid: i32, tid: u64) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// A process's first grant takes its `mmap_lock` for writing (the watch on
+/// its address space). Another process can hold that lock for reading as
+/// long as it likes (here: the process's own zap, held part way by a busy
+/// process on its CPU; equally a fault of a peer's in a map of it): the
+/// grant then waits, and a SIGKILL must end the granting thread, not leave
+/// it in D state until the lock comes free.
+pub(crate) fn grant_killable() -> TestResult {
+    crate::perm::needs_root()?;
+    util::needs_two_cpus()?;
+    let page = Mapping::shared(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+    let shared = page.addr();
+    let w = words(shared);
+    let _cpu1 = OnCpu::new(1)?;
+    let mut t = Peer::spawn(move |mut ch| {
+        let dev = Device::open()?;
+        zapper(w, zap_region()?);
+        std::thread::spawn(move || {
+            w[GRANTER].store(gettid(), Ordering::SeqCst);
+            while w[GO].load(Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let granted = dev.grant(None).is_ok();
+            w[GO].store(if granted { 2 } else { 3 }, Ordering::SeqCst);
+        });
+        ch.send(&[])?;
+        ch.wait()
+    })?;
+    t.recv()?;
+    let pid = t.pid;
+    let mut h = Peer::spawn(move |_| {
+        hog(w, pid);
+        Ok(())
+    })?;
+    let release = Release(shared);
+    hold(w)?;
+    let (zapper, granter) = (
+        w[ZAPPER].load(Ordering::SeqCst),
+        w[GRANTER].load(Ordering::SeqCst),
+    );
+    w[GO].store(1, Ordering::SeqCst);
+    // The grant must wait for the lock (D, killable or not).
+    let start = Instant::now();
+    while thread_state(pid, granter) != Some('D') {
+        check_eq!(
+            w[GO].load(Ordering::SeqCst),
+            1,
+            "the grant did not wait for the mmap_lock the zap holds"
+        );
+        check!(start.elapsed() < STEP, "the grant never waited");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t.kill();
+    let killed = Instant::now();
+    while thread_alive(pid, granter) {
+        check!(
+            killed.elapsed() < STEP,
+            "the granting thread was still there {STEP:?} after SIGKILL (D state while another \
+             process holds its mmap_lock for reading)"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let gone = killed.elapsed();
+    check!(
+        thread_alive(pid, zapper),
+        "the zap ended before the test did: it held nothing"
+    );
+    println!(
+        "# the granting thread was gone {} ms after SIGKILL, the zap still held",
+        gone.as_millis()
+    );
+    drop(release);
+    check!(h.reaped_within(SETUP), "the busy process did not end");
+    Ok(())
+}
+
+/// A fault in the caller's map of a target's page whose read a FUSE server
+/// holds (the page stays locked meanwhile; any user who can mount FUSE
+/// can arrange that, for as long as they like): the fault waits, as a
+/// copy's lookup would, and a SIGKILL must end it, not leave the caller in
+/// D state until the server answers.
+pub(crate) fn map_fault_killable() -> TestResult {
+    crate::perm::needs_root()?;
+    util::needs_feature(cma::Features::MAP)?;
+    let page = Mapping::shared(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+    let w = words(page.addr());
+    // The server's words: its release (set by `Release`) and the reads it holds.
+    let fw = &w[RELEASE..];
+    let fuse = match crate::fuse::Fuse::mount(fw) {
+        Ok(f) => f,
+        Err(e) => return Err(Failure::Skip(format!("no FUSE mount: {e}"))),
+    };
+    let file = fuse.file();
+    let mut t = Peer::spawn(move |mut ch| {
+        let f = std::fs::File::open(&file)?;
+        // SAFETY: a new shared read-only mapping of our own file,
+        // never unmapped (the process ends with the test).
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                crate::fuse::FILE_LEN,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                0,
+            )
+        };
+        check!(addr != libc::MAP_FAILED, "mmap of the FUSE file");
+        ch.send(&[addr as u64])?;
+        ch.wait()
+    })?;
+    let addr = t.recv()?[0] as usize;
+    let pid = t.pid;
+    let mut c = Peer::spawn(move |mut ch| {
+        let dev = Device::open()?;
+        let peer = dev.attach(Target::Pid(pid))?;
+        let m = peer.map(addr, page_size(), false)?;
+        ch.send(&[1])?;
+        // SAFETY: the map's first byte, mapped while `m` lives.
+        let b = unsafe { m.as_ptr().read_volatile() };
+        ch.send(&[u64::from(b)])?;
+        ch.wait()
+    })?;
+    // Let the server answer when the test returns, whichever way.
+    let release = Release(page.addr());
+    check_eq!(c.recv_within(SETUP)?, Some(vec![1]), "the map failed");
+    let start = Instant::now();
+    while fw[1].load(Ordering::SeqCst) == 0 {
+        check!(start.elapsed() < STEP, "the fault never read the file");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    check_eq!(
+        c.recv_within(Duration::from_millis(100))?,
+        None,
+        "the read of the map did not wait for the page's read"
+    );
+    c.kill();
+    let killed = Instant::now();
+    check!(
+        c.reaped_within(STEP),
+        "the caller was not gone {STEP:?} after SIGKILL (D state while a FUSE read of the \
+         target's page is held)"
+    );
+    println!(
+        "# the caller, faulting on a page whose FUSE read is held, was gone {} ms after SIGKILL",
+        killed.elapsed().as_millis()
+    );
+    drop(release);
+    drop(fuse);
     Ok(())
 }

@@ -10,6 +10,7 @@ mod basic;
 mod cache;
 mod consent;
 mod copy;
+mod fuse;
 mod fuzz;
 mod hold;
 mod ktap;

@@ -110,6 +110,10 @@ pub const TESTS: &[Test] = &[
         name: "map_races_with_target_changes",
         run: races_with_changes,
     },
+    Test {
+        name: "map_fault_killable_while_target_page_read_held",
+        run: crate::hold::map_fault_killable,
+    },
 ];
 
 /// What the mapping must show after a change.
