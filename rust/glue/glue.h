@@ -125,6 +125,7 @@ void *cma_glue_file_private(struct file *file);
 unsigned int cma_glue_stat_names(void);
 void cma_glue_stat_add(unsigned int i, u64 n);
 struct mmu_notifier *cma_glue_watch_exit(cma_rs_mm_released_fn *released, void *ctx);
+int cma_glue_mmap_write_lock_all_killable(struct mm_struct *mm);
 struct mm_struct *cma_glue_watch_mm(struct mmu_notifier *mn);
 void cma_glue_unwatch_exit(struct mmu_notifier *mn);
 void cma_glue_watch_sync(void);

@@ -192,8 +192,11 @@ static struct cma_map_group *cma_group_of(const struct mm_struct *mm)
 	return NULL;
 }
 
-/* Callbacks that touch a map's inode run under this, which the release of
- * the peer fd waits out before the inode can go. */
+/* The target's notifier callbacks run under this, which the release of
+ * the peer fd waits out before the map can go; each read side is a few
+ * spinlock sections, never a pass over the caller's mappings (which one
+ * user could make long for every other user's close): the work items do
+ * those, and the release cancels them (cancel_work_sync()), its own only. */
 DEFINE_STATIC_SRCU(cma_map_srcu);
 
 /*
@@ -353,11 +356,10 @@ static void cma_map_work(struct work_struct *work)
 	struct cma_map_state *map = container_of(work, struct cma_map_state, work);
 	unsigned long start, end, taken;
 	bool stale;
-	int id;
 
-	id = srcu_read_lock(&cma_map_srcu);
+	/* The release of the peer fd cancels us after setting this. */
 	if (READ_ONCE(map->destroyed))
-		goto out;
+		return;
 	/*
 	 * The span passes from stale to busy in one step: a fault never finds
 	 * it neither, and so never maps an entry the invalidation left.
@@ -390,36 +392,41 @@ static void cma_map_work(struct work_struct *work)
 	spin_unlock(&map->lock);
 	WRITE_ONCE(map->caller->stalled, false);
 	wake_up_all(&map->zapped);
-out:
-	srcu_read_unlock(&cma_map_srcu, id);
 }
 
-/* The hole work: forgets and unmaps the holes noted so far. */
+/* Holes one run of the hole work forgets at most: threads that keep
+ * noting holes ahead of it cannot keep one run going. */
+#define CMA_HOLES_PER_RUN 64
+
+/* The hole work: forgets and unmaps the holes noted so far, a batch a run. */
 static void cma_map_hole_work(struct work_struct *work)
 {
 	struct cma_map_state *map = container_of(to_delayed_work(work), struct cma_map_state,
 						 hole_work);
+	unsigned int done = 0;
 	unsigned long index;
 	void *entry;
-	int id;
 
-	id = srcu_read_lock(&cma_map_srcu);
+	/* The release of the peer fd cancels us after setting this. */
 	if (READ_ONCE(map->destroyed))
-		goto out;
+		return;
 	/*
 	 * Each hole: its entry first, then its page table entries (a fault
 	 * that maps the stand-in after this unmapping finds the entry gone
 	 * and unmaps it itself), then its count.
 	 */
 	xa_for_each_marked(&map->pages, index, entry, CMA_HOLE_MARK) {
+		if (done++ == CMA_HOLES_PER_RUN) {
+			/* The rest in the next run (the fd's release cancels it). */
+			schedule_delayed_work(&map->hole_work, 0);
+			break;
+		}
 		if (xa_cmpxchg(&map->pages, index, entry, NULL, 0) != entry)
 			continue;
 		cma_map_unmap(map, index << PAGE_SHIFT, (index + 1) << PAGE_SHIFT);
 		cma_map_drop(map, entry);
 		cond_resched();
 	}
-out:
-	srcu_read_unlock(&cma_map_srcu, id);
 }
 
 /* Leaves [@start, @end) to the work item; @lock held. Returns the ticket
@@ -578,11 +585,17 @@ static void cma_map_invalidate_end(struct mmu_notifier *mn,
 	srcu_read_unlock(&cma_map_srcu, id);
 }
 
-/* The target's address space is being torn down: nothing of it may stay
- * mapped, and nothing will be mapped again. */
+/*
+ * The target's address space is being torn down: nothing of it may stay
+ * mapped, and nothing will be mapped again. The unmapping is the work
+ * item's, waited for as a change's is (cma_map_invalidate_start()):
+ * bounded and killable, since this runs in whoever drops the target's last
+ * mm reference, and the pass's length is the caller's to make.
+ */
 static void cma_map_release(struct mmu_notifier *mn, struct mm_struct *mm)
 {
 	struct cma_map_state *map = container_of(mn, struct cma_map_state, mn);
+	unsigned long ticket = 0;
 	bool was_dead;
 	int id;
 
@@ -591,15 +604,17 @@ static void cma_map_release(struct mmu_notifier *mn, struct mm_struct *mm)
 	was_dead = map->dead || map->destroyed;
 	map->dead = true;
 	map->seq++;
+	if (!was_dead && map->lo < map->hi)
+		ticket = cma_map_defer(map, map->lo, map->hi);
 	spin_unlock(&map->lock);
-	if (!was_dead) {
-		/* For good: every reader falls back to a copy, which fails with
-		 * ESRCH. */
+	/* For good: every reader falls back to a copy, which fails with
+	 * ESRCH. */
+	if (!was_dead)
 		cma_status_unstable(map);
-		cma_map_unmap(map, PAGE_SIZE, TASK_SIZE_MAX);
-		cma_map_forget(map, PAGE_SIZE, TASK_SIZE_MAX);
-	}
 	srcu_read_unlock(&cma_map_srcu, id);
+	if (ticket && !READ_ONCE(map->caller->stalled) &&
+	    !wait_event_killable_timeout(map->zapped, cma_map_zapped(map, ticket), CMA_MAP_WAIT))
+		WRITE_ONCE(map->caller->stalled, true);
 }
 
 /* The target's notifier is gone for good (after its grace period): no
@@ -785,59 +800,78 @@ static vm_fault_t cma_map_hole(struct vm_fault *vmf, struct cma_map_state *map, 
 }
 
 /*
+ * Faults the target's page at @taddr in (for writing if @flags says so)
+ * and waits until it is unlocked, holding nothing of the caller's, every
+ * wait killable: the slow half of cma_map_lookup(), after which the fault
+ * is retried.
+ */
+static void cma_map_prefault(struct mm_struct *mm, unsigned long taddr, unsigned int flags)
+{
+	struct page *page;
+	int locked = 1;
+
+	if (mmap_read_lock_killable(mm))
+		return;
+	if (get_user_pages_remote(mm, taddr, 1, flags, &page, &locked) == 1) {
+		if (locked)
+			mmap_read_unlock(mm);
+		locked = 0;
+		folio_wait_locked_killable(page_folio(page));
+		put_page(page);
+	}
+	if (locked)
+		mmap_read_unlock(mm);
+}
+
+/*
  * The target's page at @taddr, with a reference, looked up as a copy would
- * (for writing if @write), or NULL (no page: a hole), or an ERR_PTR:
- * -EAGAIN if the fault lock was dropped to wait for the target's
- * mmap_lock (the fault is retried), -EINTR on a fatal signal. Every wait
- * in it is killable, as a copy's: the target's fault may wait for a folio
- * lock (a FUSE read) or its userfaultfd, and dirtying a page of a file may
- * wait for a FUSE writeback, both as long as their owner likes.
+ * (for writing if @write), or NULL (no page: a hole), or ERR_PTR(-EAGAIN):
+ * the fault lock was dropped to wait, and the fault is retried.
+ *
+ * The caller's mmap_lock (or its VMA's lock) is held: nothing of the
+ * target's is waited for under it. Its mmap_lock only by trylock (two
+ * processes mapping each other would deadlock), its faults with
+ * FOLL_NOWAIT, its page's lock by trylock. What would wait (the target's
+ * lock, a page still being read in, which a FUSE server can hold as long
+ * as it likes, a locked page to dirty) is waited for with the fault lock
+ * dropped, killably (cma_map_prefault()), and the fault retried.
  */
 static struct page *cma_map_lookup(struct vm_fault *vmf, struct cma_map_state *map,
 				   unsigned long taddr, bool write)
 {
+	unsigned int flags = write ? FOLL_WRITE : 0;
 	struct mm_struct *mm = map->mn.mm;
 	struct page *page = NULL;
-	int locked = 1;
-	long n;
+	struct folio *folio;
+	long n = 0;
 
 	if (!mmget_not_zero(mm))
 		return NULL;
-	/*
-	 * The caller's mmap_lock is held: never wait for the target's under
-	 * it (two processes mapping each other would deadlock). Drop ours,
-	 * wait, and have the fault retried.
-	 */
-	if (!mmap_read_trylock(mm)) {
-		if (!(vmf->flags & FAULT_FLAG_ALLOW_RETRY)) {
-			mmput_async(mm);
-			return NULL;
-		}
-		if (!(vmf->flags & FAULT_FLAG_RETRY_NOWAIT)) {
-			release_fault_lock(vmf);
-			if (!mmap_read_lock_killable(mm))
-				mmap_read_unlock(mm);
-		}
-		mmput_async(mm);
-		return ERR_PTR(-EAGAIN);
-	}
-	n = get_user_pages_remote(mm, taddr, 1, write ? FOLL_WRITE : 0, &page, &locked);
-	if (locked)
+	if (mmap_read_trylock(mm)) {
+		/* 0: the fault would have waited. */
+		n = get_user_pages_remote(mm, taddr, 1, flags | FOLL_NOWAIT, &page, NULL);
 		mmap_read_unlock(mm);
-	mmput_async(mm);
-	if (n != 1)
-		return fatal_signal_pending(current) ? ERR_PTR(-EINTR) : NULL;
-	if (write) {
-		struct folio *folio = page_folio(page);
-
-		if (folio_lock_killable(folio)) {
-			put_page(page);
-			return ERR_PTR(-EINTR);
-		}
-		folio_mark_dirty(folio);
-		folio_unlock(folio);
 	}
-	return page;
+	if (n == 1 && write) {
+		folio = page_folio(page);
+		if (folio_trylock(folio)) {
+			folio_mark_dirty(folio);
+			folio_unlock(folio);
+		} else {
+			put_page(page);
+			n = 0;
+		}
+	}
+	if (n != 0 || !(vmf->flags & FAULT_FLAG_ALLOW_RETRY)) {
+		mmput_async(mm);
+		return n == 1 ? page : NULL;
+	}
+	if (!(vmf->flags & FAULT_FLAG_RETRY_NOWAIT)) {
+		release_fault_lock(vmf);
+		cma_map_prefault(mm, taddr, flags);
+	}
+	mmput_async(mm);
+	return ERR_PTR(-EAGAIN);
 }
 
 static vm_fault_t cma_map_fault(struct vm_fault *vmf)
@@ -897,9 +931,8 @@ static vm_fault_t cma_map_fault(struct vm_fault *vmf)
 	page = entry;
 	if (!page) {
 		page = cma_map_lookup(vmf, map, taddr, write);
-		/* -EINTR: the process is going, the fault lock still held. */
 		if (IS_ERR(page))
-			return PTR_ERR(page) == -EAGAIN ? VM_FAULT_RETRY : VM_FAULT_SIGBUS;
+			return VM_FAULT_RETRY;
 		if (!page)
 			return cma_map_hole(vmf, map, write, seq);
 		/*
@@ -1312,7 +1345,7 @@ int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm
 	 * which may be gone once the ioctl has failed).
 	 */
 	ret = -EINTR;
-	if (mmap_write_lock_killable(current->mm))
+	if (cma_glue_mmap_write_lock_all_killable(current->mm))
 		goto free;
 	caller = mmu_notifier_get_locked(&cma_caller_ops, current->mm);
 	mmap_write_unlock(current->mm);
@@ -1323,7 +1356,7 @@ int cma_glue_map_state(struct file *file, const void *peer, struct mm_struct *mm
 	spin_lock(&map->caller->lock);
 	list_add(&map->caller_node, &map->caller->maps);
 	spin_unlock(&map->caller->lock);
-	ret = mmap_write_lock_killable(mm) ? -EINTR : 0;
+	ret = cma_glue_mmap_write_lock_all_killable(mm);
 	if (!ret) {
 		ret = __mmu_notifier_register(&map->mn, mm);
 		mmap_write_unlock(mm);

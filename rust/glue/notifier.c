@@ -66,6 +66,35 @@ static const struct mmu_notifier_ops cma_exit_ops = {
 };
 
 /*
+ * Takes @mm's mmap_lock for writing, killably, and where VMAs have locks of
+ * their own that mm_take_all_locks() (the first notifier of an mm) would
+ * take uninterruptibly, each VMA's too, killably: on 7.x a zap
+ * (MADV_DONTNEED) or a fault holds only its VMA's lock, for as long as its
+ * task is kept off the CPU, which any user can arrange. Taken here, the
+ * VMA locks stay ours until the mmap_lock is dropped, and
+ * mm_take_all_locks() finds them taken. 0, or -EINTR with nothing held.
+ */
+int cma_glue_mmap_write_lock_all_killable(struct mm_struct *mm)
+{
+	if (mmap_write_lock_killable(mm))
+		return -EINTR;
+#ifdef CMA_HAVE_VMA_START_WRITE_KILLABLE
+	{
+		VMA_ITERATOR(vmi, mm, 0);
+		struct vm_area_struct *vma;
+
+		for_each_vma(vmi, vma) {
+			if (vma_start_write_killable(vma)) {
+				mmap_write_unlock(mm);
+				return -EINTR;
+			}
+		}
+	}
+#endif
+	return 0;
+}
+
+/*
  * A reference on the exit watch of the caller's mm (made if none), whose
  * release calls @released(@ctx, mm), or an ERR_PTR (-EINTR on a fatal
  * signal or, making the watch, any signal). Takes the mm's mmap_lock for
@@ -81,7 +110,7 @@ struct mmu_notifier *cma_glue_watch_exit(cma_rs_mm_released_fn *released, void *
 	struct mmu_notifier *mn;
 	struct cma_exit_watch *w;
 
-	if (mmap_write_lock_killable(mm))
+	if (cma_glue_mmap_write_lock_all_killable(mm))
 		return ERR_PTR(-EINTR);
 	mn = mmu_notifier_get_locked(&cma_exit_ops, mm);
 	mmap_write_unlock(mm);
@@ -297,7 +326,7 @@ static int cma_hook_attach(struct cma_cache_hook *hook, struct mm_struct *mm)
 		return -EINTR;
 	if (hook->watch)
 		goto out;
-	if (mmap_write_lock_killable(mm)) {
+	if (cma_glue_mmap_write_lock_all_killable(mm)) {
 		ret = -EINTR;
 		goto out;
 	}

@@ -452,3 +452,149 @@ pub(crate) fn map_fault_killable() -> TestResult {
     drop(fuse);
     Ok(())
 }
+
+/// Mappings of one peer fd the long-pass test makes (below the default
+/// `vm.max_map_count`, 65530, with room for the process's own).
+const PASS_VMAS: usize = 60000;
+/// Maps of its own memory the long-pass test's caller makes (each a
+/// notifier the pass calls at each unmapping).
+const SELF_MAPS: usize = 40;
+/// Words of the long-pass test's shared page.
+const UNSTABLE: usize = 0;
+const PUBLISHED: usize = 1;
+/// The second caller's command: close its peer fd.
+const CLOSE_FD: u8 = b'c';
+
+/// One caller can make the module's unmapping pass over its maps long (it
+/// maps one peer fd tens of thousands of times, and a change of the target
+/// unmaps every one of them); another user's `close()` of a peer fd must
+/// not wait for that pass. A caller maps a page of the target through
+/// [`PASS_VMAS`] mappings and publishes its status page's `unstable`
+/// (up while a pass it asked for is pending); the target discards the page;
+/// while that pass runs, a second caller closes its own peer fd, and must
+/// be back while the first caller's pass still is not done.
+pub(crate) fn close_not_held_by_another_pass() -> TestResult {
+    crate::perm::needs_root()?;
+    util::needs_feature(cma::Features::MAP)?;
+    let page = Mapping::shared(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+    let w = words(page.addr());
+    let (mut t, addr) = crate::cache::cache_target()?;
+    let pid = t.pid;
+    let mut first = Peer::spawn(move |mut ch| {
+        let dev = Device::open()?;
+        // Maps of its own memory first: each is a notifier on this
+        // process's address space, called at each of the pass's unmappings.
+        let own = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+        // SAFETY: the process id, no memory.
+        let me = unsafe { libc::getpid() };
+        let mut selves = Vec::new();
+        for _ in 0..SELF_MAPS {
+            let p = dev.attach(Target::Pid(me))?;
+            let m = p.map(own.addr(), page_size(), false)?;
+            selves.push((p, m));
+        }
+        let peer = dev.attach(Target::Pid(pid))?;
+        let m = peer.map(addr, page_size(), false)?;
+        let status = peer.map_status()?;
+        // SAFETY: the map's first byte, mapped while `m` lives.
+        unsafe { m.as_ptr().read_volatile() };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&peer);
+        let mut n = 0u64;
+        for _ in 0..PASS_VMAS {
+            // SAFETY: a new read-only shared mapping of our peer fd at the
+            // target's page; never unmapped (the process ends with the test).
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    page_size(),
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    fd,
+                    addr as libc::off_t,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                break;
+            }
+            n += 1;
+        }
+        ch.send(&[n])?;
+        loop {
+            w[UNSTABLE].store(status.unstable(), Ordering::SeqCst);
+            w[PUBLISHED].fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    })?;
+    let vmas = first.recv_within(SETUP)?;
+    check!(
+        vmas.as_ref().is_some_and(|v| v[0] >= PASS_VMAS as u64 / 2),
+        "the first caller could not map its fd: {vmas:?}"
+    );
+    let mut second = Peer::spawn(move |mut ch| {
+        let dev = Device::open()?;
+        let peer = dev.attach(Target::Pid(pid))?;
+        let m = peer.map(addr + page_size(), page_size(), false)?;
+        // SAFETY: the map's first byte, mapped while `m` lives.
+        unsafe { m.as_ptr().read_volatile() };
+        let (mut m, mut peer) = (Some(m), Some(peer));
+        ch.send(&[1])?;
+        ch.serve(|c, _| {
+            if c != CLOSE_FD {
+                return Ok(vec![]);
+            }
+            let start = Instant::now();
+            drop(m.take());
+            // The fd's last reference: its release runs before close()
+            // returns to user space.
+            drop(peer.take());
+            let took = start.elapsed().as_micros() as u64;
+            Ok(vec![w[UNSTABLE].load(Ordering::SeqCst), took])
+        })
+    })?;
+    check_eq!(
+        second.recv_within(SETUP)?,
+        Some(vec![1]),
+        "the second caller's map failed"
+    );
+    let start = Instant::now();
+    while w[UNSTABLE].load(Ordering::SeqCst) != 0 {
+        check!(
+            start.elapsed() < STEP,
+            "the first caller's status never settled"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The target discards its buffer: the first caller's pass begins (the
+    // discard waits for it up to 100 ms, then goes on).
+    let started = Instant::now();
+    check_eq!(
+        t.command(crate::cache::DONTNEED, &[])?,
+        vec![0],
+        "MADV_DONTNEED"
+    );
+    let r = second.command(CLOSE_FD, &[])?;
+    let closed = started.elapsed();
+    while w[UNSTABLE].load(Ordering::SeqCst) != 0 {
+        check!(
+            started.elapsed() < SETUP,
+            "the first caller's pass never ended"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let pass = started.elapsed();
+    println!(
+        "# pass over {} mappings: {} ms; the other caller's close took {} us, done at {} ms",
+        vmas.map_or(0, |v| v[0]),
+        pass.as_millis(),
+        r.get(1).copied().unwrap_or(0),
+        closed.as_millis()
+    );
+    // The close is the release of one map state; it must not last a
+    // tenth of the other caller's pass, which it has no part in.
+    let took = Duration::from_micros(r.get(1).copied().unwrap_or(u64::MAX));
+    check!(
+        took < pass / 10,
+        "another caller's close() took {took:?}, waiting for this caller's pass ({pass:?})"
+    );
+    Ok(())
+}

@@ -114,6 +114,10 @@ pub const TESTS: &[Test] = &[
         name: "map_fault_killable_while_target_page_read_held",
         run: crate::hold::map_fault_killable,
     },
+    Test {
+        name: "map_close_not_held_by_another_callers_pass",
+        run: crate::hold::close_not_held_by_another_pass,
+    },
 ];
 
 /// What the mapping must show after a change.
