@@ -816,7 +816,9 @@ static void cma_map_prefault(struct mm_struct *mm, unsigned long taddr, unsigned
 		if (locked)
 			mmap_read_unlock(mm);
 		locked = 0;
-		folio_wait_locked_killable(page_folio(page));
+		/* A page to dirty is locked to be (a mapped page is up to date). */
+		if (flags & FOLL_WRITE)
+			folio_wait_locked_killable(page_folio(page));
 		put_page(page);
 	}
 	if (locked)
@@ -828,17 +830,22 @@ static void cma_map_prefault(struct mm_struct *mm, unsigned long taddr, unsigned
  * (for writing if @write), or NULL (no page: a hole), or ERR_PTR(-EAGAIN):
  * the fault lock was dropped to wait, and the fault is retried.
  *
- * The caller's mmap_lock (or its VMA's lock) is held: nothing of the
- * target's is waited for under it. Its mmap_lock only by trylock (two
- * processes mapping each other would deadlock), its faults with
- * FOLL_NOWAIT, its page's lock by trylock. What would wait (the target's
- * lock, a page still being read in, which a FUSE server can hold as long
- * as it likes, a locked page to dirty) is waited for with the fault lock
- * dropped, killably (cma_map_prefault()), and the fault retried.
+ * The caller's mmap_lock is held: nothing of the target's is waited for
+ * under it. Its mmap_lock only by trylock (two processes mapping each other
+ * would deadlock), its page's lock by trylock, and no fault of the target's
+ * runs under it on a first try (FOLL_NOFAULT): even with FOLL_NOWAIT a
+ * fault may wait for what the target or a FUSE server holds (a synchronous
+ * read, page_mkwrite, writeback). What is not there at once is faulted in
+ * or waited for with the fault lock dropped, killably (cma_map_prefault()),
+ * and the fault retried; a retried fault (FAULT_FLAG_TRIED), and one that
+ * cannot retry, may fault what does not wait (FOLL_NOWAIT), so that a page
+ * the target drops meanwhile does not send us round again and again, and
+ * a page that only needs a minor fault is not a hole.
  */
 static struct page *cma_map_lookup(struct vm_fault *vmf, struct cma_map_state *map,
 				   unsigned long taddr, bool write)
 {
+	bool first = !(vmf->flags & FAULT_FLAG_TRIED) && (vmf->flags & FAULT_FLAG_ALLOW_RETRY);
 	unsigned int flags = write ? FOLL_WRITE : 0;
 	struct mm_struct *mm = map->mn.mm;
 	struct page *page = NULL;
@@ -848,9 +855,13 @@ static struct page *cma_map_lookup(struct vm_fault *vmf, struct cma_map_state *m
 	if (!mmget_not_zero(mm))
 		return NULL;
 	if (mmap_read_trylock(mm)) {
-		/* 0: the fault would have waited. */
-		n = get_user_pages_remote(mm, taddr, 1, flags | FOLL_NOWAIT, &page, NULL);
+		/* 0: a fault would have waited. A first try's error may be a
+		 * page to fault in: the slow way tells. */
+		n = get_user_pages_remote(mm, taddr, 1, flags | (first ? FOLL_NOFAULT : FOLL_NOWAIT),
+					  &page, NULL);
 		mmap_read_unlock(mm);
+		if (n < 0 && first)
+			n = 0;
 	}
 	if (n == 1 && write) {
 		folio = page_folio(page);
@@ -1167,8 +1178,15 @@ static bool cma_map_lookup_pmd(struct cma_map_state *map, unsigned long taddr,
 	if (n <= 0)
 		return false;
 	folio = page_folio(pages[0]);
+	/*
+	 * Only a folio someone owns, anonymous or a file's: never the huge
+	 * zero page (a target's read of untouched memory maps it), whose PMD
+	 * the kernel zaps as its own, with a page table it expects deposited
+	 * (7.x: an oops at the caller's munmap). Its pages go one by one.
+	 */
 	whole = n == HPAGE_PMD_NR && folio_nr_pages(folio) == HPAGE_PMD_NR &&
-		folio_page(folio, 0) == pages[0] && !cma_pmd_checked(folio);
+		folio_page(folio, 0) == pages[0] && !cma_pmd_checked(folio) &&
+		(folio_test_anon(folio) || READ_ONCE(folio->mapping));
 	for (i = 1; whole && i < n; i++)
 		whole = pages[i] == folio_page(folio, i);
 	if (!whole) {

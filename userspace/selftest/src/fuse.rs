@@ -46,8 +46,11 @@ impl Fuse {
     /// Mounts a new instance at a new directory under `/tmp`, served by a
     /// child process that holds each read until `release[0]` is non-zero
     /// (then answers it with zeros) and counts the reads held in
-    /// `release[1]`.
-    pub fn mount(release: &'static [AtomicU64]) -> io::Result<Fuse> {
+    /// `release[1]`. With `readahead`, pages are read in the background
+    /// (`FUSE_ASYNC_READ`, as libfuse asks: a reader waits on the page's
+    /// lock); without, there is no readahead (`max_readahead` 0), and a
+    /// fault reads its page synchronously.
+    pub fn mount(release: &'static [AtomicU64], readahead: bool) -> io::Result<Fuse> {
         // SAFETY: the process id, no memory.
         let dir = format!("/tmp/cma-fuse-{}", unsafe { libc::getpid() });
         std::fs::create_dir_all(&dir)?;
@@ -81,7 +84,7 @@ impl Fuse {
             return Err(io::Error::last_os_error());
         }
         let server = Peer::spawn(move |_| {
-            serve(&dev, release)?;
+            serve(&dev, release, readahead)?;
             Ok(())
         });
         let mut fuse = Fuse { dir, server: None };
@@ -141,7 +144,7 @@ fn reply(dev: &OwnedFd, unique: u64, error: i32, body: &[u8]) -> io::Result<()> 
 }
 
 /// Serves until the connection ends (unmounted) or fails.
-fn serve(dev: &OwnedFd, release: &[AtomicU64]) -> io::Result<()> {
+fn serve(dev: &OwnedFd, release: &[AtomicU64], readahead: bool) -> io::Result<()> {
     let mut buf = vec![0u8; 64 << 10];
     // Reads held: (unique, size).
     let mut held: Vec<(u64, u32)> = Vec::new();
@@ -181,11 +184,16 @@ fn serve(dev: &OwnedFd, release: &[AtomicU64]) -> io::Result<()> {
         match opcode {
             INIT => {
                 let mut out = Vec::with_capacity(64);
-                // Reads in the background (FUSE_ASYNC_READ, as libfuse
-                // asks): a reader waits on the page's lock, not on the
-                // request (a request the server has read is waited for
+                // With readahead, in the background (FUSE_ASYNC_READ): a
+                // reader waits on the page's lock, not on the request (a
+                // request the server has read is waited for
                 // uninterruptibly by FUSE itself, whoever reads).
-                for v in [7u32, 31, 4096, ASYNC_READ] {
+                let (ahead, flags) = if readahead {
+                    (4096, ASYNC_READ)
+                } else {
+                    (0, 0)
+                };
+                for v in [7u32, 31, ahead, flags] {
                     out.extend_from_slice(&v.to_ne_bytes());
                 }
                 out.extend_from_slice(&1u16.to_ne_bytes()); // max_background

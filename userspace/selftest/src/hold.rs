@@ -377,19 +377,14 @@ pub(crate) fn grant_killable() -> TestResult {
     Ok(())
 }
 
-/// A fault in the caller's map of a target's page whose read a FUSE server
-/// holds (the page stays locked meanwhile; any user who can mount FUSE
-/// can arrange that, for as long as they like): the fault waits, as a
-/// copy's lookup would, and a SIGKILL must end it, not leave the caller in
-/// D state until the server answers.
-pub(crate) fn map_fault_killable() -> TestResult {
-    crate::perm::needs_root()?;
-    util::needs_feature(cma::Features::MAP)?;
-    let page = Mapping::shared(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
-    let w = words(page.addr());
-    // The server's words: its release (set by `Release`) and the reads it holds.
-    let fw = &w[RELEASE..];
-    let fuse = match crate::fuse::Fuse::mount(fw) {
+/// A FUSE instance of the test's own ([`crate::fuse`]) whose reads wait
+/// until `fw[0]`, and a target that maps its file (shared, read-only,
+/// untouched). Returns them and the mapping's address.
+fn fuse_target(
+    fw: &'static [AtomicU64],
+    readahead: bool,
+) -> Result<(crate::fuse::Fuse, Peer, usize), Failure> {
+    let fuse = match crate::fuse::Fuse::mount(fw, readahead) {
         Ok(f) => f,
         Err(e) => return Err(Failure::Skip(format!("no FUSE mount: {e}"))),
     };
@@ -413,6 +408,32 @@ pub(crate) fn map_fault_killable() -> TestResult {
         ch.wait()
     })?;
     let addr = t.recv()?[0] as usize;
+    Ok((fuse, t, addr))
+}
+
+/// Waits until the FUSE server of `fw` holds a read.
+fn read_held(fw: &[AtomicU64]) -> TestResult {
+    let start = Instant::now();
+    while fw[1].load(Ordering::SeqCst) == 0 {
+        check!(start.elapsed() < STEP, "the fault never read the file");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// A fault in the caller's map of a target's page whose read a FUSE server
+/// holds (the page stays locked meanwhile; any user who can mount FUSE
+/// can arrange that, for as long as they like): the fault waits, as a
+/// copy's lookup would, and a SIGKILL must end it, not leave the caller in
+/// D state until the server answers.
+pub(crate) fn map_fault_killable() -> TestResult {
+    crate::perm::needs_root()?;
+    util::needs_feature(cma::Features::MAP)?;
+    let page = Mapping::shared(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+    let w = words(page.addr());
+    // The server's words: its release (set by `Release`) and the reads it holds.
+    let fw = &w[RELEASE..];
+    let (fuse, t, addr) = fuse_target(fw, true)?;
     let pid = t.pid;
     let mut c = Peer::spawn(move |mut ch| {
         let dev = Device::open()?;
@@ -427,11 +448,7 @@ pub(crate) fn map_fault_killable() -> TestResult {
     // Let the server answer when the test returns, whichever way.
     let release = Release(page.addr());
     check_eq!(c.recv_within(SETUP)?, Some(vec![1]), "the map failed");
-    let start = Instant::now();
-    while fw[1].load(Ordering::SeqCst) == 0 {
-        check!(start.elapsed() < STEP, "the fault never read the file");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    read_held(fw)?;
     check_eq!(
         c.recv_within(Duration::from_millis(100))?,
         None,
@@ -449,7 +466,60 @@ pub(crate) fn map_fault_killable() -> TestResult {
         killed.elapsed().as_millis()
     );
     drop(release);
-    drop(fuse);
+    drop((t, fuse));
+    Ok(())
+}
+
+/// The command of [`map_fault_waits_unlocked`]'s caller: map and unmap.
+const MMAP: u8 = b'm';
+
+/// A fault in the caller's map waits for the target's page without the
+/// caller's `mmap_lock`: the target's page is read synchronously (no
+/// readahead) from a FUSE server that holds the read, and meanwhile
+/// another thread of the caller maps and unmaps memory (which takes that
+/// lock for writing).
+pub(crate) fn map_fault_waits_unlocked() -> TestResult {
+    crate::perm::needs_root()?;
+    util::needs_feature(cma::Features::MAP)?;
+    let page = Mapping::shared(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+    let w = words(page.addr());
+    let fw = &w[RELEASE..];
+    let (fuse, t, addr) = fuse_target(fw, false)?;
+    let pid = t.pid;
+    let mut c = Peer::spawn(move |mut ch| {
+        let dev = Device::open()?;
+        let peer = dev.attach(Target::Pid(pid))?;
+        let m = peer.map(addr, page_size(), false)?;
+        let at = m.as_ptr() as usize;
+        // Never joined: it ends with the process.
+        std::thread::spawn(move || {
+            // SAFETY: the map's first byte; `m` lives until the process
+            // ends (the main thread serves until then).
+            unsafe { (at as *const u8).read_volatile() };
+        });
+        ch.send(&[1])?;
+        ch.serve(|cmd, _| {
+            let _keep = &m;
+            if cmd != MMAP {
+                return Ok(vec![]);
+            }
+            let other = Mapping::new(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
+            drop(other);
+            Ok(vec![1])
+        })
+    })?;
+    let release = Release(page.addr());
+    check_eq!(c.recv_within(SETUP)?, Some(vec![1]), "the map failed");
+    read_held(fw)?;
+    c.command_no_reply(MMAP)?;
+    check_eq!(
+        c.recv_within(STEP)?,
+        Some(vec![1]),
+        "another thread of the caller could not map memory while a fault in its map waited \
+         for the target's page (the fault held the caller's mmap_lock)"
+    );
+    drop(release);
+    drop((c, t, fuse));
     Ok(())
 }
 

@@ -39,6 +39,10 @@ pub const TESTS: &[Test] = &[
         run: huge_pages_whole,
     },
     Test {
+        name: "map_huge_zero_page_not_mapped_whole",
+        run: huge_zero_page_not_whole,
+    },
+    Test {
         name: "map_maps_hugetlb_pages_whole",
         run: hugetlb_pages_whole,
     },
@@ -113,6 +117,10 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "map_fault_killable_while_target_page_read_held",
         run: crate::hold::map_fault_killable,
+    },
+    Test {
+        name: "map_fault_waits_without_the_callers_mmap_lock",
+        run: crate::hold::map_fault_waits_unlocked,
     },
     Test {
         name: "map_close_not_held_by_another_callers_pass",
@@ -249,6 +257,46 @@ fn anon_huge_kb(pid: i32) -> io::Result<u64> {
 /// A target whose 2 MiB-aligned buffer is huge pages: the map shows them as
 /// PMDs (counted on the status page), exactly; a write fault on a read-only
 /// PMD goes page by page; after the target splits them, the pages.
+/// A target that only read its untouched huge-page-aligned buffer maps the
+/// huge zero page there: the caller's map reads zeros page by page, never
+/// as one PMD of the huge zero page (which the kernel zaps as its own, with
+/// a page table it expects deposited: an oops at the caller's munmap on
+/// 7.x), and its munmap is an ordinary one.
+fn huge_zero_page_not_whole() -> TestResult {
+    let dev = Device::open()?;
+    needs_map(&dev)?;
+    let mut t = crate::peer::Peer::spawn(|mut ch| {
+        let addr = cache::aligned_buffer()?;
+        // SAFETY: reads the first byte of each huge page of our own buffer
+        // (untouched: the huge zero page where THP allows).
+        let sum: u64 = (0..LEN)
+            .step_by(2 << 20)
+            .map(|o| u64::from(unsafe { ((addr + o) as *const u8).read_volatile() }))
+            .sum();
+        ch.send(&[addr as u64, sum])?;
+        ch.wait()
+    })?;
+    let v = t.recv()?;
+    let addr = v[0] as usize;
+    let peer = dev.attach(Target::Pid(t.pid))?;
+    let m = peer.map(addr, LEN, false)?;
+    let status = peer.map_status()?;
+    let mut buf = vec![1u8; LEN];
+    m.read_at(0, &mut buf);
+    check!(
+        buf.iter().all(|&b| b == 0),
+        "the untouched buffer is not zeros"
+    );
+    check_eq!(
+        status.snapshot().pmds,
+        0,
+        "the huge zero page was mapped as a PMD"
+    );
+    drop(m);
+    drop(t);
+    Ok(())
+}
+
 fn huge_pages_whole() -> TestResult {
     let dev = Device::open()?;
     let Mapped {
