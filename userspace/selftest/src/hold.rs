@@ -377,13 +377,16 @@ pub(crate) fn grant_killable() -> TestResult {
     Ok(())
 }
 
-/// A FUSE instance of the test's own ([`crate::fuse`]) whose reads wait
-/// until `fw[0]`, and a target that maps its file (shared, read-only,
+/// For a map test run as root: a FUSE instance of the test's own
+/// ([`crate::fuse`]) whose reads wait until `fw[0]`, and a target that maps
+/// its file (shared, read-only,
 /// untouched). Returns them and the mapping's address.
 fn fuse_target(
     fw: &'static [AtomicU64],
     readahead: bool,
 ) -> Result<(crate::fuse::Fuse, Peer, usize), Failure> {
+    crate::perm::needs_root()?;
+    util::needs_feature(cma::Features::MAP)?;
     let fuse = match crate::fuse::Fuse::mount(fw, readahead) {
         Ok(f) => f,
         Err(e) => return Err(Failure::Skip(format!("no FUSE mount: {e}"))),
@@ -427,8 +430,6 @@ fn read_held(fw: &[AtomicU64]) -> TestResult {
 /// copy's lookup would, and a SIGKILL must end it, not leave the caller in
 /// D state until the server answers.
 pub(crate) fn map_fault_killable() -> TestResult {
-    crate::perm::needs_root()?;
-    util::needs_feature(cma::Features::MAP)?;
     let page = Mapping::shared(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
     let w = words(page.addr());
     // The server's words: its release (set by `Release`) and the reads it holds.
@@ -479,8 +480,6 @@ const MMAP: u8 = b'm';
 /// another thread of the caller maps and unmaps memory (which takes that
 /// lock for writing).
 pub(crate) fn map_fault_waits_unlocked() -> TestResult {
-    crate::perm::needs_root()?;
-    util::needs_feature(cma::Features::MAP)?;
     let page = Mapping::shared(page_size(), libc::PROT_READ | libc::PROT_WRITE)?;
     let w = words(page.addr());
     let fw = &w[RELEASE..];
